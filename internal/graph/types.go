@@ -1,0 +1,182 @@
+package graph
+
+import (
+	"net/netip"
+	"time"
+)
+
+// TimeSource is where a sample's timestamps came from: "ebpf", "kernel" or
+// "user" (the same strings as probe.Source; graph does not import probe).
+type TimeSource string
+
+// RouteKey is the route map key: one flow from Src to Dst sent from source
+// port SrcPort. Src and Dst are host (peer) addresses.
+type RouteKey struct {
+	Src     netip.Addr `json:"src"`
+	Dst     netip.Addr `json:"dst"`
+	SrcPort uint16     `json:"srcPort"`
+}
+
+// Reverse is the key of the mirrored flow (the path the acks take).
+func (k RouteKey) Reverse() RouteKey { return RouteKey{Src: k.Dst, Dst: k.Src, SrcPort: k.SrcPort} }
+
+// Hop is one position on a traced path. Addr is invalid (zero) for a silent
+// hop ("*"); the graph turns it into a placeholder node unique to its route and
+// position. RTT is informational (router ICMP generation is slow).
+type Hop struct {
+	Addr netip.Addr    `json:"addr"`
+	RTT  time.Duration `json:"-"`
+}
+
+// LossDir says which direction a lost probe was lost in, as far as the
+// reflector counters tell.
+type LossDir uint8
+
+const (
+	LossUnknown LossDir = 0
+	LossForward LossDir = 1 // the reflector never counted it: lost on the forward route
+	LossReverse LossDir = 2 // the reflector acked it, the ack never arrived: reverse route
+)
+
+// Sample is one ping on one flow, as the pinger hands it to the graph.
+type Sample struct {
+	Seq    uint64        `json:"seq"`
+	Sent   time.Time     `json:"sent"`
+	Lost   bool          `json:"lost"`
+	Dir    LossDir       `json:"dir,omitempty"` // only when Lost
+	RTT    time.Duration `json:"rtt,omitempty"` // (T4-T1)-(T3-T2); only when !Lost
+	Source TimeSource    `json:"source"`
+}
+
+// NodeKind says what a node is.
+type NodeKind string
+
+const (
+	NodeHost   NodeKind = "host"   // a route endpoint (a dnms peer)
+	NodeRouter NodeKind = "router" // an address that answered as a hop
+	NodeSilent NodeKind = "silent" // a "*" hop: placeholder unique to route+position
+)
+
+// Node is a vertex. ID is the address for hosts and routers, and
+// "*<routeID>/<position>" for silent placeholders.
+type Node struct {
+	ID   string     `json:"id"`
+	Addr netip.Addr `json:"addr,omitzero"`
+	Kind NodeKind   `json:"kind"`
+}
+
+// LinkID names a directed link by its node IDs.
+type LinkID struct {
+	Src string `json:"src"`
+	Dst string `json:"dst"`
+}
+
+// Link is a directed edge a→b and how many routes use it.
+type Link struct {
+	LinkID
+	Routes int `json:"routes"`
+}
+
+// Metrics summarise a route's sample ring. Durations are in seconds (float) in
+// JSON; counts are integers. A lost probe never enters the RTT figures.
+type Metrics struct {
+	Samples       int        `json:"samples"`
+	Lost          int        `json:"lost"`
+	LostForward   int        `json:"lostForward"`
+	LostReverse   int        `json:"lostReverse"`
+	Loss          float64    `json:"loss"`        // Lost/Samples
+	LossForward   float64    `json:"lossForward"` // LostForward/Samples
+	LossReverse   float64    `json:"lossReverse"`
+	RTTMin        float64    `json:"rttMinSeconds"`
+	RTTAvg        float64    `json:"rttAvgSeconds"`
+	RTTP50        float64    `json:"rttP50Seconds"`
+	RTTP99        float64    `json:"rttP99Seconds"`
+	RTTMax        float64    `json:"rttMaxSeconds"`
+	JitterRFC3550 float64    `json:"jitterRfc3550Seconds"`
+	JitterStddev  float64    `json:"jitterStddevSeconds"`
+	Source        TimeSource `json:"source,omitempty"`
+}
+
+// Route is one full hop list, source host to destination host, endpoints
+// included. ID is a stable hash of the hop list (with separators). Several
+// keys (source ports) that see the same hops share one route; Keys lists them.
+// Metrics merge the samples of every key on the route.
+type Route struct {
+	ID      string     `json:"id"`
+	Src     netip.Addr `json:"src"`
+	Dst     netip.Addr `json:"dst"`
+	Hops    []string   `json:"hops"` // node IDs, Hops[0]==Src, last==Dst
+	Keys    []RouteKey `json:"keys"`
+	Metrics Metrics    `json:"metrics"`
+	Origin  string     `json:"origin,omitempty"` // aggregator: which agent reported it
+}
+
+// PathChange is emitted when a re-trace of a key yields different hops.
+type PathChange struct {
+	Key      RouteKey `json:"key"`
+	OldRoute string   `json:"oldRoute"`
+	NewRoute string   `json:"newRoute"`
+	OldHops  []string `json:"oldHops"`
+	NewHops  []string `json:"newHops"`
+	HopDelta int      `json:"hopDelta"` // len(new)-len(old)
+}
+
+// Snapshot is the whole graph at one event id: the /v1/graph document and the
+// input of `dnms health -f`.
+type Snapshot struct {
+	EventID uint64  `json:"eventId"`
+	Nodes   []Node  `json:"nodes"`
+	Links   []Link  `json:"edges"`
+	Routes  []Route `json:"routes"`
+}
+
+// Verdict is the estimator's call on one link.
+type Verdict string
+
+const (
+	VerdictOK      Verdict = "ok"
+	VerdictSuspect Verdict = "suspect"
+	VerdictFaulty  Verdict = "faulty"
+)
+
+// LinkHealth is one row of /v1/graph/edges/health.
+type LinkHealth struct {
+	Src               string  `json:"src"`
+	Dst               string  `json:"dst"`
+	Suspicion         float64 `json:"suspicion"` // AvgLossThrough - AvgLossNotThrough
+	AvgLossThrough    float64 `json:"avgLossThrough"`
+	AvgLossNotThrough float64 `json:"avgLossNotThrough"`
+	RoutesThrough     int     `json:"routesThrough"`
+	SamplesThrough    int     `json:"samplesThrough"`
+	RoutesNotThrough  int     `json:"routesNotThrough"`
+	SamplesNotThrough int     `json:"samplesNotThrough"`
+	// Explain-away estimator.
+	EstimatedLoss float64 `json:"estimatedLoss"`
+	Verdict       Verdict `json:"verdict"`
+	Evidence      string  `json:"evidence,omitempty"`
+}
+
+// EventType names a change.
+type EventType string
+
+const (
+	EventNodeAdd     EventType = "node-add"
+	EventNodeRemove  EventType = "node-remove"
+	EventLinkAdd     EventType = "link-add"
+	EventLinkRemove  EventType = "link-remove"
+	EventRouteAdd    EventType = "route-add"
+	EventRouteUpdate EventType = "route-update" // metrics changed (coalesced)
+	EventRouteRemove EventType = "route-remove"
+	EventPathChange  EventType = "path-change"
+)
+
+// Event is one change. IDs increase monotonically per graph.
+type Event struct {
+	ID     uint64      `json:"id"`
+	Type   EventType   `json:"type"`
+	Time   time.Time   `json:"time"`
+	Node   *Node       `json:"node,omitempty"`
+	Link   *Link       `json:"link,omitempty"`
+	Route  *Route      `json:"route,omitempty"` // full route incl. metrics
+	Change *PathChange `json:"change,omitempty"`
+}

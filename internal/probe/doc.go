@@ -1,0 +1,43 @@
+// Package probe owns the dnms wire format, the probe sockets, one ping and one
+// trace probe, matching replies to probes, the userspace reflector, and
+// timestamps from the best available source (ebpf, kernel, user).
+//
+// It schedules nothing: internal/pinger and internal/mapper decide what to send
+// when.
+//
+// # Wire format (version 1)
+//
+// Every dnms packet is a UDP datagram whose destination port is the ping port
+// (-pingPort, default 33435): pings A:S→B:P, mirrored acks B:S→A:P, trace
+// probes A:S→B:P. All fields are big-endian.
+//
+//	off size field
+//	  0    4 magic      0x444E4D53 ("DNMS")
+//	  4    1 version    1
+//	  5    1 type       1 ping, 2 ack, 3 trace, 4 trace-ack
+//	  6    1 flags      bit0 HMAC present, bit1 reflected in kernel (eBPF)
+//	  7    1 ttl        trace probes: the IP TTL the probe was sent with; else 0
+//	  8    2 srcPort    the flow's source port S (as sent by the prober)
+//	 10    2 padLen     number of zero padding bytes after the header (traces)
+//	 12    4 epoch      random per prober process start; reflector resets a
+//	                    flow's counters when it changes
+//	 16    8 seq        sequence number, per flow, starting at 1
+//	 24    8 t1         prober tx time, CLOCK_MONOTONIC ns (prober's clock)
+//	 32    8 t2         reflector rx time, CLOCK_MONOTONIC ns (reflector's clock)
+//	 40    8 t3         reflector tx time, CLOCK_MONOTONIC ns (reflector's clock)
+//	 48    8 rxCount    reflector: probes received on this flow this epoch
+//	 56    8 ackCount   reflector: acks sent on this flow this epoch (incl. this one)
+//	 64   16 hmac       present iff flags bit0: HMAC-SHA256 truncated to 16 bytes
+//	                    over bytes 0..31 with type (5) and flags (6) zeroed
+//	 64/80 padLen zero bytes
+//
+// The HMAC covers only the prober's own fields so that the in-kernel reflector,
+// which cannot compute SHA-256, can turn a ping into an ack by rewriting type,
+// flags, t2, t3 and the counters and copying the HMAC. The userspace reflector
+// produces the same bytes. A reflector does not need the key to reflect.
+//
+// A trace probe with TTL n carries padLen = n so that an ICMP time-exceeded,
+// which quotes the IP and UDP headers, identifies the TTL from the quoted UDP
+// length alone; ECMP does not hash the length, so the 5-tuple stays constant
+// (Paris traceroute).
+package probe
