@@ -1,0 +1,791 @@
+package graph
+
+import (
+	"cmp"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Config configures a Graph.
+type Config struct {
+	// RingSize is how many samples each route key keeps (-metricRingSize).
+	RingSize int
+	// CoalesceInterval bounds route-update events to one per route per
+	// interval. Updates owed inside the interval go out on the next AddSample
+	// after it, or on Flush (Run calls Flush every interval).
+	CoalesceInterval time.Duration
+	// EventBuffer is the size of the replay ring behind Subscribe.
+	EventBuffer int
+	// SubscriberBuffer is the channel size Subscribe uses when buf <= 0.
+	SubscriberBuffer int
+	// Now is the clock; nil means time.Now. Tests inject a fake.
+	Now func() time.Time
+	// Health tunes the localization (see HealthConfig).
+	Health HealthConfig
+}
+
+// DefaultConfig returns the defaults: 100 samples per key, one route update
+// per second per route, 4096 events of replay.
+func DefaultConfig() Config {
+	return Config{
+		RingSize:         100,
+		CoalesceInterval: time.Second,
+		EventBuffer:      4096,
+		SubscriberBuffer: 256,
+		Health:           DefaultHealthConfig(),
+	}
+}
+
+// Graph holds nodes, links, routes and their metrics. All methods are safe
+// for concurrent use; readers run concurrently with each other.
+type Graph struct {
+	cfg Config
+
+	mu       sync.RWMutex
+	nodes    map[string]*nodeEntry
+	links    map[LinkID]*linkEntry
+	routes   map[string]*routeEntry              // by routeEntry.ikey
+	keys     map[RouteKey]*routeEntry            // local (agent) keys
+	imported map[string]map[RouteKey]*routeEntry // origin -> key -> route
+	pending  map[*routeEntry]struct{}            // owe a route-update event
+	events   eventLog
+	subs     map[*Subscription]struct{}
+}
+
+type nodeEntry struct {
+	node      Node
+	refs      int // routes through this node (counted once per route position)
+	endpoints int // of which as a route endpoint
+}
+
+type linkEntry struct {
+	refs int
+}
+
+type routeEntry struct {
+	ikey   string // origin + "\x00" + id
+	id     string
+	origin string
+	local  bool
+	src    netip.Addr
+	dst    netip.Addr
+	hops   []string
+	keys   map[RouteKey]*sampleRing // local: per-key rings; imported: nil values
+
+	lastUpdate time.Time
+
+	mmu     sync.Mutex // guards metrics/dirty when readers compute lazily
+	metrics Metrics
+	dirty   bool
+}
+
+// New returns an empty graph. Zero fields of cfg take their defaults.
+func New(cfg Config) *Graph {
+	def := DefaultConfig()
+	if cfg.RingSize <= 0 {
+		cfg.RingSize = def.RingSize
+	}
+	if cfg.CoalesceInterval <= 0 {
+		cfg.CoalesceInterval = def.CoalesceInterval
+	}
+	if cfg.EventBuffer <= 0 {
+		cfg.EventBuffer = def.EventBuffer
+	}
+	if cfg.SubscriberBuffer <= 0 {
+		cfg.SubscriberBuffer = def.SubscriberBuffer
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	cfg.Health = cfg.Health.withDefaults()
+	return &Graph{
+		cfg:      cfg,
+		nodes:    make(map[string]*nodeEntry),
+		links:    make(map[LinkID]*linkEntry),
+		routes:   make(map[string]*routeEntry),
+		keys:     make(map[RouteKey]*routeEntry),
+		imported: make(map[string]map[RouteKey]*routeEntry),
+		pending:  make(map[*routeEntry]struct{}),
+		events:   newEventLog(cfg.EventBuffer),
+		subs:     make(map[*Subscription]struct{}),
+	}
+}
+
+// RouteID is the stable route identifier of a hop list: the first 16 hex
+// digits of sha256 over the hop strings joined by "|". Silent hops are written
+// "*" (not their placeholder IDs, which themselves contain the route ID), so
+// the ID depends only on what was traced.
+func RouteID(hops []string) string {
+	h := sha256.New()
+	for i, s := range hops {
+		if i > 0 {
+			h.Write([]byte{'|'})
+		}
+		if strings.HasPrefix(s, "*") {
+			s = "*"
+		}
+		h.Write([]byte(s))
+	}
+	return hex.EncodeToString(h.Sum(nil)[:8])
+}
+
+// SilentID is the placeholder node ID of a silent hop at position pos of
+// route routeID.
+func SilentID(routeID string, pos int) string {
+	return "*" + routeID + "/" + strconv.Itoa(pos)
+}
+
+func isSilent(id string) bool { return strings.HasPrefix(id, "*") }
+
+// normalizeHops turns traced hops into hop strings ("*" for silent) with the
+// key's endpoints at both ends: SetRoute accepts hop lists with or without
+// them.
+func normalizeHops(key RouteKey, hops []Hop) []string {
+	out := make([]string, 0, len(hops)+2)
+	if len(hops) == 0 || hops[0].Addr != key.Src {
+		out = append(out, key.Src.String())
+	}
+	for _, h := range hops {
+		if h.Addr.IsValid() {
+			out = append(out, h.Addr.Unmap().String())
+		} else {
+			out = append(out, "*")
+		}
+	}
+	if len(hops) == 0 || hops[len(hops)-1].Addr != key.Dst {
+		out = append(out, key.Dst.String())
+	}
+	return out
+}
+
+// nodeIDs turns hop strings into node IDs, giving silent hops their
+// placeholder IDs under route id.
+func nodeIDs(id string, hops []string) []string {
+	out := make([]string, len(hops))
+	for i, h := range hops {
+		if h == "*" {
+			out[i] = SilentID(id, i)
+		} else {
+			out[i] = h
+		}
+	}
+	return out
+}
+
+// SetRoute records that key's flow follows hops (from the mapper). hops may
+// include the endpoints or not; a silent hop has a zero Addr. It returns the
+// route ID the key now maps to and a PathChange when the key moved from a
+// different path.
+//
+// A re-trace that differs from the current path only by silent hops (new "*"
+// where an address was known) is not a change: the key keeps its route. A
+// re-trace that only fills in addresses where the current route had silent
+// hops is not a change either: the key moves to the refined route with its
+// sample ring. A real path change moves the key to the new route with a fresh
+// sample ring (old samples describe the old path).
+func (g *Graph) SetRoute(key RouteKey, hops []Hop) (string, *PathChange) {
+	if !key.Src.IsValid() || !key.Dst.IsValid() {
+		return "", nil
+	}
+	key.Src, key.Dst = key.Src.Unmap(), key.Dst.Unmap()
+	newHops := normalizeHops(key, hops)
+
+	g.mu.Lock()
+	defer g.mu.Unlock()
+
+	old := g.keys[key]
+	if old == nil {
+		id := RouteID(newHops)
+		r := g.attachLocked(key, id, "", true, key.Src, key.Dst, nodeIDs(id, newHops), newSampleRing(g.cfg.RingSize), nil)
+		return r.id, nil
+	}
+	merged, compatible := mergeHops(old.hops, newHops)
+	if compatible {
+		id := RouteID(merged)
+		if id == old.id {
+			return old.id, nil
+		}
+		ring := old.keys[key]
+		g.detachLocked(old, key)
+		r := g.attachLocked(key, id, "", true, key.Src, key.Dst, nodeIDs(id, merged), ring, nil)
+		return r.id, nil
+	}
+	id := RouteID(newHops)
+	oldID, oldHops := old.id, slices.Clone(old.hops)
+	r := g.attachLocked(key, id, "", true, key.Src, key.Dst, nodeIDs(id, newHops), newSampleRing(g.cfg.RingSize), nil)
+	pc := &PathChange{
+		Key:      key,
+		OldRoute: oldID,
+		NewRoute: r.id,
+		OldHops:  oldHops,
+		NewHops:  slices.Clone(r.hops),
+		HopDelta: len(r.hops) - len(oldHops),
+	}
+	g.emitLocked(Event{Type: EventPathChange, Change: clonePathChange(pc)})
+	g.detachLocked(old, key)
+	return r.id, pc
+}
+
+// mergeHops compares the current route's node IDs with a new trace's hop
+// strings. They are compatible when they have the same length and differ only
+// where one side is silent; merged then takes every known address from
+// either side.
+func mergeHops(old []string, nw []string) (merged []string, compatible bool) {
+	if len(old) != len(nw) {
+		return nil, false
+	}
+	merged = make([]string, len(nw))
+	for i := range nw {
+		os, ns := isSilent(old[i]), nw[i] == "*"
+		switch {
+		case os && ns:
+			merged[i] = "*"
+		case os:
+			merged[i] = nw[i]
+		case ns:
+			merged[i] = old[i]
+		case old[i] == nw[i]:
+			merged[i] = nw[i]
+		default:
+			return nil, false
+		}
+	}
+	return merged, true
+}
+
+// RemoveRoute forgets key's route mapping (and the route when no other key
+// uses it).
+func (g *Graph) RemoveRoute(key RouteKey) {
+	key.Src, key.Dst = key.Src.Unmap(), key.Dst.Unmap()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if r := g.keys[key]; r != nil {
+		g.detachLocked(r, key)
+	}
+}
+
+// RemoveHost forgets every local route key from or to addr (a peer left).
+// Imported routes are managed per origin (RemoveOrigin).
+func (g *Graph) RemoveHost(addr netip.Addr) {
+	addr = addr.Unmap()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var ks []RouteKey
+	for k := range g.keys {
+		if k.Src == addr || k.Dst == addr {
+			ks = append(ks, k)
+		}
+	}
+	slices.SortFunc(ks, compareKeys)
+	for _, k := range ks {
+		if r := g.keys[k]; r != nil {
+			g.detachLocked(r, k)
+		}
+	}
+}
+
+// AddSample adds one ping result to key's ring. It is a no-op when the key has
+// no route. A route-update event goes out at most once per CoalesceInterval
+// per route.
+func (g *Graph) AddSample(key RouteKey, s Sample) {
+	key.Src, key.Dst = key.Src.Unmap(), key.Dst.Unmap()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	r := g.keys[key]
+	if r == nil {
+		return
+	}
+	ring := r.keys[key]
+	if ring == nil {
+		return
+	}
+	ring.add(s)
+	r.mmu.Lock()
+	r.dirty = true
+	r.mmu.Unlock()
+	g.maybeUpdateLocked(r)
+}
+
+// RouteKeys lists the local keys that have a route, sorted.
+func (g *Graph) RouteKeys() []RouteKey {
+	g.mu.RLock()
+	ks := make([]RouteKey, 0, len(g.keys))
+	for k := range g.keys {
+		ks = append(ks, k)
+	}
+	g.mu.RUnlock()
+	slices.SortFunc(ks, compareKeys)
+	return ks
+}
+
+// RouteOf returns the route ID key maps to, if any.
+func (g *Graph) RouteOf(key RouteKey) (string, bool) {
+	key.Src, key.Dst = key.Src.Unmap(), key.Dst.Unmap()
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	if r := g.keys[key]; r != nil {
+		return r.id, true
+	}
+	return "", false
+}
+
+// ImportRoute upserts a route whose metrics were computed elsewhere (the
+// aggregator importing an agent's route). r.Hops are node IDs as the agent
+// reported them; r.Keys are the keys that map to it, which replace the keys
+// the route had from this origin. A key that moves from another of this
+// origin's routes with different hops yields a path-change event. r.ID is
+// kept when set, else computed from the hops. Routes with fewer than two hops
+// are ignored.
+func (g *Graph) ImportRoute(origin string, r Route) {
+	if len(r.Hops) < 2 {
+		return
+	}
+	id := r.ID
+	if id == "" {
+		id = RouteID(r.Hops)
+	}
+	src, dst := r.Src, r.Dst
+	if !src.IsValid() {
+		src, _ = netip.ParseAddr(r.Hops[0])
+	}
+	if !dst.IsValid() {
+		dst, _ = netip.ParseAddr(r.Hops[len(r.Hops)-1])
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	ikey := routeIKey(origin, false, id)
+	byKey := g.imported[origin]
+	if byKey == nil {
+		byKey = make(map[RouteKey]*routeEntry)
+		g.imported[origin] = byKey
+	}
+	want := make(map[RouteKey]bool, len(r.Keys))
+	for _, k := range r.Keys {
+		want[k] = true
+	}
+	// Keys that left this route.
+	if cur := g.routes[ikey]; cur != nil {
+		var gone []RouteKey
+		for k := range cur.keys {
+			if !want[k] {
+				gone = append(gone, k)
+			}
+		}
+		slices.SortFunc(gone, compareKeys)
+		for _, k := range gone {
+			delete(byKey, k)
+			delete(cur.keys, k)
+		}
+	}
+	var moved []*PathChange
+	var from []*routeEntry
+	for _, k := range r.Keys {
+		prev := byKey[k]
+		if prev == nil || prev.ikey == ikey {
+			continue
+		}
+		if !slices.Equal(prev.hops, r.Hops) {
+			moved = append(moved, &PathChange{
+				Key: k, OldRoute: prev.id, NewRoute: id,
+				OldHops: slices.Clone(prev.hops), NewHops: slices.Clone(r.Hops),
+				HopDelta: len(r.Hops) - len(prev.hops),
+			})
+		}
+		from = append(from, prev)
+		delete(prev.keys, k)
+		delete(byKey, k)
+	}
+	cur := g.routes[ikey]
+	if cur == nil {
+		cur = g.createLocked(ikey, id, origin, false, src, dst, slices.Clone(r.Hops))
+		cur.metrics = r.Metrics
+		for _, k := range r.Keys {
+			cur.keys[k] = nil
+			byKey[k] = cur
+		}
+		g.emitLocked(Event{Type: EventRouteAdd, Route: g.routeCopyLocked(cur)})
+		cur.lastUpdate = g.cfg.Now()
+	} else {
+		for _, k := range r.Keys {
+			cur.keys[k] = nil
+			byKey[k] = cur
+		}
+		cur.mmu.Lock()
+		cur.metrics = r.Metrics
+		cur.mmu.Unlock()
+		g.maybeUpdateLocked(cur)
+	}
+	for _, pc := range moved {
+		g.emitLocked(Event{Type: EventPathChange, Change: pc})
+	}
+	for _, p := range from {
+		if g.routes[p.ikey] == p {
+			g.afterKeyLossLocked(p)
+		}
+	}
+}
+
+// RemoveImportedRoute drops key from origin's routes (and the route when no
+// key is left).
+func (g *Graph) RemoveImportedRoute(origin string, key RouteKey) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	byKey := g.imported[origin]
+	r := byKey[key]
+	if r == nil {
+		return
+	}
+	delete(byKey, key)
+	delete(r.keys, key)
+	g.afterKeyLossLocked(r)
+}
+
+// RemoveOrigin drops every route imported from origin (an agent left).
+func (g *Graph) RemoveOrigin(origin string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var rs []*routeEntry
+	for _, r := range g.routes {
+		if !r.local && r.origin == origin {
+			rs = append(rs, r)
+		}
+	}
+	slices.SortFunc(rs, func(a, b *routeEntry) int { return cmp.Compare(a.ikey, b.ikey) })
+	for _, r := range rs {
+		g.removeRouteLocked(r)
+	}
+	delete(g.imported, origin)
+}
+
+// attachLocked adds key to route id (creating it), with ring as its samples.
+func (g *Graph) attachLocked(key RouteKey, id, origin string, local bool, src, dst netip.Addr, hops []string, ring *sampleRing, _ *Metrics) *routeEntry {
+	ikey := routeIKey(origin, local, id)
+	r := g.routes[ikey]
+	if r == nil {
+		r = g.createLocked(ikey, id, origin, local, src, dst, hops)
+		r.keys[key] = ring
+		r.dirty = true
+		g.keys[key] = r
+		g.emitLocked(Event{Type: EventRouteAdd, Route: g.routeCopyLocked(r)})
+		r.lastUpdate = g.cfg.Now()
+		return r
+	}
+	r.keys[key] = ring
+	g.keys[key] = r
+	r.mmu.Lock()
+	r.dirty = true
+	r.mmu.Unlock()
+	// The key set changed: tell subscribers now, not coalesced.
+	g.updateNowLocked(r)
+	return r
+}
+
+// detachLocked removes a local key from its route.
+func (g *Graph) detachLocked(r *routeEntry, key RouteKey) {
+	delete(r.keys, key)
+	if g.keys[key] == r {
+		delete(g.keys, key)
+	}
+	r.mmu.Lock()
+	r.dirty = true
+	r.mmu.Unlock()
+	g.afterKeyLossLocked(r)
+}
+
+// afterKeyLossLocked removes r when it has no key left, else announces it.
+func (g *Graph) afterKeyLossLocked(r *routeEntry) {
+	if len(r.keys) == 0 {
+		g.removeRouteLocked(r)
+		return
+	}
+	g.updateNowLocked(r)
+}
+
+// createLocked makes a route and takes references on its nodes and links,
+// emitting node-add and link-add for new ones.
+func (g *Graph) createLocked(ikey, id, origin string, local bool, src, dst netip.Addr, hops []string) *routeEntry {
+	r := &routeEntry{
+		ikey: ikey, id: id, origin: origin, local: local,
+		src: src, dst: dst, hops: hops,
+		keys: make(map[RouteKey]*sampleRing),
+	}
+	g.routes[ikey] = r
+	for i, h := range hops {
+		endpoint := i == 0 || i == len(hops)-1
+		n := g.nodes[h]
+		if n == nil {
+			n = &nodeEntry{node: makeNode(h, endpoint)}
+			g.nodes[h] = n
+			n.refs++
+			if endpoint {
+				n.endpoints++
+			}
+			nc := n.node
+			g.emitLocked(Event{Type: EventNodeAdd, Node: &nc})
+		} else {
+			n.refs++
+			if endpoint {
+				n.endpoints++
+				if n.node.Kind == NodeRouter {
+					n.node.Kind = NodeHost
+				}
+			}
+		}
+	}
+	for i := 1; i < len(hops); i++ {
+		lid := LinkID{Src: hops[i-1], Dst: hops[i]}
+		l := g.links[lid]
+		if l == nil {
+			l = &linkEntry{}
+			g.links[lid] = l
+			l.refs++
+			g.emitLocked(Event{Type: EventLinkAdd, Link: &Link{LinkID: lid, Routes: 1}})
+		} else {
+			l.refs++
+		}
+	}
+	return r
+}
+
+// routeIKey is a route's internal map key: local routes and every origin's
+// imported routes live in separate namespaces.
+func routeIKey(origin string, local bool, id string) string {
+	if local {
+		return "l\x00" + id
+	}
+	return "i\x00" + origin + "\x00" + id
+}
+
+func makeNode(id string, endpoint bool) Node {
+	if isSilent(id) {
+		return Node{ID: id, Kind: NodeSilent}
+	}
+	n := Node{ID: id, Kind: NodeRouter}
+	if a, err := netip.ParseAddr(id); err == nil {
+		n.Addr = a
+	}
+	if endpoint {
+		n.Kind = NodeHost
+	}
+	return n
+}
+
+// removeRouteLocked deletes r, its key mappings, and drops its references,
+// emitting route-remove then link-remove and node-remove for what went.
+func (g *Graph) removeRouteLocked(r *routeEntry) {
+	if g.routes[r.ikey] != r {
+		return
+	}
+	delete(g.routes, r.ikey)
+	delete(g.pending, r)
+	for k := range r.keys {
+		if r.local {
+			if g.keys[k] == r {
+				delete(g.keys, k)
+			}
+		} else if byKey := g.imported[r.origin]; byKey[k] == r {
+			delete(byKey, k)
+		}
+	}
+	g.emitLocked(Event{Type: EventRouteRemove, Route: g.routeCopyLocked(r)})
+	for i := 1; i < len(r.hops); i++ {
+		lid := LinkID{Src: r.hops[i-1], Dst: r.hops[i]}
+		l := g.links[lid]
+		if l == nil {
+			continue
+		}
+		l.refs--
+		if l.refs <= 0 {
+			delete(g.links, lid)
+			g.emitLocked(Event{Type: EventLinkRemove, Link: &Link{LinkID: lid}})
+		}
+	}
+	for i, h := range r.hops {
+		n := g.nodes[h]
+		if n == nil {
+			continue
+		}
+		n.refs--
+		if i == 0 || i == len(r.hops)-1 {
+			n.endpoints--
+			if n.endpoints <= 0 && n.node.Kind == NodeHost && n.refs > 0 {
+				n.node.Kind = NodeRouter
+			}
+		}
+		if n.refs <= 0 {
+			delete(g.nodes, h)
+			nc := n.node
+			g.emitLocked(Event{Type: EventNodeRemove, Node: &nc})
+		}
+	}
+}
+
+// metricsOf returns r's metrics, computing them from the rings when stale.
+// Safe under the read lock (mmu serialises concurrent readers).
+func (r *routeEntry) metricsOf() Metrics {
+	r.mmu.Lock()
+	defer r.mmu.Unlock()
+	if r.local && r.dirty {
+		var all []Sample
+		for _, ring := range r.keys {
+			if ring != nil {
+				all = ring.ordered(all)
+			}
+		}
+		r.metrics = ComputeMetrics(all)
+		r.dirty = false
+	}
+	return r.metrics
+}
+
+// routeCopyLocked returns a deep copy of r with current metrics.
+func (g *Graph) routeCopyLocked(r *routeEntry) *Route {
+	rt := Route{
+		ID:      r.id,
+		Src:     r.src,
+		Dst:     r.dst,
+		Hops:    slices.Clone(r.hops),
+		Keys:    make([]RouteKey, 0, len(r.keys)),
+		Metrics: r.metricsOf(),
+		Origin:  r.origin,
+	}
+	for k := range r.keys {
+		rt.Keys = append(rt.Keys, k)
+	}
+	slices.SortFunc(rt.Keys, compareKeys)
+	return &rt
+}
+
+func compareKeys(a, b RouteKey) int {
+	if c := a.Src.Compare(b.Src); c != 0 {
+		return c
+	}
+	if c := a.Dst.Compare(b.Dst); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.SrcPort, b.SrcPort)
+}
+
+func compareLinkIDs(a, b LinkID) int {
+	if c := cmp.Compare(a.Src, b.Src); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.Dst, b.Dst)
+}
+
+// maybeUpdateLocked emits a route-update for r unless one went out less than
+// CoalesceInterval ago, in which case it is owed (Flush or a later sample).
+func (g *Graph) maybeUpdateLocked(r *routeEntry) {
+	now := g.cfg.Now()
+	if now.Sub(r.lastUpdate) >= g.cfg.CoalesceInterval {
+		g.updateAtLocked(r, now)
+		return
+	}
+	g.pending[r] = struct{}{}
+}
+
+func (g *Graph) updateNowLocked(r *routeEntry) { g.updateAtLocked(r, g.cfg.Now()) }
+
+func (g *Graph) updateAtLocked(r *routeEntry, now time.Time) {
+	delete(g.pending, r)
+	r.lastUpdate = now
+	g.emitLocked(Event{Type: EventRouteUpdate, Route: g.routeCopyLocked(r)})
+}
+
+// Flush emits the route-update events that coalescing held back and whose
+// interval has passed. Run calls it every CoalesceInterval; callers without
+// Run may call it themselves.
+func (g *Graph) Flush() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if len(g.pending) == 0 {
+		return
+	}
+	now := g.cfg.Now()
+	rs := make([]*routeEntry, 0, len(g.pending))
+	for r := range g.pending {
+		if now.Sub(r.lastUpdate) >= g.cfg.CoalesceInterval {
+			rs = append(rs, r)
+		}
+	}
+	slices.SortFunc(rs, func(a, b *routeEntry) int { return cmp.Compare(a.ikey, b.ikey) })
+	for _, r := range rs {
+		g.updateAtLocked(r, now)
+	}
+}
+
+// Run flushes coalesced route updates every CoalesceInterval until ctx ends.
+// It is optional: without it, held-back updates go out with the route's next
+// sample after the interval.
+func (g *Graph) Run(ctx context.Context) error {
+	t := time.NewTicker(g.cfg.CoalesceInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			g.Flush()
+		}
+	}
+}
+
+// Snapshot copies the whole graph, sorted (nodes and links by ID, routes by
+// origin then ID), at the current event id.
+func (g *Graph) Snapshot() Snapshot {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	return g.snapshotLocked()
+}
+
+func (g *Graph) snapshotLocked() Snapshot {
+	s := Snapshot{
+		EventID: g.events.last,
+		Nodes:   make([]Node, 0, len(g.nodes)),
+		Links:   make([]Link, 0, len(g.links)),
+		Routes:  make([]Route, 0, len(g.routes)),
+	}
+	for _, n := range g.nodes {
+		s.Nodes = append(s.Nodes, n.node)
+	}
+	slices.SortFunc(s.Nodes, func(a, b Node) int { return cmp.Compare(a.ID, b.ID) })
+	for id, l := range g.links {
+		s.Links = append(s.Links, Link{LinkID: id, Routes: l.refs})
+	}
+	slices.SortFunc(s.Links, func(a, b Link) int { return compareLinkIDs(a.LinkID, b.LinkID) })
+	rs := make([]*routeEntry, 0, len(g.routes))
+	for _, r := range g.routes {
+		rs = append(rs, r)
+	}
+	slices.SortFunc(rs, func(a, b *routeEntry) int { return cmp.Compare(a.ikey, b.ikey) })
+	for _, r := range rs {
+		s.Routes = append(s.Routes, *g.routeCopyLocked(r))
+	}
+	return s
+}
+
+// Health ranks every link by fault likelihood (see HealthOf) over the
+// graph's current routes.
+func (g *Graph) Health() []LinkHealth {
+	g.mu.RLock()
+	routes := make([]Route, 0, len(g.routes))
+	for _, r := range g.routes {
+		routes = append(routes, *g.routeCopyLocked(r))
+	}
+	hc := g.cfg.Health
+	g.mu.RUnlock()
+	slices.SortFunc(routes, func(a, b Route) int {
+		if c := cmp.Compare(a.Origin, b.Origin); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.ID, b.ID)
+	})
+	return localize(routes, hc)
+}

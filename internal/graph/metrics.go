@@ -1,0 +1,122 @@
+package graph
+
+import (
+	"math"
+	"slices"
+)
+
+// sampleRing keeps the last n samples of one route key.
+type sampleRing struct {
+	buf  []Sample
+	next int // where the next sample goes once buf is full
+	size int
+}
+
+func newSampleRing(size int) *sampleRing {
+	if size < 1 {
+		size = 1
+	}
+	return &sampleRing{size: size}
+}
+
+func (r *sampleRing) add(s Sample) {
+	if len(r.buf) < r.size {
+		r.buf = append(r.buf, s)
+		return
+	}
+	r.buf[r.next] = s
+	r.next = (r.next + 1) % r.size
+}
+
+// ordered appends the ring's samples to dst, oldest first.
+func (r *sampleRing) ordered(dst []Sample) []Sample {
+	if len(r.buf) < r.size {
+		return append(dst, r.buf...)
+	}
+	dst = append(dst, r.buf[r.next:]...)
+	return append(dst, r.buf[:r.next]...)
+}
+
+// ComputeMetrics summarises samples. Samples may come from several keys of one
+// route: they are ordered by send time (then sequence) before the jitter is
+// computed, so consecutive samples are consecutive in time on the path.
+// A lost sample counts as a loss and never enters the RTT figures. Forward and
+// reverse losses are counted from Sample.Dir; a loss of unknown direction
+// counts only in Lost.
+func ComputeMetrics(samples []Sample) Metrics {
+	var m Metrics
+	if len(samples) == 0 {
+		return m
+	}
+	s := slices.Clone(samples)
+	slices.SortStableFunc(s, func(a, b Sample) int {
+		if c := a.Sent.Compare(b.Sent); c != 0 {
+			return c
+		}
+		switch {
+		case a.Seq < b.Seq:
+			return -1
+		case a.Seq > b.Seq:
+			return 1
+		}
+		return 0
+	})
+	m.Samples = len(s)
+	m.Source = s[len(s)-1].Source
+	rtts := make([]float64, 0, len(s))
+	var (
+		sum    float64
+		jitter float64
+		prev   float64
+		have   bool
+	)
+	for _, x := range s {
+		if x.Lost {
+			m.Lost++
+			switch x.Dir {
+			case LossForward:
+				m.LostForward++
+			case LossReverse:
+				m.LostReverse++
+			}
+			continue
+		}
+		v := x.RTT.Seconds()
+		rtts = append(rtts, v)
+		sum += v
+		if have {
+			// RFC 3550 §6.4.1: J += (|D| - J)/16, D the difference of
+			// consecutive transit times (here round-trip times).
+			jitter += (math.Abs(v-prev) - jitter) / 16
+		}
+		prev, have = v, true
+	}
+	m.Loss = float64(m.Lost) / float64(m.Samples)
+	m.LossForward = float64(m.LostForward) / float64(m.Samples)
+	m.LossReverse = float64(m.LostReverse) / float64(m.Samples)
+	if len(rtts) == 0 {
+		return m
+	}
+	n := float64(len(rtts))
+	m.RTTAvg = sum / n
+	var ss float64
+	for _, v := range rtts {
+		d := v - m.RTTAvg
+		ss += d * d
+	}
+	m.JitterStddev = math.Sqrt(ss / n)
+	m.JitterRFC3550 = jitter
+	slices.Sort(rtts)
+	m.RTTMin = rtts[0]
+	m.RTTMax = rtts[len(rtts)-1]
+	m.RTTP50 = percentile(rtts, 0.50)
+	m.RTTP99 = percentile(rtts, 0.99)
+	return m
+}
+
+// percentile is the nearest-rank percentile of sorted values.
+func percentile(sorted []float64, p float64) float64 {
+	idx := int(math.Ceil(p*float64(len(sorted)))) - 1
+	idx = max(0, min(idx, len(sorted)-1))
+	return sorted[idx]
+}
