@@ -6,17 +6,26 @@
 // Contract used by other packages' tests (implemented in this package):
 //
 //	func RequireRoot(t testing.TB)               // t.Skip with a clear message unless root
+//	func UniquePrefix(t testing.TB) string       // "l" + 6 hex digits
 //	type Config struct{ Prefix string; Spines, Leaves, HostsPerLeaf int }
-//	func New(t testing.TB, cfg Config) *Fabric  // RequireRoot, Build, t.Cleanup(Close)
+//	func DefaultConfig() Config                  // dlab, 2 spines, 3 leaves, 2 hosts per leaf
+//	func New(t testing.TB, cfg Config) *Fabric  // RequireRoot, Build, t.Cleanup(Close + leftover check); empty Prefix → UniquePrefix
 //	func Build(cfg Config) (*Fabric, error)
-//	func (f *Fabric) Close() error              // deletes every namespace it made
+//	func Attach(cfg Config) (*Fabric, error)    // existing namespaces (CLI); Close leaves them
+//	func Destroy(prefix string) error           // delete every "<prefix>-*" namespace
+//	func LeftoverNamespaces(prefix string) ([]string, error)
+//	func (f *Fabric) Close() error              // stops processes and delay elements, deletes every namespace it made; idempotent
 //	f.Hosts []Host   // Host{Name, NS string; Addr netip.Addr; Ifname string; Leaf string}
 //	f.Routers []Router // Router{Name, NS string; Loopback netip.Addr; Role "spine"|"leaf"}
 //	f.Links []Link   // Link{ID string; A, B Endpoint{Node, NS, Ifname string; Addr netip.Addr}}
 //	func (f *Fabric) Host(name string) Host
-//	func (f *Fabric) LinkBetween(a, b string) Link // by node name, e.g. ("leaf1","spine2")
+//	func (f *Fabric) Router(name string) Router
+//	func (f *Fabric) LinkBetween(a, b string) Link // by node name, either order, e.g. ("leaf1","spine2")
 //	func (f *Fabric) Exec(ns string, args ...string) ([]byte, error) // run a command in ns
-//	func (f *Fabric) Start(ns string, args ...string) (*exec.Cmd, error) // long-running, killed on Close
+//	func (f *Fabric) Command(ns string, args ...string) (*exec.Cmd, error) // unstarted, own process group
+//	func (f *Fabric) StartCmd(cmd *exec.Cmd) error // start a Command; Stop/Close kill and wait
+//	func (f *Fabric) Start(ns string, args ...string) (*exec.Cmd, error) // long-running, output discarded, killed on Close
+//	func (f *Fabric) Stop(cmd *exec.Cmd) error   // SIGTERM the group, SIGKILL after 3 s, wait
 //	func (f *Fabric) Do(ns string, fn func() error) error // run fn on a locked OS thread inside ns
 //	func (f *Fabric) SetLoss(l Link, from string, pct float64) error // direction: traffic leaving node `from`
 //	func (f *Fabric) SetDelay(l Link, from string, d time.Duration) error
@@ -24,6 +33,27 @@
 //	func (f *Fabric) ClearFaults(l Link) error
 //	func (f *Fabric) GroundTruth() GroundTruth  // JSON: routers, hosts, links, paths per ordered host pair
 //
-// Addresses come only from 198.18.0.0/15. Namespace names start with
-// Config.Prefix, which tests make unique (e.g. lab.UniquePrefix(t)).
+// Every ns argument accepts a namespace name (Host.NS) or a node name
+// ("host1", "leaf2", "spine1").
+//
+// Names: routers "spine<i>", "leaf<j>"; hosts "host<n>" numbered across
+// leaves (host1..hostH on leaf1, ...). Namespace "<prefix>-<node>". A host's
+// uplink is "eth0"; a router's interface is named after the node at the
+// other end ("spine2", "host3").
+//
+// Addresses come only from 198.18.0.0/15:
+//
+//	spine i loopback   198.18.0.i/32
+//	leaf j loopback    198.18.1.j/32
+//	leaf–spine /31s    198.18.16.0/20
+//	leaf j hosts       198.19.j.(9+n)/32, gateway 198.19.j.1 (on every host port of the leaf)
+//
+// Hosts have a /32 and a default route via their leaf, so even same-leaf
+// traffic goes through the leaf (one hop, the leaf loopback). Every router
+// sets `src <loopback>` on its routes and icmp_errors_use_inbound_ifaddr=0,
+// so ICMP errors (time exceeded) come from its loopback: a router is one
+// node to traceroute. Routers hash ECMP with fib_multipath_hash_policy=3,
+// fields 0x0037 (addresses, protocol, ports) and a different seed each;
+// ICMP rate limits and rp_filter are off everywhere; veths have tx checksum
+// offload, TSO and GSO off and IPv6 disabled.
 package lab
