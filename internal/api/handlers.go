@@ -1,0 +1,116 @@
+package api
+
+import (
+	"encoding/json"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/dnms/dnms/internal/graph"
+)
+
+// normSnapshot makes nil slices empty so the JSON says [] rather than null.
+func normSnapshot(s graph.Snapshot) graph.Snapshot {
+	s.Nodes = orEmpty(s.Nodes)
+	s.Links = orEmpty(s.Links)
+	s.Routes = orEmpty(s.Routes)
+	return s
+}
+
+func orEmpty[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}
+
+func (s *Server) graphHandler(g Graph) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, r, normSnapshot(g.Snapshot()))
+	})
+}
+
+func (s *Server) nodesHandler(g Graph) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, r, orEmpty(g.Snapshot().Nodes))
+	})
+}
+
+func (s *Server) edgesHandler(g Graph) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, r, orEmpty(g.Snapshot().Links))
+	})
+}
+
+func (s *Server) routesHandler(g Graph) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, r, orEmpty(g.Snapshot().Routes))
+	})
+}
+
+func (s *Server) healthHandler(g Graph) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, r, orEmpty(g.Health()))
+	})
+}
+
+func (s *Server) mapperHandler(what string, fn func() any) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if fn == nil {
+			writeError(w, http.StatusNotFound, "mapper "+what+" not available on this node")
+			return
+		}
+		writeJSON(w, r, fn())
+	})
+}
+
+// healthz is always open (no token): liveness plus whatever Deps.Meta says.
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
+	out := map[string]any{
+		"status":        "ok",
+		"time":          time.Now().UTC().Format(time.RFC3339Nano),
+		"uptimeSeconds": time.Since(s.started).Seconds(),
+		"aggregator":    s.deps.Aggregator != nil,
+		"auth":          s.cfg.Token != "",
+	}
+	if s.deps.Meta != nil {
+		if m := s.deps.Meta(); m != nil {
+			mergeMeta(out, m)
+		}
+	}
+	writeJSON(w, r, out)
+}
+
+// mergeMeta merges a JSON object's fields into out without overriding the
+// fixed ones; any other JSON value goes under "meta".
+func mergeMeta(out map[string]any, m any) {
+	b, err := json.Marshal(m)
+	if err != nil {
+		out["metaError"] = err.Error()
+		return
+	}
+	var obj map[string]json.RawMessage
+	if json.Unmarshal(b, &obj) != nil || obj == nil {
+		out["meta"] = json.RawMessage(b)
+		return
+	}
+	for k, v := range obj {
+		if _, fixed := out[k]; !fixed {
+			out[k] = v
+		}
+	}
+}
+
+func (s *Server) metricsHandler() http.Handler {
+	return promhttp.HandlerFor(s.gatherer, promhttp.HandlerOpts{
+		ErrorLog:            promErrorLog{s},
+		ErrorHandling:       promhttp.ContinueOnError,
+		MaxRequestsInFlight: 4,
+		Timeout:             s.cfg.WriteTimeout,
+	})
+}
+
+type promErrorLog struct{ s *Server }
+
+func (l promErrorLog) Println(v ...any) { l.s.log.Warn("metrics gather", "err", v) }

@@ -1,0 +1,181 @@
+package api
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/dnms/dnms/internal/graph"
+)
+
+// maxHealthInput bounds what `dnms health` reads (a saved graph of a large
+// fabric is tens of MB).
+const maxHealthInput = 512 << 20
+
+// RunHealth implements `dnms health -f FILE|- [-o text|json] [-top N]`: it
+// reads a saved /v1/graph or /v1/aggregator/graph document (a
+// graph.Snapshot), runs graph.HealthOf over it (the code behind
+// /v1/graph/edges/health) and prints the rows, most suspicious first, as an
+// aligned table or as the same JSON the API serves. args excludes the
+// command name. A malformed or inconsistent document is an error; -h returns
+// flag.ErrHelp after printing usage to stderr.
+func RunHealth(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("dnms health", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	file := fs.String("f", "", "saved /v1/graph or /v1/aggregator/graph JSON document (- for stdin)")
+	format := fs.String("o", "text", "output format: text or json")
+	top := fs.Int("top", 0, "print only the N most suspicious links (0: all)")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: dnms health -f FILE|- [-o text|json] [-top N]\n\n"+
+			"Ranks the links of a saved graph (curl .../v1/graph > FILE) by fault likelihood,\n"+
+			"with the same code as /v1/graph/edges/health.\n\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("health: unexpected argument %q (the file goes after -f)", fs.Arg(0))
+	}
+	if *file == "" {
+		return errors.New("health: -f FILE is required (- reads stdin)")
+	}
+	if *format != "text" && *format != "json" {
+		return fmt.Errorf("health: -o %q: want text or json", *format)
+	}
+	if *top < 0 {
+		return fmt.Errorf("health: -top %d: want 0 (all) or more", *top)
+	}
+
+	name := *file
+	var in io.Reader
+	if name == "-" {
+		name = "stdin"
+		in = stdin
+	} else {
+		f, err := os.Open(name)
+		if err != nil {
+			return fmt.Errorf("health: %w", err)
+		}
+		defer f.Close()
+		in = f
+	}
+	snap, err := readSnapshot(in)
+	if err != nil {
+		return fmt.Errorf("health: %s: %w", name, err)
+	}
+	rows, err := graph.HealthOf(snap)
+	if err != nil {
+		return fmt.Errorf("health: %s: inconsistent graph: %w", name, err)
+	}
+	if *top > 0 && len(rows) > *top {
+		rows = rows[:*top]
+	}
+	if *format == "json" {
+		b, err := json.MarshalIndent(orEmpty(rows), "", "  ")
+		if err != nil {
+			return fmt.Errorf("health: encode: %w", err)
+		}
+		_, err = fmt.Fprintf(stdout, "%s\n", b)
+		return err
+	}
+	return writeHealthText(stdout, snap, rows)
+}
+
+// readSnapshot decodes one graph document and checks it is one.
+func readSnapshot(r io.Reader) (graph.Snapshot, error) {
+	var snap graph.Snapshot
+	data, err := io.ReadAll(io.LimitReader(r, maxHealthInput+1))
+	if err != nil {
+		return snap, fmt.Errorf("read: %w", err)
+	}
+	if len(data) > maxHealthInput {
+		return snap, fmt.Errorf("larger than %d MiB", maxHealthInput>>20)
+	}
+	trimmed := bytes.TrimSpace(data)
+	if len(trimmed) == 0 {
+		return snap, errors.New("empty document: want the JSON object of /v1/graph")
+	}
+	if trimmed[0] != '{' {
+		return snap, errors.New("not a graph document: want the JSON object of /v1/graph " +
+			"(with nodes, edges and routes), not an array or scalar")
+	}
+	dec := json.NewDecoder(bytes.NewReader(trimmed))
+	if err := dec.Decode(&snap); err != nil {
+		return snap, fmt.Errorf("malformed JSON: %s", jsonErr(trimmed, err))
+	}
+	if dec.More() {
+		return snap, errors.New("malformed JSON: trailing data after the graph document")
+	}
+	if len(snap.Routes) == 0 {
+		return snap, errors.New("no routes in the document: is it a /v1/graph or /v1/aggregator/graph document?")
+	}
+	return snap, nil
+}
+
+// jsonErr adds the line and column to a decode error where it has an offset.
+func jsonErr(data []byte, err error) string {
+	var off int64 = -1
+	var se *json.SyntaxError
+	var te *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &se):
+		off = se.Offset
+	case errors.As(err, &te):
+		off = te.Offset
+	}
+	if off < 0 || off > int64(len(data)) {
+		return err.Error()
+	}
+	line := 1 + bytes.Count(data[:off], []byte("\n"))
+	col := off - int64(bytes.LastIndexByte(data[:off], '\n'))
+	return fmt.Sprintf("line %d column %d: %v", line, col, err)
+}
+
+func writeHealthText(w io.Writer, snap graph.Snapshot, rows []graph.LinkHealth) error {
+	var faulty, suspect int
+	for _, r := range rows {
+		switch r.Verdict {
+		case graph.VerdictFaulty:
+			faulty++
+		case graph.VerdictSuspect:
+			suspect++
+		}
+	}
+	fmt.Fprintf(w, "graph at event %d: %d nodes, %d links, %d routes; %d faulty, %d suspect (showing %d)\n\n",
+		snap.EventID, len(snap.Nodes), len(snap.Links), len(snap.Routes), faulty, suspect, len(rows))
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "RANK\tLINK\tSUSPICION\tLOSS THROUGH\tLOSS NOT THROUGH\tROUTES/SAMPLES THROUGH\tEST. LOSS\tVERDICT\t")
+	for i, r := range rows {
+		fmt.Fprintf(tw, "%d\t%s\t%+.2f%%\t%.2f%%\t%.2f%%\t%d/%d\t%.2f%%\t%s\t\n",
+			i+1, r.Src+" -> "+r.Dst, 100*r.Suspicion, 100*r.AvgLossThrough, 100*r.AvgLossNotThrough,
+			r.RoutesThrough, r.SamplesThrough, 100*r.EstimatedLoss, verdictText(r.Verdict))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	// Evidence lines for the rows the estimator flagged.
+	var ev strings.Builder
+	for i, r := range rows {
+		if r.Verdict != graph.VerdictOK && r.Verdict != "" && r.Evidence != "" {
+			fmt.Fprintf(&ev, "  #%d %s -> %s: %s\n", i+1, r.Src, r.Dst, r.Evidence)
+		}
+	}
+	if ev.Len() > 0 {
+		fmt.Fprintf(w, "\nevidence:\n%s", ev.String())
+	}
+	return nil
+}
+
+func verdictText(v graph.Verdict) string {
+	if v == "" {
+		return "-"
+	}
+	return string(v)
+}

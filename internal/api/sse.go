@@ -1,0 +1,187 @@
+package api
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// SSE event names the API adds to graph.EventType.
+const (
+	sseSnapshot = "snapshot"
+	sseResync   = "resync"
+)
+
+// resyncBody is the data of a resync event.
+type resyncBody struct {
+	Reason string `json:"reason"`
+	// LastEventID is the id of the last event this stream delivered;
+	// reconnecting with it resumes if the graph still holds what follows.
+	LastEventID uint64 `json:"lastEventId"`
+}
+
+// lastEventID reads the resume point: the Last-Event-ID header (what
+// EventSource sends on reconnect) or the lastEventId query parameter (for
+// clients that cannot set headers). Absent or unparsable means 0: start
+// with a snapshot.
+func lastEventID(r *http.Request) uint64 {
+	v := strings.TrimSpace(r.Header.Get("Last-Event-ID"))
+	if v == "" {
+		v = strings.TrimSpace(r.URL.Query().Get("lastEventId"))
+	}
+	if v == "" {
+		return 0
+	}
+	n, err := strconv.ParseUint(v, 10, 64)
+	if err != nil {
+		return 0
+	}
+	return n
+}
+
+// eventsHandler streams a graph's changes as server-sent events: a snapshot
+// (unless the client resumes within the graph's replay buffer), then every
+// change, with heartbeats. A client that falls behind is told to resync and
+// the stream ends; the graph never waits for it.
+func (s *Server) eventsHandler(g Graph, view string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case s.streams <- struct{}{}:
+		default:
+			s.metrics.streamsRejected.Inc()
+			w.Header().Set("Retry-After", "5")
+			writeError(w, http.StatusServiceUnavailable,
+				fmt.Sprintf("too many event streams (limit %d)", s.cfg.MaxStreams))
+			return
+		}
+		defer func() { <-s.streams }()
+		select {
+		case <-s.closing:
+			writeError(w, http.StatusServiceUnavailable, "server shutting down")
+			return
+		default:
+		}
+		s.metrics.streams.WithLabelValues(view).Inc()
+		defer s.metrics.streams.WithLabelValues(view).Dec()
+
+		after := lastEventID(r)
+		sub := g.Subscribe(after, s.cfg.StreamBuffer)
+		defer sub.Close()
+
+		rc := http.NewResponseController(w)
+		h := w.Header()
+		h.Set("Content-Type", "text/event-stream")
+		h.Set("Cache-Control", "no-store")
+		h.Set("X-Accel-Buffering", "no") // no proxy buffering
+		w.WriteHeader(http.StatusOK)
+
+		bw := bufio.NewWriterSize(w, 32<<10)
+		st := &stream{s: s, rc: rc, bw: bw, view: view, last: after}
+		if err := st.send(func() error {
+			fmt.Fprintf(bw, "retry: %d\n\n", s.cfg.Retry.Milliseconds())
+			return nil
+		}); err != nil {
+			return
+		}
+		if sub.Snapshot != nil {
+			snap := normSnapshot(*sub.Snapshot)
+			if err := st.event(sseSnapshot, snap.EventID, snap); err != nil {
+				s.log.Debug("sse write", "view", view, "err", err)
+				return
+			}
+		}
+
+		hb := time.NewTicker(s.cfg.Heartbeat)
+		defer hb.Stop()
+		for {
+			select {
+			case <-r.Context().Done():
+				return
+			case <-s.closing:
+				_ = st.send(func() error { _, err := bw.WriteString(": server shutting down\n\n"); return err })
+				return
+			case <-hb.C:
+				if err := st.send(func() error { _, err := bw.WriteString(": hb\n\n"); return err }); err != nil {
+					return
+				}
+			case ev, ok := <-sub.C:
+				if !ok {
+					reason := "subscription closed"
+					if sub.Overflowed() {
+						reason = "client fell behind the event stream"
+						s.metrics.resyncs.WithLabelValues(view).Inc()
+					}
+					_ = st.event(sseResync, 0, resyncBody{Reason: reason, LastEventID: st.last})
+					return
+				}
+				if err := st.event(string(ev.Type), ev.ID, ev); err != nil {
+					s.log.Debug("sse write", "view", view, "err", err)
+					return
+				}
+			}
+		}
+	})
+}
+
+// stream writes SSE frames to one client.
+type stream struct {
+	s    *Server
+	rc   *http.ResponseController
+	bw   *bufio.Writer
+	view string
+	last uint64 // id of the last event delivered
+}
+
+// event writes one "event:/id:/data:" frame and flushes it. id 0 writes no
+// id line (the client keeps its previous one).
+func (st *stream) event(name string, id uint64, v any) error {
+	if st.s.beforeEvent != nil {
+		st.s.beforeEvent()
+	}
+	data, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encode %s event: %w", name, err)
+	}
+	err = st.send(func() error {
+		st.bw.WriteString("event: ")
+		st.bw.WriteString(name)
+		st.bw.WriteByte('\n')
+		if id != 0 {
+			st.bw.WriteString("id: ")
+			st.bw.WriteString(strconv.FormatUint(id, 10))
+			st.bw.WriteByte('\n')
+		}
+		// json.Marshal output holds no raw newlines, so one data line.
+		st.bw.WriteString("data: ")
+		st.bw.Write(data)
+		_, err := st.bw.WriteString("\n\n")
+		return err
+	})
+	if err == nil {
+		if id > st.last {
+			st.last = id
+		}
+		st.s.metrics.events.WithLabelValues(st.view).Inc()
+	}
+	return err
+}
+
+// send runs write under a fresh write deadline and flushes.
+func (st *stream) send(write func() error) error {
+	if err := st.rc.SetWriteDeadline(time.Now().Add(st.s.cfg.StreamWriteTimeout)); err != nil &&
+		!errors.Is(err, http.ErrNotSupported) {
+		return err
+	}
+	if err := write(); err != nil {
+		return err
+	}
+	if err := st.bw.Flush(); err != nil {
+		return err
+	}
+	return st.rc.Flush()
+}
