@@ -85,15 +85,15 @@ func (p *Packet) Len() int {
 type RejectReason uint8
 
 const (
-	RejectNone      RejectReason = iota
-	RejectShort                  // fewer bytes than the header (and HMAC, padding) need
-	RejectOversized              // more bytes than MaxLen or than the header announces
-	RejectMagic                  // not "DNMS"
-	RejectVersion                // unknown version
-	RejectType                   // unknown packet type
-	RejectHMAC                   // HMAC missing (a key is configured) or wrong
-	RejectReplay                 // duplicate or replayed sequence number (matcher)
-	RejectUnknownFlow            // an ack for a flow or epoch we never probed (matcher)
+	RejectNone        RejectReason = iota
+	RejectShort                    // fewer bytes than the header (and HMAC, padding) need
+	RejectOversized                // more bytes than MaxLen or than the header announces
+	RejectMagic                    // not "DNMS"
+	RejectVersion                  // unknown version
+	RejectType                     // unknown packet type
+	RejectHMAC                     // HMAC missing (a key is configured) or wrong
+	RejectReplay                   // duplicate or replayed sequence number (matcher)
+	RejectUnknownFlow              // an ack for a flow or epoch we never probed (matcher)
 	numRejectReasons
 )
 
