@@ -1,0 +1,515 @@
+//go:build ignore
+
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+//
+// dnms TC programs: kernel timestamps for dnms probes and the in-kernel
+// reflector. Wire format: internal/probe/doc.go (authoritative).
+//
+// dnms_egress  (TC egress)  sees every packet the host sends on the interface.
+//              It stamps our own pings and trace probes (UDP to the ping port,
+//              magic "DNMS", type ping or trace) with a KIND_TX event and
+//              always returns TC_ACT_OK: it never drops or alters anything.
+// dnms_ingress (TC ingress) sees every packet arriving on the interface.
+//              - an ack / trace-ack to the ping port: KIND_RX_ACK event, OK;
+//              - an ICMP time-exceeded / dest-unreachable quoting a UDP probe
+//                to the ping port: KIND_RX_ICMP event, OK;
+//              - a ping / trace probe to the ping port addressed to one of our
+//                addresses, with the reflector on: rewritten in place into the
+//                mirrored ack and redirected out of the same interface
+//                (TC_ACT_REDIRECT); userspace never sees it;
+//              - anything else: TC_ACT_OK untouched.
+//
+// Both programs take bpf_ktime_get_ns() (CLOCK_MONOTONIC) first and bail out
+// on the first byte that shows the packet is not dnms's. Only IPv4 without IP
+// options on Ethernet-framed devices is handled; everything else passes.
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/udp.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+char __license[] SEC("license") = "Dual BSD/GPL";
+
+#define DNMS_MAGIC 0x444E4D53 /* "DNMS" */
+#define DNMS_VERSION 1
+#define DNMS_HDR_LEN 64
+#define DNMS_HMAC_LEN 16
+
+#define DNMS_T_PING 1
+#define DNMS_T_ACK 2
+#define DNMS_T_TRACE 3
+#define DNMS_T_TRACE_ACK 4
+
+#define DNMS_F_HMAC 1
+#define DNMS_F_KERNEL 2
+
+#define ICMP_DEST_UNREACH 3
+#define ICMP_TIME_EXCEEDED 11
+
+#define ETH_LEN 14
+#define IP_LEN 20 /* IPv4 without options */
+#define UDP_LEN 8
+#define PAYLOAD_OFF (ETH_LEN + IP_LEN + UDP_LEN)
+#define REFLECT_TTL 64
+
+/* Load-time settings, set on the CollectionSpec before load. */
+volatile const __u16 ping_port = 33435;     /* host byte order */
+volatile const __u8 reflect = 1;            /* in-kernel reflector on */
+volatile const __u8 reflect_events = 0;     /* emit KIND_REFLECT events */
+volatile const __u8 hmac_default = 0;       /* our probes carry an HMAC (for short ICMP quotes) */
+
+/* Event kinds; values equal probe.StampKind. */
+enum dnms_kind {
+	DNMS_KIND_TX = 1,
+	DNMS_KIND_RX_ACK = 2,
+	DNMS_KIND_RX_ICMP = 3,
+	DNMS_KIND_REFLECT = 4,
+};
+
+/* Indexes of the per-CPU stats array. */
+enum dnms_stat {
+	DNMS_STAT_RESERVE_FAIL = 0, /* ring buffer full: event lost */
+	DNMS_STAT_TX = 1,           /* KIND_TX events emitted */
+	DNMS_STAT_RX_ACK = 2,       /* KIND_RX_ACK events emitted */
+	DNMS_STAT_RX_ICMP = 3,      /* KIND_RX_ICMP events emitted */
+	DNMS_STAT_REFLECTED = 4,    /* pings answered in the kernel */
+	DNMS_STAT_REFLECT_ERR = 5,  /* reflection failed half way: packet dropped */
+	DNMS_STAT_MAX = 6,
+};
+
+/*
+ * One timestamp event, handed to userspace through the ring buffer.
+ * Addresses are in network byte order: IPv4 in the first 4 bytes (family 4).
+ * Ports are in host byte order.
+ */
+struct dnms_event {
+	__u64 ts;              /* bpf_ktime_get_ns() at program entry */
+	__u64 seq;             /* dnms sequence number (0 if unknown) */
+	__u8 local_addr[16];   /* our address */
+	__u8 remote_addr[16];  /* the peer the probe was sent to */
+	__u8 router_addr[16];  /* KIND_RX_ICMP: the router that sent the ICMP */
+	__u16 local_port;      /* the flow's source port S */
+	__u16 remote_port;     /* the ping port */
+	__u8 kind;             /* enum dnms_kind */
+	__u8 type;             /* dnms packet type */
+	__u8 ttl;              /* trace probes: TTL from header or quoted length */
+	__u8 icmp_type;
+	__u8 icmp_code;
+	__u8 family;           /* 4 */
+	__u8 pad[6];
+};
+
+/* The fixed dnms header (internal/probe/doc.go), big-endian fields. */
+struct dnms_hdr {
+	__be32 magic;
+	__u8 version;
+	__u8 type;
+	__u8 flags;
+	__u8 ttl;
+	__be16 src_port;
+	__be16 pad_len;
+	__be32 epoch;
+	__be64 seq;
+	__be64 t1;
+	__be64 t2;
+	__be64 t3;
+	__be64 rx_count;
+	__be64 ack_count;
+};
+
+/* The reflector's counters for one flow (peer address, source port S). */
+struct flow_key {
+	__u8 peer[16];
+	__u16 sport; /* host byte order */
+	__u8 pad[2];
+};
+
+struct flow_val {
+	__u32 epoch;
+	__u32 pad;
+	__u64 rx;
+	__u64 ack;
+};
+
+/* Keep the shared types in BTF so that bpf2go -type can emit them. */
+const struct dnms_event *unused_event __attribute__((unused));
+const enum dnms_stat *unused_stat __attribute__((unused));
+const enum dnms_kind *unused_kind __attribute__((unused));
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20);
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, DNMS_STAT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct flow_key);
+	__type(value, struct flow_val);
+} flows SEC(".maps");
+
+/* Our IPv4 addresses (network byte order); the reflector answers only these. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, __u32);
+	__type(value, __u8);
+} local_v4 SEC(".maps");
+
+static __always_inline void count(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&stats, &idx);
+	if (v)
+		*v += 1;
+}
+
+static __always_inline struct dnms_event *reserve(void)
+{
+	struct dnms_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count(DNMS_STAT_RESERVE_FAIL);
+		return 0;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	e->family = 4;
+	return e;
+}
+
+static __always_inline void put4(__u8 *dst, __u32 addr)
+{
+	__builtin_memcpy(dst, &addr, 4);
+}
+
+static __always_inline int dnms_ok(const struct dnms_hdr *h)
+{
+	return h->magic == bpf_htonl(DNMS_MAGIC) && h->version == DNMS_VERSION;
+}
+
+/*
+ * Headers of a plain IPv4/UDP packet to the ping port, or NULL. Uses direct
+ * packet access only: the common non-dnms packet costs a few loads.
+ */
+static __always_inline struct udphdr *dnms_udp(struct __sk_buff *skb, struct iphdr **ipp)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct iphdr *ip = data + ETH_LEN;
+	struct udphdr *udp = data + ETH_LEN + IP_LEN;
+
+	if ((void *)(udp + 1) > end)
+		return 0;
+	if (ip->protocol != IPPROTO_UDP || ip->ihl != 5)
+		return 0;
+	if (udp->dest != bpf_htons(ping_port))
+		return 0;
+	if (ip->frag_off & bpf_htons(0x3fff)) /* MF or fragment offset */
+		return 0;
+	*ipp = ip;
+	return udp;
+}
+
+SEC("tc")
+int dnms_egress(struct __sk_buff *skb)
+{
+	__u64 now = bpf_ktime_get_ns();
+	struct iphdr *ip;
+	struct udphdr *udp;
+	struct dnms_hdr h;
+	struct dnms_event *e;
+
+	if (skb->protocol != bpf_htons(ETH_P_IP))
+		return TC_ACT_OK;
+	udp = dnms_udp(skb, &ip);
+	if (!udp)
+		return TC_ACT_OK;
+	__u32 saddr = ip->saddr, daddr = ip->daddr;
+	__u16 sport = bpf_ntohs(udp->source);
+	/* Only the first 24 bytes (magic..seq) are needed. */
+	if (bpf_skb_load_bytes(skb, PAYLOAD_OFF, &h, 24) < 0)
+		return TC_ACT_OK;
+	if (!dnms_ok(&h) || (h.type != DNMS_T_PING && h.type != DNMS_T_TRACE))
+		return TC_ACT_OK;
+
+	e = reserve();
+	if (!e)
+		return TC_ACT_OK;
+	e->ts = now;
+	e->kind = DNMS_KIND_TX;
+	e->type = h.type;
+	e->ttl = h.ttl;
+	e->seq = bpf_be64_to_cpu(h.seq);
+	put4(e->local_addr, saddr);
+	put4(e->remote_addr, daddr);
+	e->local_port = sport;
+	e->remote_port = ping_port;
+	bpf_ringbuf_submit(e, 0);
+	count(DNMS_STAT_TX);
+	return TC_ACT_OK;
+}
+
+/* Replace len bytes at packet offset off and fix the UDP checksum. */
+static __always_inline int store_l4(struct __sk_buff *skb, __u32 off, void *old, void *new, __u32 len)
+{
+	__s64 diff = bpf_csum_diff(old, len, new, len, 0);
+	if (diff < 0)
+		return -1;
+	if (bpf_skb_store_bytes(skb, off, new, len, 0) < 0)
+		return -1;
+	return bpf_l4_csum_replace(skb, ETH_LEN + IP_LEN + offsetof(struct udphdr, check), 0, diff,
+				   BPF_F_MARK_MANGLED_0);
+}
+
+/* The counters block t2..ack_count (bytes 32..64) of the header. */
+struct dnms_tail {
+	__be64 t2;
+	__be64 t3;
+	__be64 rx_count;
+	__be64 ack_count;
+};
+
+/*
+ * Turn the ping in skb into its mirrored ack and send it back out of the
+ * interface it came in on. Returns a TC action. On a failure before the first
+ * write the packet passes to userspace (whose reflector answers it); after a
+ * write it is dropped, since a half-rewritten packet must not go anywhere.
+ */
+static __always_inline int reflect_ping(struct __sk_buff *skb, __u64 now, struct dnms_hdr *h, __u32 saddr,
+					__u32 daddr, __u16 sport, __u16 udp_len, __u8 old_ttl)
+{
+	__u32 hmac = (h->flags & DNMS_F_HMAC) ? DNMS_HMAC_LEN : 0;
+	if (udp_len != UDP_LEN + DNMS_HDR_LEN + hmac + bpf_ntohs(h->pad_len))
+		return TC_ACT_OK;
+	if (!bpf_map_lookup_elem(&local_v4, &daddr))
+		return TC_ACT_OK;
+
+	/* Per-flow counters, reset when the prober's epoch changes. */
+	struct flow_key k = {};
+	put4(k.peer, saddr);
+	k.sport = sport;
+	__u32 epoch = bpf_ntohl(h->epoch);
+	struct flow_val *v = bpf_map_lookup_elem(&flows, &k);
+	if (!v) {
+		struct flow_val nv = {.epoch = epoch};
+		bpf_map_update_elem(&flows, &k, &nv, BPF_NOEXIST);
+		v = bpf_map_lookup_elem(&flows, &k);
+		if (!v)
+			return TC_ACT_OK;
+	}
+	if (v->epoch != epoch) {
+		v->epoch = epoch;
+		v->rx = 0;
+		v->ack = 0;
+	}
+	__u64 rx = __sync_fetch_and_add(&v->rx, 1) + 1;
+	__u64 ack = __sync_fetch_and_add(&v->ack, 1) + 1;
+
+	/* Ethernet: swap MACs. No checksum covers them. */
+	__u8 macs[12], swapped[12];
+	if (bpf_skb_load_bytes(skb, 0, macs, 12) < 0)
+		return TC_ACT_OK;
+	__builtin_memcpy(swapped, macs + 6, 6);
+	__builtin_memcpy(swapped + 6, macs, 6);
+	if (bpf_skb_store_bytes(skb, 0, swapped, 12, 0) < 0)
+		goto drop;
+
+	/* IPv4: swap addresses (sum-neutral for both IP and UDP checksums),
+	 * reset the TTL (IP checksum fixed incrementally). */
+	__u32 addrs[2] = {daddr, saddr};
+	if (bpf_skb_store_bytes(skb, ETH_LEN + offsetof(struct iphdr, saddr), addrs, 8, 0) < 0)
+		goto drop;
+	__u16 old_tp = bpf_htons(((__u16)old_ttl << 8) | IPPROTO_UDP);
+	__u16 new_tp = bpf_htons(((__u16)REFLECT_TTL << 8) | IPPROTO_UDP);
+	if (bpf_skb_store_bytes(skb, ETH_LEN + offsetof(struct iphdr, ttl), &new_tp, 2, 0) < 0)
+		goto drop;
+	if (bpf_l3_csum_replace(skb, ETH_LEN + offsetof(struct iphdr, check), old_tp, new_tp, 2) < 0)
+		goto drop;
+
+	/* dnms: type and flags (bytes 4..7 as one word), t2 and counters. */
+	__u32 oldw, neww;
+	__builtin_memcpy(&oldw, &h->version, 4);
+	__u8 *nb = (__u8 *)&neww;
+	nb[0] = h->version;
+	nb[1] = h->type == DNMS_T_TRACE ? DNMS_T_TRACE_ACK : DNMS_T_ACK;
+	nb[2] = h->flags | DNMS_F_KERNEL;
+	nb[3] = h->ttl;
+	if (store_l4(skb, PAYLOAD_OFF + 4, &oldw, &neww, 4) < 0)
+		goto drop;
+
+	struct dnms_tail ot, nt;
+	ot.t2 = h->t2;
+	ot.t3 = h->t3;
+	ot.rx_count = h->rx_count;
+	ot.ack_count = h->ack_count;
+	nt.t2 = bpf_cpu_to_be64(now);
+	nt.t3 = h->t3;
+	nt.rx_count = bpf_cpu_to_be64(rx);
+	nt.ack_count = bpf_cpu_to_be64(ack);
+	if (store_l4(skb, PAYLOAD_OFF + 32, &ot, &nt, sizeof(nt)) < 0)
+		goto drop;
+
+	/* t3 last, as close to the redirect as the rewrite allows. */
+	__be64 t3 = bpf_cpu_to_be64(bpf_ktime_get_ns());
+	if (store_l4(skb, PAYLOAD_OFF + 40, &nt.t3, &t3, 8) < 0)
+		goto drop;
+
+	count(DNMS_STAT_REFLECTED);
+	if (reflect_events) {
+		struct dnms_event *e = reserve();
+		if (e) {
+			e->ts = now;
+			e->kind = DNMS_KIND_REFLECT;
+			e->type = h->type;
+			e->ttl = h->ttl;
+			e->seq = bpf_be64_to_cpu(h->seq);
+			put4(e->local_addr, daddr);
+			put4(e->remote_addr, saddr);
+			e->local_port = sport;
+			e->remote_port = ping_port;
+			bpf_ringbuf_submit(e, 0);
+		}
+	}
+	return bpf_redirect(skb->ifindex, 0);
+
+drop:
+	count(DNMS_STAT_REFLECT_ERR);
+	return TC_ACT_SHOT;
+}
+
+/* ICMP error quoting one of our probes: KIND_RX_ICMP event. */
+static __always_inline int icmp_error(struct __sk_buff *skb, __u64 now, __u32 router)
+{
+	/* ICMP header (8) + quoted IPv4 header (20) + quoted UDP header (8). */
+	struct {
+		__u8 type;
+		__u8 code;
+		__u16 csum;
+		__u32 rest;
+		struct iphdr ip;
+		struct udphdr udp;
+	} q;
+	struct dnms_hdr h;
+	struct dnms_event *e;
+
+	if (bpf_skb_load_bytes(skb, ETH_LEN + IP_LEN, &q, sizeof(q)) < 0)
+		return TC_ACT_OK;
+	if (q.type != ICMP_TIME_EXCEEDED && q.type != ICMP_DEST_UNREACH)
+		return TC_ACT_OK;
+	if (q.ip.ihl != 5 || q.ip.protocol != IPPROTO_UDP || q.udp.dest != bpf_htons(ping_port))
+		return TC_ACT_OK;
+
+	__u32 off = ETH_LEN + IP_LEN + sizeof(q);
+	__u8 type = DNMS_T_TRACE, ttl = 0;
+	__u64 seq = 0;
+	if (bpf_skb_load_bytes(skb, off, &h, 24) == 0) {
+		/* Quote long enough for the header up to seq. */
+		if (!dnms_ok(&h))
+			return TC_ACT_OK;
+		type = h.type;
+		ttl = h.ttl;
+		seq = bpf_be64_to_cpu(h.seq);
+	} else if (bpf_skb_load_bytes(skb, off, &h, 8) == 0) {
+		if (!dnms_ok(&h))
+			return TC_ACT_OK;
+		type = h.type;
+		ttl = h.ttl;
+	} else {
+		/* RFC 792 quote: only the UDP header; TTL from its length. */
+		__s32 n = (__s32)bpf_ntohs(q.udp.len) - UDP_LEN - DNMS_HDR_LEN - (hmac_default ? DNMS_HMAC_LEN : 0);
+		if (n < 0 || n > 255)
+			return TC_ACT_OK;
+		ttl = n;
+	}
+
+	e = reserve();
+	if (!e)
+		return TC_ACT_OK;
+	e->ts = now;
+	e->kind = DNMS_KIND_RX_ICMP;
+	e->type = type;
+	e->ttl = ttl;
+	e->seq = seq;
+	e->icmp_type = q.type;
+	e->icmp_code = q.code;
+	put4(e->local_addr, q.ip.saddr);
+	put4(e->remote_addr, q.ip.daddr);
+	put4(e->router_addr, router);
+	e->local_port = bpf_ntohs(q.udp.source);
+	e->remote_port = ping_port;
+	bpf_ringbuf_submit(e, 0);
+	count(DNMS_STAT_RX_ICMP);
+	return TC_ACT_OK;
+}
+
+SEC("tc")
+int dnms_ingress(struct __sk_buff *skb)
+{
+	__u64 now = bpf_ktime_get_ns();
+	struct iphdr *ip;
+	struct udphdr *udp;
+	struct dnms_hdr h;
+	struct dnms_event *e;
+
+	if (skb->protocol != bpf_htons(ETH_P_IP))
+		return TC_ACT_OK;
+
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct iphdr *ip0 = data + ETH_LEN;
+	if ((void *)(ip0 + 1) > end)
+		return TC_ACT_OK;
+	if (ip0->protocol == IPPROTO_ICMP) {
+		if (ip0->ihl != 5)
+			return TC_ACT_OK;
+		return icmp_error(skb, now, ip0->saddr);
+	}
+
+	udp = dnms_udp(skb, &ip);
+	if (!udp)
+		return TC_ACT_OK;
+	__u32 saddr = ip->saddr, daddr = ip->daddr;
+	__u8 ip_ttl = ip->ttl;
+	__u16 sport = bpf_ntohs(udp->source);
+	__u16 udp_len = bpf_ntohs(udp->len);
+	if (bpf_skb_load_bytes(skb, PAYLOAD_OFF, &h, sizeof(h)) < 0)
+		return TC_ACT_OK;
+	if (!dnms_ok(&h))
+		return TC_ACT_OK;
+
+	switch (h.type) {
+	case DNMS_T_PING:
+	case DNMS_T_TRACE:
+		if (!reflect)
+			return TC_ACT_OK;
+		return reflect_ping(skb, now, &h, saddr, daddr, sport, udp_len, ip_ttl);
+	case DNMS_T_ACK:
+	case DNMS_T_TRACE_ACK:
+		/* Mirrored ack B:S -> A:P: we are A, the flow's port is S. */
+		e = reserve();
+		if (!e)
+			return TC_ACT_OK;
+		e->ts = now;
+		e->kind = DNMS_KIND_RX_ACK;
+		e->type = h.type;
+		e->ttl = h.ttl;
+		e->seq = bpf_be64_to_cpu(h.seq);
+		put4(e->local_addr, daddr);
+		put4(e->remote_addr, saddr);
+		e->local_port = sport;
+		e->remote_port = ping_port;
+		bpf_ringbuf_submit(e, 0);
+		count(DNMS_STAT_RX_ACK);
+		return TC_ACT_OK;
+	}
+	return TC_ACT_OK;
+}

@@ -1,0 +1,380 @@
+// Package loader loads dnms's eBPF programs (bpf/dnms.c, compiled by bpf2go
+// into the embedded bpf_bpfel.o), attaches them to the probe interfaces with
+// tcx or, where tcx is missing, with a clsact qdisc and netlink BPF filters,
+// reads kernel timestamps from the ring buffer and hands them up as
+// probe.Stamp values. It reports what the kernel allowed.
+//
+// It is the only package that imports cilium/ebpf. It knows nothing about
+// graphs or scheduling.
+package loader
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+	"time"
+	"unsafe"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/features"
+	"github.com/cilium/ebpf/ringbuf"
+	"github.com/cilium/ebpf/rlimit"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/vishvananda/netlink"
+
+	"github.com/dnms/dnms/internal/probe"
+)
+
+// Attach modes.
+const (
+	ModeAuto   = ""       // tcx if the kernel has it, else clsact
+	ModeTCX    = "tcx"    // bpf_link based TC attachment (Linux ≥ 6.6)
+	ModeClsact = "clsact" // clsact qdisc + direct-action BPF filters (netlink)
+)
+
+// DefaultPingPort is the ping port of DESIGN.md.
+const DefaultPingPort = 33435
+
+// Config configures Load.
+type Config struct {
+	// Ifaces are the interfaces to attach to, by name, in the current
+	// network namespace of the calling thread.
+	Ifaces []string
+	// PingPort is the UDP port dnms pings, acks and trace probes go to.
+	PingPort uint16
+	// Reflect turns on the in-kernel reflector: pings and trace probes to
+	// one of our addresses are answered by TC ingress without waking
+	// userspace.
+	Reflect bool
+	// ReflectEvents makes the reflector emit a probe.StampReflect stamp for
+	// every reflected ping (off by default: it wakes the ring buffer reader).
+	ReflectEvents bool
+	// HMAC says our probes carry an HMAC. Only used to compute the TTL from
+	// an ICMP error whose quote ends at the UDP header (RFC 792 routers).
+	HMAC bool
+	// Mode forces an attach mode (ModeTCX or ModeClsact); ModeAuto decides
+	// with a tcx attach attempt.
+	Mode string
+	// Registerer receives the dnms_ebpf_* metrics; nil registers nothing.
+	Registerer prometheus.Registerer
+	// Logger gets the one line saying which attach mode was chosen; nil
+	// uses slog.Default().
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns the defaults: ping port 33435, reflector on, auto
+// attach mode. Ifaces must still be filled in.
+func DefaultConfig() Config {
+	return Config{PingPort: DefaultPingPort, Reflect: true}
+}
+
+// Status is what the kernel allowed and what the programs counted.
+type Status struct {
+	Mode            string   `json:"mode"` // tcx or clsact
+	Ifaces          []string `json:"ifaces"`
+	Reflect         bool     `json:"reflect"`
+	ReserveFailures uint64   `json:"reserve_failures"` // events lost to a full ring buffer
+	Reflected       uint64   `json:"reflected"`        // pings answered in the kernel
+	ReflectErrors   uint64   `json:"reflect_errors"`   // reflections that failed half way (dropped)
+	TxStamps        uint64   `json:"tx_stamps"`
+	RxAckStamps     uint64   `json:"rx_ack_stamps"`
+	RxICMPStamps    uint64   `json:"rx_icmp_stamps"`
+}
+
+// Loader holds the loaded programs, their attachments and the ring buffer.
+type Loader struct {
+	cfg      Config
+	objs     bpfObjects
+	mode     string
+	attached []attachment
+	rd       *ringbuf.Reader
+	metrics  []prometheus.Collector
+	reg      prometheus.Registerer
+
+	mu      sync.Mutex // guards running
+	running bool
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Supported says whether this process may load and attach dnms's programs
+// here: a quick check for the time-source choice. The error is one line.
+func Supported() error {
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return fmt.Errorf("ebpf unavailable: remove memlock rlimit: %v", err)
+	}
+	if err := features.HaveProgramType(ebpf.SchedCLS); err != nil {
+		return fmt.Errorf("ebpf unavailable: TC programs: %v", oneLine(err))
+	}
+	if err := features.HaveMapType(ebpf.RingBuf); err != nil {
+		return fmt.Errorf("ebpf unavailable: ring buffer: %v", oneLine(err))
+	}
+	return nil
+}
+
+// Load loads the programs with cfg's settings and attaches them to every
+// interface in cfg.Ifaces (ingress and egress). It must be called from the
+// network namespace the interfaces live in. The error is one line, meant to
+// be logged by a caller that then falls back to another time source.
+func Load(cfg Config) (*Loader, error) {
+	if len(cfg.Ifaces) == 0 {
+		return nil, errors.New("ebpf loader: no interfaces to attach to")
+	}
+	if cfg.PingPort == 0 {
+		return nil, errors.New("ebpf loader: ping port is 0")
+	}
+	switch cfg.Mode {
+	case ModeAuto, ModeTCX, ModeClsact:
+	default:
+		return nil, fmt.Errorf("ebpf loader: unknown attach mode %q", cfg.Mode)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if err := Supported(); err != nil {
+		return nil, err
+	}
+
+	spec, err := loadBpf()
+	if err != nil {
+		return nil, fmt.Errorf("ebpf unavailable: %v", oneLine(err))
+	}
+	if err := setVariables(spec, cfg); err != nil {
+		return nil, fmt.Errorf("ebpf unavailable: %v", oneLine(err))
+	}
+
+	l := &Loader{cfg: cfg}
+	if err := spec.LoadAndAssign(&l.objs, nil); err != nil {
+		return nil, fmt.Errorf("ebpf unavailable: load programs: %v", oneLine(err))
+	}
+	if err := l.attachAll(); err != nil {
+		l.Close()
+		return nil, err
+	}
+	if err := l.refreshAddrs(); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("ebpf loader: %v", oneLine(err))
+	}
+	l.rd, err = ringbuf.NewReader(l.objs.Events)
+	if err != nil {
+		l.Close()
+		return nil, fmt.Errorf("ebpf unavailable: open ring buffer: %v", oneLine(err))
+	}
+	if err := l.register(); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("ebpf loader: register metrics: %v", oneLine(err))
+	}
+	cfg.Logger.Info("ebpf timestamps attached", "mode", l.mode, "ifaces", strings.Join(cfg.Ifaces, ","),
+		"reflector", cfg.Reflect, "ping_port", cfg.PingPort)
+	return l, nil
+}
+
+func setVariables(spec *ebpf.CollectionSpec, cfg Config) error {
+	b := func(v bool) uint8 {
+		if v {
+			return 1
+		}
+		return 0
+	}
+	for name, v := range map[string]any{
+		bpfVarPingPort:      cfg.PingPort,
+		bpfVarReflect:       b(cfg.Reflect),
+		bpfVarReflectEvents: b(cfg.ReflectEvents),
+		bpfVarHmacDefault:   b(cfg.HMAC),
+	} {
+		vs, ok := spec.Variables[name]
+		if !ok {
+			return fmt.Errorf("variable %s missing from the eBPF object", name)
+		}
+		if err := vs.Set(v); err != nil {
+			return fmt.Errorf("set %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// refreshAddrs puts every IPv4 address of this namespace into local_v4 and
+// removes the ones that went away: the reflector answers only pings to us.
+func (l *Loader) refreshAddrs() error {
+	addrs, err := netlink.AddrList(nil, netlink.FAMILY_V4)
+	if err != nil {
+		return fmt.Errorf("list addresses: %w", err)
+	}
+	want := make(map[[4]byte]bool, len(addrs))
+	for _, a := range addrs {
+		if ip4 := a.IP.To4(); ip4 != nil {
+			want[[4]byte(ip4)] = true
+		}
+	}
+	return l.setLocalAddrs(want)
+}
+
+func (l *Loader) setLocalAddrs(want map[[4]byte]bool) error {
+	var (
+		k    [4]byte
+		v    uint8
+		have [][4]byte
+	)
+	it := l.objs.LocalV4.Iterate()
+	for it.Next(&k, &v) {
+		have = append(have, k)
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("iterate local_v4: %w", err)
+	}
+	for _, a := range have {
+		if !want[a] {
+			if err := l.objs.LocalV4.Delete(a); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+				return fmt.Errorf("delete local address: %w", err)
+			}
+		}
+	}
+	for a := range want {
+		if err := l.objs.LocalV4.Put(a, uint8(1)); err != nil {
+			return fmt.Errorf("add local address: %w", err)
+		}
+	}
+	return nil
+}
+
+// Run reads the ring buffer and calls fn with every stamp until ctx is done.
+// fn runs on Run's goroutine and must be quick. It also keeps the
+// reflector's list of local addresses current.
+func (l *Loader) Run(ctx context.Context, fn func(probe.Stamp)) error {
+	l.mu.Lock()
+	if l.running {
+		l.mu.Unlock()
+		return errors.New("ebpf loader: Run called twice")
+	}
+	l.running = true
+	l.mu.Unlock()
+
+	const poll = 250 * time.Millisecond
+	const addrEvery = 5 * time.Second
+	nextAddrs := time.Now().Add(addrEvery)
+	var rec ringbuf.Record
+	for {
+		if ctx.Err() != nil {
+			return nil
+		}
+		if now := time.Now(); now.After(nextAddrs) {
+			nextAddrs = now.Add(addrEvery)
+			if err := l.refreshAddrs(); err != nil {
+				l.cfg.Logger.Warn("ebpf loader: refresh local addresses", "err", err)
+			}
+		}
+		l.rd.SetDeadline(time.Now().Add(poll))
+		err := l.rd.ReadInto(&rec)
+		switch {
+		case err == nil:
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			continue
+		case errors.Is(err, ringbuf.ErrClosed):
+			return nil
+		default:
+			return fmt.Errorf("read ring buffer: %w", err)
+		}
+		if s, ok := decode(rec.RawSample); ok {
+			fn(s)
+		}
+	}
+}
+
+// decode turns one ring buffer record into a stamp.
+func decode(raw []byte) (probe.Stamp, bool) {
+	var ev bpfDnmsEvent
+	if len(raw) < int(unsafe.Sizeof(ev)) {
+		return probe.Stamp{}, false
+	}
+	ev = *(*bpfDnmsEvent)(unsafe.Pointer(&raw[0]))
+	if ev.Family != 4 {
+		return probe.Stamp{}, false
+	}
+	s := probe.Stamp{
+		Kind:     probe.StampKind(ev.Kind),
+		Local:    netip.AddrPortFrom(netip.AddrFrom4([4]byte(ev.LocalAddr[:4])), ev.LocalPort),
+		Remote:   netip.AddrFrom4([4]byte(ev.RemoteAddr[:4])),
+		ICMPType: ev.IcmpType,
+		ICMPCode: ev.IcmpCode,
+		Type:     ev.Type,
+		Seq:      ev.Seq,
+		TTL:      ev.Ttl,
+		Time:     int64(ev.Ts),
+	}
+	if s.Kind == probe.StampRxICMP {
+		s.Router = netip.AddrFrom4([4]byte(ev.RouterAddr[:4]))
+	}
+	return s, true
+}
+
+// stat sums one per-CPU counter.
+func (l *Loader) stat(idx bpfDnmsStat) uint64 {
+	var vals []uint64
+	if err := l.objs.Stats.Lookup(uint32(idx), &vals); err != nil {
+		return 0
+	}
+	var sum uint64
+	for _, v := range vals {
+		sum += v
+	}
+	return sum
+}
+
+// Status reports the attach mode, interfaces, reflector and counters.
+func (l *Loader) Status() Status {
+	return Status{
+		Mode:            l.mode,
+		Ifaces:          append([]string(nil), l.cfg.Ifaces...),
+		Reflect:         l.cfg.Reflect,
+		ReserveFailures: l.stat(bpfDnmsStatDNMS_STAT_RESERVE_FAIL),
+		Reflected:       l.stat(bpfDnmsStatDNMS_STAT_REFLECTED),
+		ReflectErrors:   l.stat(bpfDnmsStatDNMS_STAT_REFLECT_ERR),
+		TxStamps:        l.stat(bpfDnmsStatDNMS_STAT_TX),
+		RxAckStamps:     l.stat(bpfDnmsStatDNMS_STAT_RX_ACK),
+		RxICMPStamps:    l.stat(bpfDnmsStatDNMS_STAT_RX_ICMP),
+	}
+}
+
+// Close detaches every program, closes the ring buffer (ending Run) and
+// unloads everything. It is safe to call more than once.
+func (l *Loader) Close() error {
+	l.closeOnce.Do(func() {
+		var errs []error
+		for i := len(l.attached) - 1; i >= 0; i-- {
+			if err := l.attached[i].detach(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		l.attached = nil
+		if l.rd != nil {
+			if err := l.rd.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("close ring buffer: %w", err))
+			}
+		}
+		if l.reg != nil {
+			for _, c := range l.metrics {
+				l.reg.Unregister(c)
+			}
+		}
+		if err := l.objs.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close eBPF objects: %w", err))
+		}
+		l.closeErr = errors.Join(errs...)
+	})
+	return l.closeErr
+}
+
+// oneLine keeps the first line of an error (verifier logs are long).
+func oneLine(err error) string {
+	s := err.Error()
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		s = s[:i]
+	}
+	return s
+}
