@@ -91,7 +91,10 @@ func (df *dirFault) ingressRules() []string {
 		// here; its delayed copies carry delayMAC as source.
 		r = append(r, fmt.Sprintf("meta protocol { ip, ip6 } ether saddr != %s drop", delayMAC))
 	}
-	if df.permille > 0 {
+	switch {
+	case df.permille >= 1000:
+		r = append(r, "meta protocol { ip, ip6 } drop")
+	case df.permille > 0:
 		r = append(r, fmt.Sprintf("meta protocol { ip, ip6 } numgen random mod 1000 < %d drop", df.permille))
 	}
 	return r
