@@ -34,7 +34,7 @@ func (l *Loader) attachAll() error {
 	}
 	l.mode = l.cfg.Mode
 	for _, name := range l.cfg.Ifaces {
-		lnk, err := netlink.LinkByName(name)
+		lnk, err := l.nl.LinkByName(name)
 		if err != nil {
 			return fmt.Errorf("ebpf loader: interface %s: %v", name, err)
 		}
@@ -55,7 +55,7 @@ func (l *Loader) attachAll() error {
 					return fmt.Errorf("ebpf unavailable: %v", oneLine(err))
 				}
 			}
-			a, err := attachClsact(name, idx, h.name, h.prog, h.tc)
+			a, err := attachClsact(l.nl, name, idx, h.name, h.prog, h.tc)
 			if err != nil {
 				return fmt.Errorf("ebpf unavailable: %v", oneLine(err))
 			}
@@ -82,7 +82,7 @@ func attachTCX(iface string, idx int, hook string, prog *ebpf.Program, at ebpf.A
 // attachClsact makes sure the interface has a clsact qdisc and adds a
 // direct-action BPF filter for prog. Detaching removes the filter and, if we
 // created the qdisc and nothing else uses it, the qdisc.
-func attachClsact(iface string, idx int, hook string, prog *ebpf.Program, parent uint32) (attachment, error) {
+func attachClsact(nl *netlink.Handle, iface string, idx int, hook string, prog *ebpf.Program, parent uint32) (attachment, error) {
 	qdisc := &netlink.GenericQdisc{
 		QdiscAttrs: netlink.QdiscAttrs{
 			LinkIndex: idx,
@@ -92,7 +92,7 @@ func attachClsact(iface string, idx int, hook string, prog *ebpf.Program, parent
 		QdiscType: "clsact",
 	}
 	created := true
-	if err := netlink.QdiscAdd(qdisc); err != nil {
+	if err := nl.QdiscAdd(qdisc); err != nil {
 		if !errors.Is(err, unix.EEXIST) {
 			return attachment{}, fmt.Errorf("add clsact qdisc to %s: %w", iface, err)
 		}
@@ -111,29 +111,29 @@ func attachClsact(iface string, idx int, hook string, prog *ebpf.Program, parent
 		DirectAction: true,
 	}
 	// Replace: a filter left by a dnms that crashed is ours to take over.
-	if err := netlink.FilterReplace(filter); err != nil {
+	if err := nl.FilterReplace(filter); err != nil {
 		if created {
-			_ = netlink.QdiscDel(qdisc)
+			_ = nl.QdiscDel(qdisc)
 		}
 		return attachment{}, fmt.Errorf("add clsact %s filter to %s: %w", hook, iface, err)
 	}
 	return attachment{iface: iface, hook: hook, mode: ModeClsact, detach: func() error {
-		if err := netlink.FilterDel(filter); err != nil && !errors.Is(err, unix.ENOENT) {
+		if err := nl.FilterDel(filter); err != nil && !errors.Is(err, unix.ENOENT) {
 			return fmt.Errorf("delete clsact %s filter from %s: %w", hook, iface, err)
 		}
 		if !created {
 			return nil
 		}
-		lnk, err := netlink.LinkByIndex(idx)
+		lnk, err := nl.LinkByIndex(idx)
 		if err != nil {
 			return nil // interface gone, and its qdisc with it
 		}
 		for _, p := range []uint32{netlink.HANDLE_MIN_INGRESS, netlink.HANDLE_MIN_EGRESS} {
-			if fs, err := netlink.FilterList(lnk, p); err != nil || len(fs) > 0 {
+			if fs, err := nl.FilterList(lnk, p); err != nil || len(fs) > 0 {
 				return nil // still in use (or unknown): leave it
 			}
 		}
-		if err := netlink.QdiscDel(qdisc); err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.EINVAL) {
+		if err := nl.QdiscDel(qdisc); err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.EINVAL) {
 			return fmt.Errorf("delete clsact qdisc from %s: %w", iface, err)
 		}
 		return nil

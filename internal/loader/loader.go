@@ -90,6 +90,7 @@ type Status struct {
 type Loader struct {
 	cfg      Config
 	objs     bpfObjects
+	nl       *netlink.Handle // bound to the namespace Load ran in
 	mode     string
 	attached []attachment
 	rd       *ringbuf.Reader
@@ -149,7 +150,11 @@ func Load(cfg Config) (*Loader, error) {
 		return nil, fmt.Errorf("ebpf unavailable: %v", oneLine(err))
 	}
 
-	l := &Loader{cfg: cfg}
+	nl, err := netlink.NewHandle()
+	if err != nil {
+		return nil, fmt.Errorf("ebpf loader: netlink: %v", err)
+	}
+	l := &Loader{cfg: cfg, nl: nl}
 	if err := spec.LoadAndAssign(&l.objs, nil); err != nil {
 		return nil, fmt.Errorf("ebpf unavailable: load programs: %v", oneLine(err))
 	}
@@ -202,7 +207,7 @@ func setVariables(spec *ebpf.CollectionSpec, cfg Config) error {
 // refreshAddrs puts every IPv4 address of this namespace into local_v4 and
 // removes the ones that went away: the reflector answers only pings to us.
 func (l *Loader) refreshAddrs() error {
-	addrs, err := netlink.AddrList(nil, netlink.FAMILY_V4)
+	addrs, err := l.nl.AddrList(nil, netlink.FAMILY_V4)
 	if err != nil {
 		return fmt.Errorf("list addresses: %w", err)
 	}
@@ -364,6 +369,9 @@ func (l *Loader) Close() error {
 		}
 		if err := l.objs.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("close eBPF objects: %w", err))
+		}
+		if l.nl != nil {
+			l.nl.Close()
 		}
 		l.closeErr = errors.Join(errs...)
 	})
