@@ -26,13 +26,6 @@ type dirFault struct {
 	de       *delayElement
 }
 
-func (df *dirFault) stopDelay() {
-	if df.de != nil {
-		df.de.close()
-		df.de = nil
-	}
-}
-
 func (f *Fabric) direction(l Link, from string) (*dirFault, error) {
 	if l.ID == "" {
 		return nil, errors.New("lab: fault on the zero Link (LinkBetween found no such link?)")

@@ -268,7 +268,19 @@ func (f *Fabric) Close() error {
 		}
 	}
 	for _, df := range faults {
-		df.stopDelay()
+		f.mu.Lock()
+		de := df.de
+		df.de = nil
+		if de != nil && !f.owned {
+			// Attached fabric: the namespaces stay, so the rules must go.
+			if err := f.applyRules(df); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		f.mu.Unlock()
+		if de != nil {
+			de.close()
+		}
 	}
 	if f.owned {
 		if err := Destroy(f.Config.Prefix); err != nil {
