@@ -401,8 +401,8 @@ func (m *Mapper) traceOne(ctx context.Context, peer netip.Addr, port uint16) {
 	tctx, cancel := context.WithTimeout(ctx, m.cfg.TraceTimeout)
 	res, err := m.tracer.Trace(tctx, peer, port, m.cfg.MaxTTL, m.cfg.MaxSilent)
 	cancel()
-	if ctx.Err() != nil {
-		return // shutting down: not the network's fault
+	if ctx.Err() != nil && (err != nil || !res.Reached) {
+		return // cut short by shutdown: not the network's fault
 	}
 	m.record(peer, port, res, err)
 }

@@ -23,8 +23,8 @@ func TestFlowsNeeded(t *testing.T) {
 	}{
 		{0, 0.95, 6}, // nothing seen yet counts as one next hop
 		{-3, 0.95, 6},
-		{1, 0.99, 8},  // 2*(1/2)^n <= 0.01
-		{1, 0.50, 2},  // 2*(1/2)^n <= 0.5
+		{1, 0.99, 8}, // 2*(1/2)^n <= 0.01
+		{1, 0.50, 2}, // 2*(1/2)^n <= 0.5
 		{1, 1, maxFlows},
 		{1, 0, maxFlows},
 	}
