@@ -1,0 +1,284 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+func TestGraphMetricsValues(t *testing.T) {
+	g := fixtureGraph(t)
+	reg := prometheus.NewRegistry()
+	if err := reg.Register(newGraphCollector(g, nil)); err != nil {
+		t.Fatal(err)
+	}
+	want := `
+# HELP dnms_route_samples Samples in the route's metric ring (the window the other dnms_route_* figures cover).
+# TYPE dnms_route_samples gauge
+dnms_route_samples{dst="198.18.1.2",port="33436",src="198.18.1.1"} 100
+dnms_route_samples{dst="198.18.2.1",port="33436",src="198.18.1.1"} 100
+dnms_route_samples{dst="198.18.2.1",port="33437",src="198.18.1.1"} 100
+dnms_route_samples{dst="198.18.2.2",port="33438",src="198.18.1.1"} 100
+dnms_route_samples{dst="198.18.2.2",port="33439",src="198.18.1.1"} 100
+# HELP dnms_graph_routes Routes in the graph.
+# TYPE dnms_graph_routes gauge
+dnms_graph_routes{view="agent"} 5
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "dnms_route_samples", "dnms_graph_routes"); err != nil {
+		t.Error(err)
+	}
+
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	get := func(name string, labels map[string]string) (float64, bool) {
+		for _, mf := range mfs {
+			if mf.GetName() != name {
+				continue
+			}
+		next:
+			for _, m := range mf.GetMetric() {
+				for _, lp := range m.GetLabel() {
+					if v, ok := labels[lp.GetName()]; ok && v != lp.GetValue() {
+						continue next
+					}
+				}
+				return m.GetGauge().GetValue(), true
+			}
+		}
+		return 0, false
+	}
+	lossy := map[string]string{"src": h1.String(), "dst": h3.String(), "port": "33436"}
+	for dir, want := range map[string]float64{"all": 0.1, "forward": 0.1, "reverse": 0} {
+		l := map[string]string{"direction": dir}
+		for k, v := range lossy {
+			l[k] = v
+		}
+		if got, ok := get("dnms_route_loss_ratio", l); !ok || got != want {
+			t.Errorf("loss %s = %v (found %v), want %v", dir, got, ok, want)
+		}
+	}
+	if got, ok := get("dnms_route_rtt_min_seconds", lossy); !ok || got < 99e-6 || got > 101e-6 {
+		t.Errorf("rtt min %v (found %v), want 100µs", got, ok)
+	}
+	link := map[string]string{"view": "agent", "src": leaf1.String(), "dst": spine1.String()}
+	if got, ok := get("dnms_link_faulty", link); !ok || got != 1 {
+		t.Errorf("dnms_link_faulty leaf1→spine1 = %v (found %v), want 1", got, ok)
+	}
+	if got, ok := get("dnms_link_suspicion", link); !ok || got <= 0 {
+		t.Errorf("dnms_link_suspicion leaf1→spine1 = %v (found %v), want > 0", got, ok)
+	}
+	// Cardinality: one route series per key and direction, one link series per link.
+	if n := testutil.CollectAndCount(newGraphCollector(g, nil), "dnms_route_loss_ratio"); n != 5*3 {
+		t.Errorf("%d dnms_route_loss_ratio series, want 15", n)
+	}
+	if n := testutil.CollectAndCount(newGraphCollector(g, nil), "dnms_link_suspicion"); n != len(g.Snapshot().Links) {
+		t.Errorf("%d dnms_link_suspicion series, want %d", n, len(g.Snapshot().Links))
+	}
+}
+
+// TestMetricsLintPromtool runs `promtool check metrics` on a scrape.
+func TestMetricsLintPromtool(t *testing.T) {
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		t.Skip("promtool not installed (Debian package prometheus); CI installs it")
+	}
+	g := fixtureGraph(t)
+	// Exercise every family: a graph-wide stream and an auth failure.
+	cfg := DefaultConfig()
+	cfg.Token = "tok"
+	ts := newTestServer(t, cfg, Deps{Graph: g, Aggregator: g})
+	c := openSSE(t, ts.URL+"/v1/events/graph", map[string]string{"Authorization": "Bearer tok"})
+	c.next(t, streamWait)
+	resp, err := http.Get(ts.URL + "/v1/graph")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+
+	body := scrape(t, ts.URL+"/metrics", "tok")
+	cmd := exec.Command(promtool, "check", "metrics")
+	cmd.Stdin = bytes.NewReader(body)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("promtool check metrics: %v\n%s\n--- scrape:\n%s", err, out, body)
+	}
+	for _, name := range []string{"dnms_route_loss_ratio", "dnms_route_rtt_p99_seconds", "dnms_route_jitter_seconds",
+		"dnms_link_suspicion", "dnms_link_estimated_loss_ratio", "dnms_link_faulty", "dnms_api_event_streams",
+		"dnms_api_auth_failures_total", "dnms_graph_events_total"} {
+		if !bytes.Contains(body, []byte("\n"+name)) {
+			t.Errorf("scrape lacks %s", name)
+		}
+	}
+}
+
+func scrape(t *testing.T, url, token string) []byte {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, url, nil)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("scrape: %v", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("scrape: %d %v\n%s", resp.StatusCode, err, body)
+	}
+	return body
+}
+
+// TestRealPrometheus starts the Debian package's Prometheus server on
+// loopback, lets it scrape the API (with the bearer token), and reads a
+// dnms series back through its query API.
+func TestRealPrometheus(t *testing.T) {
+	const bin = "/usr/bin/prometheus"
+	if _, err := os.Stat(bin); err != nil {
+		t.Skipf("%s not installed (Debian package prometheus); CI installs it", bin)
+	}
+	g := fixtureGraph(t)
+	cfg := DefaultConfig()
+	cfg.Token = "prom-token"
+	ts := newTestServer(t, cfg, Deps{Graph: g})
+
+	dir := t.TempDir()
+	target := strings.TrimPrefix(ts.URL, "http://")
+	conf := fmt.Sprintf(`global:
+  scrape_interval: 1s
+  scrape_timeout: 1s
+  evaluation_interval: 1m
+scrape_configs:
+  - job_name: dnms
+    authorization:
+      type: Bearer
+      credentials: %s
+    static_configs:
+      - targets: ['%s']
+`, cfg.Token, target)
+	confPath := filepath.Join(dir, "prometheus.yml")
+	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	promAddr := freeLoopbackAddr(t)
+	logf, err := os.Create(filepath.Join(dir, "prometheus.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	cmd := exec.Command(bin,
+		"--config.file="+confPath,
+		"--storage.tsdb.path="+filepath.Join(dir, "data"),
+		"--web.listen-address="+promAddr,
+		"--storage.tsdb.retention.time=1h",
+	)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start prometheus: %v", err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill() // by PID: only the process this test started
+			<-exited
+		}
+	})
+
+	query := `dnms_route_loss_ratio{src="198.18.1.1",dst="198.18.2.1",port="33436",direction="all"}`
+	deadline := time.Now().Add(60 * time.Second)
+	var last string
+	for {
+		select {
+		case err := <-exited:
+			log, _ := os.ReadFile(logf.Name())
+			t.Fatalf("prometheus exited: %v\n%s", err, log)
+		default:
+		}
+		v, msg := promQuery(promAddr, query)
+		if v != nil {
+			if *v != 0.1 {
+				t.Fatalf("prometheus has %s = %v, want 0.1", query, *v)
+			}
+			break
+		}
+		last = msg
+		if time.Now().After(deadline) {
+			log, _ := os.ReadFile(logf.Name())
+			t.Fatalf("no %s in prometheus after 60s; last answer: %s\nprometheus log:\n%s", query, last, log)
+		}
+		time.Sleep(250 * time.Millisecond) // poll interval
+	}
+	// The scrape went through the auth middleware.
+	if got := counterValue(t, ts, "dnms_api_requests_total"); got < 1 {
+		t.Errorf("no requests counted after a scrape")
+	}
+}
+
+// promQuery runs an instant query; it returns the single sample's value, or
+// nil and what it saw.
+func promQuery(addr, q string) (*float64, string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/api/v1/query?query="+url.QueryEscape(q), nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var r struct {
+		Status string `json:"status"`
+		Data   struct {
+			Result []struct {
+				Value [2]any `json:"value"`
+			} `json:"result"`
+		} `json:"data"`
+	}
+	if err := json.Unmarshal(b, &r); err != nil || r.Status != "success" || len(r.Data.Result) != 1 {
+		return nil, string(b)
+	}
+	s, ok := r.Data.Result[0].Value[1].(string)
+	if !ok {
+		return nil, string(b)
+	}
+	v, err := strconv.ParseFloat(s, 64)
+	if err != nil {
+		return nil, string(b)
+	}
+	return &v, ""
+}
+
+// freeLoopbackAddr returns a 127.0.0.1 port that was free a moment ago.
+func freeLoopbackAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
