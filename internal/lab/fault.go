@@ -203,7 +203,8 @@ func (f *Fabric) ClearFaults(l Link) error {
 			old.close()
 		}
 	}
-	wasDown := f.downed[l.ID]
+	// An attached fabric (CLI) does not know what an earlier process did.
+	wasDown := f.downed[l.ID] || !f.owned
 	f.mu.Unlock()
 	if wasDown {
 		if err := f.SetDown(l, false); err != nil {

@@ -140,6 +140,40 @@ func Attach(cfg Config) (*Fabric, error) {
 	return newFabric(topo, false), nil
 }
 
+// Discover reads the Config of a fabric built earlier from the names of
+// its namespaces ("<prefix>-spine<i>", "-leaf<j>", "-host<n>").
+func Discover(prefix string) (Config, error) {
+	names, err := LeftoverNamespaces(prefix)
+	if err != nil {
+		return Config{}, err
+	}
+	cfg := Config{Prefix: prefix}
+	var hosts int
+	for _, n := range names {
+		node := strings.TrimPrefix(n, prefix+"-")
+		var i int
+		switch {
+		case scan(node, "spine%d", &i):
+			cfg.Spines = max(cfg.Spines, i)
+		case scan(node, "leaf%d", &i):
+			cfg.Leaves = max(cfg.Leaves, i)
+		case scan(node, "host%d", &i):
+			hosts = max(hosts, i)
+		}
+	}
+	if cfg.Spines == 0 || cfg.Leaves == 0 || hosts == 0 || hosts%cfg.Leaves != 0 {
+		return Config{}, fmt.Errorf("lab: no complete fabric with prefix %q (namespaces: %s)", prefix, strings.Join(names, " "))
+	}
+	cfg.HostsPerLeaf = hosts / cfg.Leaves
+	return cfg, nil
+}
+
+func scan(s, format string, i *int) bool {
+	var rest string
+	n, _ := fmt.Sscanf(s+" x", format+" %s", i, &rest)
+	return n == 2 && rest == "x"
+}
+
 func (f *Fabric) build() error {
 	var b strings.Builder
 	for _, ns := range f.topo.namespaces() {
@@ -291,7 +325,8 @@ func (f *Fabric) Close() error {
 }
 
 // LeftoverNamespaces lists the named namespaces whose name starts with
-// "<prefix>-". Tests use it to prove teardown.
+// "<prefix>-" (every named namespace for prefix ""). Tests use it to prove
+// teardown.
 func LeftoverNamespaces(prefix string) ([]string, error) {
 	ents, err := os.ReadDir(netnsDir)
 	if errors.Is(err, os.ErrNotExist) {
@@ -302,7 +337,7 @@ func LeftoverNamespaces(prefix string) ([]string, error) {
 	}
 	var out []string
 	for _, e := range ents {
-		if strings.HasPrefix(e.Name(), prefix+"-") {
+		if prefix == "" || strings.HasPrefix(e.Name(), prefix+"-") {
 			out = append(out, e.Name())
 		}
 	}

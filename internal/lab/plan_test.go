@@ -259,3 +259,12 @@ func FuzzMatchICMP(f *testing.F) {
 		matchICMP(b, netip.MustParseAddr("198.19.2.10"), 40000, 33434)
 	})
 }
+
+func TestScan(t *testing.T) {
+	var i int
+	for s, want := range map[string]bool{"spine1": true, "spine12": true, "spine": false, "spine1x": false, "leaf1": false} {
+		if got := scan(s, "spine%d", &i); got != want {
+			t.Errorf("scan(%q) = %v", s, got)
+		}
+	}
+}
