@@ -1,0 +1,380 @@
+package mapper
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/dnms/dnms/internal/graph"
+	"github.com/dnms/dnms/internal/lab"
+)
+
+// labTracer is a Paris traceroute built on lab.ProbeHop (one UDP probe per
+// TTL, same 5-tuple, ICMP read from a raw socket): a real trace through the
+// real fabric, used where a test needs no dnms on the peer.
+type labTracer struct {
+	f        *lab.Fabric
+	host     string
+	pingPort uint16
+	timeout  time.Duration
+}
+
+func (lt *labTracer) Trace(ctx context.Context, peer netip.Addr, port uint16, maxTTL, maxSilent int) (TraceResult, error) {
+	var res TraceResult
+	silent := 0
+	for ttl := 1; ttl <= maxTTL; ttl++ {
+		if err := ctx.Err(); err != nil {
+			return res, err
+		}
+		a, err := lt.f.ProbeHop(lt.host, peer, port, lt.pingPort, ttl, lt.timeout)
+		res.ProbesSent++
+		if err != nil {
+			if !strings.Contains(err.Error(), "no answer") {
+				return res, err
+			}
+			res.Hops = append(res.Hops, graph.Hop{})
+			if silent++; silent >= maxSilent {
+				return res, nil
+			}
+			continue
+		}
+		silent = 0
+		res.Hops = append(res.Hops, graph.Hop{Addr: a})
+		if a == peer {
+			res.Reached = true
+			return res, nil
+		}
+	}
+	return res, nil
+}
+
+// labPair is one ordered host pair on different leaves.
+type labPair struct {
+	src, dst lab.Host
+	truth    [][]string // full routes, endpoints included
+}
+
+func labPairs(t *testing.T, f *lab.Fabric) []labPair {
+	t.Helper()
+	hosts := map[string]lab.Host{}
+	for _, h := range f.Hosts {
+		hosts[h.Name] = h
+	}
+	var out []labPair
+	for _, ps := range f.GroundTruth().Pairs {
+		src, dst := hosts[ps.Src], hosts[ps.Dst]
+		if src.Leaf == dst.Leaf {
+			continue
+		}
+		p := labPair{src: src, dst: dst}
+		for _, path := range ps.Paths {
+			r := []string{src.Addr.String()}
+			for _, a := range path {
+				r = append(r, a.String())
+			}
+			p.truth = append(p.truth, r)
+		}
+		out = append(out, p)
+	}
+	if len(out) == 0 {
+		t.Fatal("lab has no host pairs on different leaves")
+	}
+	return out
+}
+
+// labMapper is a Mapper tracing from one lab host into a real graph.
+type labMapper struct {
+	m      *Mapper
+	g      *graph.Graph
+	reg    *prometheus.Registry
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func startLabMapper(t *testing.T, f *lab.Fabric, tr Tracer, src lab.Host, peers []netip.Addr, ports int, interval time.Duration) *labMapper {
+	t.Helper()
+	cfg := DefaultConfig()
+	cfg.LocalAddr = src.Addr
+	cfg.SrcPortEnd = cfg.SrcPortStart + uint16(ports) - 1
+	cfg.Interval = interval
+	cfg.MaxTTL = 8
+	cfg.Logger = slog.New(slog.NewTextHandler(testWriter{t}, nil))
+	lm := &labMapper{g: graph.New(graph.DefaultConfig()), reg: prometheus.NewRegistry(), done: make(chan error, 1)}
+	cfg.Registerer = lm.reg
+	m, err := New(cfg, tr, lm.g)
+	if err != nil {
+		t.Fatalf("mapper.New: %v", err)
+	}
+	lm.m = m
+	for _, p := range peers {
+		m.AddPeer(p)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	lm.cancel = cancel
+	go func() { lm.done <- m.Run(ctx) }()
+	t.Cleanup(lm.stop)
+	return lm
+}
+
+func (lm *labMapper) stop() {
+	if lm.cancel == nil {
+		return
+	}
+	lm.cancel()
+	<-lm.done
+	lm.cancel = nil
+	lm.m.Close()
+}
+
+// testWriter sends log lines to t.Log.
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(b []byte) (int, error) {
+	w.t.Helper()
+	w.t.Log(strings.TrimSpace(string(b)))
+	return len(b), nil
+}
+
+// waitSweeps polls until the mapper has finished n more sweeps than now.
+func waitSweeps(t *testing.T, m *Mapper, n int, timeout time.Duration) {
+	t.Helper()
+	m.mu.Lock()
+	target := m.sweeps + n
+	m.mu.Unlock()
+	deadline := time.Now().Add(timeout)
+	for {
+		m.mu.Lock()
+		got := m.sweeps
+		m.mu.Unlock()
+		if got >= target {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("mapper finished %d sweeps in %v, want %d", got, timeout, target)
+		}
+		time.Sleep(20 * time.Millisecond) // polling, not synchronisation
+	}
+}
+
+// routesTo returns the distinct hop lists the route map holds for dst.
+func routesTo(m *Mapper, dst netip.Addr) [][]string {
+	seen := map[string]bool{}
+	var out [][]string
+	for _, e := range m.RouteMap() {
+		if e.Dst != dst {
+			continue
+		}
+		if k := strings.Join(e.Hops, " "); !seen[k] {
+			seen[k] = true
+			out = append(out, e.Hops)
+		}
+	}
+	slices.SortFunc(out, func(a, b []string) int { return strings.Compare(strings.Join(a, " "), strings.Join(b, " ")) })
+	return out
+}
+
+func sortedRoutes(rs [][]string) [][]string {
+	out := slices.Clone(rs)
+	slices.SortFunc(out, func(a, b []string) int { return strings.Compare(strings.Join(a, " "), strings.Join(b, " ")) })
+	return out
+}
+
+func equalRoutes(a, b [][]string) bool {
+	return slices.EqualFunc(sortedRoutes(a), sortedRoutes(b), slices.Equal[[]string])
+}
+
+func newLab(t *testing.T) *lab.Fabric {
+	t.Helper()
+	return lab.New(t, lab.Config{Prefix: lab.UniquePrefix(t), Spines: 4, Leaves: 2, HostsPerLeaf: 1})
+}
+
+// Every ordered pair on different leaves: the default 11 ports find the 4
+// paths of the ground truth, and a 2-port range is not confident.
+func TestLabAllPaths(t *testing.T) {
+	f := newLab(t)
+	for _, p := range labPairs(t, f) {
+		t.Run(p.src.Name+"-"+p.dst.Name, func(t *testing.T) {
+			tr := &labTracer{f: f, host: p.src.Name, pingPort: DefaultConfig().PingPort, timeout: 500 * time.Millisecond}
+			lm := startLabMapper(t, f, tr, p.src, []netip.Addr{p.dst.Addr}, 11, time.Millisecond)
+			waitSweeps(t, lm.m, 1, 60*time.Second)
+			lm.stop()
+			got := routesTo(lm.m, p.dst.Addr)
+			if !equalRoutes(got, p.truth) {
+				t.Errorf("routes found with 11 ports:\n%v\nground truth:\n%v", got, sortedRoutes(p.truth))
+			}
+			st := lm.m.Peers()[0]
+			t.Logf("11 ports: %d routes, confident=%v, flows used %d, needed %d, miss probability %.3f",
+				st.Routes, st.Confident, st.FlowsUsed, st.FlowsNeeded, st.MissProbability)
+			snap := lm.g.Snapshot()
+			if len(snap.Routes) != len(p.truth) {
+				t.Errorf("graph holds %d routes, want %d", len(snap.Routes), len(p.truth))
+			}
+			if n := testutil.ToFloat64(lm.m.traces.WithLabelValues(p.dst.Addr.String(), ResultReached)); n < 11 {
+				t.Errorf("dnms_traces_total{result=reached} = %v, want at least 11", n)
+			}
+
+			lm2 := startLabMapper(t, f, tr, p.src, []netip.Addr{p.dst.Addr}, 2, time.Millisecond)
+			waitSweeps(t, lm2.m, 1, 30*time.Second)
+			lm2.stop()
+			st2 := lm2.m.Peers()[0]
+			if st2.Confident || st2.FlowsUsed != 2 || st2.FlowsNeeded <= 2 {
+				t.Errorf("2 ports: confident=%v used=%d needed=%d, want not confident", st2.Confident, st2.FlowsUsed, st2.FlowsNeeded)
+			}
+		})
+	}
+}
+
+// A spine link goes down: the ports hashed onto it move to other spines
+// within two sweeps, and the graph emits path changes with both hop lists.
+func TestLabLinkDownChangesPaths(t *testing.T) {
+	f := newLab(t)
+	p := labPairs(t, f)[0]
+	tr := &labTracer{f: f, host: p.src.Name, pingPort: DefaultConfig().PingPort, timeout: 500 * time.Millisecond}
+	lm := startLabMapper(t, f, tr, p.src, []netip.Addr{p.dst.Addr}, 11, 5*time.Millisecond)
+	sub := lm.g.Subscribe(0, 4096)
+	t.Cleanup(sub.Close)
+	waitSweeps(t, lm.m, 1, 60*time.Second)
+
+	// The spine with the most ports on it.
+	bySpine := map[string][]uint16{}
+	for _, e := range lm.m.RouteMap() {
+		bySpine[e.Hops[2]] = append(bySpine[e.Hops[2]], e.SrcPort)
+	}
+	var spineAddr string
+	for a, ports := range bySpine {
+		if len(ports) > len(bySpine[spineAddr]) {
+			spineAddr = a
+		}
+	}
+	var spineName string
+	for _, r := range f.Routers {
+		if r.Loopback.String() == spineAddr {
+			spineName = r.Name
+		}
+	}
+	if spineName == "" {
+		t.Fatalf("no router with loopback %s (route map %+v)", spineAddr, lm.m.RouteMap())
+	}
+	moved := bySpine[spineAddr]
+	// The lab runs no routing protocol: with only the source leaf's link
+	// down, the spine would keep black-holing what the far leaf still hashes
+	// to it (replies included). Taking both of the spine's links down is what
+	// a fabric with BGP converges to when the first one fails.
+	t.Logf("setting %s's links down; ports %v used it", spineName, moved)
+	for _, leaf := range []string{p.src.Leaf, p.dst.Leaf} {
+		if err := f.SetDown(f.LinkBetween(leaf, spineName), true); err != nil {
+			t.Fatalf("SetDown: %v", err)
+		}
+	}
+
+	// Within two sweeps after the one in flight, no port uses that spine.
+	waitSweeps(t, lm.m, 3, 120*time.Second)
+	for _, e := range lm.m.RouteMap() {
+		if e.Hops[2] == spineAddr {
+			t.Errorf("port %d still routed via %s after two sweeps: %v", e.SrcPort, spineName, e.Hops)
+		}
+	}
+	// Linux ECMP is hash-threshold, not resilient hashing: removing a next
+	// hop rebalances the others, so ports that did not use the spine may move
+	// too. Every port that used it must have moved.
+	if got := testutil.ToFloat64(lm.m.changes.WithLabelValues(p.dst.Addr.String())); int(got) < len(moved) {
+		t.Errorf("dnms_path_changes_total = %v, want at least %d (the ports that used %s)", got, len(moved), spineName)
+	}
+	// The graph's events carry old and new hops for each moved port.
+	left := map[uint16]bool{}
+	for _, port := range moved {
+		left[port] = true
+	}
+	deadline := time.After(10 * time.Second)
+	for len(left) > 0 {
+		select {
+		case ev, ok := <-sub.C:
+			if !ok {
+				t.Fatal("subscription closed")
+			}
+			if ev.Type != graph.EventPathChange || ev.Change == nil {
+				continue
+			}
+			c := ev.Change
+			if len(c.OldHops) == 0 || len(c.NewHops) == 0 || c.OldRoute == c.NewRoute || c.HopDelta != len(c.NewHops)-len(c.OldHops) {
+				t.Errorf("path change event without proper hops: %+v", c)
+			}
+			if slices.Contains(c.OldHops, spineAddr) && !slices.Contains(c.NewHops, spineAddr) {
+				delete(left, c.Key.SrcPort)
+			}
+		case <-deadline:
+			t.Fatalf("no path-change event moving ports %v off %s", left, spineName)
+		}
+	}
+}
+
+// A spine that drops the ICMP time-exceeded it generates shows as a silent
+// hop; the route through it is still found, ending at the peer.
+func TestLabSilentRouter(t *testing.T) {
+	f := newLab(t)
+	p := labPairs(t, f)[0]
+	var spineR lab.Router
+	for _, r := range f.Routers {
+		if r.Role == lab.RoleSpine {
+			spineR = r
+			break
+		}
+	}
+	const table = "dnms_mapper_silent"
+	rule := fmt.Sprintf("add table inet %[1]s\nadd chain inet %[1]s out { type filter hook output priority 0; }\nadd rule inet %[1]s out icmp type time-exceeded drop\n", table)
+	file := filepath.Join(t.TempDir(), "silent.nft")
+	if err := os.WriteFile(file, []byte(rule), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := f.Exec(spineR.NS, "nft", "-f", file); err != nil {
+		t.Fatalf("nft in %s: %v %s", spineR.NS, err, out)
+	}
+	t.Cleanup(func() { f.Exec(spineR.NS, "nft", "delete", "table", "inet", table) })
+
+	tr := &labTracer{f: f, host: p.src.Name, pingPort: DefaultConfig().PingPort, timeout: 300 * time.Millisecond}
+	lm := startLabMapper(t, f, tr, p.src, []netip.Addr{p.dst.Addr}, 11, time.Millisecond)
+	waitSweeps(t, lm.m, 1, 90*time.Second)
+	lm.stop()
+
+	// The ground truth with the silent spine written as "*".
+	var want [][]string
+	for _, r := range p.truth {
+		r = slices.Clone(r)
+		for i, a := range r {
+			if a == spineR.Loopback.String() {
+				r[i] = silentAddr
+			}
+		}
+		want = append(want, r)
+	}
+	got := routesTo(lm.m, p.dst.Addr)
+	if !equalRoutes(got, want) {
+		t.Errorf("routes with %s silent:\n%v\nwant:\n%v", spineR.Name, got, sortedRoutes(want))
+	}
+	for _, e := range lm.m.RouteMap() {
+		if e.Hops[len(e.Hops)-1] != p.dst.Addr.String() {
+			t.Errorf("route %v does not end at the peer", e.Hops)
+		}
+	}
+	var silentRoute *graph.Route
+	snap := lm.g.Snapshot()
+	for i, r := range snap.Routes {
+		if strings.HasPrefix(r.Hops[2], "*") {
+			silentRoute = &snap.Routes[i]
+		}
+	}
+	if silentRoute == nil {
+		t.Fatalf("graph has no route with a silent placeholder: %+v", snap.Routes)
+	}
+	t.Logf("silent route in the graph: %v (keys %d)", silentRoute.Hops, len(silentRoute.Keys))
+}
