@@ -1,0 +1,537 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// Peer is a compatible member as handlers see it.
+type Peer struct {
+	Name       string
+	Addr       netip.Addr // advertised address: the one traced and pinged
+	GossipPort uint16
+	Role       string
+	HTTPPort   uint16
+	PingPort   uint16
+	Version    string
+}
+
+// Handler receives membership changes, in order, from one goroutine. A
+// handler must not block for long: it delays every later event.
+type Handler interface {
+	PeerJoin(Peer)
+	PeerLeave(Peer)
+}
+
+// Cluster is this node's membership in the gossip pool.
+type Cluster struct {
+	cfg     Config
+	log     *slog.Logger
+	met     *metrics
+	local   NodeMeta
+	encoded []byte
+
+	lifeMu   sync.Mutex // serialises Leave and Shutdown
+	mu       sync.Mutex
+	ml       *memberlist.Memberlist
+	handlers []handlerEntry
+	closed   bool
+
+	q        queue
+	done     chan struct{} // closed when the dispatcher exits
+	stopOnce sync.Once
+	stop     chan struct{}
+
+	// Dispatcher-owned state.
+	known   map[string]Peer   // reported (compatible) members, self included
+	ignored map[string]string // name -> reason already logged
+}
+
+type handlerEntry struct {
+	h           Handler
+	includeSelf bool
+}
+
+// New validates cfg and registers the metrics. Nothing listens until Start.
+func New(cfg Config) (*Cluster, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	met, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: register metrics: %w", err)
+	}
+	local := NodeMeta{Role: cfg.Role, HTTPPort: cfg.HTTPPort, PingPort: cfg.PingPort, Version: cfg.Version}
+	enc, err := local.Encode()
+	if err != nil {
+		return nil, fmt.Errorf("cluster: %w", err)
+	}
+	c := &Cluster{
+		cfg:     cfg,
+		log:     cfg.Logger.With("component", "cluster"),
+		met:     met,
+		local:   local,
+		encoded: enc,
+		done:    make(chan struct{}),
+		stop:    make(chan struct{}),
+		known:   map[string]Peer{},
+		ignored: map[string]string{},
+	}
+	c.q.init()
+	return c, nil
+}
+
+// Name is this node's name.
+func (c *Cluster) Name() string { return c.cfg.NodeName }
+
+// AddHandler registers h for joins and leaves of other members; this node is
+// not reported. Registered after Start, h first receives a join for every
+// member already known.
+func (c *Cluster) AddHandler(h Handler) { c.addHandler(h, false) }
+
+// AddHandlerWithSelf is AddHandler, but h is also told about this node (the
+// aggregator subscribes to its own agent too).
+func (c *Cluster) AddHandlerWithSelf(h Handler) { c.addHandler(h, true) }
+
+func (c *Cluster) addHandler(h Handler, self bool) {
+	c.mu.Lock()
+	c.handlers = append(c.handlers, handlerEntry{h: h, includeSelf: self})
+	c.mu.Unlock()
+	// Replay what is known from the dispatcher, so it is ordered with the
+	// events that follow.
+	c.q.push(rawEvent{kind: evReplay, replay: handlerEntry{h: h, includeSelf: self}})
+}
+
+// Start creates the memberlist (binds the gossip port) and starts delivering
+// events. It does not join anyone: see Join and Run.
+func (c *Cluster) Start() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return errors.New("cluster: start after shutdown")
+	}
+	if c.ml != nil {
+		return nil
+	}
+	mc := memberlist.DefaultLANConfig()
+	mc.Name = c.cfg.NodeName
+	if c.cfg.BindAddr.IsValid() {
+		mc.BindAddr = c.cfg.BindAddr.String()
+	} else {
+		mc.BindAddr = "0.0.0.0"
+		if c.cfg.AdvertiseAddr.Is6() {
+			mc.BindAddr = "::"
+		}
+	}
+	mc.BindPort = c.cfg.Port
+	mc.AdvertiseAddr = c.cfg.AdvertiseAddr.String()
+	mc.AdvertisePort = c.cfg.Port
+	if len(c.cfg.GossipKey) > 0 {
+		mc.SecretKey = append([]byte(nil), c.cfg.GossipKey...)
+	}
+	mc.Delegate = &delegate{c: c}
+	mc.Events = &eventDelegate{c: c}
+	mc.Logger = newMemberlistLogger(c.cfg.Logger)
+	if c.cfg.Tune != nil {
+		c.cfg.Tune(mc)
+	}
+	go c.dispatch()
+	ml, err := memberlist.Create(mc)
+	if err != nil {
+		c.stopDispatch()
+		return fmt.Errorf("cluster: start memberlist on %s:%d: %w", mc.BindAddr, c.cfg.Port, err)
+	}
+	c.ml = ml
+	n := ml.LocalNode()
+	c.log.Info("gossip started", "name", n.Name, "addr", n.Address(), "role", c.cfg.Role,
+		"encrypted", len(c.cfg.GossipKey) > 0)
+	return nil
+}
+
+func (c *Cluster) memberlist() *memberlist.Memberlist {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.ml
+}
+
+// Port is the gossip port actually bound (useful when Config.Port is 0).
+func (c *Cluster) Port() int {
+	ml := c.memberlist()
+	if ml == nil {
+		return c.cfg.Port
+	}
+	return int(ml.LocalNode().Port)
+}
+
+// Join contacts seeds (host:port or host) once and returns how many
+// answered. Seeds that are this node are skipped.
+func (c *Cluster) Join(seeds []string) (int, error) {
+	ml := c.memberlist()
+	if ml == nil {
+		return 0, errors.New("cluster: join before start")
+	}
+	var others []string
+	for _, s := range seeds {
+		if !c.isSelf(s) {
+			others = append(others, s)
+		}
+	}
+	if len(others) == 0 {
+		return 0, nil
+	}
+	n, err := ml.Join(others)
+	if err != nil {
+		return n, fmt.Errorf("cluster: join %v: %w", others, err)
+	}
+	return n, nil
+}
+
+// isSelf reports whether seed names this node's advertised address and port.
+func (c *Cluster) isSelf(seed string) bool {
+	host, port, err := net.SplitHostPort(seed)
+	if err != nil {
+		host, port = seed, strconv.Itoa(c.Port())
+	}
+	a, err := netip.ParseAddr(host)
+	if err != nil {
+		return false
+	}
+	return a.Unmap() == c.cfg.AdvertiseAddr && port == strconv.Itoa(c.Port())
+}
+
+// Run starts the node if needed, joins the seeds with exponential backoff
+// until one answers (a seed may come up later), keeps re-joining them
+// whenever this node finds itself alone, and on ctx done leaves the cluster
+// and shuts down. It returns nil on a clean shutdown.
+func (c *Cluster) Run(ctx context.Context) error {
+	if err := c.Start(); err != nil {
+		return err
+	}
+	defer c.Shutdown()
+	if len(c.cfg.Seeds) > 0 {
+		go c.joinLoop(ctx)
+	}
+	<-ctx.Done()
+	if err := c.Leave(c.cfg.LeaveTimeout); err != nil {
+		c.log.Warn("leave cluster", "err", err)
+	}
+	return nil
+}
+
+func (c *Cluster) joinLoop(ctx context.Context) {
+	wait := c.cfg.JoinBackoffMin
+	for {
+		ml := c.memberlist()
+		if ml == nil {
+			return
+		}
+		if ml.NumMembers() <= 1 {
+			n, err := c.Join(c.cfg.Seeds)
+			switch {
+			case err != nil:
+				c.log.Warn("join seeds failed, retrying", "seeds", c.cfg.Seeds, "retry_in", wait, "err", err)
+				wait = min(wait*2, c.cfg.JoinBackoffMax)
+			case n > 0:
+				c.log.Info("joined cluster", "seeds", c.cfg.Seeds, "contacted", n, "members", ml.NumMembers())
+				wait = c.cfg.JoinBackoffMin
+			}
+		} else {
+			wait = c.cfg.JoinBackoffMin
+		}
+		// Jitter in [wait/2, wait] so that nodes started together do not
+		// retry in lockstep.
+		d := wait/2 + rand.N(wait/2+1)
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.stop:
+			return
+		case <-time.After(max(d, c.cfg.JoinBackoffMin/2)):
+		}
+	}
+}
+
+// Leave broadcasts our departure and waits up to timeout for it to spread.
+func (c *Cluster) Leave(timeout time.Duration) error {
+	// memberlist panics on a leave after shutdown: serialise the two.
+	c.lifeMu.Lock()
+	defer c.lifeMu.Unlock()
+	c.mu.Lock()
+	ml, closed := c.ml, c.closed
+	c.mu.Unlock()
+	if ml == nil || closed {
+		return nil
+	}
+	if err := ml.Leave(timeout); err != nil {
+		return fmt.Errorf("cluster: leave: %w", err)
+	}
+	return nil
+}
+
+// Shutdown stops gossip without a leave (peers will detect us as failed)
+// and stops event delivery. Safe to call more than once.
+func (c *Cluster) Shutdown() error {
+	c.lifeMu.Lock()
+	defer c.lifeMu.Unlock()
+	c.mu.Lock()
+	ml := c.ml
+	c.closed = true
+	c.mu.Unlock()
+	var err error
+	if ml != nil {
+		if e := ml.Shutdown(); e != nil {
+			err = fmt.Errorf("cluster: shutdown: %w", e)
+		}
+	}
+	c.stopDispatch()
+	return err
+}
+
+func (c *Cluster) stopDispatch() {
+	c.stopOnce.Do(func() { close(c.stop) })
+	c.q.wake()
+}
+
+// Members returns every alive, compatible member, this node included.
+func (c *Cluster) Members() []Peer {
+	ml := c.memberlist()
+	if ml == nil {
+		return nil
+	}
+	var out []Peer
+	for _, n := range ml.Members() {
+		if n.State != memberlist.StateAlive && n.State != memberlist.StateSuspect {
+			continue
+		}
+		p, reason, _ := c.peerOf(n.Name, n.Addr, n.Port, n.Meta)
+		if reason == "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// peerOf decodes a member's meta and checks it against ours.
+func (c *Cluster) peerOf(name string, ip net.IP, port uint16, meta []byte) (Peer, string, string) {
+	addr, _ := netip.AddrFromSlice(ip)
+	p := Peer{Name: name, Addr: addr.Unmap(), GossipPort: port}
+	m, err := DecodeMeta(meta)
+	if err != nil {
+		return p, metaReason(err), err.Error()
+	}
+	p.Role, p.HTTPPort, p.PingPort, p.Version = m.Role, m.HTTPPort, m.PingPort, m.Version
+	if !p.Addr.IsValid() {
+		return p, "address", fmt.Sprintf("invalid address %v", ip)
+	}
+	if name == c.cfg.NodeName {
+		return p, "", ""
+	}
+	reason, detail := compatible(c.local, m)
+	return p, reason, detail
+}
+
+// --- event delivery -------------------------------------------------------
+
+type evKind uint8
+
+const (
+	evJoin evKind = iota
+	evLeave
+	evUpdate
+	evReplay
+)
+
+type rawEvent struct {
+	kind   evKind
+	name   string
+	addr   net.IP
+	port   uint16
+	meta   []byte
+	replay handlerEntry
+}
+
+// queue is an unbounded FIFO: memberlist must never block on us.
+type queue struct {
+	mu    sync.Mutex
+	items []rawEvent
+	sig   chan struct{}
+}
+
+func (q *queue) init() { q.sig = make(chan struct{}, 1) }
+
+func (q *queue) push(e rawEvent) {
+	q.mu.Lock()
+	q.items = append(q.items, e)
+	q.mu.Unlock()
+	q.wake()
+}
+
+func (q *queue) wake() {
+	select {
+	case q.sig <- struct{}{}:
+	default:
+	}
+}
+
+func (q *queue) drain() []rawEvent {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	items := q.items
+	q.items = nil
+	return items
+}
+
+func (c *Cluster) dispatch() {
+	defer close(c.done)
+	for {
+		select {
+		case <-c.stop:
+			return
+		case <-c.q.sig:
+		}
+		for _, e := range c.q.drain() {
+			select {
+			case <-c.stop:
+				return
+			default:
+			}
+			c.handle(e)
+		}
+	}
+}
+
+func (c *Cluster) handle(e rawEvent) {
+	if e.kind == evReplay {
+		for _, p := range c.known {
+			if p.Name == c.cfg.NodeName && !e.replay.includeSelf {
+				continue
+			}
+			e.replay.h.PeerJoin(p)
+		}
+		return
+	}
+	switch e.kind {
+	case evJoin:
+		c.met.events.WithLabelValues("join").Inc()
+	case evLeave:
+		c.met.events.WithLabelValues("leave").Inc()
+	case evUpdate:
+		c.met.events.WithLabelValues("update").Inc()
+	}
+	old, wasKnown := c.known[e.name]
+	if e.kind == evLeave {
+		delete(c.ignored, e.name)
+		if wasKnown {
+			delete(c.known, e.name)
+			c.log.Info("peer left", "name", old.Name, "addr", old.Addr, "role", old.Role)
+			c.deliver(old, false)
+		}
+		c.updateGauge()
+		return
+	}
+	p, reason, detail := c.peerOf(e.name, e.addr, e.port, e.meta)
+	if reason != "" {
+		if c.ignored[e.name] != reason {
+			c.ignored[e.name] = reason
+			c.met.incompatible.WithLabelValues(reason).Inc()
+			c.log.Warn("ignoring incompatible member: it will not be probed", "name", e.name,
+				"addr", p.Addr, "reason", reason, "detail", detail)
+		}
+		if wasKnown {
+			delete(c.known, e.name)
+			c.deliver(old, false)
+		}
+		c.updateGauge()
+		return
+	}
+	delete(c.ignored, e.name)
+	if wasKnown {
+		if old.Addr == p.Addr && old.Role == p.Role && old.HTTPPort == p.HTTPPort && old.PingPort == p.PingPort {
+			c.known[e.name] = p // e.g. a version-only change: nothing to redo
+			return
+		}
+		c.deliver(old, false)
+	}
+	c.known[e.name] = p
+	if !wasKnown {
+		c.log.Info("peer joined", "name", p.Name, "addr", p.Addr, "role", p.Role, "version", p.Version)
+	}
+	c.deliver(p, true)
+	c.updateGauge()
+}
+
+func (c *Cluster) deliver(p Peer, join bool) {
+	self := p.Name == c.cfg.NodeName
+	c.mu.Lock()
+	hs := append([]handlerEntry(nil), c.handlers...)
+	c.mu.Unlock()
+	for _, h := range hs {
+		if self && !h.includeSelf {
+			continue
+		}
+		if join {
+			h.h.PeerJoin(p)
+		} else {
+			h.h.PeerLeave(p)
+		}
+	}
+}
+
+func (c *Cluster) updateGauge() {
+	counts := map[string]int{RoleAgent: 0, RoleAggregator: 0}
+	for _, p := range c.known {
+		counts[p.Role]++
+	}
+	for r, n := range counts {
+		c.met.members.WithLabelValues(r).Set(float64(n))
+	}
+}
+
+// --- memberlist delegates ---------------------------------------------------
+
+// delegate advertises our meta; we gossip no user data.
+type delegate struct{ c *Cluster }
+
+var _ memberlist.Delegate = (*delegate)(nil)
+
+func (d *delegate) NodeMeta(limit int) []byte {
+	if len(d.c.encoded) > limit {
+		d.c.log.Error("node meta larger than memberlist allows; advertising none", "size", len(d.c.encoded), "limit", limit)
+		return nil
+	}
+	return d.c.encoded
+}
+func (d *delegate) NotifyMsg([]byte)                           {}
+func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
+func (d *delegate) LocalState(join bool) []byte                { return nil }
+func (d *delegate) MergeRemoteState(buf []byte, join bool)     {}
+
+// eventDelegate copies memberlist's callbacks into the queue: they run with
+// memberlist's locks held and must not block.
+type eventDelegate struct{ c *Cluster }
+
+var _ memberlist.EventDelegate = (*eventDelegate)(nil)
+
+func (d *eventDelegate) NotifyJoin(n *memberlist.Node)   { d.push(evJoin, n) }
+func (d *eventDelegate) NotifyLeave(n *memberlist.Node)  { d.push(evLeave, n) }
+func (d *eventDelegate) NotifyUpdate(n *memberlist.Node) { d.push(evUpdate, n) }
+
+func (d *eventDelegate) push(k evKind, n *memberlist.Node) {
+	d.c.q.push(rawEvent{
+		kind: k,
+		name: n.Name,
+		addr: append(net.IP(nil), n.Addr...),
+		port: n.Port,
+		meta: append([]byte(nil), n.Meta...),
+	})
+}
