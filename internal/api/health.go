@@ -150,11 +150,16 @@ func writeHealthText(w io.Writer, snap graph.Snapshot, rows []graph.LinkHealth) 
 	}
 	fmt.Fprintf(w, "graph at event %d: %d nodes, %d links, %d routes; %d faulty, %d suspect (showing %d)\n\n",
 		snap.EventID, len(snap.Nodes), len(snap.Links), len(snap.Routes), faulty, suspect, len(rows))
+	// Numbers align right; the link column is padded by hand to read left.
+	lw := len("LINK")
+	for _, r := range rows {
+		lw = max(lw, len(r.Src)+len(" -> ")+len(r.Dst))
+	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "RANK\tLINK\tSUSPICION\tLOSS THROUGH\tLOSS NOT THROUGH\tROUTES/SAMPLES THROUGH\tEST. LOSS\tVERDICT\t")
+	fmt.Fprintf(tw, "RANK\t%-*s\tSUSPICION\tLOSS THROUGH\tLOSS NOT THROUGH\tROUTES/SAMPLES THROUGH\tEST. LOSS\tVERDICT\t\n", lw, "LINK")
 	for i, r := range rows {
-		fmt.Fprintf(tw, "%d\t%s\t%+.2f%%\t%.2f%%\t%.2f%%\t%d/%d\t%.2f%%\t%s\t\n",
-			i+1, r.Src+" -> "+r.Dst, 100*r.Suspicion, 100*r.AvgLossThrough, 100*r.AvgLossNotThrough,
+		fmt.Fprintf(tw, "%d\t%-*s\t%+.2f%%\t%.2f%%\t%.2f%%\t%d/%d\t%.2f%%\t%s\t\n",
+			i+1, lw, r.Src+" -> "+r.Dst, 100*r.Suspicion, 100*r.AvgLossThrough, 100*r.AvgLossNotThrough,
 			r.RoutesThrough, r.SamplesThrough, 100*r.EstimatedLoss, verdictText(r.Verdict))
 	}
 	if err := tw.Flush(); err != nil {
