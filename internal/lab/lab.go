@@ -71,12 +71,25 @@ func New(t testing.TB, cfg Config) *Fabric {
 	if cfg.Prefix == "" {
 		cfg.Prefix = UniquePrefix(t)
 	}
+	if reaped, err := ReapStale(); err != nil {
+		t.Logf("lab: reaping fabrics of dead test processes: %v", err)
+	} else if len(reaped) > 0 {
+		t.Logf("lab: deleted fabrics left by dead test processes: %v", reaped)
+	}
+	if err := recordOwner(cfg.Prefix); err != nil {
+		t.Fatal(err)
+	}
 	f, err := Build(cfg)
 	if err != nil {
+		forgetOwner(cfg.Prefix)
 		t.Fatalf("lab: build %+v: %v", cfg, err)
 	}
+	track(f)
 	t.Cleanup(func() {
-		if err := f.Close(); err != nil {
+		untrack(f)
+		err := f.Close()
+		forgetOwner(cfg.Prefix)
+		if err != nil {
 			t.Errorf("lab: close: %v", err)
 		}
 		if left, err := LeftoverNamespaces(cfg.Prefix); err != nil || len(left) > 0 {

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"os/exec"
 	"slices"
 	"strings"
 	"sync"
@@ -317,5 +319,32 @@ func TestTeardown(t *testing.T) {
 	}
 	if _, err := Build(Config{Prefix: cfg.Prefix, Spines: 1, Leaves: 1, HostsPerLeaf: 1}); err != nil {
 		t.Fatalf("rebuild with the same prefix after close: %v", err)
+	}
+}
+
+func TestReapStale(t *testing.T) {
+	RequireRoot(t)
+	cfg := Config{Prefix: UniquePrefix(t), Spines: 1, Leaves: 1, HostsPerLeaf: 1}
+	if _, err := Build(cfg); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { Destroy(cfg.Prefix); forgetOwner(cfg.Prefix) })
+	// A finished process's PID stands for a test binary that died.
+	cmd := exec.Command("true")
+	if err := cmd.Run(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(ownerDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(ownerFile(cfg.Prefix), []byte(fmt.Sprint(cmd.Process.Pid)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	reaped, err := ReapStale()
+	if err != nil || !slices.Contains(reaped, cfg.Prefix) {
+		t.Fatalf("reaped %v (err %v), want %s", reaped, err, cfg.Prefix)
+	}
+	if left, _ := LeftoverNamespaces(cfg.Prefix); len(left) != 0 {
+		t.Fatalf("left: %v", left)
 	}
 }
