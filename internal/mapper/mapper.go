@@ -397,14 +397,51 @@ func (m *Mapper) sweep(ctx context.Context) error {
 }
 
 // traceOne traces one flow and stores the outcome.
+//
+// Once some route to the peer is known, the trace is limited to the longest
+// known distance: a tracer with several TTLs in flight would otherwise send
+// probes past the peer on every trace. If that short trace ends at a router
+// that answered (the path got longer), it is repeated at once with MaxTTL;
+// one that ends in silence (peer down, black hole) is not, so an unreachable
+// peer costs no extra probes.
 func (m *Mapper) traceOne(ctx context.Context, peer netip.Addr, port uint16) {
-	tctx, cancel := context.WithTimeout(ctx, m.cfg.TraceTimeout)
-	res, err := m.tracer.Trace(tctx, peer, port, m.cfg.MaxTTL, m.cfg.MaxSilent)
-	cancel()
+	limit := m.ttlLimit(peer)
+	res, err := m.trace(ctx, peer, port, limit)
+	if err == nil && !res.Reached && limit < m.cfg.MaxTTL && len(res.Hops) >= limit && res.Hops[limit-1].Addr.IsValid() {
+		sent := res.ProbesSent
+		res, err = m.trace(ctx, peer, port, m.cfg.MaxTTL)
+		res.ProbesSent += sent
+	}
 	if ctx.Err() != nil && (err != nil || !res.Reached) {
 		return // cut short by shutdown: not the network's fault
 	}
 	m.record(peer, port, res, err)
+}
+
+func (m *Mapper) trace(ctx context.Context, peer netip.Addr, port uint16, maxTTL int) (TraceResult, error) {
+	tctx, cancel := context.WithTimeout(ctx, m.cfg.TraceTimeout)
+	defer cancel()
+	return m.tracer.Trace(tctx, peer, port, maxTTL, m.cfg.MaxSilent)
+}
+
+// ttlLimit is the TTL at which the farthest known route to peer reaches
+// it, or MaxTTL while no route is known.
+func (m *Mapper) ttlLimit(peer netip.Addr) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	ps, ok := m.peers[peer]
+	if !ok {
+		return m.cfg.MaxTTL
+	}
+	d := 0
+	for _, st := range ps.ports {
+		// route = local + hops + peer: the peer answers at TTL len-1.
+		d = max(d, len(st.route)-1)
+	}
+	if d < 1 || d > m.cfg.MaxTTL {
+		return m.cfg.MaxTTL
+	}
+	return d
 }
 
 // record stores one trace result. The sink is written under m.mu so that a

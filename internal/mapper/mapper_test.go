@@ -70,6 +70,7 @@ type call struct {
 type fakeTracer struct {
 	mu      sync.Mutex
 	calls   []call
+	ttls    []int // maxTTL of each call
 	answer  func(peer netip.Addr, port uint16, attempt int) (TraceResult, error)
 	after   func(n int) // n: calls so far
 	attempt map[call]int
@@ -79,6 +80,7 @@ func (f *fakeTracer) Trace(ctx context.Context, peer netip.Addr, port uint16, ma
 	f.mu.Lock()
 	c := call{peer, port}
 	f.calls = append(f.calls, c)
+	f.ttls = append(f.ttls, maxTTL)
 	if f.attempt == nil {
 		f.attempt = make(map[call]int)
 	}
@@ -598,5 +600,60 @@ func TestRegisterTwiceFails(t *testing.T) {
 	m.Close()
 	if _, err := New(cfg, &fakeTracer{}, newFakeSink()); err != nil {
 		t.Errorf("after Close: %v", err)
+	}
+}
+
+// pathOf is a trace along path (routers then the peer) cut at maxTTL, like a
+// real tracer would see it.
+func pathOf(path []netip.Addr, maxTTL int) TraceResult {
+	var res TraceResult
+	for i, a := range path {
+		if i >= maxTTL {
+			break
+		}
+		res.Hops = append(res.Hops, graph.Hop{Addr: a})
+		res.ProbesSent++
+		if i == len(path)-1 {
+			res.Reached = true
+		}
+	}
+	return res
+}
+
+func TestTTLLimit(t *testing.T) {
+	cfg := testConfig(4)
+	short := []netip.Addr{leaf1, spine(0), leaf2, peerA}
+	long := []netip.Addr{leaf1, spine(0), spine(1), leaf2, peerA}
+	var tr *fakeTracer
+	tr = &fakeTracer{answer: func(peer netip.Addr, port uint16, attempt int) (TraceResult, error) {
+		tr.mu.Lock()
+		maxTTL := tr.ttls[len(tr.ttls)-1]
+		tr.mu.Unlock()
+		switch {
+		case attempt == 0 || port != cfg.SrcPortStart+1:
+			return pathOf(short, maxTTL), nil
+		case attempt <= 2: // the path got one hop longer (short trace, then the retry)
+			return pathOf(long, maxTTL), nil
+		default: // the peer went dark after the first router
+			return TraceResult{Hops: hops(leaf1, netip.Addr{}, netip.Addr{}), ProbesSent: 3}, nil
+		}
+	}}
+	m, _ := newTestMapper(t, cfg, tr, newFakeSink())
+	m.AddPeer(peerA)
+	// Sweep 1: 4 traces. Sweep 2: port 1 gets a short trace and a retry.
+	// Sweep 3: port 1 goes dark: no retry.
+	runFor(t, m, tr, 4+5+4)
+	// Once port 1's longer route is known, the limit is 5 for every port.
+	want := []int{32, 4, 4, 4, 4, 4, 32, 5, 5, 5, 5, 5, 5}
+	if !slices.Equal(tr.ttls, want) {
+		t.Errorf("maxTTL per trace = %v, want %v", tr.ttls, want)
+	}
+	rm := m.RouteMap()
+	if len(rm[1].Hops) != 6 { // local, 4 routers, peer
+		t.Errorf("port 1 route %v, want the longer path kept after it went dark", rm[1].Hops)
+	}
+	st := m.Peers()[0]
+	if !slices.Equal(st.FailingPorts, []uint16{cfg.SrcPortStart + 1}) {
+		t.Errorf("failing ports %v", st.FailingPorts)
 	}
 }
