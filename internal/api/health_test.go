@@ -13,8 +13,20 @@ import (
 	"github.com/dnms/dnms/internal/graph"
 )
 
-// The /v1/graph golden file doubles as a saved graph for `dnms health`.
-const savedGraph = "testdata/graph.golden.json"
+// savedGraph writes the fixture graph as `curl .../v1/graph > FILE` would
+// (the same document as testdata/graph.golden.json) and returns its path.
+func savedGraph(t testing.TB) string {
+	t.Helper()
+	b, err := json.MarshalIndent(normSnapshot(fixtureGraph(t).Snapshot()), "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "graph.json")
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
 
 func runHealth(t *testing.T, stdin string, args ...string) (string, string, error) {
 	t.Helper()
@@ -24,6 +36,7 @@ func runHealth(t *testing.T, stdin string, args ...string) (string, string, erro
 }
 
 func TestRunHealthGood(t *testing.T) {
+	savedGraph := savedGraph(t)
 	out, _, err := runHealth(t, "", "-f", savedGraph)
 	if err != nil {
 		t.Fatalf("RunHealth: %v", err)
@@ -66,6 +79,7 @@ func TestRunHealthGood(t *testing.T) {
 }
 
 func TestRunHealthUsage(t *testing.T) {
+	savedGraph := savedGraph(t)
 	cases := []struct {
 		name string
 		args []string
@@ -93,7 +107,7 @@ func TestRunHealthUsage(t *testing.T) {
 }
 
 func TestRunHealthRejects(t *testing.T) {
-	good, err := os.ReadFile(savedGraph)
+	good, err := os.ReadFile(savedGraph(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,7 +166,7 @@ func TestRunHealthRejects(t *testing.T) {
 
 // FuzzHealthInput: no document makes `dnms health` panic.
 func FuzzHealthInput(f *testing.F) {
-	if good, err := os.ReadFile(savedGraph); err == nil {
+	if good, err := os.ReadFile(savedGraph(f)); err == nil {
 		f.Add(good)
 	}
 	f.Add([]byte(`{"nodes":[{"id":"a"},{"id":"b"}],"edges":[{"src":"a","dst":"b"}],"routes":[{"id":"r","hops":["a","b"],"metrics":{"samples":10,"lost":1}}]}`))

@@ -20,16 +20,20 @@ import (
 )
 
 // Fixture fabric (addresses from 198.18.0.0/15): hosts h1,h2 under leaf1,
-// h3,h4 under leaf2, two spines. The agent on h1 has routes to h2, h3, h4
-// on four source ports; ports 33436 and 33438 cross spine1, 33437 crosses
-// spine2, and 33439 crosses a silent hop where spine2 would be.
+// h3,h4 under leaf2, h5 under leaf3, two spines. The agent on h1 has routes
+// to h2..h5 on four source ports; ports 33436 and 33438 cross spine1,
+// 33437 crosses spine2, and 33439 crosses a silent hop where spine2 would
+// be. The faulty link is spine1->leaf2; the loss-free route to h5 through
+// spine1 clears leaf1->spine1, so the fault is identifiable.
 var (
 	h1     = netip.MustParseAddr("198.18.1.1")
 	h2     = netip.MustParseAddr("198.18.1.2")
 	h3     = netip.MustParseAddr("198.18.2.1")
 	h4     = netip.MustParseAddr("198.18.2.2")
+	h5     = netip.MustParseAddr("198.18.3.1")
 	leaf1  = netip.MustParseAddr("198.18.0.11")
 	leaf2  = netip.MustParseAddr("198.18.0.12")
+	leaf3  = netip.MustParseAddr("198.18.0.13")
 	spine1 = netip.MustParseAddr("198.18.0.1")
 	spine2 = netip.MustParseAddr("198.18.0.2")
 )
@@ -45,7 +49,7 @@ func hops(as ...netip.Addr) []graph.Hop {
 }
 
 // fixtureGraph builds the agent graph of h1 with 100 samples per key; every
-// tenth probe through spine1 is lost on the forward path.
+// tenth probe through spine1->leaf2 is lost on the forward path.
 func fixtureGraph(t testing.TB) *graph.Graph {
 	t.Helper()
 	cfg := graph.DefaultConfig()
@@ -61,10 +65,11 @@ func fixtureGraph(t testing.TB) *graph.Graph {
 		{graph.RouteKey{Src: h1, Dst: h3, SrcPort: 33437}, hops(h1, leaf1, spine2, leaf2, h3)},
 		{graph.RouteKey{Src: h1, Dst: h4, SrcPort: 33438}, hops(h1, leaf1, spine1, leaf2, h4)},
 		{graph.RouteKey{Src: h1, Dst: h4, SrcPort: 33439}, hops(h1, leaf1, none, leaf2, h4)},
+		{graph.RouteKey{Src: h1, Dst: h5, SrcPort: 33436}, hops(h1, leaf1, spine1, leaf3, h5)},
 	}
 	for _, r := range routes {
 		g.SetRoute(r.key, r.path)
-		lossy := len(r.path) > 3 && r.path[2].Addr == spine1
+		lossy := len(r.path) > 3 && r.path[2].Addr == spine1 && r.path[3].Addr == leaf2
 		for j := range 100 {
 			s := graph.Sample{
 				Seq:    uint64(j + 1),

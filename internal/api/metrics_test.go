@@ -36,9 +36,10 @@ dnms_route_samples{dst="198.18.2.1",port="33436",src="198.18.1.1"} 100
 dnms_route_samples{dst="198.18.2.1",port="33437",src="198.18.1.1"} 100
 dnms_route_samples{dst="198.18.2.2",port="33438",src="198.18.1.1"} 100
 dnms_route_samples{dst="198.18.2.2",port="33439",src="198.18.1.1"} 100
+dnms_route_samples{dst="198.18.3.1",port="33436",src="198.18.1.1"} 100
 # HELP dnms_graph_routes Routes in the graph.
 # TYPE dnms_graph_routes gauge
-dnms_graph_routes{view="agent"} 5
+dnms_graph_routes{view="agent"} 6
 `
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "dnms_route_samples", "dnms_graph_routes"); err != nil {
 		t.Error(err)
@@ -78,16 +79,20 @@ dnms_graph_routes{view="agent"} 5
 	if got, ok := get("dnms_route_rtt_min_seconds", lossy); !ok || got < 99e-6 || got > 101e-6 {
 		t.Errorf("rtt min %v (found %v), want 100µs", got, ok)
 	}
-	link := map[string]string{"view": "agent", "src": leaf1.String(), "dst": spine1.String()}
+	link := map[string]string{"view": "agent", "src": spine1.String(), "dst": leaf2.String()}
 	if got, ok := get("dnms_link_faulty", link); !ok || got != 1 {
-		t.Errorf("dnms_link_faulty leaf1→spine1 = %v (found %v), want 1", got, ok)
+		t.Errorf("dnms_link_faulty spine1→leaf2 = %v (found %v), want 1", got, ok)
 	}
 	if got, ok := get("dnms_link_suspicion", link); !ok || got <= 0 {
-		t.Errorf("dnms_link_suspicion leaf1→spine1 = %v (found %v), want > 0", got, ok)
+		t.Errorf("dnms_link_suspicion spine1→leaf2 = %v (found %v), want > 0", got, ok)
+	}
+	ok1 := map[string]string{"view": "agent", "src": leaf1.String(), "dst": spine1.String()}
+	if got, ok := get("dnms_link_faulty", ok1); !ok || got != 0 {
+		t.Errorf("dnms_link_faulty leaf1→spine1 = %v (found %v), want 0", got, ok)
 	}
 	// Cardinality: one route series per key and direction, one link series per link.
-	if n := testutil.CollectAndCount(newGraphCollector(g, nil), "dnms_route_loss_ratio"); n != 5*3 {
-		t.Errorf("%d dnms_route_loss_ratio series, want 15", n)
+	if n := testutil.CollectAndCount(newGraphCollector(g, nil), "dnms_route_loss_ratio"); n != 6*3 {
+		t.Errorf("%d dnms_route_loss_ratio series, want 18", n)
 	}
 	if n := testutil.CollectAndCount(newGraphCollector(g, nil), "dnms_link_suspicion"); n != len(g.Snapshot().Links) {
 		t.Errorf("%d dnms_link_suspicion series, want %d", n, len(g.Snapshot().Links))

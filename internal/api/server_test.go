@@ -76,8 +76,8 @@ func TestEndpoints(t *testing.T) {
 				t.Fatal("no health rows")
 			}
 			top := got[0]
-			if top.Suspicion <= 0 || !(top.Src == spine1.String() || top.Dst == spine1.String()) {
-				t.Errorf("top row %s→%s suspicion %v, want a spine1 link with positive suspicion", top.Src, top.Dst, top.Suspicion)
+			if top.Suspicion <= 0 || top.Src != spine1.String() || top.Dst != leaf2.String() || top.Verdict != graph.VerdictFaulty {
+				t.Errorf("top row %+v, want spine1→leaf2 faulty with positive suspicion", top)
 			}
 		}},
 		{"/v1/aggregator/graph", func(t *testing.T, b []byte) {

@@ -31,7 +31,7 @@ func TestSSESnapshotThenEvents(t *testing.T) {
 	}
 	var snap graph.Snapshot
 	mustUnmarshal(t, []byte(ev.Data), &snap)
-	if idOf(t, ev) != snap.EventID || len(snap.Routes) != 5 {
+	if idOf(t, ev) != snap.EventID || len(snap.Routes) != 6 {
 		t.Fatalf("snapshot id %s eventId %d with %d routes", ev.ID, snap.EventID, len(snap.Routes))
 	}
 
