@@ -657,3 +657,43 @@ func TestTTLLimit(t *testing.T) {
 		t.Errorf("failing ports %v", st.FailingPorts)
 	}
 }
+
+// Through the real graph: a silent hop in an otherwise identical path is not
+// a change and the route map keeps the known address; a different spine is.
+func TestPathChangesThroughGraph(t *testing.T) {
+	cfg := testConfig(1)
+	cfg.Registerer = prometheus.NewRegistry()
+	z := netip.Addr{}
+	traces := [][]netip.Addr{
+		{leaf1, spine(0), leaf2, peerA},
+		{leaf1, z, leaf2, peerA}, // spine 0 rate-limited its ICMP once
+		{leaf1, spine(0), z, peerA},
+		{leaf1, spine(2), leaf2, peerA}, // rehashed
+	}
+	tr := &fakeTracer{answer: func(peer netip.Addr, port uint16, attempt int) (TraceResult, error) {
+		return TraceResult{Hops: hops(traces[min(attempt, len(traces)-1)]...), Reached: true, ProbesSent: 4}, nil
+	}}
+	g := graph.New(graph.DefaultConfig())
+	m, _ := newTestMapper(t, cfg, tr, g)
+	m.AddPeer(peerA)
+	want := func(n float64, via netip.Addr) {
+		t.Helper()
+		if got := testutil.ToFloat64(m.changes.WithLabelValues(peerA.String())); got != n {
+			t.Errorf("dnms_path_changes_total = %v, want %v", got, n)
+		}
+		rm := m.RouteMap()
+		if len(rm) != 1 || !slices.Equal(rm[0].Hops, hopStrings(buildRoute(local, peerA, hops(leaf1, via, leaf2)))) {
+			t.Errorf("route map %+v, want via %v with every address known", rm, via)
+		}
+		if id, ok := g.RouteOf(graph.RouteKey{Src: local, Dst: peerA, SrcPort: cfg.SrcPortStart}); !ok || id != rm[0].RouteID {
+			t.Errorf("graph maps the key to %q (%v), route map says %q", id, ok, rm[0].RouteID)
+		}
+	}
+	runFor(t, m, tr, 3)
+	want(0, spine(0))
+	runFor(t, m, tr, 4)
+	want(1, spine(2))
+	if st := m.Peers()[0]; st.PathChanges != 1 || st.Routes != 1 {
+		t.Errorf("status %+v", st)
+	}
+}
