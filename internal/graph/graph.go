@@ -81,9 +81,39 @@ type routeEntry struct {
 
 	lastUpdate time.Time
 
-	mmu     sync.Mutex // guards metrics/dirty when readers compute lazily
-	metrics Metrics
-	dirty   bool
+	mmu      sync.Mutex // guards the lazily computed fields below for readers
+	metrics  Metrics
+	dirty    bool
+	keyList  []RouteKey // sorted keys; replaced, never modified, when stale
+	keyStale bool
+}
+
+// setKey and delKey change the key set (under the graph's write lock).
+func (r *routeEntry) setKey(k RouteKey, ring *sampleRing) {
+	r.keys[k] = ring
+	r.keyStale = true
+}
+
+func (r *routeEntry) delKey(k RouteKey) {
+	delete(r.keys, k)
+	r.keyStale = true
+}
+
+// keysOf returns the sorted key list. The slice is shared: callers must not
+// modify it. Safe under the read lock.
+func (r *routeEntry) keysOf() []RouteKey {
+	r.mmu.Lock()
+	defer r.mmu.Unlock()
+	if r.keyStale || r.keyList == nil {
+		ks := make([]RouteKey, 0, len(r.keys))
+		for k := range r.keys {
+			ks = append(ks, k)
+		}
+		slices.SortFunc(ks, compareKeys)
+		r.keyList = ks
+		r.keyStale = false
+	}
+	return r.keyList
 }
 
 // New returns an empty graph. Zero fields of cfg take their defaults.
@@ -381,7 +411,7 @@ func (g *Graph) ImportRoute(origin string, r Route) {
 		slices.SortFunc(gone, compareKeys)
 		for _, k := range gone {
 			delete(byKey, k)
-			delete(cur.keys, k)
+			cur.delKey(k)
 		}
 	}
 	var moved []*PathChange
@@ -399,7 +429,7 @@ func (g *Graph) ImportRoute(origin string, r Route) {
 			})
 		}
 		from = append(from, prev)
-		delete(prev.keys, k)
+		prev.delKey(k)
 		delete(byKey, k)
 	}
 	cur := g.routes[ikey]
@@ -407,14 +437,14 @@ func (g *Graph) ImportRoute(origin string, r Route) {
 		cur = g.createLocked(ikey, id, origin, false, src, dst, slices.Clone(r.Hops))
 		cur.metrics = r.Metrics
 		for _, k := range r.Keys {
-			cur.keys[k] = nil
+			cur.setKey(k, nil)
 			byKey[k] = cur
 		}
 		g.emitLocked(Event{Type: EventRouteAdd, Route: g.routeCopyLocked(cur)})
 		cur.lastUpdate = g.cfg.Now()
 	} else {
 		for _, k := range r.Keys {
-			cur.keys[k] = nil
+			cur.setKey(k, nil)
 			byKey[k] = cur
 		}
 		cur.mmu.Lock()
@@ -443,7 +473,7 @@ func (g *Graph) RemoveImportedRoute(origin string, key RouteKey) {
 		return
 	}
 	delete(byKey, key)
-	delete(r.keys, key)
+	r.delKey(key)
 	g.afterKeyLossLocked(r)
 }
 
@@ -470,14 +500,14 @@ func (g *Graph) attachLocked(key RouteKey, id, origin string, local bool, src, d
 	r := g.routes[ikey]
 	if r == nil {
 		r = g.createLocked(ikey, id, origin, local, src, dst, hops)
-		r.keys[key] = ring
+		r.setKey(key, ring)
 		r.dirty = true
 		g.keys[key] = r
 		g.emitLocked(Event{Type: EventRouteAdd, Route: g.routeCopyLocked(r)})
 		r.lastUpdate = g.cfg.Now()
 		return r
 	}
-	r.keys[key] = ring
+	r.setKey(key, ring)
 	g.keys[key] = r
 	r.mmu.Lock()
 	r.dirty = true
@@ -489,7 +519,7 @@ func (g *Graph) attachLocked(key RouteKey, id, origin string, local bool, src, d
 
 // detachLocked removes a local key from its route.
 func (g *Graph) detachLocked(r *routeEntry, key RouteKey) {
-	delete(r.keys, key)
+	r.delKey(key)
 	if g.keys[key] == r {
 		delete(g.keys, key)
 	}
@@ -652,14 +682,10 @@ func (g *Graph) routeCopyLocked(r *routeEntry) *Route {
 		Src:     r.src,
 		Dst:     r.dst,
 		Hops:    slices.Clone(r.hops),
-		Keys:    make([]RouteKey, 0, len(r.keys)),
+		Keys:    slices.Clone(r.keysOf()),
 		Metrics: r.metricsOf(),
 		Origin:  r.origin,
 	}
-	for k := range r.keys {
-		rt.Keys = append(rt.Keys, k)
-	}
-	slices.SortFunc(rt.Keys, compareKeys)
 	return &rt
 }
 
@@ -775,17 +801,12 @@ func (g *Graph) snapshotLocked() Snapshot {
 // graph's current routes.
 func (g *Graph) Health() []LinkHealth {
 	g.mu.RLock()
-	routes := make([]Route, 0, len(g.routes))
+	in := make([]healthInput, 0, len(g.routes))
 	for _, r := range g.routes {
-		routes = append(routes, *g.routeCopyLocked(r))
+		// r.hops is never modified after the route is created.
+		in = append(in, healthInput{hops: r.hops, keys: r.keysOf(), m: r.metricsOf()})
 	}
 	hc := g.cfg.Health
 	g.mu.RUnlock()
-	slices.SortFunc(routes, func(a, b Route) int {
-		if c := cmp.Compare(a.Origin, b.Origin); c != 0 {
-			return c
-		}
-		return cmp.Compare(a.ID, b.ID)
-	})
-	return localize(routes, hc)
+	return localize(in, hc)
 }

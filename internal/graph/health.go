@@ -88,7 +88,7 @@ func HealthOfConfig(s Snapshot, hc HealthConfig) ([]LinkHealth, error) {
 	if err := Validate(s); err != nil {
 		return nil, err
 	}
-	return localize(s.Routes, hc.withDefaults()), nil
+	return localize(inputsOf(s.Routes), hc.withDefaults()), nil
 }
 
 // Validate checks a snapshot: unique node IDs, links between known nodes,
@@ -153,83 +153,178 @@ func Validate(s Snapshot) error {
 	return nil
 }
 
-// observation is what the probes say about one path (a route's hop list):
-// trials probes crossed it (forward probes of the route, plus acks of the
-// routes whose reverse it is), losses of them were lost on it.
-type observation struct {
-	links  []int
-	trials float64
-	losses float64
+// healthInput is one route as the localization sees it. hops and keys may
+// alias the caller's slices: localize only reads them.
+type healthInput struct {
+	hops []string
+	keys []RouteKey
+	m    Metrics
 }
 
-// localize computes one LinkHealth per link over routes.
+func inputsOf(routes []Route) []healthInput {
+	in := make([]healthInput, len(routes))
+	for i, r := range routes {
+		in[i] = healthInput{hops: r.Hops, keys: r.Keys, m: r.Metrics}
+	}
+	return in
+}
+
+// paths is what the probes say about every route's hop list, in flat
+// arrays: route p crosses links[off[p]:off[p+1]]; trials probes crossed it
+// (its forward probes plus the acks of the routes whose reverse it is) and
+// losses of them were lost on it.
+type paths struct {
+	off    []int32
+	links  []int32
+	trials []float64
+	losses []float64
+}
+
+func (ps *paths) of(p int) []int32 { return ps.links[ps.off[p]:ps.off[p+1]] }
+
+// splitLoss divides a route's lost probes into forward and reverse losses.
+// Losses of unknown direction are split in the proportion of the route's
+// known-direction losses (a lost ack is as likely among them as among the
+// known ones); when no direction is known, or the reverse route is not in
+// the set, they count as forward. Without the reverse route the reverse
+// losses are dropped (rev is still returned but unused).
+func splitLoss(m Metrics, haveReverse bool) (fwd, rev float64) {
+	lost := min(max(m.Lost, 0), m.Samples)
+	kf := min(max(m.LostForward, 0), lost)
+	kr := min(max(m.LostReverse, 0), lost-kf)
+	unknown := float64(lost - kf - kr)
+	fwd, rev = float64(kf), float64(kr)
+	if haveReverse && kf+kr > 0 {
+		share := fwd / (fwd + rev)
+		return fwd + unknown*share, rev + unknown*(1-share)
+	}
+	return fwd + unknown, rev
+}
+
+// localize computes one LinkHealth per link over the routes.
 //
-// Direction: a route's forward losses and its losses of unknown direction
-// are charged to its own links, over all its samples. Its reverse losses are
-// charged to the links of the route of key.Reverse() (the path the acks took),
-// over the probes that reached the reflector. When no route in the set has
-// the reverse key (an agent alone knows only its own routes), the reverse
-// losses and the ack trials are left out rather than guessed. A route with
-// several keys whose reverses are different routes splits them evenly by key
-// (metrics are merged per route, not kept per key).
-func localize(routes []Route, hc HealthConfig) []LinkHealth {
-	linkIdx := make(map[LinkID]int)
-	var linkIDs []LinkID
-	byKey := make(map[RouteKey]int, len(routes))
-	for i, r := range routes {
-		for _, k := range r.Keys {
-			if _, ok := byKey[k]; !ok {
-				byKey[k] = i
-			}
-		}
-	}
-	obs := make([]observation, len(routes))
-	for i, r := range routes {
-		seen := make(map[int]bool, len(r.Hops))
-		for j := 1; j < len(r.Hops); j++ {
-			id := LinkID{Src: r.Hops[j-1], Dst: r.Hops[j]}
-			li, ok := linkIdx[id]
+// Direction: a route's forward losses (and its share of the losses of
+// unknown direction, see splitLoss) are charged to its own links, over all
+// its samples. Its reverse losses are
+// charged to the links of the route of key.Reverse() (the path the acks
+// took), over the probes that reached the reflector. When no route in the
+// set has the reverse key (an agent alone knows only its own routes), the
+// reverse losses and the ack trials are left out rather than guessed: they
+// say nothing about the forward links. A route whose keys' reverses are
+// different routes splits them evenly by key (metrics are merged per route,
+// not kept per key).
+//
+// The result does not depend on the order of in: links are indexed in
+// (src, dst) order.
+func localize(in []healthInput, hc HealthConfig) []LinkHealth {
+	// Intern node IDs.
+	nodeIdx := make(map[string]int32)
+	var names []string
+	flat := make([]int32, 0, 5*len(in))
+	for _, r := range in {
+		for _, h := range r.hops {
+			id, ok := nodeIdx[h]
 			if !ok {
-				li = len(linkIDs)
-				linkIdx[id] = li
-				linkIDs = append(linkIDs, id)
+				id = int32(len(names))
+				nodeIdx[h] = id
+				names = append(names, h)
 			}
-			if !seen[li] {
-				seen[li] = true
-				obs[i].links = append(obs[i].links, li)
+			flat = append(flat, id)
+		}
+	}
+	// Renumber nodes in name order so link order is (src, dst) order.
+	order := make([]int32, len(names))
+	for i := range order {
+		order[i] = int32(i)
+	}
+	slices.SortFunc(order, func(a, b int32) int { return cmp.Compare(names[a], names[b]) })
+	rank := make([]int32, len(names))
+	for r, id := range order {
+		rank[id] = int32(r)
+	}
+	for i, id := range flat {
+		flat[i] = rank[id]
+	}
+	sortedNames := make([]string, len(names))
+	for id, r := range rank {
+		sortedNames[r] = names[id]
+	}
+	// Links of every route.
+	var linkKeys []uint64
+	linkSeen := make(map[uint64]struct{})
+	ps := paths{
+		off:    make([]int32, len(in)+1),
+		trials: make([]float64, len(in)),
+		losses: make([]float64, len(in)),
+	}
+	raw := make([]uint64, 0, len(flat))
+	pos := 0
+	for p, r := range in {
+		ps.off[p] = int32(len(raw))
+		start := len(raw)
+		for j := 1; j < len(r.hops); j++ {
+			k := uint64(flat[pos+j-1])<<32 | uint64(flat[pos+j])
+			if slices.Contains(raw[start:], k) {
+				continue // a looping trace crosses a link once for our purpose
+			}
+			raw = append(raw, k)
+			if _, ok := linkSeen[k]; !ok {
+				linkSeen[k] = struct{}{}
+				linkKeys = append(linkKeys, k)
+			}
+		}
+		pos += len(r.hops)
+	}
+	ps.off[len(in)] = int32(len(raw))
+	slices.Sort(linkKeys)
+	linkIdx := make(map[uint64]int32, len(linkKeys))
+	for i, k := range linkKeys {
+		linkIdx[k] = int32(i)
+	}
+	ps.links = make([]int32, len(raw))
+	for i, k := range raw {
+		ps.links[i] = linkIdx[k]
+	}
+
+	// Observations per route, with reverse losses moved to reverse routes.
+	nkeys := 0
+	for _, r := range in {
+		nkeys += len(r.keys)
+	}
+	byKey := make(map[RouteKey]int32, nkeys)
+	for i, r := range in {
+		for _, k := range r.keys {
+			if _, ok := byKey[k]; !ok {
+				byKey[k] = int32(i)
 			}
 		}
 	}
-	for i, r := range routes {
-		m := r.Metrics
+	var targets []int32
+	for i, r := range in {
+		m := r.m
 		if m.Samples <= 0 {
 			continue
 		}
-		lost := min(max(m.Lost, 0), m.Samples)
-		rev := min(max(m.LostReverse, 0), lost)
-		fwd := lost - rev // forward plus unknown direction
-		obs[i].trials += float64(m.Samples)
-		obs[i].losses += float64(fwd)
-		if rev == 0 && m.Samples-fwd == 0 {
-			continue
-		}
-		var targets []int
-		for _, k := range r.Keys {
+		targets = targets[:0]
+		for _, k := range r.keys {
 			if q, ok := byKey[k.Reverse()]; ok {
 				targets = append(targets, q)
 			}
 		}
+		fwd, rev := splitLoss(m, len(targets) > 0)
+		ps.trials[i] += float64(m.Samples)
+		ps.losses[i] += fwd
 		if len(targets) == 0 {
 			continue
 		}
 		frac := 1 / float64(len(targets))
 		for _, q := range targets {
-			obs[q].trials += float64(m.Samples-fwd) * frac
-			obs[q].losses += float64(rev) * frac
+			ps.trials[q] += (float64(m.Samples) - fwd) * frac
+			ps.losses[q] += rev * frac
 		}
 	}
 
-	nl := len(linkIDs)
+	nl := len(linkKeys)
 	rows := make([]LinkHealth, nl)
 	// Seed score.
 	var totT, totL float64
@@ -237,22 +332,23 @@ func localize(routes []Route, hc HealthConfig) []LinkHealth {
 	tThrough := make([]float64, nl)
 	lThrough := make([]float64, nl)
 	rThrough := make([]int, nl)
-	for _, o := range obs {
-		if o.trials <= 0 {
+	for p := range in {
+		t := ps.trials[p]
+		if t <= 0 {
 			continue
 		}
 		nObs++
-		totT += o.trials
-		totL += o.losses
-		for _, l := range o.links {
-			tThrough[l] += o.trials
-			lThrough[l] += o.losses
+		totT += t
+		totL += ps.losses[p]
+		for _, l := range ps.of(p) {
+			tThrough[l] += t
+			lThrough[l] += ps.losses[p]
 			rThrough[l]++
 		}
 	}
-	for l, id := range linkIDs {
+	for l, k := range linkKeys {
 		h := &rows[l]
-		h.Src, h.Dst = id.Src, id.Dst
+		h.Src, h.Dst = sortedNames[k>>32], sortedNames[k&0xffffffff]
 		h.RoutesThrough = rThrough[l]
 		h.SamplesThrough = int(math.Round(tThrough[l]))
 		h.RoutesNotThrough = nObs - rThrough[l]
@@ -266,7 +362,7 @@ func localize(routes []Route, hc HealthConfig) []LinkHealth {
 		h.Suspicion = h.AvgLossThrough - h.AvgLossNotThrough
 	}
 
-	estimate(obs, nl, hc, rows)
+	estimate(&ps, nl, hc, rows)
 
 	slices.SortStableFunc(rows, func(a, b LinkHealth) int {
 		if c := cmp.Compare(b.Suspicion, a.Suspicion); c != 0 {
@@ -293,75 +389,95 @@ func localize(routes []Route, hc HealthConfig) []LinkHealth {
 // ~0 loss because the faulty one already explains them. Each link's verdict
 // then compares the losses seen on its paths with the losses the other links
 // explain (Poisson noise bound).
-func estimate(obs []observation, nl int, hc HealthConfig, rows []LinkHealth) {
-	onLink := make([][]int, nl)
-	for p, o := range obs {
-		if o.trials <= 0 {
+func estimate(ps *paths, nl int, hc HealthConfig, rows []LinkHealth) int {
+	np := len(ps.trials)
+	// CSR of routes per link.
+	cnt := make([]int32, nl+1)
+	for p := 0; p < np; p++ {
+		if ps.trials[p] <= 0 {
 			continue
 		}
-		for _, l := range o.links {
-			onLink[l] = append(onLink[l], p)
+		for _, l := range ps.of(p) {
+			cnt[l+1]++
 		}
 	}
+	for l := 0; l < nl; l++ {
+		cnt[l+1] += cnt[l]
+	}
+	onLink := make([]int32, cnt[nl])
+	fill := slices.Clone(cnt[:nl])
+	for p := 0; p < np; p++ {
+		if ps.trials[p] <= 0 {
+			continue
+		}
+		for _, l := range ps.of(p) {
+			onLink[fill[l]] = int32(p)
+			fill[l]++
+		}
+	}
+	routesOf := func(l int) []int32 { return onLink[cnt[l]:cnt[l+1]] }
+
 	x := make([]float64, nl)
 	for l := range x {
 		x[l] = 1
 	}
-	prod := make([]float64, len(obs))
-	y := make([]float64, len(obs))
-	for p, o := range obs {
+	prod := make([]float64, np)
+	y := make([]float64, np)
+	for p := range prod {
 		prod[p] = 1
-		if o.trials > 0 {
-			y[p] = 1 - o.losses/o.trials
+		if t := ps.trials[p]; t > 0 {
+			y[p] = 1 - ps.losses[p]/t
 		}
 	}
 	// others is Π x over p's links except l.
-	others := func(p, l int) float64 {
+	others := func(p int32, l int) float64 {
 		if x[l] > 1e-6 {
 			return prod[p] / x[l]
 		}
 		c := 1.0
-		for _, k := range obs[p].links {
-			if k != l {
+		for _, k := range ps.of(int(p)) {
+			if int(k) != l {
 				c *= x[k]
 			}
 		}
 		return c
 	}
-	// Only links on a lossy path can move away from 1; the others stay there
-	// (their optimum is x=1 whenever every path they carry is loss-free and
-	// the other links are at 1, and the penalty pins them otherwise).
+	// Only links on a lossy path can leave 1: a link whose paths are all
+	// loss-free has its optimum at x >= 1 whatever the others are.
 	var active []int
-	for l := range onLink {
-		for _, p := range onLink[l] {
-			if obs[p].losses > 0 {
+	for l := 0; l < nl; l++ {
+		for _, p := range routesOf(l) {
+			if ps.losses[p] > 0 {
 				active = append(active, l)
 				break
 			}
 		}
 	}
-	for sweep := 0; sweep < hc.Sweeps; sweep++ {
-		maxDelta := 0.0
+	sweeps := 0
+	for sweeps < hc.Sweeps {
+		sweeps++
+		// Converged when no update moves a link's expected lost-probe count
+		// by more than a twentieth of a probe.
+		maxMove := 0.0
 		for _, l := range active {
 			var num, den float64
-			for _, p := range onLink[l] {
+			for _, p := range routesOf(l) {
 				c := others(p, l)
-				w := obs[p].trials
+				w := ps.trials[p]
 				num += w * c * y[p]
 				den += w * c * c
 			}
 			if den <= 0 {
 				continue
 			}
-			nx := (num + hc.Forgive) / den
-			nx = min(max(nx, 0), 1)
-			if d := math.Abs(nx - x[l]); d > maxDelta {
-				maxDelta = d
-			}
+			nx := min(max((num+hc.Forgive)/den, 0), 1)
 			if nx == x[l] {
 				continue
 			}
-			for _, p := range onLink[l] {
+			if mv := math.Abs(nx-x[l]) * den; mv > maxMove {
+				maxMove = mv
+			}
+			for _, p := range routesOf(l) {
 				if x[l] > 1e-6 {
 					prod[p] = prod[p] / x[l] * nx
 				} else {
@@ -370,7 +486,7 @@ func estimate(obs []observation, nl int, hc HealthConfig, rows []LinkHealth) {
 			}
 			x[l] = nx
 		}
-		if maxDelta < 1e-7 {
+		if maxMove < 0.05 {
 			break
 		}
 	}
@@ -378,11 +494,12 @@ func estimate(obs []observation, nl int, hc HealthConfig, rows []LinkHealth) {
 		h := &rows[l]
 		h.EstimatedLoss = 1 - x[l]
 		var observed, expected, trials float64
-		for _, p := range onLink[l] {
+		rs := routesOf(l)
+		for _, p := range rs {
 			c := others(p, l)
-			observed += obs[p].losses
-			expected += obs[p].trials * (1 - c)
-			trials += obs[p].trials
+			observed += ps.losses[p]
+			expected += ps.trials[p] * (1 - c)
+			trials += ps.trials[p]
 		}
 		excess := observed - expected
 		sigma := math.Sqrt(expected + 1)
@@ -395,9 +512,10 @@ func estimate(obs []observation, nl int, hc HealthConfig, rows []LinkHealth) {
 		}
 		if trials > 0 {
 			h.Evidence = fmt.Sprintf("estimated %.2f%% loss: %.0f of %.0f probes lost on %d routes through it, %.1f explained by other links",
-				100*h.EstimatedLoss, observed, trials, len(onLink[l]), expected)
+				100*h.EstimatedLoss, observed, trials, len(rs), expected)
 		} else {
 			h.Evidence = "no samples"
 		}
 	}
+	return sweeps
 }
