@@ -1,0 +1,593 @@
+package aggregator
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/dnms/dnms/internal/cluster"
+	"github.com/dnms/dnms/internal/graph"
+)
+
+// EventsPath is the member endpoint the aggregator subscribes to.
+const EventsPath = "/v1/events/graph"
+
+// Graph is what the aggregator writes: routes whose metrics each member
+// computed, with the member's name as origin. *graph.Graph implements it.
+type Graph interface {
+	ImportRoute(origin string, r graph.Route)
+	RemoveImportedRoute(origin string, key graph.RouteKey)
+	RemoveOrigin(origin string)
+}
+
+var _ Graph = (*graph.Graph)(nil)
+
+// Config configures an Aggregator.
+type Config struct {
+	// Token, when set, is sent as "Authorization: Bearer <token>"
+	// (-aggregatorToken, defaulting to -httpToken).
+	Token string
+	// BackoffMin and BackoffMax bound the exponential backoff (with jitter)
+	// between connection attempts to one member.
+	BackoffMin time.Duration
+	BackoffMax time.Duration
+	// MaxLineBytes bounds one SSE line and one event's data. A snapshot is
+	// one line, so this bounds the size of the graph one member can send.
+	MaxLineBytes int
+	// IdleTimeout drops a stream that sent nothing (members send a
+	// heartbeat comment every 15 s) for this long, and reconnects.
+	IdleTimeout time.Duration
+	// ConnectTimeout bounds dialing and waiting for the response headers.
+	ConnectTimeout time.Duration
+	// Client, when set, is used instead of the built-in one (which has no
+	// proxy and the timeouts above).
+	Client *http.Client
+
+	Logger     *slog.Logger          // nil: slog.Default()
+	Registerer prometheus.Registerer // nil: no metrics registered
+}
+
+// DefaultConfig returns the defaults.
+func DefaultConfig() Config {
+	return Config{
+		BackoffMin:     250 * time.Millisecond,
+		BackoffMax:     30 * time.Second,
+		MaxLineBytes:   64 << 20,
+		IdleTimeout:    60 * time.Second,
+		ConnectTimeout: 10 * time.Second,
+	}
+}
+
+// Aggregator keeps one event stream per member and merges them into a graph.
+type Aggregator struct {
+	cfg    Config
+	g      Graph
+	log    *slog.Logger
+	met    *metrics
+	client *http.Client
+
+	opMu    sync.Mutex // serialises AddMember, RemoveMember and shutdown
+	mu      sync.Mutex
+	members map[string]*member
+	runCtx  context.Context // set by Run
+	stopped bool
+}
+
+// New checks cfg and registers the metrics. Streams start with Run.
+func New(cfg Config, g Graph) (*Aggregator, error) {
+	if g == nil {
+		return nil, errors.New("aggregator: nil graph")
+	}
+	if cfg.BackoffMin <= 0 || cfg.BackoffMax < cfg.BackoffMin {
+		return nil, fmt.Errorf("aggregator: backoff min %v max %v: want 0 < min <= max", cfg.BackoffMin, cfg.BackoffMax)
+	}
+	if cfg.MaxLineBytes < 1024 {
+		return nil, fmt.Errorf("aggregator: max line %d bytes is too small (want >= 1024)", cfg.MaxLineBytes)
+	}
+	if cfg.IdleTimeout <= 0 || cfg.ConnectTimeout <= 0 {
+		return nil, fmt.Errorf("aggregator: idle timeout %v and connect timeout %v must be positive", cfg.IdleTimeout, cfg.ConnectTimeout)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	met, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("aggregator: register metrics: %w", err)
+	}
+	client := cfg.Client
+	if client == nil {
+		d := &net.Dialer{Timeout: cfg.ConnectTimeout, KeepAlive: 15 * time.Second}
+		client = &http.Client{Transport: &http.Transport{
+			Proxy:                 nil, // members are reached directly
+			DialContext:           d.DialContext,
+			ResponseHeaderTimeout: cfg.ConnectTimeout,
+			MaxIdleConnsPerHost:   1,
+			IdleConnTimeout:       90 * time.Second,
+		}}
+	}
+	return &Aggregator{
+		cfg:     cfg,
+		g:       g,
+		log:     cfg.Logger.With("component", "aggregator"),
+		met:     met,
+		client:  client,
+		members: map[string]*member{},
+	}, nil
+}
+
+// BaseURL is the HTTP base of a member's API.
+func BaseURL(addr netip.Addr, httpPort uint16) string {
+	return "http://" + netip.AddrPortFrom(addr.Unmap(), httpPort).String()
+}
+
+// PeerJoin makes the Aggregator a cluster.Handler: a member is subscribed
+// to at BaseURL(p.Addr, p.HTTPPort). Register it with AddHandlerWithSelf so
+// this node's own agent is merged too.
+func (a *Aggregator) PeerJoin(p cluster.Peer) { a.AddMember(p.Name, BaseURL(p.Addr, p.HTTPPort)) }
+
+// PeerLeave removes the member's contribution.
+func (a *Aggregator) PeerLeave(p cluster.Peer) { a.RemoveMember(p.Name) }
+
+var _ cluster.Handler = (*Aggregator)(nil)
+
+// AddMember subscribes to the member's event stream at baseURL (e.g.
+// http://198.18.1.1:12345); its routes are imported with origin name. Adding
+// a known member with another URL moves the stream; its routes stay until
+// the new stream's snapshot replaces them.
+func (a *Aggregator) AddMember(name, baseURL string) {
+	baseURL = strings.TrimSuffix(baseURL, "/")
+	a.opMu.Lock()
+	defer a.opMu.Unlock()
+	a.mu.Lock()
+	if a.stopped {
+		a.mu.Unlock()
+		return
+	}
+	old := a.members[name]
+	if old != nil && old.url == baseURL {
+		a.mu.Unlock()
+		return
+	}
+	m := newMember(a, name, baseURL)
+	a.members[name] = m
+	ctx := a.runCtx
+	a.mu.Unlock()
+	if old != nil {
+		old.stop()
+		m.adopt(old)
+		a.log.Info("member moved", "member", name, "from", old.url, "to", baseURL)
+	} else {
+		a.log.Info("member added", "member", name, "url", baseURL)
+	}
+	if ctx != nil {
+		m.start(ctx)
+	}
+}
+
+// RemoveMember stops the member's stream and removes every route it
+// contributed.
+func (a *Aggregator) RemoveMember(name string) {
+	a.opMu.Lock()
+	defer a.opMu.Unlock()
+	a.mu.Lock()
+	m := a.members[name]
+	delete(a.members, name)
+	a.mu.Unlock()
+	if m == nil {
+		return
+	}
+	m.stop()
+	a.g.RemoveOrigin(name)
+	a.log.Info("member removed", "member", name, "url", m.url)
+}
+
+// Run streams from every member until ctx ends, then stops every stream.
+// Members' routes stay in the graph.
+func (a *Aggregator) Run(ctx context.Context) error {
+	a.opMu.Lock()
+	a.mu.Lock()
+	if a.runCtx != nil || a.stopped {
+		a.mu.Unlock()
+		a.opMu.Unlock()
+		return errors.New("aggregator: Run called twice")
+	}
+	a.runCtx = ctx
+	ms := a.memberList()
+	a.mu.Unlock()
+	for _, m := range ms {
+		m.start(ctx)
+	}
+	a.opMu.Unlock()
+
+	<-ctx.Done()
+
+	a.opMu.Lock()
+	defer a.opMu.Unlock()
+	a.mu.Lock()
+	a.stopped = true
+	ms = a.memberList()
+	a.mu.Unlock()
+	for _, m := range ms {
+		m.stop()
+	}
+	return nil
+}
+
+func (a *Aggregator) memberList() []*member {
+	ms := make([]*member, 0, len(a.members))
+	for _, m := range a.members {
+		ms = append(ms, m)
+	}
+	return ms
+}
+
+// MemberStatus is one member stream as Status reports it.
+type MemberStatus struct {
+	Name        string `json:"name"`
+	URL         string `json:"url"`
+	State       string `json:"state"`
+	LastEventID uint64 `json:"lastEventId"`
+	Routes      int    `json:"routes"`
+	Reconnects  uint64 `json:"reconnects"`
+}
+
+// Status lists the members and their streams, sorted by name.
+func (a *Aggregator) Status() []MemberStatus {
+	a.mu.Lock()
+	ms := a.memberList()
+	a.mu.Unlock()
+	out := make([]MemberStatus, 0, len(ms))
+	for _, m := range ms {
+		st, _ := m.state.Load().(string)
+		out = append(out, MemberStatus{
+			Name: m.name, URL: m.url, State: st,
+			LastEventID: m.lastSeen.Load(), Routes: int(m.nroutes.Load()), Reconnects: m.reconnects.Load(),
+		})
+	}
+	slices.SortFunc(out, func(x, y MemberStatus) int { return strings.Compare(x.Name, y.Name) })
+	return out
+}
+
+// --- one member's stream ----------------------------------------------------
+
+// Reasons to take a fresh snapshot.
+const (
+	reasonResync      = "resync"      // the member told us to
+	reasonGap         = "gap"         // an event id was skipped
+	reasonBadEvent    = "bad_event"   // an event we need could not be decoded
+	reasonUnreachable = "unreachable" // the member was down: it may have restarted
+)
+
+type member struct {
+	a    *Aggregator
+	name string
+	url  string
+
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	// Owned by the stream goroutine (or by AddMember before it starts).
+	lastID  uint64                      // last applied event id; 0: need a snapshot
+	keys    map[graph.RouteKey]string   // imported key -> route id
+	byRoute map[string][]graph.RouteKey // route id -> its imported keys
+
+	state      atomic.Value // string
+	lastSeen   atomic.Uint64
+	nroutes    atomic.Int64
+	reconnects atomic.Uint64
+}
+
+func newMember(a *Aggregator, name, url string) *member {
+	m := &member{a: a, name: name, url: url, keys: map[graph.RouteKey]string{}, byRoute: map[string][]graph.RouteKey{}}
+	m.state.Store("idle")
+	return m
+}
+
+// adopt takes over what a stopped stream for the same member imported, so
+// the next snapshot removes what is stale.
+func (m *member) adopt(old *member) {
+	m.keys, m.byRoute = old.keys, old.byRoute
+	m.nroutes.Store(int64(len(m.byRoute)))
+}
+
+func (m *member) start(ctx context.Context) {
+	ctx, m.cancel = context.WithCancel(ctx)
+	m.done = make(chan struct{})
+	go func() {
+		defer close(m.done)
+		m.run(ctx)
+	}()
+}
+
+// stop ends the stream and waits for it: nothing is imported after stop.
+func (m *member) stop() {
+	if m.cancel == nil {
+		return
+	}
+	m.cancel()
+	<-m.done
+}
+
+func (m *member) setState(s string) {
+	old, _ := m.state.Load().(string)
+	if old == s {
+		return
+	}
+	if old == stateConnecting || old == stateConnected || old == stateBackoff {
+		m.a.met.streams.WithLabelValues(old).Dec()
+	}
+	if s == stateConnecting || s == stateConnected || s == stateBackoff {
+		m.a.met.streams.WithLabelValues(s).Inc()
+	}
+	m.state.Store(s)
+}
+
+func (m *member) run(ctx context.Context) {
+	defer m.setState("stopped")
+	cfg := m.a.cfg
+	log := m.a.log.With("member", m.name, "url", m.url)
+	wait := cfg.BackoffMin
+	for attempt := 0; ; attempt++ {
+		if attempt > 0 {
+			m.a.met.reconnects.Inc()
+			m.reconnects.Add(1)
+		}
+		m.setState(stateConnecting)
+		resumed := m.lastID > 0
+		r := m.stream(ctx, log)
+		if ctx.Err() != nil {
+			return
+		}
+		switch {
+		case r.resync != "":
+			m.a.met.resyncs.WithLabelValues(r.resync).Inc()
+			log.Info("taking a fresh snapshot", "reason", r.resync, "detail", r.err)
+			m.lastID = 0
+			wait = cfg.BackoffMin
+		case r.connected && r.progressed:
+			log.Info("stream ended, resuming", "last_event_id", m.lastID, "err", r.err)
+			wait = cfg.BackoffMin
+		case !r.connected && resumed:
+			// The member could not be reached: it may have restarted with a
+			// new graph whose event ids mean something else. Start over.
+			m.a.met.resyncs.WithLabelValues(reasonUnreachable).Inc()
+			log.Warn("member unreachable, will take a fresh snapshot", "err", r.err, "retry_in", wait)
+			m.lastID = 0
+		default:
+			log.Warn("member stream failed", "err", r.err, "retry_in", wait)
+		}
+		m.setState(stateBackoff)
+		d := wait/2 + rand.N(wait/2+1) // jitter in [wait/2, wait]
+		t := time.NewTimer(d)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		if !(r.connected && r.progressed) && r.resync == "" {
+			wait = min(wait*2, cfg.BackoffMax)
+		}
+	}
+}
+
+type streamResult struct {
+	connected  bool   // got a 200 response
+	progressed bool   // applied at least one event
+	resync     string // reason to drop lastID, or ""
+	err        error
+}
+
+// stream runs one connection until it ends.
+func (m *member) stream(ctx context.Context, log *slog.Logger) streamResult {
+	cfg := m.a.cfg
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, m.url+EventsPath, nil)
+	if err != nil {
+		return streamResult{err: fmt.Errorf("build request: %w", err)}
+	}
+	req.Header.Set("Accept", "text/event-stream")
+	req.Header.Set("Cache-Control", "no-store")
+	if cfg.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+cfg.Token)
+	}
+	if m.lastID > 0 {
+		req.Header.Set("Last-Event-ID", strconv.FormatUint(m.lastID, 10))
+	}
+	resp, err := m.a.client.Do(req)
+	if err != nil {
+		return streamResult{err: fmt.Errorf("get %s: %w", req.URL, err)}
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		err := fmt.Errorf("get %s: %s: %s", req.URL, resp.Status, strings.TrimSpace(string(body)))
+		if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
+			err = fmt.Errorf("%w (check -aggregatorToken)", err)
+		}
+		return streamResult{err: err}
+	}
+	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/event-stream") {
+		return streamResult{err: fmt.Errorf("get %s: content type %q, want text/event-stream", req.URL, ct)}
+	}
+	m.setState(stateConnected)
+	log.Debug("stream connected", "last_event_id", m.lastID)
+
+	idle := time.AfterFunc(cfg.IdleTimeout, cancel)
+	defer idle.Stop()
+	r := newSSEReader(resp.Body, cfg.MaxLineBytes)
+	r.OnLine = func() { idle.Reset(cfg.IdleTimeout) }
+	res := streamResult{connected: true}
+	seenGarbage := 0
+	for {
+		ev, err := r.Next()
+		if g := r.Garbage + r.Overlong; g > seenGarbage {
+			m.a.met.garbage.Add(float64(g - seenGarbage))
+			seenGarbage = g
+		}
+		if err != nil {
+			if ctx.Err() != nil && m.lastID > 0 {
+				err = fmt.Errorf("no data for %v or stopped: %w", cfg.IdleTimeout, err)
+			}
+			res.err = err
+			return res
+		}
+		reason, err := m.apply(ev)
+		if reason != "" {
+			res.resync, res.err = reason, err
+			return res
+		}
+		if err != nil {
+			log.Debug("event skipped", "event", ev.Name, "err", err)
+			continue
+		}
+		res.progressed = true
+	}
+}
+
+// apply applies one event. It returns a resync reason when the member's
+// view can no longer be trusted, or an error for an event it skipped.
+func (m *member) apply(ev sseEvent) (string, error) {
+	m.a.met.events.WithLabelValues(eventLabel(ev.Name)).Inc()
+	if ev.Name == "resync" {
+		return reasonResync, errors.New(strings.TrimSpace(string(ev.Data)))
+	}
+	known := ev.Name == "snapshot" || ev.Name == string(graph.EventRouteAdd) ||
+		ev.Name == string(graph.EventRouteUpdate) || ev.Name == string(graph.EventRouteRemove)
+	if ev.Broken {
+		if known || ev.HasID {
+			return reasonBadEvent, fmt.Errorf("%s event with an over-long line", ev.Name)
+		}
+		return "", errors.New("over-long event dropped")
+	}
+	var id uint64
+	if ev.HasID {
+		var err error
+		if id, err = strconv.ParseUint(strings.TrimSpace(ev.ID), 10, 64); err != nil {
+			if known {
+				return reasonBadEvent, fmt.Errorf("%s event id %q: %w", ev.Name, ev.ID, err)
+			}
+			return "", fmt.Errorf("event id %q: %w", ev.ID, err)
+		}
+	}
+	if ev.Name == "snapshot" {
+		var s graph.Snapshot
+		if err := json.Unmarshal(ev.Data, &s); err != nil {
+			return reasonBadEvent, fmt.Errorf("decode snapshot: %w", err)
+		}
+		m.applySnapshot(s)
+		m.lastID = s.EventID
+		m.lastSeen.Store(m.lastID)
+		return "", nil
+	}
+	if !ev.HasID {
+		return "", fmt.Errorf("%s event without id ignored", ev.Name)
+	}
+	if m.lastID == 0 {
+		return "", fmt.Errorf("%s event %d before any snapshot ignored", ev.Name, id)
+	}
+	if id <= m.lastID {
+		return "", fmt.Errorf("duplicate %s event %d (have %d)", ev.Name, id, m.lastID)
+	}
+	if id != m.lastID+1 {
+		return reasonGap, fmt.Errorf("event %d after %d", id, m.lastID)
+	}
+	if known {
+		var e graph.Event
+		if err := json.Unmarshal(ev.Data, &e); err != nil {
+			return reasonBadEvent, fmt.Errorf("decode %s event %d: %w", ev.Name, id, err)
+		}
+		if e.Route == nil {
+			return reasonBadEvent, fmt.Errorf("%s event %d has no route", ev.Name, id)
+		}
+		if ev.Name == string(graph.EventRouteRemove) {
+			m.removeRoute(e.Route.ID)
+		} else {
+			m.importRoute(*e.Route)
+		}
+	}
+	// path-change, node-* and link-*: the graph derives them from routes.
+	m.lastID = id
+	m.lastSeen.Store(id)
+	return "", nil
+}
+
+func routeID(r graph.Route) string {
+	if r.ID != "" {
+		return r.ID
+	}
+	return graph.RouteID(r.Hops)
+}
+
+func (m *member) importRoute(r graph.Route) {
+	if len(r.Hops) < 2 || len(r.Keys) == 0 {
+		return // nothing the graph could hold or later remove by key
+	}
+	r.ID = routeID(r)
+	r.Origin = m.name
+	m.a.g.ImportRoute(m.name, r)
+	// The graph dropped the keys that left r and moved those that came from
+	// another route: mirror it.
+	for _, k := range m.byRoute[r.ID] {
+		if m.keys[k] == r.ID && !slices.Contains(r.Keys, k) {
+			delete(m.keys, k)
+		}
+	}
+	for _, k := range r.Keys {
+		if prev, ok := m.keys[k]; ok && prev != r.ID {
+			ks := slices.DeleteFunc(m.byRoute[prev], func(x graph.RouteKey) bool { return x == k })
+			if len(ks) == 0 {
+				delete(m.byRoute, prev)
+			} else {
+				m.byRoute[prev] = ks
+			}
+		}
+		m.keys[k] = r.ID
+	}
+	m.byRoute[r.ID] = slices.Clone(r.Keys)
+	m.nroutes.Store(int64(len(m.byRoute)))
+}
+
+func (m *member) removeRoute(id string) {
+	for _, k := range m.byRoute[id] {
+		if m.keys[k] == id {
+			m.a.g.RemoveImportedRoute(m.name, k)
+			delete(m.keys, k)
+		}
+	}
+	delete(m.byRoute, id)
+	m.nroutes.Store(int64(len(m.byRoute)))
+}
+
+// applySnapshot makes the member's contribution equal to s: every route in
+// s is imported (moving keys as needed), then keys s no longer has go.
+func (m *member) applySnapshot(s graph.Snapshot) {
+	old := m.keys
+	m.keys = map[graph.RouteKey]string{}
+	m.byRoute = map[string][]graph.RouteKey{}
+	for _, r := range s.Routes {
+		m.importRoute(r)
+	}
+	for k := range old {
+		if _, ok := m.keys[k]; !ok {
+			m.a.g.RemoveImportedRoute(m.name, k)
+		}
+	}
+	m.nroutes.Store(int64(len(m.byRoute)))
+}

@@ -1,0 +1,67 @@
+package aggregator
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// Stream states, the values of dnms_aggregator_streams{state}.
+const (
+	stateConnecting = "connecting" // dialing or waiting for the response
+	stateConnected  = "connected"  // reading events
+	stateBackoff    = "backoff"    // waiting before the next attempt
+)
+
+type metrics struct {
+	streams    *prometheus.GaugeVec   // state
+	events     *prometheus.CounterVec // type
+	reconnects prometheus.Counter
+	resyncs    *prometheus.CounterVec // reason
+	garbage    prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		streams: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "dnms_aggregator_streams",
+			Help: "Member event streams by state (connecting, connected, backoff).",
+		}, []string{"state"}),
+		events: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dnms_aggregator_events_total",
+			Help: "Events received from members' streams and applied or skipped, by SSE event type.",
+		}, []string{"type"}),
+		reconnects: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "dnms_aggregator_reconnects_total",
+			Help: "Stream connection attempts after the first one to a member.",
+		}),
+		resyncs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dnms_aggregator_resyncs_total",
+			Help: "Fresh snapshots requested because the view of a member may be stale, by reason (resync, gap, bad_event, unreachable).",
+		}, []string{"reason"}),
+		garbage: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "dnms_aggregator_sse_garbage_lines_total",
+			Help: "SSE lines ignored because they were not a known field, or were over-long.",
+		}),
+	}
+	for _, s := range []string{stateConnecting, stateConnected, stateBackoff} {
+		m.streams.WithLabelValues(s)
+	}
+	for _, r := range []string{reasonResync, reasonGap, reasonBadEvent, reasonUnreachable} {
+		m.resyncs.WithLabelValues(r)
+	}
+	if reg != nil {
+		for _, c := range []prometheus.Collector{m.streams, m.events, m.reconnects, m.resyncs, m.garbage} {
+			if err := reg.Register(c); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return m, nil
+}
+
+// eventLabel bounds the type label to the names the protocol defines.
+func eventLabel(name string) string {
+	switch name {
+	case "snapshot", "resync", "route-add", "route-update", "route-remove", "path-change",
+		"node-add", "node-remove", "link-add", "link-remove":
+		return name
+	}
+	return "other"
+}
