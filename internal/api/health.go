@@ -74,6 +74,7 @@ func RunHealth(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("health: %s: inconsistent graph: %w", name, err)
 	}
+	all := rows
 	if *top > 0 && len(rows) > *top {
 		rows = rows[:*top]
 	}
@@ -85,7 +86,7 @@ func RunHealth(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		_, err = fmt.Fprintf(stdout, "%s\n", b)
 		return err
 	}
-	return writeHealthText(stdout, snap, rows)
+	return writeHealthText(stdout, snap, all, rows)
 }
 
 // readSnapshot decodes one graph document and checks it is one.
@@ -138,9 +139,10 @@ func jsonErr(data []byte, err error) string {
 	return fmt.Sprintf("line %d column %d: %v", line, col, err)
 }
 
-func writeHealthText(w io.Writer, snap graph.Snapshot, rows []graph.LinkHealth) error {
+// writeHealthText prints the summary over all rows and the table of shown.
+func writeHealthText(w io.Writer, snap graph.Snapshot, all, rows []graph.LinkHealth) error {
 	var faulty, suspect int
-	for _, r := range rows {
+	for _, r := range all {
 		switch r.Verdict {
 		case graph.VerdictFaulty:
 			faulty++
