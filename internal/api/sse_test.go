@@ -270,3 +270,33 @@ func counterValue(t *testing.T, ts *testServer, name string) float64 {
 	}
 	return sum
 }
+
+// TestSSEOutlivesTimeouts: the server's read and write timeouts must not cut
+// a long-lived stream (net/http's ReadTimeout would otherwise cancel the
+// request once it expires).
+func TestSSEOutlivesTimeouts(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.ReadTimeout = 300 * time.Millisecond
+	cfg.ReadHeaderTimeout = 300 * time.Millisecond
+	cfg.WriteTimeout = 300 * time.Millisecond
+	cfg.Heartbeat = 100 * time.Millisecond
+	g := graph.New(graph.DefaultConfig())
+	ts := newTestServer(t, cfg, Deps{Graph: g})
+	c := openSSE(t, ts.URL+"/v1/events/graph", nil)
+	c.next(t, streamWait)
+	start := time.Now()
+	hbs := 0
+	c.until(t, streamWait, func(e sseEvent) bool {
+		if len(e.Comments) > 0 && e.Comments[0] == "hb" {
+			hbs++
+		}
+		return time.Since(start) > 1500*time.Millisecond
+	})
+	if hbs < 3 {
+		t.Fatalf("only %d heartbeats in %v: stream cut", hbs, time.Since(start))
+	}
+	addPeer(g, 1)
+	if ev := c.next(t, streamWait); ev.Event == "" {
+		t.Fatalf("no event after the timeouts passed")
+	}
+}
