@@ -86,6 +86,11 @@ type flowState struct {
 	baseSeq, baseRx, baseAck uint64
 	hiAckSeq                 uint64 // highest seq acked so far (reorder detection)
 	failed                   uint64 // sends that failed since the boundary
+	// Trace probes on this flow since the boundary: the peer's reflector
+	// counts them with the pings. traceAcked were counted for sure;
+	// traceUnknown may or may not have been (then the interval's
+	// direction split is unknown).
+	traceAcked, traceUnknown uint64
 	intervals                []interval
 	recent                   [seqRing]seqState
 }
@@ -255,14 +260,15 @@ func (m *matcher) resolve(k FlowKey, f *flowState, a *Packet) {
 	if a.Seq <= f.baseSeq {
 		return // reordered: not a boundary
 	}
-	iv := interval{lo: f.baseSeq, hi: a.Seq, consistent: a.RxCount >= f.baseRx && a.AckCount >= f.baseAck}
+	iv := interval{lo: f.baseSeq, hi: a.Seq,
+		consistent: a.RxCount >= f.baseRx && a.AckCount >= f.baseAck && f.traceUnknown == 0}
 	if iv.consistent {
-		sent := a.Seq - f.baseSeq - f.failed
+		sent := a.Seq - f.baseSeq - f.failed + f.traceAcked
 		if got := a.RxCount - f.baseRx; sent > got {
 			iv.fwdLeft = sent - got
 		}
 	}
-	f.failed = 0
+	f.failed, f.traceAcked, f.traceUnknown = 0, 0, 0
 	// Losses at or below the old boundary can no longer be resolved.
 	i := sort.Search(len(f.lost), func(i int) bool { return f.lost[i].seq > f.baseSeq })
 	j := sort.Search(len(f.lost), func(j int) bool { return f.lost[j].seq >= a.Seq })
@@ -431,4 +437,14 @@ func (f *flowState) pruneIntervals() {
 		}
 	}
 	f.intervals = f.intervals[:n]
+}
+
+// traceDone records the trace probes a finished trace sent on flow k that the
+// peer's reflector counted (acked) or may have counted (unknown).
+func (m *matcher) traceDone(k FlowKey, acked, unknown uint64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	f := m.flow(k)
+	f.traceAcked += acked
+	f.traceUnknown += unknown
 }
