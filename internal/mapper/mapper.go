@@ -613,3 +613,5 @@ func (m *Mapper) RouteMap() []RouteMapEntry {
 	})
 	return out
 }
+
+var _ Sink = (*graph.Graph)(nil)
