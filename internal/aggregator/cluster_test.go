@@ -1,0 +1,98 @@
+package aggregator
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"net/url"
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+
+	"github.com/dnms/dnms/internal/cluster"
+	"github.com/dnms/dnms/internal/graph"
+)
+
+// TestClusterDrivesAggregator wires the Aggregator as a cluster.Handler, the
+// way cmd/dnms does: members found by gossip on loopback are subscribed to
+// (this node included), and a member that leaves has its routes removed.
+func TestClusterDrivesAggregator(t *testing.T) {
+	lo := netip.MustParseAddr("127.0.0.1")
+	a := startLiveAgent(t, "aggr", nil) // the aggregator node's own agent
+	b := startLiveAgent(t, "agentB", nil)
+	kA := graph.RouteKey{Src: hA, Dst: hB, SrcPort: 33436}
+	a.g.SetRoute(kA, hopsOf(hA, leaf1, sp1, leaf2, hB))
+	addSamples(a.g, kA, 0, 20, 0)
+	b.g.SetRoute(kA.Reverse(), hopsOf(hB, leaf2, sp1, leaf1, hA))
+	addSamples(b.g, kA.Reverse(), 0, 20, 0)
+
+	httpPort := func(l *liveAgent) uint16 {
+		u, err := url.Parse(l.srv.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, _ := strconv.Atoi(u.Port())
+		return uint16(p)
+	}
+	node := func(name, role string, port uint16, seeds ...string) (*cluster.Cluster, context.CancelFunc) {
+		cfg := cluster.DefaultConfig()
+		cfg.NodeName, cfg.Role, cfg.HTTPPort = name, role, port
+		cfg.BindAddr, cfg.AdvertiseAddr, cfg.Port = lo, lo, 0
+		cfg.Seeds = seeds
+		cfg.JoinBackoffMin, cfg.JoinBackoffMax, cfg.LeaveTimeout = 50*time.Millisecond, time.Second, time.Second
+		cfg.Logger = testLogger()
+		cfg.Tune = func(mc *memberlist.Config) {
+			mc.ProbeInterval, mc.ProbeTimeout, mc.GossipInterval = 400*time.Millisecond, 300*time.Millisecond, 50*time.Millisecond
+		}
+		c, err := cluster.New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); c.Run(ctx) }()
+		stop := func() {
+			cancel()
+			select {
+			case <-done:
+			case <-time.After(15 * time.Second):
+				t.Errorf("cluster node %s did not stop", name)
+			}
+		}
+		t.Cleanup(stop)
+		return c, stop
+	}
+
+	h := startAggregator(t, func(c *Config) { c.Token = "tok" })
+	ca, _ := node("aggr", cluster.RoleAggregator, httpPort(a))
+	ca.AddHandlerWithSelf(h.a)
+	_, stopB := node("agentB", cluster.RoleAgent, httpPort(b), net.JoinHostPort("127.0.0.1", strconv.Itoa(ca.Port())))
+
+	waitMirrors(t, h.g, a)
+	waitMirrors(t, h.g, b)
+	if names := statusNames(h.a); !slices.Equal(names, []string{"agentB", "aggr"}) {
+		t.Fatalf("members %v", names)
+	}
+
+	stopB() // leaves the cluster
+	eventually(t, 20*time.Second, "agentB's routes removed", func() (bool, string) {
+		got := routeView(h.g.Snapshot().Routes, "agentB")
+		return len(got) == 0, fmt.Sprint(got)
+	})
+	waitMirrors(t, h.g, a)
+}
+
+func statusNames(a *Aggregator) []string {
+	var n []string
+	for _, s := range a.Status() {
+		n = append(n, s.Name)
+	}
+	return n
+}
