@@ -1,0 +1,308 @@
+// Package pinger decides which routes to ping when and feeds the outcomes
+// into route metrics. It parses no packets: internal/probe sends the pings
+// and matches the acks.
+//
+// # Semantics
+//
+// A flow is a graph.RouteKey (Src, Dst, SrcPort) from the route source (the
+// graph, which the mapper fills). Every PeerInterval the pinger visits every
+// peer (Dst) and pings each of its flows whose next ping is due. Each flow is
+// due every RouteInterval on a schedule of its own: a new flow gets a random
+// phase in [0, RouteInterval), so flows never burst together, and the next
+// due time advances by RouteInterval from the previous one (not from the
+// visit), so the average spacing is exactly RouteInterval; the visit grain
+// adds at most PeerInterval of jitter to one ping. A flow that fell behind
+// (the process was stopped) restarts from now instead of catching up in a
+// burst.
+//
+// Every probe.Result becomes one graph.Sample on its flow's key via
+// Sink.AddSample: acked pings with their RTT and time source, lost pings with
+// the direction the reflector counters told (forward, reverse, unknown). A
+// lost ping's result arrives up to Timeout plus the probe engine's loss
+// resolve window after it was sent.
+//
+// Metrics (labels: peer, direction): dnms_probes_sent_total,
+// dnms_probes_received_total, dnms_probes_lost_total,
+// dnms_probe_rtt_seconds (classic buckets from 10 µs doubling, plus a native
+// histogram with bucket factor 1.1). A peer's series are deleted when it has
+// no flow any more.
+package pinger
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"math/rand/v2"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/dnms/dnms/internal/graph"
+	"github.com/dnms/dnms/internal/probe"
+)
+
+// Prober sends one ping on a flow and delivers every ping's outcome.
+// *probe.Engine implements it.
+type Prober interface {
+	Ping(peer netip.Addr, srcPort uint16) (seq uint64, err error)
+	Results() <-chan probe.Result
+}
+
+// Routes lists the flows to ping. *graph.Graph implements it.
+type Routes interface {
+	RouteKeys() []graph.RouteKey
+}
+
+// Sink receives one sample per ping. *graph.Graph implements it.
+type Sink interface {
+	AddSample(key graph.RouteKey, s graph.Sample)
+}
+
+// Config configures a Pinger. Build it from DefaultConfig.
+type Config struct {
+	// PeerInterval is how often every peer is visited.
+	PeerInterval time.Duration
+	// RouteInterval is how often each flow is pinged.
+	RouteInterval time.Duration
+	// Timeout is the ping timeout the probe engine uses (set the same value
+	// in probe.Config); the pinger only uses it to know how long a result
+	// may still arrive for a flow that left the route source.
+	Timeout time.Duration
+	// Local, when valid, restricts pinging to flows whose Src is Local (an
+	// agent's graph holds only its own routes, but an aggregator's holds
+	// everyone's).
+	Local      netip.Addr
+	Registerer prometheus.Registerer
+	Logger     *slog.Logger
+}
+
+// DefaultConfig: visit peers every 100 ms, ping each flow every second, 1 s
+// timeout.
+func DefaultConfig() Config {
+	return Config{PeerInterval: 100 * time.Millisecond, RouteInterval: time.Second, Timeout: time.Second}
+}
+
+type flowKey struct {
+	peer netip.Addr
+	port uint16
+}
+
+type flow struct {
+	key  graph.RouteKey
+	next time.Time
+	gone time.Time // when it left the route source (zero while present)
+}
+
+// Pinger schedules pings and records their results.
+type Pinger struct {
+	cfg    Config
+	prober Prober
+	routes Routes
+	sink   Sink
+	log    *slog.Logger
+
+	mu    sync.Mutex
+	flows map[flowKey]*flow
+	seen  map[netip.Addr]bool // peers with metric series
+
+	sent, received *prometheus.CounterVec
+	lost           *prometheus.CounterVec
+	rtt            *prometheus.HistogramVec
+}
+
+// RTTBuckets are the classic buckets of dnms_probe_rtt_seconds: 10 µs
+// doubling up to about 1.3 s.
+func RTTBuckets() []float64 { return prometheus.ExponentialBuckets(10e-6, 2, 18) }
+
+// New checks cfg and registers the metrics.
+func New(cfg Config, p Prober, routes Routes, sink Sink) (*Pinger, error) {
+	if p == nil || routes == nil || sink == nil {
+		return nil, errors.New("pinger: prober, routes and sink are required")
+	}
+	d := DefaultConfig()
+	if cfg.PeerInterval <= 0 {
+		cfg.PeerInterval = d.PeerInterval
+	}
+	if cfg.RouteInterval <= 0 {
+		cfg.RouteInterval = d.RouteInterval
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = d.Timeout
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	pg := &Pinger{
+		cfg: cfg, prober: p, routes: routes, sink: sink, log: cfg.Logger,
+		flows: make(map[flowKey]*flow),
+		sent: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dnms_probes_sent_total", Help: "Pings sent, per peer.",
+		}, []string{"peer"}),
+		received: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dnms_probes_received_total", Help: "Pings acked in time, per peer.",
+		}, []string{"peer"}),
+		lost: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dnms_probes_lost_total", Help: "Pings lost, per peer and direction (forward, reverse, unknown).",
+		}, []string{"peer", "direction"}),
+		rtt: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "dnms_probe_rtt_seconds", Help: "Ping round-trip time minus reflector dwell, per peer.",
+			Buckets: RTTBuckets(), NativeHistogramBucketFactor: 1.1,
+			NativeHistogramMaxBucketNumber: 160, NativeHistogramMinResetDuration: time.Hour,
+		}, []string{"peer"}),
+	}
+	if cfg.Registerer != nil {
+		for _, c := range []prometheus.Collector{pg.sent, pg.received, pg.lost, pg.rtt} {
+			if err := cfg.Registerer.Register(c); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return pg, nil
+}
+
+// Run pings until ctx is done, then returns ctx.Err().
+func (p *Pinger) Run(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		p.consume(ctx)
+	}()
+	defer func() { <-done }()
+	t := time.NewTicker(p.cfg.PeerInterval)
+	defer t.Stop()
+	for {
+		p.visit(time.Now())
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// visit refreshes the flow list and pings every due flow.
+func (p *Pinger) visit(now time.Time) {
+	keys := p.routes.RouteKeys()
+	type job struct {
+		peer netip.Addr
+		port uint16
+	}
+	var due []job
+	p.mu.Lock()
+	present := make(map[flowKey]bool, len(keys))
+	for _, k := range keys {
+		if p.cfg.Local.IsValid() && k.Src != p.cfg.Local {
+			continue
+		}
+		fk := flowKey{k.Dst, k.SrcPort}
+		present[fk] = true
+		f := p.flows[fk]
+		if f == nil {
+			f = &flow{key: k, next: now.Add(time.Duration(rand.Int64N(int64(p.cfg.RouteInterval))))}
+			p.flows[fk] = f
+		}
+		f.key, f.gone = k, time.Time{}
+		if now.Before(f.next) {
+			continue
+		}
+		f.next = f.next.Add(p.cfg.RouteInterval)
+		if f.next.Before(now) {
+			f.next = now.Add(p.cfg.RouteInterval)
+		}
+		due = append(due, job{k.Dst, k.SrcPort})
+	}
+	// Forget flows that left, once their last result can no longer come.
+	peers := make(map[netip.Addr]bool)
+	for fk, f := range p.flows {
+		if !present[fk] {
+			if f.gone.IsZero() {
+				f.gone = now
+			} else if now.Sub(f.gone) > p.cfg.Timeout+10*time.Second {
+				delete(p.flows, fk)
+				continue
+			}
+		}
+		peers[fk.peer] = true
+	}
+	p.mu.Unlock()
+	p.forgetPeers(peers)
+	for _, j := range due {
+		peer := j.peer.String()
+		p.sent.WithLabelValues(peer).Inc()
+		if _, err := p.prober.Ping(j.peer, j.port); err != nil {
+			// The engine reports a failed send as a lost result too.
+			p.log.Debug("ping failed", "peer", peer, "srcPort", j.port, "err", err)
+		}
+	}
+}
+
+// forgetPeers deletes the metric series of peers that have no flow left.
+func (p *Pinger) forgetPeers(present map[netip.Addr]bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.seen == nil {
+		p.seen = make(map[netip.Addr]bool)
+	}
+	for a := range present {
+		p.seen[a] = true
+	}
+	for a := range p.seen {
+		if present[a] {
+			continue
+		}
+		delete(p.seen, a)
+		l := prometheus.Labels{"peer": a.String()}
+		p.sent.DeletePartialMatch(l)
+		p.received.DeletePartialMatch(l)
+		p.lost.DeletePartialMatch(l)
+		p.rtt.DeletePartialMatch(l)
+	}
+}
+
+// consume turns results into samples until ctx is done.
+func (p *Pinger) consume(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case r, ok := <-p.prober.Results():
+			if !ok {
+				return
+			}
+			p.record(r)
+		}
+	}
+}
+
+func (p *Pinger) record(r probe.Result) {
+	p.mu.Lock()
+	f := p.flows[flowKey{r.Peer, r.SrcPort}]
+	var key graph.RouteKey
+	if f != nil {
+		key = f.key
+	}
+	p.mu.Unlock()
+	if f == nil {
+		return // a flow we never pinged (or forgot)
+	}
+	peer := r.Peer.String()
+	if r.Lost {
+		p.lost.WithLabelValues(peer, dirName(r.Dir)).Inc()
+	} else {
+		p.received.WithLabelValues(peer).Inc()
+		p.rtt.WithLabelValues(peer).Observe(r.RTT.Seconds())
+	}
+	p.sink.AddSample(key, r.Sample)
+}
+
+func dirName(d graph.LossDir) string {
+	switch d {
+	case graph.LossForward:
+		return "forward"
+	case graph.LossReverse:
+		return "reverse"
+	}
+	return "unknown"
+}
