@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"runtime"
 	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
@@ -135,6 +137,9 @@ func openCapture(ifname string) (*os.File, error) {
 	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 8<<20); err != nil {
 		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 8<<20)
 	}
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1); err != nil {
+		return fail("SO_TIMESTAMPNS", err)
+	}
 	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: ifi.Index}); err != nil {
 		return fail("bind", err)
 	}
@@ -248,13 +253,36 @@ func makeCapturePair(ns, name string) error {
 func (de *delayElement) readLoop() {
 	defer de.wg.Done()
 	defer close(de.q)
+	runtime.LockOSThread()
+	realtime()
+	rc, err := de.rx.SyscallConn()
+	if err != nil {
+		return
+	}
 	buf := make([]byte, 65536)
+	oob := make([]byte, 128)
 	for {
-		n, err := de.rx.Read(buf)
-		if err != nil {
+		var (
+			n, oobn int
+			rerr    error
+		)
+		err := rc.Read(func(fd uintptr) bool {
+			n, oobn, _, _, rerr = unix.Recvmsg(int(fd), buf, oob, 0)
+			return rerr != unix.EAGAIN
+		})
+		if err != nil || rerr != nil {
 			return // closed
 		}
-		fr := frame{due: time.Now().Add(time.Duration(de.d.Load())), b: append([]byte(nil), buf[:n]...)}
+		// Count the delay from the kernel's receive stamp, so that this
+		// goroutine's wake-up latency is not added to it.
+		now := time.Now()
+		due := now.Add(time.Duration(de.d.Load()))
+		if ts, ok := rxStamp(oob[:oobn]); ok {
+			if lag := now.Sub(ts); lag > 0 && lag < time.Second {
+				due = due.Add(-lag)
+			}
+		}
+		fr := frame{due: due, b: append([]byte(nil), buf[:n]...)}
 		select {
 		case de.q <- fr:
 		default:
@@ -263,11 +291,42 @@ func (de *delayElement) readLoop() {
 	}
 }
 
+// rxStamp returns the SO_TIMESTAMPNS receive time in a control message.
+func rxStamp(oob []byte) (time.Time, bool) {
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return time.Time{}, false
+	}
+	for _, m := range msgs {
+		if m.Header.Level == unix.SOL_SOCKET && m.Header.Type == unix.SCM_TIMESTAMPNS && len(m.Data) >= int(unsafe.Sizeof(unix.Timespec{})) {
+			ts := *(*unix.Timespec)(unsafe.Pointer(&m.Data[0]))
+			return time.Unix(ts.Sec, ts.Nsec), true
+		}
+	}
+	return time.Time{}, false
+}
+
+// realtime moves the calling goroutine's OS thread to SCHED_FIFO, so that
+// on a busy machine it runs as soon as its sleep ends instead of waiting a
+// scheduler slice (tens of ms under load). Best effort: without
+// CAP_SYS_NICE the element still works, less precisely. The caller must
+// hold runtime.LockOSThread until it exits (the thread is then discarded).
+func realtime() {
+	_ = unix.SchedSetAttr(0, &unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_FIFO, Priority: 10}, 0)
+}
+
 func (de *delayElement) sendLoop() {
 	defer de.wg.Done()
+	// Never unlocked: the real-time thread dies with this goroutine.
+	runtime.LockOSThread()
+	realtime()
 	for fr := range de.q {
 		if wait := time.Until(fr.due); wait > 0 {
-			time.Sleep(wait)
+			// A blocking nanosleep on this thread, not a runtime timer:
+			// the kernel wakes the real-time thread itself.
+			ts := unix.NsecToTimespec(int64(wait))
+			for unix.Nanosleep(&ts, &ts) == unix.EINTR {
+			}
 		}
 		b := fr.b
 		if len(b) < 14 {

@@ -22,7 +22,7 @@ func TestPlan(t *testing.T) {
 		{Prefix: "b", Spines: 2, Leaves: 2, HostsPerLeaf: 1},
 		{Prefix: "dlab", Spines: 2, Leaves: 3, HostsPerLeaf: 2},
 		{Prefix: "l0123456", Spines: 4, Leaves: 8, HostsPerLeaf: 3},
-		{Prefix: "big", Spines: 16, Leaves: 128, HostsPerLeaf: 2},
+		{Prefix: "big", Spines: 16, Leaves: 128, HostsPerLeaf: 1},
 	} {
 		t.Run(cfg.Prefix, func(t *testing.T) {
 			topo, err := plan(cfg)
