@@ -57,6 +57,9 @@ func RunHealth(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	var in io.Reader
 	if name == "-" {
 		name = "stdin"
+		if stdin == nil {
+			return errors.New("health: -f - but no standard input")
+		}
 		in = stdin
 	} else {
 		f, err := os.Open(name)

@@ -406,3 +406,44 @@ func TestRunShutdown(t *testing.T) {
 		t.Errorf("Run on a bad address: %v", err)
 	}
 }
+
+func TestRequestLimits(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.MaxHeaderBytes = 1 << 10
+	ts := newTestServer(t, cfg, Deps{Graph: fixtureGraph(t)})
+	req, _ := http.NewRequest(http.MethodGet, ts.URL+"/v1/graph", nil)
+	req.Header.Set("X-Padding", strings.Repeat("x", 8<<10)) // > 1 KiB + net/http's 4 KiB slack
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("oversized header: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Errorf("oversized header: %d, want 431", resp.StatusCode)
+	}
+
+	// A client that never finishes its headers is cut after ReadHeaderTimeout.
+	cfg = DefaultConfig()
+	cfg.ReadHeaderTimeout = 200 * time.Millisecond
+	ts = newTestServer(t, cfg, Deps{Graph: fixtureGraph(t)})
+	conn, err := net.Dial("tcp", strings.TrimPrefix(ts.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.Write([]byte("GET /v1/graph HTTP/1.1\r\nHost: x\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 512)
+	start := time.Now()
+	for {
+		if _, err := conn.Read(buf); err != nil {
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				t.Fatal("slow-header connection still open after 10s")
+			}
+			break // closed by the server
+		}
+	}
+	t.Logf("slow-header connection closed after %v", time.Since(start))
+}
