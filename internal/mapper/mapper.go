@@ -425,18 +425,28 @@ func (m *Mapper) trace(ctx context.Context, peer netip.Addr, port uint16, maxTTL
 }
 
 // ttlLimit is the TTL at which the farthest known route to peer reaches
-// it, or MaxTTL while no route is known.
+// it. For a peer without routes yet it is the farthest distance to any peer
+// (peers of one fabric sit at similar distances; a longer path costs one
+// retry), and MaxTTL while nothing is known.
 func (m *Mapper) ttlLimit(peer netip.Addr) int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	ps, ok := m.peers[peer]
-	if !ok {
-		return m.cfg.MaxTTL
+	dist := func(ps *peerState) int {
+		d := 0
+		for _, st := range ps.ports {
+			// route = local + hops + peer: the peer answers at TTL len-1.
+			d = max(d, len(st.route)-1)
+		}
+		return d
 	}
 	d := 0
-	for _, st := range ps.ports {
-		// route = local + hops + peer: the peer answers at TTL len-1.
-		d = max(d, len(st.route)-1)
+	if ps, ok := m.peers[peer]; ok {
+		d = dist(ps)
+	}
+	if d < 1 {
+		for _, ps := range m.peers {
+			d = max(d, dist(ps))
+		}
 	}
 	if d < 1 || d > m.cfg.MaxTTL {
 		return m.cfg.MaxTTL

@@ -697,3 +697,23 @@ func TestPathChangesThroughGraph(t *testing.T) {
 		t.Errorf("status %+v", st)
 	}
 }
+
+// A new peer's first trace is limited to the distance of the peers already
+// mapped; the very first trace of all uses MaxTTL.
+func TestTTLLimitNewPeer(t *testing.T) {
+	cfg := testConfig(2)
+	tr := &fakeTracer{}
+	m, _ := newTestMapper(t, cfg, tr, newFakeSink())
+	m.AddPeer(peerA)
+	tr.after = func(n int) {
+		if n == 2 {
+			m.AddPeer(peerB)
+		}
+	}
+	runFor(t, m, tr, 4)
+	calls := tr.Calls()
+	sawB := slices.ContainsFunc(calls, func(c call) bool { return c.peer == peerB })
+	if want := []int{32, 4, 4, 4}; !slices.Equal(tr.ttls, want) || !sawB {
+		t.Errorf("calls %v with maxTTL %v, want %v and peerB traced", calls, tr.ttls, want)
+	}
+}

@@ -30,6 +30,7 @@ import (
 	"github.com/dnms/dnms/internal/graph"
 	"github.com/dnms/dnms/internal/lab"
 	"github.com/dnms/dnms/internal/mapper"
+	"github.com/dnms/dnms/internal/probe"
 )
 
 func main() {
@@ -46,6 +47,7 @@ func run() error {
 		hosts      = flag.Int("hosts", 1, "hosts per leaf")
 		ports      = flag.Int("ports", 11, "source ports the mapper sweeps (from 33436)")
 		confidence = flag.Int("confidence", 95, "scamper tracelb confidence (95 or 99)")
+		tracer     = flag.String("tracer", "engine", "dnms tracer: engine (internal/probe, dnms on every host) or hop (one lab.ProbeHop per TTL, sequential)")
 		prefix     = flag.String("prefix", fmt.Sprintf("bt%04x", os.Getpid()&0xffff), "lab namespace prefix")
 	)
 	flag.Parse()
@@ -63,11 +65,26 @@ func run() error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
+	engines := map[string]*probe.Engine{}
+	if *tracer == "engine" {
+		for _, h := range f.Hosts {
+			e, err := startEngine(ctx, f, h, *ports)
+			if err != nil {
+				return err
+			}
+			defer e.Close()
+			engines[h.Name] = e
+		}
+	} else if *tracer != "hop" {
+		return fmt.Errorf("-tracer %q: want engine or hop", *tracer)
+	}
 	byName := map[string]lab.Host{}
 	for _, h := range f.Hosts {
 		byName[h.Name] = h
 	}
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Printf("lab: %d spines, %d leaves, %d hosts per leaf; dnms: %d source ports, tracer %s; scamper: tracelb -P udp-sport -c %d\n",
+		*spines, *leaves, *hosts, *ports, *tracer, *confidence)
 	fmt.Fprintf(tw, "pair\ttruth\tdnms paths\tdnms probes\tdnms re-sweep probes\tdnms confident\tscamper paths\tscamper probes\t\n")
 	var tot struct{ truth, dPaths, dProbes, dResweep, sPaths, sProbes int }
 	for _, ps := range f.GroundTruth().Pairs {
@@ -78,7 +95,11 @@ func run() error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		d, err := runMapper(ctx, f, src, dst, *ports, ps.Paths)
+		var tr mapper.Tracer = &hopTracer{f: f, host: src.Name, pingPort: mapper.DefaultConfig().PingPort, timeout: 500 * time.Millisecond}
+		if e := engines[src.Name]; e != nil {
+			tr = e
+		}
+		d, err := runMapper(ctx, tr, src, dst, *ports, ps.Paths)
 		if err != nil {
 			return fmt.Errorf("mapper %s→%s: %w", src.Name, dst.Name, err)
 		}
@@ -118,7 +139,7 @@ func pathsFound(truth [][]netip.Addr, seen func(path []netip.Addr) bool) int {
 
 // runMapper runs one mapper from src to dst for two sweeps and reports the
 // probes of the first (discovery) and of the second (steady state).
-func runMapper(ctx context.Context, f *lab.Fabric, src, dst lab.Host, ports int, truth [][]netip.Addr) (outcome, error) {
+func runMapper(ctx context.Context, next mapper.Tracer, src, dst lab.Host, ports int, truth [][]netip.Addr) (outcome, error) {
 	cfg := mapper.DefaultConfig()
 	cfg.LocalAddr = src.Addr
 	cfg.SrcPortEnd = cfg.SrcPortStart + uint16(ports) - 1
@@ -127,7 +148,7 @@ func runMapper(ctx context.Context, f *lab.Fabric, src, dst lab.Host, ports int,
 	reg := prometheus.NewRegistry()
 	cfg.Registerer = reg
 	cfg.Logger = slog.New(slog.DiscardHandler)
-	tr := &countingTracer{next: &hopTracer{f: f, host: src.Name, pingPort: cfg.PingPort, timeout: 500 * time.Millisecond}}
+	tr := &countingTracer{next: next}
 	g := graph.New(graph.DefaultConfig())
 	m, err := mapper.New(cfg, tr, g)
 	if err != nil {
@@ -148,6 +169,9 @@ func runMapper(ctx context.Context, f *lab.Fabric, src, dst lab.Host, ports int,
 	var o outcome
 	o.probes = tr.sum(0, ports)
 	o.resweep = tr.sum(ports, 2*ports)
+	if os.Getenv("BENCHTRACE_DEBUG") != "" {
+		fmt.Fprintln(os.Stderr, "probes per trace:", tr.probes)
+	}
 	st := m.Peers()[0]
 	o.confident = st.Confident
 	seen := map[netip.Addr]bool{}
@@ -173,7 +197,8 @@ func runMapper(ctx context.Context, f *lab.Fabric, src, dst lab.Host, ports int,
 func runScamper(ctx context.Context, f *lab.Fabric, src, dst lab.Host, confidence int, truth [][]netip.Addr) (outcome, error) {
 	// -W 15 (150 ms between probes) is the fastest scamper accepts; -w 1
 	// (1 s reply timeout) because the lab answers in microseconds.
-	cmd := fmt.Sprintf("tracelb -P udp-sport -c %d -W 15 -w 1", confidence)
+	// -d: a port no dnms engine holds, so the peer answers port unreachable.
+	cmd := fmt.Sprintf("tracelb -P udp-sport -d 33500 -c %d -W 15 -w 1", confidence)
 	out, err := f.Exec(src.NS, "scamper", "-O", "json", "-p", "1000", "-c", cmd, "-i", dst.Addr.String())
 	if err != nil {
 		return outcome{}, fmt.Errorf("%v: %s", err, out)
@@ -316,4 +341,25 @@ func (c *countingTracer) wait(ctx context.Context, n int) error {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// startEngine runs a dnms probe engine (userspace reflector) in h's
+// namespace until ctx is done.
+func startEngine(ctx context.Context, f *lab.Fabric, h lab.Host, ports int) (*probe.Engine, error) {
+	cfg := probe.DefaultConfig()
+	cfg.LocalAddr = h.Addr
+	cfg.SrcPortEnd = cfg.SrcPortStart + uint16(ports) - 1
+	cfg.Registerer = prometheus.NewRegistry()
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	cfg.TraceTimeout = 500 * time.Millisecond
+	var e *probe.Engine
+	if err := f.Do(h.NS, func() error {
+		var err error
+		e, err = probe.New(cfg)
+		return err
+	}); err != nil {
+		return nil, fmt.Errorf("probe engine on %s: %w", h.Name, err)
+	}
+	go e.Run(ctx)
+	return e, nil
 }
