@@ -224,3 +224,10 @@ func TestNewRequires(t *testing.T) {
 		t.Fatal("nil prober accepted")
 	}
 }
+
+// The real parts satisfy the interfaces.
+var (
+	_ Prober = (*probe.Engine)(nil)
+	_ Routes = (*graph.Graph)(nil)
+	_ Sink   = (*graph.Graph)(nil)
+)

@@ -1,0 +1,206 @@
+package probe
+
+import (
+	"encoding/binary"
+	"net/netip"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/dnms/dnms/internal/lab"
+)
+
+// capture is an AF_PACKET tap on one interface with kernel receive stamps
+// (SO_TIMESTAMPNS, taken when the frame passes the tap: for outgoing frames
+// at dev_queue_xmit, for incoming ones at netif_receive). It records the
+// capture time of our pings leaving and of the acks arriving, by flow and
+// seq, on the realtime clock.
+type capture struct {
+	fd    int
+	local netip.Addr
+	mu    sync.Mutex
+	tx    map[capKey]int64
+	rx    map[capKey]capAck
+	done  chan struct{}
+}
+
+type capKey struct {
+	peer netip.Addr
+	port uint16
+	seq  uint64
+}
+
+type capAck struct {
+	t      int64
+	t2, t3 int64
+}
+
+func startCapture(t testing.TB, f *lab.Fabric, h lab.Host) *capture {
+	t.Helper()
+	c := &capture{local: h.Addr, tx: map[capKey]int64{}, rx: map[capKey]capAck{}, done: make(chan struct{})}
+	err := f.Do(h.NS, func() error {
+		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(htons(unix.ETH_P_ALL)))
+		if err != nil {
+			return err
+		}
+		c.fd = fd
+		idx, err := ifindex(fd, h.Ifname)
+		if err != nil {
+			return err
+		}
+		if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: idx}); err != nil {
+			return err
+		}
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TIMESTAMPNS_NEW, 1); err != nil {
+			return err
+		}
+		return unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Usec: 100000})
+	})
+	if err != nil {
+		t.Fatalf("capture on %s: %v", h.Name, err)
+	}
+	go c.loop()
+	t.Cleanup(c.stop)
+	return c
+}
+
+func ifindex(fd int, name string) (int, error) {
+	ifr, err := unix.NewIfreq(name)
+	if err != nil {
+		return 0, err
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFINDEX, ifr); err != nil {
+		return 0, err
+	}
+	return int(ifr.Uint32()), nil
+}
+
+func (c *capture) stop() {
+	select {
+	case <-c.done:
+		return
+	default:
+	}
+	close(c.done)
+	unix.Close(c.fd)
+}
+
+func (c *capture) loop() {
+	buf := make([]byte, 2048)
+	oob := make([]byte, 128)
+	for {
+		select {
+		case <-c.done:
+			return
+		default:
+		}
+		n, oobn, _, _, err := unix.Recvmsg(c.fd, buf, oob, 0)
+		if err != nil {
+			continue
+		}
+		var ts int64
+		cms, _ := unix.ParseSocketControlMessage(oob[:oobn])
+		for _, cm := range cms {
+			if cm.Header.Level == unix.SOL_SOCKET && cm.Header.Type == unix.SO_TIMESTAMPNS_NEW && len(cm.Data) >= 16 {
+				ts = int64(binary.NativeEndian.Uint64(cm.Data[0:8]))*1e9 + int64(binary.NativeEndian.Uint64(cm.Data[8:16]))
+			}
+		}
+		c.frame(buf[:n], ts)
+	}
+}
+
+func (c *capture) frame(b []byte, ts int64) {
+	if len(b) < 14+20+8 || binary.BigEndian.Uint16(b[12:14]) != 0x0800 || b[14+9] != unix.IPPROTO_UDP {
+		return
+	}
+	ip := b[14:]
+	ihl := int(ip[0]&0xf) * 4
+	src, dst := netip.AddrFrom4([4]byte(ip[12:16])), netip.AddrFrom4([4]byte(ip[16:20]))
+	udp := ip[ihl:]
+	if len(udp) < 8 {
+		return
+	}
+	sport := binary.BigEndian.Uint16(udp[0:2])
+	var p Packet
+	if Decode(udp[8:], &p) != RejectNone {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case p.Type == TypePing && src == c.local:
+		c.tx[capKey{dst, sport, p.Seq}] = ts
+	case p.Type == TypeAck && dst == c.local:
+		c.rx[capKey{src, sport, p.Seq}] = capAck{t: ts, t2: p.T2, t3: p.T3}
+	}
+}
+
+// rtt is the capture's RTT of one ping: (T4cap − T1cap) − (T3 − T2).
+func (c *capture) rtt(r Result) (time.Duration, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	k := capKey{r.Peer, r.SrcPort, r.Seq}
+	t1, ok1 := c.tx[k]
+	a, ok2 := c.rx[k]
+	if !ok1 || !ok2 || t1 == 0 || a.t == 0 {
+		return 0, false
+	}
+	return time.Duration(a.t - t1 - (a.t3 - a.t2)), true
+}
+
+// rttErrors returns |sample RTT − capture RTT| for every acked result the
+// capture saw, sorted.
+func rttErrors(c *capture, rs []Result) []time.Duration {
+	var errs []time.Duration
+	for _, r := range rs {
+		if r.Lost {
+			continue
+		}
+		if cr, ok := c.rtt(r); ok {
+			d := r.RTT - cr
+			if d < 0 {
+				d = -d
+			}
+			errs = append(errs, d)
+		}
+	}
+	slices.Sort(errs)
+	return errs
+}
+
+func pct(v []time.Duration, p float64) time.Duration {
+	if len(v) == 0 {
+		return 0
+	}
+	return v[min(len(v)-1, int(float64(len(v))*p))]
+}
+
+// Every sample's RTT agrees with the capture on the same interface.
+func TestLabRTTMatchesCapture(t *testing.T) {
+	for _, tc := range []struct {
+		src      Source
+		p90, max time.Duration
+	}{
+		{SourceKernel, 50 * time.Microsecond, 2 * time.Millisecond},
+		{SourceUser, 500 * time.Microsecond, 5 * time.Millisecond},
+	} {
+		t.Run(string(tc.src), func(t *testing.T) {
+			lp := newLabPair(t, func(c *Config) { c.Timestamps = string(tc.src) })
+			c := startCapture(t, lp.f, lp.h1)
+			rs := lp.pingMany(t, 300, 2*time.Millisecond)
+			errs := rttErrors(c, rs)
+			if len(errs) < 290 {
+				t.Fatalf("capture matched %d of 300 pings", len(errs))
+			}
+			t.Logf("%s: |RTT − capture| p50 %v p90 %v p99 %v max %v (n=%d)", tc.src,
+				pct(errs, .5), pct(errs, .9), pct(errs, .99), errs[len(errs)-1], len(errs))
+			if pct(errs, .9) > tc.p90 || errs[len(errs)-1] > tc.max {
+				t.Errorf("RTT disagrees with the capture: p90 %v (limit %v), max %v (limit %v)",
+					pct(errs, .9), tc.p90, errs[len(errs)-1], tc.max)
+			}
+		})
+	}
+}
