@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -51,6 +52,8 @@ type Cluster struct {
 	done     chan struct{} // closed when the dispatcher exits
 	stopOnce sync.Once
 	stop     chan struct{}
+
+	joinAttempts atomic.Int64
 
 	// Dispatcher-owned state.
 	known   map[string]Peer   // reported (compatible) members, self included
@@ -236,6 +239,7 @@ func (c *Cluster) joinLoop(ctx context.Context) {
 			return
 		}
 		if ml.NumMembers() <= 1 {
+			c.joinAttempts.Add(1)
 			n, err := c.Join(c.cfg.Seeds)
 			switch {
 			case err != nil:

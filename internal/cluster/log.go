@@ -5,17 +5,31 @@ import (
 	"context"
 	"log"
 	"log/slog"
+	"sync"
+	"time"
 )
+
+// logBurst is how many memberlist lines at warn or above pass per second;
+// the rest are counted and summarised, so garbage sprayed at the gossip port
+// cannot flood the log.
+const logBurst = 20
 
 // memberlistLog adapts memberlist's "[LEVEL] memberlist: message" lines to
 // slog at the matching level.
-type memberlistLog struct{ l *slog.Logger }
+type memberlistLog struct {
+	l *slog.Logger
 
-func newMemberlistLogger(l *slog.Logger) *log.Logger {
-	return log.New(memberlistLog{l: l.With("component", "memberlist")}, "", 0)
+	mu         sync.Mutex
+	window     time.Time
+	n          int
+	suppressed int
 }
 
-func (w memberlistLog) Write(p []byte) (int, error) {
+func newMemberlistLogger(l *slog.Logger) *log.Logger {
+	return log.New(&memberlistLog{l: l.With("component", "memberlist")}, "", 0)
+}
+
+func parseLevel(p []byte) (slog.Level, []byte) {
 	msg := bytes.TrimSpace(p)
 	level := slog.LevelInfo
 	for _, lv := range []struct {
@@ -34,7 +48,34 @@ func (w memberlistLog) Write(p []byte) (int, error) {
 			break
 		}
 	}
-	msg = bytes.TrimPrefix(msg, []byte("memberlist: "))
-	w.l.Log(context.Background(), level, string(msg))
+	return level, bytes.TrimPrefix(msg, []byte("memberlist: "))
+}
+
+func (w *memberlistLog) Write(p []byte) (int, error) {
+	level, msg := parseLevel(p)
+	ctx := context.Background()
+	if !w.l.Enabled(ctx, level) {
+		return len(p), nil
+	}
+	if level >= slog.LevelWarn {
+		w.mu.Lock()
+		now := time.Now()
+		if now.Sub(w.window) >= time.Second {
+			if w.suppressed > 0 {
+				w.l.Warn("memberlist log lines suppressed", "count", w.suppressed, "per", time.Second)
+			}
+			w.window, w.n, w.suppressed = now, 0, 0
+		}
+		w.n++
+		drop := w.n > logBurst
+		if drop {
+			w.suppressed++
+		}
+		w.mu.Unlock()
+		if drop {
+			return len(p), nil
+		}
+	}
+	w.l.Log(ctx, level, string(msg))
 	return len(p), nil
 }
