@@ -2,11 +2,8 @@ package mapper
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -104,6 +101,11 @@ type labMapper struct {
 func startLabMapper(t *testing.T, f *lab.Fabric, tr Tracer, src lab.Host, peers []netip.Addr, ports int, interval time.Duration) *labMapper {
 	t.Helper()
 	cfg := DefaultConfig()
+	if lt, ok := tr.(*labTracer); ok {
+		// Clear of the ports the probe engines hold.
+		cfg.PingPort = lt.pingPort
+		cfg.SrcPortStart = lt.pingPort + 1
+	}
 	cfg.LocalAddr = src.Addr
 	cfg.SrcPortEnd = cfg.SrcPortStart + uint16(ports) - 1
 	cfg.Interval = interval
@@ -199,38 +201,46 @@ func newLab(t *testing.T) *lab.Fabric {
 }
 
 // Every ordered pair on different leaves: the default 11 ports find the 4
-// paths of the ground truth, and a 2-port range is not confident.
+// paths of the ground truth, and a 2-port range is not confident. Traced
+// with dnms's probe engine (dnms on every host) and, as an independent
+// cross-check, with plain UDP probes and raw ICMP sockets (lab.ProbeHop).
 func TestLabAllPaths(t *testing.T) {
 	f := newLab(t)
+	engines := startEngines(t, f, 11)
 	for _, p := range labPairs(t, f) {
-		t.Run(p.src.Name+"-"+p.dst.Name, func(t *testing.T) {
-			tr := &labTracer{f: f, host: p.src.Name, pingPort: DefaultConfig().PingPort, timeout: 500 * time.Millisecond}
-			lm := startLabMapper(t, f, tr, p.src, []netip.Addr{p.dst.Addr}, 11, time.Millisecond)
-			waitSweeps(t, lm.m, 1, 60*time.Second)
-			lm.stop()
-			got := routesTo(lm.m, p.dst.Addr)
-			if !equalRoutes(got, p.truth) {
-				t.Errorf("routes found with 11 ports:\n%v\nground truth:\n%v", got, sortedRoutes(p.truth))
-			}
-			st := lm.m.Peers()[0]
-			t.Logf("11 ports: %d routes, confident=%v, flows used %d, needed %d, miss probability %.3f",
-				st.Routes, st.Confident, st.FlowsUsed, st.FlowsNeeded, st.MissProbability)
-			snap := lm.g.Snapshot()
-			if len(snap.Routes) != len(p.truth) {
-				t.Errorf("graph holds %d routes, want %d", len(snap.Routes), len(p.truth))
-			}
-			if n := testutil.ToFloat64(lm.m.traces.WithLabelValues(p.dst.Addr.String(), ResultReached)); n < 11 {
-				t.Errorf("dnms_traces_total{result=reached} = %v, want at least 11", n)
-			}
+		tracers := map[string]Tracer{
+			"engine":   engines[p.src.Name],
+			"probehop": &labTracer{f: f, host: p.src.Name, pingPort: DefaultConfig().PingPort + 1000, timeout: 500 * time.Millisecond},
+		}
+		for name, tr := range tracers {
+			t.Run(name+"/"+p.src.Name+"-"+p.dst.Name, func(t *testing.T) {
+				lm := startLabMapper(t, f, tr, p.src, []netip.Addr{p.dst.Addr}, 11, time.Millisecond)
+				waitSweeps(t, lm.m, 1, 60*time.Second)
+				lm.stop()
+				got := routesTo(lm.m, p.dst.Addr)
+				if !equalRoutes(got, p.truth) {
+					t.Errorf("routes found with 11 ports:\n%v\nground truth:\n%v", got, sortedRoutes(p.truth))
+				}
+				st := lm.m.Peers()[0]
+				t.Logf("11 ports: %d routes, confident=%v, flows used %d, needed %d, miss probability %.3f",
+					st.Routes, st.Confident, st.FlowsUsed, st.FlowsNeeded, st.MissProbability)
+				snap := lm.g.Snapshot()
+				if len(snap.Routes) != len(p.truth) {
+					t.Errorf("graph holds %d routes, want %d", len(snap.Routes), len(p.truth))
+				}
+				if n := testutil.ToFloat64(lm.m.traces.WithLabelValues(p.dst.Addr.String(), ResultReached)); n < 11 {
+					t.Errorf("dnms_traces_total{result=reached} = %v, want at least 11", n)
+				}
 
-			lm2 := startLabMapper(t, f, tr, p.src, []netip.Addr{p.dst.Addr}, 2, time.Millisecond)
-			waitSweeps(t, lm2.m, 1, 30*time.Second)
-			lm2.stop()
-			st2 := lm2.m.Peers()[0]
-			if st2.Confident || st2.FlowsUsed != 2 || st2.FlowsNeeded <= 2 {
-				t.Errorf("2 ports: confident=%v used=%d needed=%d, want not confident", st2.Confident, st2.FlowsUsed, st2.FlowsNeeded)
-			}
-		})
+				lm2 := startLabMapper(t, f, tr, p.src, []netip.Addr{p.dst.Addr}, 2, time.Millisecond)
+				waitSweeps(t, lm2.m, 1, 30*time.Second)
+				lm2.stop()
+				st2 := lm2.m.Peers()[0]
+				if st2.Confident || st2.FlowsUsed != 2 || st2.FlowsNeeded <= 2 {
+					t.Errorf("2 ports: confident=%v used=%d needed=%d, want not confident", st2.Confident, st2.FlowsUsed, st2.FlowsNeeded)
+				}
+			})
+		}
 	}
 }
 
@@ -239,8 +249,8 @@ func TestLabAllPaths(t *testing.T) {
 func TestLabLinkDownChangesPaths(t *testing.T) {
 	f := newLab(t)
 	p := labPairs(t, f)[0]
-	tr := &labTracer{f: f, host: p.src.Name, pingPort: DefaultConfig().PingPort, timeout: 500 * time.Millisecond}
-	lm := startLabMapper(t, f, tr, p.src, []netip.Addr{p.dst.Addr}, 11, 5*time.Millisecond)
+	engines := startEngines(t, f, 11)
+	lm := startLabMapper(t, f, engines[p.src.Name], p.src, []netip.Addr{p.dst.Addr}, 11, 5*time.Millisecond)
 	sub := lm.g.Subscribe(0, 4096)
 	t.Cleanup(sub.Close)
 	waitSweeps(t, lm.m, 1, 60*time.Second)
@@ -316,65 +326,4 @@ func TestLabLinkDownChangesPaths(t *testing.T) {
 			t.Fatalf("no path-change event moving ports %v off %s", left, spineName)
 		}
 	}
-}
-
-// A spine that drops the ICMP time-exceeded it generates shows as a silent
-// hop; the route through it is still found, ending at the peer.
-func TestLabSilentRouter(t *testing.T) {
-	f := newLab(t)
-	p := labPairs(t, f)[0]
-	var spineR lab.Router
-	for _, r := range f.Routers {
-		if r.Role == lab.RoleSpine {
-			spineR = r
-			break
-		}
-	}
-	const table = "dnms_mapper_silent"
-	rule := fmt.Sprintf("add table inet %[1]s\nadd chain inet %[1]s out { type filter hook output priority 0; }\nadd rule inet %[1]s out icmp type time-exceeded drop\n", table)
-	file := filepath.Join(t.TempDir(), "silent.nft")
-	if err := os.WriteFile(file, []byte(rule), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := f.Exec(spineR.NS, "nft", "-f", file); err != nil {
-		t.Fatalf("nft in %s: %v %s", spineR.NS, err, out)
-	}
-	t.Cleanup(func() { f.Exec(spineR.NS, "nft", "delete", "table", "inet", table) })
-
-	tr := &labTracer{f: f, host: p.src.Name, pingPort: DefaultConfig().PingPort, timeout: 300 * time.Millisecond}
-	lm := startLabMapper(t, f, tr, p.src, []netip.Addr{p.dst.Addr}, 11, time.Millisecond)
-	waitSweeps(t, lm.m, 1, 90*time.Second)
-	lm.stop()
-
-	// The ground truth with the silent spine written as "*".
-	var want [][]string
-	for _, r := range p.truth {
-		r = slices.Clone(r)
-		for i, a := range r {
-			if a == spineR.Loopback.String() {
-				r[i] = silentAddr
-			}
-		}
-		want = append(want, r)
-	}
-	got := routesTo(lm.m, p.dst.Addr)
-	if !equalRoutes(got, want) {
-		t.Errorf("routes with %s silent:\n%v\nwant:\n%v", spineR.Name, got, sortedRoutes(want))
-	}
-	for _, e := range lm.m.RouteMap() {
-		if e.Hops[len(e.Hops)-1] != p.dst.Addr.String() {
-			t.Errorf("route %v does not end at the peer", e.Hops)
-		}
-	}
-	var silentRoute *graph.Route
-	snap := lm.g.Snapshot()
-	for i, r := range snap.Routes {
-		if strings.HasPrefix(r.Hops[2], "*") {
-			silentRoute = &snap.Routes[i]
-		}
-	}
-	if silentRoute == nil {
-		t.Fatalf("graph has no route with a silent placeholder: %+v", snap.Routes)
-	}
-	t.Logf("silent route in the graph: %v (keys %d)", silentRoute.Hops, len(silentRoute.Keys))
 }

@@ -203,7 +203,7 @@ func New(cfg Config, tracer Tracer, sink Sink) (*Mapper, error) {
 		cfg:    cfg,
 		tracer: tracer,
 		sink:   sink,
-		log:    cmp.Or(cfg.Logger, slog.Default()).With("component", "mapper"),
+		log:    cfg.Logger,
 		clock:  realClock{},
 		rng:    rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
 		peers:  make(map[netip.Addr]*peerState),
@@ -232,6 +232,9 @@ func New(cfg Config, tracer Tracer, sink Sink) (*Mapper, error) {
 			Name: "dnms_mapper_sweep_duration_seconds",
 			Help: "How long the last complete sweep over every peer and source port took.",
 		}),
+	}
+	if m.log == nil {
+		m.log = slog.Default().With("component", "mapper")
 	}
 	m.cols = []prometheus.Collector{m.traces, m.changes, m.probes, m.routes, m.conf, m.sweepDur}
 	if cfg.Registerer != nil {
