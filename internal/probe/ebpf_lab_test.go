@@ -1,0 +1,93 @@
+package probe_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/dnms/dnms/internal/loader"
+	"github.com/dnms/dnms/internal/probe"
+)
+
+// attachLoader loads the eBPF programs on host h's uplink and feeds e. It
+// skips the test when this kernel or process does not allow eBPF.
+func attachLoader(t *testing.T, lp *probe.LabPair, host string, reflect bool, feed func(probe.Stamp)) *loader.Loader {
+	t.Helper()
+	f := lp.Fabric()
+	a, _ := lp.Engines()
+	h := f.Host(host)
+	var l *loader.Loader
+	err := f.Do(h.NS, func() (err error) {
+		cfg := loader.DefaultConfig()
+		cfg.Ifaces, cfg.PingPort, cfg.Reflect = []string{h.Ifname}, a.PingPort(), reflect
+		l, err = loader.Load(cfg)
+		return err
+	})
+	if err != nil {
+		if loader.Supported() != nil {
+			t.Skipf("eBPF not allowed here: %v", err)
+		}
+		t.Fatalf("load eBPF on %s: %v", host, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- l.Run(ctx, feed) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+			t.Errorf("loader Run: %v", err)
+		}
+		l.Close()
+	})
+	return l
+}
+
+// With the eBPF time source and the in-kernel reflector: samples come from
+// ebpf stamps, agree with the capture, and host2's agent never sees a ping.
+func TestLabEBPF(t *testing.T) {
+	lp := probe.NewLabPair(t, func(c *probe.Config) {
+		c.EBPF = true
+		c.Timestamps = "ebpf"
+		c.Reflect = false // the kernel reflects
+	})
+	a, b := lp.Engines()
+	attachLoader(t, lp, "host1", false, a.HandleStamp)
+	attachLoader(t, lp, "host2", true, b.HandleStamp)
+	c := probe.StartCapture(t, lp.Fabric(), lp.Fabric().Host("host1"))
+	rs := lp.PingMany(t, 300, 2*time.Millisecond)
+	var ebpf, kref, lost int
+	for _, r := range rs {
+		if r.Lost {
+			lost++
+			continue
+		}
+		if r.Source == "ebpf" {
+			ebpf++
+		}
+		if r.KernelReflected {
+			kref++
+		}
+	}
+	if lost > 0 || kref != len(rs) {
+		t.Fatalf("lost %d, kernel-reflected %d of %d", lost, kref, len(rs))
+	}
+	if ebpf < len(rs)*95/100 {
+		t.Errorf("only %d of %d samples from ebpf stamps", ebpf, len(rs))
+	}
+	if got := probe.UserspacePings(b); got != 0 {
+		t.Errorf("host2's agent saw %v pings; the kernel reflector should answer all", got)
+	}
+	if n, bad := probe.ReflectMismatches(c, true); n < 290 || bad != "" {
+		t.Errorf("kernel reflector bytes differ from the userspace reflector's (%d compared): %s", n, bad)
+	}
+	errs := probe.RTTErrors(c, rs)
+	if len(errs) < 290 {
+		t.Fatalf("capture matched %d", len(errs))
+	}
+	t.Logf("ebpf: |RTT − capture| p50 %v p90 %v p99 %v max %v (n=%d)",
+		probe.Pct(errs, .5), probe.Pct(errs, .9), probe.Pct(errs, .99), errs[len(errs)-1], len(errs))
+	if probe.Pct(errs, .9) > 50*time.Microsecond {
+		t.Errorf("ebpf RTT disagrees with the capture: p90 %v", probe.Pct(errs, .9))
+	}
+}
