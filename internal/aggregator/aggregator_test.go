@@ -372,6 +372,15 @@ func TestMembersAreSeparateOrigins(t *testing.T) {
 	}
 	// Removing an unknown member is harmless.
 	h.a.RemoveMember("nobody")
+	h.a.RemoveMember("b")
+	for _, st := range []string{stateConnecting, stateConnected, stateBackoff} {
+		if n := testutil.ToFloat64(h.a.met.streams.WithLabelValues(st)); n != 0 {
+			t.Errorf("streams{%s} = %v after every member left", st, n)
+		}
+	}
+	if n := len(h.g.Snapshot().Routes); n != 0 {
+		t.Errorf("%d routes after every member left", n)
+	}
 }
 
 func TestMemberMoves(t *testing.T) {
