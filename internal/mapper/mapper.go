@@ -52,8 +52,9 @@ type Config struct {
 	SrcPortStart, SrcPortEnd uint16
 	// Interval is the pause between two traces inside a sweep.
 	Interval time.Duration
-	// Jitter spreads each pause uniformly over Interval*(1±Jitter) and the
-	// first trace over [0, Interval), so agents don't trace in lockstep.
+	// Jitter spreads each pause uniformly over Interval*(1±Jitter) and, when
+	// not 0, the first trace over [0, Interval), so agents don't trace in
+	// lockstep.
 	Jitter float64
 	// MaxTTL and MaxSilent bound one trace (MaxSilent silent hops in a row
 	// end it).
@@ -137,7 +138,7 @@ type peerState struct {
 	addr      netip.Addr
 	ports     map[uint16]*portState
 	added     time.Time
-	lastSweep time.Time // end of the last sweep that traced every port
+	lastSweep time.Time // when the last sweep that traced every port finished them
 	sweepMask map[uint16]bool
 	changes   int
 }
@@ -315,8 +316,10 @@ func (m *Mapper) RemovePeer(addr netip.Addr) {
 // (with jitter) between traces. With no peers it waits for AddPeer.
 func (m *Mapper) Run(ctx context.Context) error {
 	// Spread agents that start together.
-	if err := m.clock.Sleep(ctx, m.jitterDuration(0, m.cfg.Interval)); err != nil {
-		return nil
+	if m.cfg.Jitter > 0 {
+		if err := m.clock.Sleep(ctx, m.jitterDuration(0, m.cfg.Interval)); err != nil {
+			return nil
+		}
 	}
 	for ctx.Err() == nil {
 		m.mu.Lock()
@@ -389,11 +392,6 @@ func (m *Mapper) sweep(ctx context.Context) error {
 	end := m.clock.Now()
 	m.mu.Lock()
 	m.sweeps++
-	for _, p := range m.peers {
-		if len(p.sweepMask) == int(m.cfg.SrcPortEnd-m.cfg.SrcPortStart)+1 {
-			p.lastSweep = end
-		}
-	}
 	m.mu.Unlock()
 	m.sweepDur.Set(end.Sub(start).Seconds())
 	return ctx.Err()
@@ -476,6 +474,9 @@ func (m *Mapper) record(peer netip.Addr, port uint16, res TraceResult, err error
 	st.lastTrace = now
 	st.probesSent += res.ProbesSent
 	ps.sweepMask[port] = true
+	if len(ps.sweepMask) == int(m.cfg.SrcPortEnd-m.cfg.SrcPortStart)+1 {
+		ps.lastSweep = now // every port traced in this sweep
+	}
 	label := peer.String()
 	m.probes.WithLabelValues(label).Add(float64(res.ProbesSent))
 
