@@ -20,6 +20,11 @@ import (
 // BenchmarkLocalization/time-* time one health computation.
 
 var locFabrics = map[string]closSim{
+	// The same fabric with 5x the background loss (up to 0.1% per link, real
+	// low-level loss) and half the losses of unknown direction.
+	"1k-noisy": {Spines: 8, Leaves: 32, HostsPerLeaf: 8, Peers: 16, Ports: 4, Samples: 100, NoiseMax: 1e-3, UnknownFrac: 0.5},
+	// No reflector counters at all: every loss of unknown direction.
+	"1k-nodir": {Spines: 8, Leaves: 32, HostsPerLeaf: 8, Peers: 16, Ports: 4, Samples: 100, NoiseMax: 2e-4, UnknownFrac: 1},
 	// 8 spines x 32 leaves x 8 hosts: 512 host links + 512 leaf-spine
 	// links = 1,024 directed links.
 	"1k": {Spines: 8, Leaves: 32, HostsPerLeaf: 8, Peers: 32, Ports: 4, Samples: 100, NoiseMax: 2e-4, UnknownFrac: 0.1},
@@ -170,10 +175,13 @@ func locTable(fabric string, f *closFabric, trials int) string {
 func BenchmarkLocalization(b *testing.B) {
 	b.Run("accuracy", func(b *testing.B) {
 		for i := 0; i < b.N; i++ {
-			f := locFabrics["1k"].build(rand.New(rand.NewPCG(7, 7)))
-			b.Log(locTable("1k", f, 50))
-			f10 := locFabrics["10k"].build(rand.New(rand.NewPCG(7, 8)))
-			b.Log(locTable("10k", f10, 5))
+			for _, c := range []struct {
+				name   string
+				trials int
+			}{{"1k", 50}, {"1k-noisy", 20}, {"1k-nodir", 20}, {"10k", 5}} {
+				f := locFabrics[c.name].build(rand.New(rand.NewPCG(7, 7)))
+				b.Log(locTable(c.name, f, c.trials))
+			}
 		}
 	})
 	for _, name := range []string{"1k", "10k"} {

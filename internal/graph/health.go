@@ -18,7 +18,7 @@ type HealthConfig struct {
 	// Sweeps bounds the coordinate-descent passes. Default 200.
 	Sweeps int
 	// FaultyMinLoss is the lowest estimated loss ratio a faulty link has.
-	// Default 0.002 (0.2%).
+	// Default 0.003 (0.3%).
 	FaultyMinLoss float64
 	// FaultyMinExcess is how many lost probes through the link, beyond what
 	// the other links explain, a faulty link needs. Default 6.
@@ -38,7 +38,7 @@ func DefaultHealthConfig() HealthConfig {
 	return HealthConfig{
 		Forgive:          2,
 		Sweeps:           200,
-		FaultyMinLoss:    0.002,
+		FaultyMinLoss:    0.003,
 		FaultyMinExcess:  6,
 		FaultyZ:          5,
 		SuspectMinLoss:   0.001,
@@ -169,10 +169,11 @@ func inputsOf(routes []Route) []healthInput {
 	return in
 }
 
-// paths is what the probes say about every route's hop list, in flat
-// arrays: route p crosses links[off[p]:off[p+1]]; trials probes crossed it
-// (its forward probes plus the acks of the routes whose reverse it is) and
-// losses of them were lost on it.
+// paths is what the probes say, in flat arrays. Observation p crosses
+// links[off[p]:off[p+1]]; trials probes crossed it and losses of them were
+// lost on it. The first observations are the routes, in input order (a
+// route's forward probes plus the acks of the routes whose reverse it is);
+// round trips of routes whose losses have no known direction follow.
 type paths struct {
 	off    []int32
 	links  []int32
@@ -181,6 +182,21 @@ type paths struct {
 }
 
 func (ps *paths) of(p int) []int32 { return ps.links[ps.off[p]:ps.off[p+1]] }
+
+// addRoundTrip adds an observation over the links of route p and of route q
+// (its reverse) together.
+func (ps *paths) addRoundTrip(p, q int, trials, losses float64) {
+	start := len(ps.links)
+	ps.links = append(ps.links, ps.of(p)...)
+	for _, l := range ps.of(q) {
+		if !slices.Contains(ps.links[start:], l) {
+			ps.links = append(ps.links, l)
+		}
+	}
+	ps.off = append(ps.off, int32(len(ps.links)))
+	ps.trials = append(ps.trials, trials)
+	ps.losses = append(ps.losses, losses)
+}
 
 // splitLoss divides a route's lost probes into forward and reverse losses.
 // Losses of unknown direction are split in the proportion of the route's
@@ -311,6 +327,16 @@ func localize(in []healthInput, hc HealthConfig) []LinkHealth {
 				targets = append(targets, q)
 			}
 		}
+		if m.LostForward <= 0 && m.LostReverse <= 0 && m.Lost > 0 && len(targets) > 0 {
+			// No direction known at all (no reflector counters): the
+			// round trip is what was observed, over the forward and the
+			// reverse links together.
+			frac := 1 / float64(len(targets))
+			for _, q := range targets {
+				ps.addRoundTrip(i, int(q), float64(m.Samples)*frac, float64(min(m.Lost, m.Samples))*frac)
+			}
+			continue
+		}
 		fwd, rev := splitLoss(m, len(targets) > 0)
 		ps.trials[i] += float64(m.Samples)
 		ps.losses[i] += fwd
@@ -332,7 +358,7 @@ func localize(in []healthInput, hc HealthConfig) []LinkHealth {
 	tThrough := make([]float64, nl)
 	lThrough := make([]float64, nl)
 	rThrough := make([]int, nl)
-	for p := range in {
+	for p := range ps.trials {
 		t := ps.trials[p]
 		if t <= 0 {
 			continue
