@@ -2,7 +2,10 @@ package api
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
+	"net/netip"
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -43,15 +46,57 @@ func (s *Server) edgesHandler(g Graph) http.Handler {
 	})
 }
 
+// routesHandler serves the routes, optionally only those from ?src= and/or
+// to ?dst= (addresses).
 func (s *Server) routesHandler(g Graph) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, r, orEmpty(g.Snapshot().Routes))
+		q := r.URL.Query()
+		var src, dst netip.Addr
+		for _, f := range []struct {
+			name string
+			addr *netip.Addr
+		}{{"src", &src}, {"dst", &dst}} {
+			if v := q.Get(f.name); v != "" {
+				a, err := netip.ParseAddr(v)
+				if err != nil {
+					writeError(w, http.StatusBadRequest, fmt.Sprintf("%s=%q: not an IP address", f.name, v))
+					return
+				}
+				*f.addr = a.Unmap()
+			}
+		}
+		routes := g.Snapshot().Routes
+		if src.IsValid() || dst.IsValid() {
+			kept := routes[:0]
+			for _, rt := range routes {
+				if (!src.IsValid() || rt.Src == src) && (!dst.IsValid() || rt.Dst == dst) {
+					kept = append(kept, rt)
+				}
+			}
+			routes = kept
+		}
+		writeJSON(w, r, orEmpty(routes))
 	})
 }
 
+// healthHandler serves the link health rows; ?top=N keeps the N most
+// suspicious.
 func (s *Server) healthHandler(g Graph) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, r, orEmpty(g.Health()))
+		top := 0
+		if v := r.URL.Query().Get("top"); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 {
+				writeError(w, http.StatusBadRequest, fmt.Sprintf("top=%q: want a non-negative integer", v))
+				return
+			}
+			top = n
+		}
+		rows := g.Health()
+		if top > 0 && len(rows) > top {
+			rows = rows[:top]
+		}
+		writeJSON(w, r, orEmpty(rows))
 	})
 }
 

@@ -157,6 +157,39 @@ func mustUnmarshal(t *testing.T, b []byte, v any) {
 	}
 }
 
+func TestQueryFilters(t *testing.T) {
+	h := newHandler(t, DefaultConfig(), Deps{Graph: fixtureGraph(t)})
+	cases := []struct {
+		path string
+		code int
+		n    int
+	}{
+		{"/v1/graph/routes?dst=198.18.2.1", 200, 2},
+		{"/v1/graph/routes?src=198.18.1.1&dst=198.18.3.1", 200, 1},
+		{"/v1/graph/routes?src=198.18.9.9", 200, 0},
+		{"/v1/graph/routes?dst=nope", 400, -1},
+		{"/v1/graph/edges/health?top=3", 200, 3},
+		{"/v1/graph/edges/health?top=0", 200, 12},
+		{"/v1/graph/edges/health?top=-1", 400, -1},
+	}
+	for _, c := range cases {
+		rec := do(t, h, http.MethodGet, c.path, nil)
+		if rec.Code != c.code {
+			t.Errorf("GET %s: %d, want %d", c.path, rec.Code, c.code)
+			continue
+		}
+		if c.n < 0 {
+			assertJSONError(t, rec.Body.Bytes())
+			continue
+		}
+		var got []json.RawMessage
+		mustUnmarshal(t, rec.Body.Bytes(), &got)
+		if len(got) != c.n {
+			t.Errorf("GET %s: %d items, want %d", c.path, len(got), c.n)
+		}
+	}
+}
+
 func TestOptionalDeps(t *testing.T) {
 	var nilGraph *graph.Graph // a typed nil means "no aggregator"
 	h := newHandler(t, DefaultConfig(), Deps{Graph: graph.New(graph.DefaultConfig()), Aggregator: nilGraph})
