@@ -358,7 +358,9 @@ func (m *member) run(ctx context.Context) {
 			m.a.met.resyncs.WithLabelValues(r.resync).Inc()
 			log.Info("taking a fresh snapshot", "reason", r.resync, "detail", r.err)
 			m.lastID = 0
-			wait = cfg.BackoffMin
+			if r.progressed {
+				wait = cfg.BackoffMin
+			}
 		case r.connected && r.progressed:
 			log.Info("stream ended, resuming", "last_event_id", m.lastID, "err", r.err)
 			wait = cfg.BackoffMin
@@ -380,7 +382,7 @@ func (m *member) run(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		if !(r.connected && r.progressed) && r.resync == "" {
+		if !r.progressed {
 			wait = min(wait*2, cfg.BackoffMax)
 		}
 	}

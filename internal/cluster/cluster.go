@@ -245,9 +245,14 @@ func (c *Cluster) joinLoop(ctx context.Context) {
 			case err != nil:
 				c.log.Warn("join seeds failed, retrying", "seeds", c.cfg.Seeds, "retry_in", wait, "err", err)
 				wait = min(wait*2, c.cfg.JoinBackoffMax)
-			case n > 0:
+			case n > 0 && ml.NumMembers() > 1:
 				c.log.Info("joined cluster", "seeds", c.cfg.Seeds, "contacted", n, "members", ml.NumMembers())
 				wait = c.cfg.JoinBackoffMin
+			default:
+				// Only ourselves answered (a seed naming this node by host
+				// name), or every seed is this node: nobody else yet.
+				c.log.Debug("no other member reached", "seeds", c.cfg.Seeds, "retry_in", wait)
+				wait = min(wait*2, c.cfg.JoinBackoffMax)
 			}
 		} else {
 			wait = c.cfg.JoinBackoffMin
