@@ -717,3 +717,39 @@ func TestTTLLimitNewPeer(t *testing.T) {
 		t.Errorf("calls %v with maxTTL %v, want %v and peerB traced", calls, tr.ttls, want)
 	}
 }
+
+func TestBuildRouteIPv6(t *testing.T) {
+	l6, r6, p6 := netip.MustParseAddr("fd00::1"), netip.MustParseAddr("fd00:1::1"), netip.MustParseAddr("fd00::2")
+	got := hopStrings(buildRoute(l6, p6, hops(r6, netip.Addr{}, p6)))
+	if want := []string{"fd00::1", "fd00:1::1", "*", "fd00::2"}; !slices.Equal(got, want) {
+		t.Errorf("buildRoute v6 = %v, want %v", got, want)
+	}
+}
+
+// Whatever hops a tracer reports, the route starts at the local host, ends at
+// the peer, names the peer nowhere else, and coverage accepts it.
+func FuzzBuildRoute(f *testing.F) {
+	f.Add([]byte{1, 0, 2, 3}, uint8(2))
+	f.Add([]byte{3, 3, 0, 0, 0}, uint8(5))
+	f.Fuzz(func(t *testing.T, raw []byte, n uint8) {
+		pool := []netip.Addr{{}, leaf1, spine(0), peerA, local, netip.AddrFrom16(peerA.As16())}
+		var hs []graph.Hop
+		for _, b := range raw {
+			hs = append(hs, graph.Hop{Addr: pool[int(b)%len(pool)]})
+		}
+		r := buildRoute(local, peerA, hs)
+		if r[0].Addr != local || r[len(r)-1].Addr != peerA {
+			t.Fatalf("route %v does not run local → peer", hopStrings(r))
+		}
+		for _, h := range r[:len(r)-1] {
+			if h.Addr == peerA {
+				t.Fatalf("peer inside route %v", hopStrings(r))
+			}
+		}
+		routes := make([][]string, int(n)%16)
+		for i := range routes {
+			routes[i] = hopStrings(r)
+		}
+		_ = coverage(routes, 0.95)
+	})
+}
