@@ -14,6 +14,8 @@ import (
 
 // Socket options the engine sets. SO_TIMESTAMPING_NEW reports
 // __kernel_timespec (64-bit) stamps on every architecture.
+const rcvBuf = 4 << 20
+
 const tsFlags = unix.SOF_TIMESTAMPING_SOFTWARE | unix.SOF_TIMESTAMPING_RX_SOFTWARE | unix.SOF_TIMESTAMPING_TX_SOFTWARE
 
 // listenUDP opens an unconnected UDP socket bound to ap with IP_RECVERR (ICMP
@@ -32,6 +34,12 @@ func listenUDP(ap netip.AddrPort, stamps bool) (*net.UDPConn, bool, error) {
 			if serr != nil {
 				serr = fmt.Errorf("IP_RECVERR: %w", serr)
 				return
+			}
+			// A deep receive buffer: a burst of acks while the reader is
+			// descheduled must not be dropped here and counted as reverse
+			// loss. SO_RCVBUFFORCE (root) ignores rmem_max; best effort.
+			if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, rcvBuf) != nil {
+				_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, rcvBuf)
 			}
 			if stamps {
 				tsOK = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_TIMESTAMPING_NEW, tsFlags) == nil
