@@ -14,6 +14,11 @@ import (
 // skips the test when this kernel or process does not allow eBPF.
 func attachLoader(t *testing.T, lp *probe.LabPair, host string, reflect bool, feed func(probe.Stamp)) *loader.Loader {
 	t.Helper()
+	return attachLoaderTB(t, lp, host, reflect, feed)
+}
+
+func attachLoaderTB(t testing.TB, lp *probe.LabPair, host string, reflect bool, feed func(probe.Stamp)) *loader.Loader {
+	t.Helper()
 	f := lp.Fabric()
 	a, _ := lp.Engines()
 	h := f.Host(host)

@@ -1,0 +1,80 @@
+package probe_test
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dnms/dnms/internal/lab"
+	"github.com/dnms/dnms/internal/probe"
+)
+
+// BenchmarkRTTError prints, for each time source, idle and with
+// `stress-ng --cpu 2` running, the absolute error of every ping's RTT
+// against an AF_PACKET capture on the prober's interface (matched by flow
+// and seq): p50, p99 and max over 500 pings on a 2-spine, 2-leaf lab fabric.
+// Root only; it is a table, not a pass/fail test.
+//
+//	go test -run '^$' -bench RTTError -benchtime 1x ./internal/probe/
+func BenchmarkRTTError(b *testing.B) {
+	lab.RequireRoot(b)
+	type row struct {
+		load, src     string
+		n             int
+		p50, p99, max time.Duration
+	}
+	var rows []row
+	for _, load := range []string{"idle", "stress-ng --cpu 2"} {
+		if load != "idle" {
+			cmd := exec.Command("stress-ng", "--cpu", "2", "--timeout", "120s", "--quiet")
+			if err := cmd.Start(); err != nil {
+				b.Logf("stress-ng: %v (skipping the loaded rows)", err)
+				break
+			}
+			stop := func() {
+				if cmd.Process != nil {
+					cmd.Process.Kill()
+					cmd.Wait()
+				}
+			}
+			b.Cleanup(stop)
+			defer stop()
+			time.Sleep(time.Second) // let the load ramp up before measuring
+		}
+		for _, src := range []probe.Source{probe.SourceUser, probe.SourceKernel, probe.SourceEBPF} {
+			ebpf := src == probe.SourceEBPF
+			lp := probe.NewLabPair(b, func(c *probe.Config) {
+				c.Timestamps = string(src)
+				c.EBPF = ebpf
+				c.Reflect = !ebpf
+			})
+			if ebpf {
+				a, r := lp.Engines()
+				if !tryLoader(b, lp, "host1", false, a.HandleStamp) || !tryLoader(b, lp, "host2", true, r.HandleStamp) {
+					continue
+				}
+			}
+			c := probe.StartCapture(b, lp.Fabric(), lp.Fabric().Host("host1"))
+			rs := lp.PingMany(b, 500, 2*time.Millisecond)
+			errs := probe.RTTErrors(c, rs)
+			if len(errs) == 0 {
+				b.Fatalf("%s/%s: nothing matched", load, src)
+			}
+			rows = append(rows, row{load, string(src), len(errs), probe.Pct(errs, .5), probe.Pct(errs, .99), errs[len(errs)-1]})
+		}
+	}
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "\n%-18s %-7s %5s %10s %10s %10s\n", "load", "source", "n", "p50", "p99", "max")
+	for _, r := range rows {
+		fmt.Fprintf(&sb, "%-18s %-7s %5d %10v %10v %10v\n", r.load, r.src, r.n, r.p50, r.p99, r.max)
+	}
+	fmt.Fprint(os.Stdout, sb.String())
+}
+
+func tryLoader(b *testing.B, lp *probe.LabPair, host string, reflect bool, feed func(probe.Stamp)) bool {
+	b.Helper()
+	return attachLoaderTB(b, lp, host, reflect, feed) != nil
+}
