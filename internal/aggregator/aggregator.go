@@ -123,7 +123,7 @@ func New(cfg Config, g Graph) (*Aggregator, error) {
 	return &Aggregator{
 		cfg:     cfg,
 		g:       g,
-		log:     cfg.Logger.With("component", "aggregator"),
+		log:     cfg.Logger, // the caller names the component
 		met:     met,
 		client:  client,
 		members: map[string]*member{},
@@ -282,7 +282,8 @@ type member struct {
 	done   chan struct{}
 
 	// Owned by the stream goroutine (or by AddMember before it starts).
-	lastID  uint64                      // last applied event id; 0: need a snapshot
+	lastID  uint64                      // last applied event id
+	synced  bool                        // a snapshot was applied on this stream
 	keys    map[graph.RouteKey]string   // imported key -> route id
 	byRoute map[string][]graph.RouteKey // route id -> its imported keys
 
@@ -357,7 +358,7 @@ func (m *member) run(ctx context.Context) {
 		case r.resync != "":
 			m.a.met.resyncs.WithLabelValues(r.resync).Inc()
 			log.Info("taking a fresh snapshot", "reason", r.resync, "detail", r.err)
-			m.lastID = 0
+			m.lastID, m.synced = 0, false
 			if r.progressed {
 				wait = cfg.BackoffMin
 			}
@@ -369,7 +370,7 @@ func (m *member) run(ctx context.Context) {
 			// new graph whose event ids mean something else. Start over.
 			m.a.met.resyncs.WithLabelValues(reasonUnreachable).Inc()
 			log.Warn("member unreachable, will take a fresh snapshot", "err", r.err, "retry_in", wait)
-			m.lastID = 0
+			m.lastID, m.synced = 0, false
 		default:
 			log.Warn("member stream failed", "err", r.err, "retry_in", wait)
 		}
@@ -494,14 +495,14 @@ func (m *member) apply(ev sseEvent) (string, error) {
 			return reasonBadEvent, fmt.Errorf("decode snapshot: %w", err)
 		}
 		m.applySnapshot(s)
-		m.lastID = s.EventID
+		m.lastID, m.synced = s.EventID, true
 		m.lastSeen.Store(m.lastID)
 		return "", nil
 	}
 	if !ev.HasID {
 		return "", fmt.Errorf("%s event without id ignored", ev.Name)
 	}
-	if m.lastID == 0 {
+	if !m.synced {
 		return "", fmt.Errorf("%s event %d before any snapshot ignored", ev.Name, id)
 	}
 	if id <= m.lastID {
