@@ -81,7 +81,7 @@ func New(cfg Config) (*Cluster, error) {
 	}
 	c := &Cluster{
 		cfg:     cfg,
-		log:     cfg.Logger.With("component", "cluster"),
+		log:     cfg.Logger, // the caller names the component
 		met:     met,
 		local:   local,
 		encoded: enc,

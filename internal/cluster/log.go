@@ -26,7 +26,7 @@ type memberlistLog struct {
 }
 
 func newMemberlistLogger(l *slog.Logger) *log.Logger {
-	return log.New(&memberlistLog{l: l.With("component", "memberlist")}, "", 0)
+	return log.New(&memberlistLog{l: l.With("lib", "memberlist")}, "", 0)
 }
 
 func parseLevel(p []byte) (slog.Level, []byte) {

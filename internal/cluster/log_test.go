@@ -16,7 +16,7 @@ func TestMemberlistLog(t *testing.T) {
 	l.Printf("no level")
 	out := buf.String()
 	for _, want := range []string{
-		`level=DEBUG msg="Stream connection from=127.0.0.1:1" component=memberlist`,
+		`level=DEBUG msg="Stream connection from=127.0.0.1:1" lib=memberlist`,
 		`level=WARN msg="Was able to connect`,
 		`level=ERROR msg="Failed to decode ping"`,
 		`level=INFO msg="no level"`,
