@@ -1,12 +1,177 @@
 package main
 
 import (
+	"context"
 	"errors"
+	"fmt"
+	"log/slog"
+	"net"
 	"net/netip"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/dnms/dnms/internal/aggregator"
+	"github.com/dnms/dnms/internal/api"
+	"github.com/dnms/dnms/internal/cluster"
+	"github.com/dnms/dnms/internal/graph"
+	"github.com/dnms/dnms/internal/mapper"
 )
 
-func defaultLocalIP() (netip.Addr, error) { return netip.Addr{}, errors.New("not wired yet") }
+func defaultLocalIP() (netip.Addr, error) { return cluster.DefaultAddr() }
 
-func runAgent(cfg *config) error { return errors.New("agent not wired yet") }
+func newLogger(level string) *slog.Logger {
+	var l slog.Level
+	l.UnmarshalText([]byte(level))
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
+}
 
-func runHealth(args []string) error { return errors.New("health not wired yet") }
+// runAgent wires the components and owns their lifetimes: everything runs
+// in one errgroup and stops on SIGINT/SIGTERM (leave the cluster, detach
+// eBPF, close streams).
+func runAgent(cfg *config) error {
+	log := newLogger(cfg.LogLevel)
+	slog.SetDefault(log)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "dnms_build_info", Help: "Always 1; labels say the version and the role.",
+	}, []string{"version", "role"})
+	reg.MustRegister(buildInfo)
+	role := cluster.RoleAgent
+	if cfg.Aggregator {
+		role = cluster.RoleAggregator
+	}
+	buildInfo.WithLabelValues(version, role).Set(1)
+
+	_, httpPortStr, _ := net.SplitHostPort(cfg.HTTPAddr)
+	httpPort, _ := strconv.Atoi(httpPortStr)
+
+	gcfg := graph.DefaultConfig()
+	gcfg.RingSize = cfg.MetricRingSize
+	g := graph.New(gcfg)
+
+	probes, err := startProbes(cfg, log, reg, g)
+	if err != nil {
+		return err
+	}
+	defer probes.Close()
+
+	mcfg := mapper.DefaultConfig()
+	mcfg.LocalAddr = cfg.GossipAddr
+	mcfg.PingPort = cfg.PingPort
+	mcfg.SrcPortStart, mcfg.SrcPortEnd = cfg.MapSrcPortStart, cfg.MapSrcPortEnd
+	mcfg.Interval = cfg.MapInterval
+	mcfg.Registerer, mcfg.Logger = reg, log.With("component", "mapper")
+	mp, err := mapper.New(mcfg, probes.eng, g)
+	if err != nil {
+		return fmt.Errorf("mapper: %w", err)
+	}
+	defer mp.Close()
+
+	var (
+		agg      *aggregator.Aggregator
+		aggGraph *graph.Graph
+	)
+	if cfg.Aggregator {
+		aggGraph = graph.New(gcfg)
+		acfg := aggregator.DefaultConfig()
+		acfg.Token, acfg.Logger, acfg.Registerer = cfg.AggregatorToken, log, reg
+		if agg, err = aggregator.New(acfg, aggGraph); err != nil {
+			return fmt.Errorf("aggregator: %w", err)
+		}
+	}
+
+	ccfg := cluster.DefaultConfig()
+	ccfg.BindAddr, ccfg.AdvertiseAddr, ccfg.Port = cfg.GossipAddr, cfg.GossipAddr, int(cfg.GossipPort)
+	if cfg.Peer != "" {
+		ccfg.Seeds = []string{cfg.Peer}
+	}
+	ccfg.NodeName, ccfg.Role, ccfg.Version = cfg.NodeName, role, version
+	ccfg.HTTPPort, ccfg.PingPort, ccfg.GossipKey = uint16(httpPort), cfg.PingPort, cfg.GossipKey
+	ccfg.Logger, ccfg.Registerer = log, reg
+	cl, err := cluster.New(ccfg)
+	if err != nil {
+		return fmt.Errorf("cluster: %w", err)
+	}
+	cl.AddHandler(peerHandler{mp: mp, log: log})
+	if agg != nil {
+		cl.AddHandlerWithSelf(agg)
+	}
+
+	acfg := api.DefaultConfig()
+	acfg.Addr, acfg.AllowOrigin, acfg.Token = cfg.HTTPAddr, cfg.HTTPAllowOrigin, cfg.HTTPToken
+	acfg.Registerer, acfg.Gatherer, acfg.Logger = reg, reg, log.With("component", "api")
+	deps := api.Deps{
+		Graph:          g,
+		MapperPeers:    func() any { return mp.Peers() },
+		MapperRouteMap: func() any { return mp.RouteMap() },
+		Meta: func() any {
+			return map[string]any{"version": version, "role": role, "node": cl.Name(),
+				"timestamps": probes.source, "ebpf": probes.ebpfState}
+		},
+	}
+	if aggGraph != nil {
+		deps.Aggregator = aggGraph
+	}
+	srv, err := api.New(acfg, deps)
+	if err != nil {
+		return fmt.Errorf("api: %w", err)
+	}
+
+	if err := cl.Start(); err != nil {
+		return fmt.Errorf("cluster: %w", err)
+	}
+	log.Info("dnms started", "version", version, "role", role, "node", cl.Name(),
+		"addr", cfg.GossipAddr, "gossipPort", cfg.GossipPort, "pingPort", cfg.PingPort,
+		"srcPorts", fmt.Sprintf("%d-%d", cfg.MapSrcPortStart, cfg.MapSrcPortEnd),
+		"http", cfg.HTTPAddr, "timestamps", probes.source, "seed", cfg.Peer)
+
+	eg, ctx := errgroup.WithContext(ctx)
+	eg.Go(func() error { return g.Run(ctx) })
+	if aggGraph != nil {
+		eg.Go(func() error { return aggGraph.Run(ctx) })
+		eg.Go(func() error { return agg.Run(ctx) })
+	}
+	probes.run(ctx, eg)
+	eg.Go(func() error { return mp.Run(ctx) })
+	eg.Go(func() error { return cl.Run(ctx) })
+	eg.Go(func() error { return srv.Run(ctx) })
+	err = eg.Wait()
+	log.Info("dnms stopped", "err", err)
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+// peerHandler feeds cluster membership to the mapper: a joined peer is traced
+// (and then pinged) within one sweep; a departed peer's routes leave the graph.
+type peerHandler struct {
+	mp  *mapper.Mapper
+	log *slog.Logger
+}
+
+var _ cluster.Handler = peerHandler{}
+
+func (h peerHandler) PeerJoin(p cluster.Peer) {
+	h.log.Info("peer joined", "peer", p.Name, "addr", p.Addr, "role", p.Role, "version", p.Version)
+	h.mp.AddPeer(p.Addr)
+}
+
+func (h peerHandler) PeerLeave(p cluster.Peer) {
+	h.log.Info("peer left", "peer", p.Name, "addr", p.Addr)
+	h.mp.RemovePeer(p.Addr)
+}
+
+func runHealth(args []string) error {
+	return api.RunHealth(args, os.Stdin, os.Stdout, os.Stderr)
+}

@@ -1,0 +1,242 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"net"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/dnms/dnms/internal/demo"
+	"github.com/dnms/dnms/internal/graph"
+	"github.com/dnms/dnms/internal/lab"
+)
+
+// TestEndToEnd runs the real dnms binary on every host of a lab fabric, one
+// host also aggregating, and checks what issue 6 promises: every host pair
+// mapped and measured at the aggregator, a lossy leaf↔spine link ranked first
+// in either direction and cleared when the fault goes, agents that vanish and
+// return, an aggregator that restarts, garbage on every port.
+func TestEndToEnd(t *testing.T) {
+	lab.RequireRoot(t)
+	bin := filepath.Join(t.TempDir(), "dnms")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	f := lab.New(t, lab.Config{Prefix: lab.UniquePrefix(t), Spines: 2, Leaves: 2, HostsPerLeaf: 2})
+	c, err := demo.Start(demo.Config{Binary: bin, Fabric: f, LogDir: t.TempDir(),
+		Args: []string{"-pingRouteInterval", "200ms", "-mapInterval", "100ms", "-logLevel", "debug"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Stop)
+	ctx := context.Background()
+	agg := c.AggregatorHost().Name
+	fail := func(format string, a ...any) {
+		t.Helper()
+		t.Fatalf("%s\n--- aggregator %s log tail:\n%s", fmt.Sprintf(format, a...), agg, c.Tail(agg, 30))
+	}
+
+	hostAddrs := map[string]bool{}
+	for _, h := range f.Hosts {
+		hostAddrs[h.Addr.String()] = true
+	}
+	pairs := len(f.Hosts) * (len(f.Hosts) - 1)
+	// measured reports how many ordered host pairs have a route with samples,
+	// and how many routes touch each host.
+	measured := func(minSamples int) (int, map[string]int, error) {
+		rs, err := c.Routes()
+		if err != nil {
+			return 0, nil, err
+		}
+		seen, touch := map[[2]string]bool{}, map[string]int{}
+		for _, r := range rs {
+			touch[r.Src.String()]++
+			touch[r.Dst.String()]++
+			if r.Metrics.Samples >= minSamples {
+				seen[[2]string{r.Src.String(), r.Dst.String()}] = true
+			}
+		}
+		return len(seen), touch, nil
+	}
+	allPairs := func() error {
+		n, _, err := measured(10)
+		if err != nil {
+			return err
+		}
+		if n < pairs {
+			return fmt.Errorf("%d of %d host pairs measured at the aggregator", n, pairs)
+		}
+		return nil
+	}
+
+	start := time.Now()
+	if err := demo.WaitFor(ctx, 120*time.Second, time.Second, allPairs); err != nil {
+		fail("mapping: %v", err)
+	}
+	t.Logf("all %d host pairs measured at the aggregator after %s", pairs, time.Since(start).Round(time.Millisecond))
+
+	t.Run("garbage", func(t *testing.T) {
+		for _, h := range f.Hosts {
+			for _, target := range []struct {
+				network string
+				port    int
+			}{{"udp", 33434}, {"tcp", 33434}, {"udp", 33435}} {
+				src := f.Hosts[0]
+				err := f.Do(src.NS, func() error {
+					conn, err := net.DialTimeout(target.network, net.JoinHostPort(h.Addr.String(), fmt.Sprint(target.port)), 2*time.Second)
+					if err != nil {
+						return err
+					}
+					defer conn.Close()
+					for i := 0; i < 50; i++ {
+						b := make([]byte, 1+i*37%1400)
+						rand.Read(b)
+						if i%5 == 0 && len(b) >= 4 {
+							copy(b, "DNMS") // right magic, garbage after it
+						}
+						conn.Write(b)
+					}
+					return nil
+				})
+				if err != nil {
+					t.Errorf("send garbage to %s %s:%d: %v", target.network, h.Name, target.port, err)
+				}
+			}
+		}
+		for _, h := range f.Hosts {
+			if err := demo.WaitFor(ctx, 10*time.Second, 200*time.Millisecond, func() error {
+				if !c.Running(h.Name) {
+					return fmt.Errorf("%s exited:\n%s", h.Name, c.Tail(h.Name, 20))
+				}
+				return c.Get(h.Name, "/healthz", nil)
+			}); err != nil {
+				t.Errorf("after garbage: %v", err)
+			}
+		}
+	})
+
+	leaf1, spine1 := router(t, f, "leaf", 0), router(t, f, "spine", 0)
+	link := f.LinkBetween(leaf1.Name, spine1.Name)
+	for _, dir := range []struct {
+		name     string
+		from, to lab.Router
+	}{{"leaf-to-spine", leaf1, spine1}, {"spine-to-leaf", spine1, leaf1}} {
+		t.Run("fault-"+dir.name, func(t *testing.T) {
+			want := graph.LinkID{Src: dir.from.Loopback.String(), Dst: dir.to.Loopback.String()}
+			if err := f.SetLoss(link, dir.from.Name, 5); err != nil {
+				t.Fatal(err)
+			}
+			faultAt := time.Now()
+			var rows []graph.LinkHealth
+			err := demo.WaitFor(ctx, 60*time.Second, time.Second, func() error {
+				var err error
+				if rows, err = c.Health(); err != nil {
+					return err
+				}
+				if len(rows) == 0 {
+					return fmt.Errorf("no health rows")
+				}
+				if rows[0].Src != want.Src || rows[0].Dst != want.Dst {
+					return fmt.Errorf("top row %s→%s (suspicion %.4f), want %s→%s", rows[0].Src, rows[0].Dst, rows[0].Suspicion, want.Src, want.Dst)
+				}
+				return nil
+			})
+			if err != nil {
+				fail("5%% loss on %s→%s: %v", dir.from.Name, dir.to.Name, err)
+			}
+			t.Logf("5%% loss on %s→%s: top row of the aggregator's health after %s: %+v",
+				dir.from.Name, dir.to.Name, time.Since(faultAt).Round(time.Millisecond), rows[0])
+
+			if err := f.ClearFaults(link); err != nil {
+				t.Fatal(err)
+			}
+			clearAt := time.Now()
+			err = demo.WaitFor(ctx, 90*time.Second, time.Second, func() error {
+				rows, err := c.Health()
+				if err != nil {
+					return err
+				}
+				for _, r := range rows {
+					if r.Verdict == graph.VerdictFaulty || r.AvgLossThrough > 0.01 {
+						return fmt.Errorf("still %s→%s verdict %s, loss through %.4f", r.Src, r.Dst, r.Verdict, r.AvgLossThrough)
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				fail("fault removed: %v", err)
+			}
+			t.Logf("fault cleared from the health table %s after removal", time.Since(clearAt).Round(time.Millisecond))
+		})
+	}
+
+	t.Run("agent-dies-and-returns", func(t *testing.T) {
+		victim := f.Hosts[len(f.Hosts)-1]
+		if victim.Name == agg {
+			victim = f.Hosts[1]
+		}
+		if err := c.StopAgent(victim.Name, true); err != nil {
+			t.Fatal(err)
+		}
+		gone := time.Now()
+		if err := demo.WaitFor(ctx, 60*time.Second, time.Second, func() error {
+			_, touch, err := measured(0)
+			if err != nil {
+				return err
+			}
+			if n := touch[victim.Addr.String()]; n > 0 {
+				return fmt.Errorf("%d routes still touch %s", n, victim.Name)
+			}
+			return nil
+		}); err != nil {
+			fail("killed agent: %v", err)
+		}
+		t.Logf("killed agent's routes gone from the aggregator after %s", time.Since(gone).Round(time.Millisecond))
+		if err := c.StartAgent(victim.Name); err != nil {
+			t.Fatal(err)
+		}
+		back := time.Now()
+		if err := demo.WaitFor(ctx, 90*time.Second, time.Second, allPairs); err != nil {
+			fail("restarted agent: %v", err)
+		}
+		t.Logf("restarted agent's routes back after %s", time.Since(back).Round(time.Millisecond))
+	})
+
+	t.Run("aggregator-restarts", func(t *testing.T) {
+		if err := c.StopAgent(agg, false); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.StartAgent(agg); err != nil {
+			t.Fatal(err)
+		}
+		back := time.Now()
+		if err := demo.WaitFor(ctx, 90*time.Second, time.Second, allPairs); err != nil {
+			fail("restarted aggregator: %v", err)
+		}
+		t.Logf("restarted aggregator rebuilt the full view after %s", time.Since(back).Round(time.Millisecond))
+	})
+
+	for _, h := range f.Hosts {
+		if !c.Running(h.Name) {
+			t.Errorf("%s is not running at the end:\n%s", h.Name, c.Tail(h.Name, 20))
+		}
+	}
+}
+
+func router(t *testing.T, f *lab.Fabric, role string, i int) lab.Router {
+	t.Helper()
+	for _, r := range f.Routers {
+		if string(r.Role) == role {
+			if i == 0 {
+				return r
+			}
+			i--
+		}
+	}
+	t.Fatalf("lab fabric has too few %s routers", role)
+	return lab.Router{}
+}
