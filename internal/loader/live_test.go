@@ -16,6 +16,7 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/net/ipv4"
 
 	"github.com/dnms/dnms/internal/lab"
 	"github.com/dnms/dnms/internal/probe"
@@ -320,4 +321,109 @@ func testLive(t *testing.T, mode string) {
 	if mfs, err := regB.Gather(); err != nil || len(mfs) != 0 {
 		t.Errorf("after Close the registry still has %d metric families (err %v)", len(mfs), err)
 	}
+}
+
+// TestLiveTraceICMP: Paris trace probes from host1 with TTL 1..3 expire at
+// leaf1, spine1 and leaf2, whose ICMP time-exceeded errors host1's ingress
+// stamps with the router, TTL and sequence; TTL 4 reaches host2, whose kernel
+// answers with a trace-ack.
+func TestLiveTraceICMP(t *testing.T) {
+	f, hA, hB := liveFabric(t)
+	cfg := DefaultConfig()
+	cfg.Ifaces = []string{hB.Ifname}
+	liveLoader(t, f, hB, cfg)
+	cfg.Ifaces = []string{hA.Ifname}
+	_, stA := liveLoader(t, f, hA, cfg)
+
+	var spine netip.Addr
+	for _, r := range f.Routers {
+		if r.Role == lab.RoleSpine {
+			spine = r.Loopback
+		}
+	}
+	hops := []netip.Addr{f.Router(hA.Leaf).Loopback, spine, f.Router(hB.Leaf).Loopback}
+
+	sendA := udpIn(t, f, hA, fmt.Sprintf("%s:%d", hA.Addr, liveTrace))
+	recvA := udpIn(t, f, hA, fmt.Sprintf("%s:%d", hA.Addr, livePingPort))
+	pc := ipv4.NewPacketConn(sendA)
+	dst := &net.UDPAddr{IP: hB.Addr.AsSlice(), Port: livePingPort}
+	local := netip.AddrPortFrom(hA.Addr, liveTrace)
+	epoch := uint32(time.Now().UnixNano())
+	for ttl := 1; ttl <= len(hops)+1; ttl++ {
+		seq := uint64(100 + ttl)
+		p := probe.Packet{Type: probe.TypeTrace, TTL: uint8(ttl), PadLen: uint16(ttl), SrcPort: liveTrace,
+			Epoch: epoch, Seq: seq, T1: monotonicNow()}
+		if err := pc.SetTTL(ttl); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := sendA.WriteTo(encode(p), dst); err != nil {
+			t.Fatalf("send ttl %d: %v", ttl, err)
+		}
+		tx := stA.wait(t, fmt.Sprintf("TX ttl %d", ttl), func(s probe.Stamp) bool {
+			return s.Kind == probe.StampTx && s.Seq == seq
+		})
+		if tx.TTL != uint8(ttl) || tx.Type != uint8(probe.TypeTrace) || tx.Local != local || tx.Remote != hB.Addr {
+			t.Errorf("TX stamp %+v", tx)
+		}
+		if ttl <= len(hops) {
+			s := stA.wait(t, fmt.Sprintf("RX_ICMP ttl %d", ttl), func(s probe.Stamp) bool {
+				return s.Kind == probe.StampRxICMP && s.TTL == uint8(ttl)
+			})
+			want := probe.Stamp{Kind: probe.StampRxICMP, Local: local, Remote: hB.Addr, Router: hops[ttl-1],
+				ICMPType: 11, Type: uint8(probe.TypeTrace), Seq: seq, TTL: uint8(ttl), Time: s.Time}
+			if s != want {
+				t.Errorf("ttl %d: stamp\n got %+v\nwant %+v", ttl, s, want)
+			}
+			if s.Time <= tx.Time || s.Time-tx.Time > int64(time.Second) {
+				t.Errorf("ttl %d: ICMP %d ns after TX", ttl, s.Time-tx.Time)
+			}
+			continue
+		}
+		rx := stA.wait(t, "trace-ack", func(s probe.Stamp) bool {
+			return s.Kind == probe.StampRxAck && s.Seq == seq
+		})
+		if rx.Type != uint8(probe.TypeTraceAck) || rx.TTL != uint8(ttl) || rx.Local != local {
+			t.Errorf("trace-ack stamp %+v", rx)
+		}
+		buf := make([]byte, 2048)
+		recvA.SetReadDeadline(time.Now().Add(waitFor))
+		n, _, err := recvA.ReadFromUDP(buf)
+		if err != nil {
+			t.Fatalf("trace-ack: %v", err)
+		}
+		var ack probe.Packet
+		if r := probe.Decode(buf[:n], &ack); r != probe.RejectNone || ack.Type != probe.TypeTraceAck ||
+			ack.PadLen != uint16(ttl) || ack.TTL != uint8(ttl) || ack.Seq != seq {
+			t.Errorf("trace-ack %+v (reject %v)", ack, r)
+		}
+	}
+}
+
+// TestTCXFeature: auto mode must pick tcx on a kernel that has it. It skips
+// only if a direct tcx attach says the kernel lacks the feature.
+func TestTCXFeature(t *testing.T) {
+	f, hA, _ := liveFabric(t)
+	cfg := DefaultConfig()
+	cfg.Ifaces = []string{hA.Ifname}
+	l, _ := liveLoader(t, f, hA, cfg)
+	if l.Status().Mode == ModeTCX {
+		return
+	}
+	// Auto fell back: is tcx really missing?
+	err := f.Do(hA.NS, func() error {
+		lnk, err := netlink.LinkByName("lo")
+		if err != nil {
+			return err
+		}
+		lk, err := link.AttachTCX(link.TCXOptions{Interface: lnk.Attrs().Index, Program: l.objs.DnmsIngress,
+			Attach: ebpf.AttachTCXIngress})
+		if err == nil {
+			lk.Close()
+		}
+		return err
+	})
+	if errors.Is(err, ebpf.ErrNotSupported) {
+		t.Skipf("kernel has no tcx (%v); clsact fallback in use", err)
+	}
+	t.Fatalf("auto mode chose %q although tcx attach works here (direct attach err %v)", l.Status().Mode, err)
 }

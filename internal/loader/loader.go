@@ -37,6 +37,9 @@ const (
 	ModeClsact = "clsact" // clsact qdisc + direct-action BPF filters (netlink)
 )
 
+// DefaultPoll is the default ring buffer poll interval.
+const DefaultPoll = 2 * time.Millisecond
+
 // DefaultPingPort is the ping port of DESIGN.md.
 const DefaultPingPort = 33435
 
@@ -62,6 +65,10 @@ type Config struct {
 	Mode string
 	// Registerer receives the dnms_ebpf_* metrics; nil registers nothing.
 	Registerer prometheus.Registerer
+	// Poll is how often Run reads the ring buffer (0: DefaultPoll). The
+	// programs never wake the reader (see bpf/dnms.c), so a stamp reaches
+	// fn at most Poll after the packet.
+	Poll time.Duration
 	// Logger gets the one line saying which attach mode was chosen; nil
 	// uses slog.Default().
 	Logger *slog.Logger
@@ -70,7 +77,7 @@ type Config struct {
 // DefaultConfig returns the defaults: ping port 33435, reflector on, auto
 // attach mode. Ifaces must still be filled in.
 func DefaultConfig() Config {
-	return Config{PingPort: DefaultPingPort, Reflect: true}
+	return Config{PingPort: DefaultPingPort, Reflect: true, Poll: DefaultPoll}
 }
 
 // Status is what the kernel allowed and what the programs counted.
@@ -137,6 +144,9 @@ func Load(cfg Config) (*Loader, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.Poll <= 0 {
+		cfg.Poll = DefaultPoll
 	}
 	if err := Supported(); err != nil {
 		return nil, err
@@ -260,7 +270,6 @@ func (l *Loader) Run(ctx context.Context, fn func(probe.Stamp)) error {
 	l.running = true
 	l.mu.Unlock()
 
-	const poll = 250 * time.Millisecond
 	const addrEvery = 5 * time.Second
 	nextAddrs := time.Now().Add(addrEvery)
 	var rec ringbuf.Record
@@ -274,7 +283,10 @@ func (l *Loader) Run(ctx context.Context, fn func(probe.Stamp)) error {
 				l.cfg.Logger.Warn("ebpf loader: refresh local addresses", "err", err)
 			}
 		}
-		l.rd.SetDeadline(time.Now().Add(poll))
+		// Nothing wakes the reader: the deadline is the poll. ReadInto
+		// then returns every record there is, and the deadline error once
+		// the ring is empty.
+		l.rd.SetDeadline(time.Now().Add(l.cfg.Poll))
 		err := l.rd.ReadInto(&rec)
 		switch {
 		case err == nil:
