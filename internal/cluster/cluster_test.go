@@ -209,12 +209,15 @@ func TestJoinAndLeave(t *testing.T) {
 	}
 
 	// Graceful: Run's ctx ends → leave broadcast.
+	start := time.Now()
 	stopB()
 	eventually(t, 15*time.Second, "a sees b leave", func() (bool, string) {
 		ev, _ := ra.snapshot()
 		return slices.Contains(ev, "leave b"), fmt.Sprint(ev)
 	})
+	t.Logf("graceful leave reported after %v (includes the leave broadcast wait)", time.Since(start).Round(time.Millisecond))
 	// Abrupt: no leave; failure detection must notice.
+	start = time.Now()
 	if err := c.Shutdown(); err != nil {
 		t.Fatalf("shutdown c: %v", err)
 	}
@@ -222,6 +225,7 @@ func TestJoinAndLeave(t *testing.T) {
 		ev, _ := ra.snapshot()
 		return slices.Contains(ev, "leave c"), fmt.Sprint(ev)
 	})
+	t.Logf("failure reported after %v (probe interval 400ms, suspicion mult 3)", time.Since(start).Round(time.Millisecond))
 	ev, _ := ra.snapshot()
 	// Every join precedes its leave, and nothing is reported twice.
 	for _, n := range []string{"b", "c"} {
