@@ -5,6 +5,7 @@ import (
 	"math"
 	"slices"
 	"strconv"
+	"sync"
 )
 
 // maxFlows caps the stopping-rule search; no vertex in a real fabric needs
@@ -50,6 +51,25 @@ func FlowsNeeded(k int, confidence float64) int {
 	if !(confidence > 0 && confidence < 1) {
 		return maxFlows
 	}
+	key := nkKey{k, confidence}
+	if n, ok := nkCache.Load(key); ok {
+		return n.(int)
+	}
+	n := flowsNeeded(k, confidence)
+	nkCache.Store(key, n)
+	return n
+}
+
+type nkKey struct {
+	k    int
+	conf float64
+}
+
+// nkCache memoises FlowsNeeded: coverage asks for the same few values on
+// every stored trace.
+var nkCache sync.Map
+
+func flowsNeeded(k int, confidence float64) int {
 	alpha := 1 - confidence
 	m := k + 1
 	// Same recurrence as missProbability, stopping at the first n where the

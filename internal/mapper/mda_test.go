@@ -176,3 +176,22 @@ func TestRouteKeyString(t *testing.T) {
 		t.Errorf("separator missing: %q", a)
 	}
 }
+
+// Coverage runs on every stored trace and for every peer on each
+// /v1/mapper/peers request.
+func BenchmarkCoverage(b *testing.B) {
+	for _, ports := range []int{11, 64} {
+		routes := leafSpine(ports, func(i int) int { return i % 4 })
+		b.Run(fmt.Sprintf("ports=%d", ports), func(b *testing.B) {
+			for b.Loop() {
+				coverage(routes, 0.95)
+			}
+		})
+	}
+}
+
+func BenchmarkFlowsNeeded(b *testing.B) {
+	for b.Loop() {
+		FlowsNeeded(16, 0.95)
+	}
+}
