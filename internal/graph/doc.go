@@ -36,4 +36,31 @@
 //
 // Route metrics are coalesced into at most one route-update event per route
 // per Config.CoalesceInterval.
+//
+// Implementation notes (extensions of the contract above):
+//
+//   - Route IDs: RouteID(hops) = first 16 hex digits of sha256 over the hop
+//     strings joined by "|", silent hops written "*". A silent hop's node ID is
+//     SilentID(routeID, position) = "*<routeID>/<position>", so it depends only
+//     on what was traced.
+//   - SetRoute adds key.Src/key.Dst when the hop list lacks them. A re-trace
+//     that differs only where the new trace has silent hops is not a change
+//     (the key keeps its route); one that only fills in silent hops moves the
+//     key to the refined route with its sample ring and no PathChange; any
+//     other difference is a PathChange and the key starts a fresh ring on the
+//     new route (old samples describe the old path).
+//   - Coalescing needs no goroutine: a route-update goes out on AddSample (or
+//     ImportRoute) when the route's last one is at least CoalesceInterval old;
+//     a held-back update goes out on the next such call or on Flush. Run(ctx)
+//     calls Flush every CoalesceInterval; run it so that quiet routes publish
+//     their last metrics.
+//   - Events and the Route/Node/Link/PathChange values they point to are
+//     shared between subscribers and the replay buffer: read-only.
+//   - Health: see localize in health.go for how forward, reverse and
+//     unknown-direction losses are charged, and estimate for the estimator
+//     and the verdict rule. HealthConfig tunes it; Validate is the check
+//     HealthOf runs.
+//   - Extra API: RouteOf(key), LastEventID(), Flush(), Run(ctx),
+//     ComputeMetrics(samples), RouteID, SilentID, Validate, HealthOfConfig,
+//     DefaultHealthConfig.
 package graph
