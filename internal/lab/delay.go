@@ -355,9 +355,10 @@ func (de *delayElement) sendLoop() {
 	}
 }
 
-// DelayStats describes one delay element: frames sent and dropped, and
-// how late frames left relative to their due time (receive time + delay;
-// the capture's own wake-up latency comes on top).
+// DelayStats describes one delay element: frames sent, frames dropped
+// because too many were waiting (Overflow), failed sends, and how late
+// frames left relative to their due time (the tap's kernel receive stamp
+// plus the delay), over the last 4096 frames.
 type DelayStats struct {
 	Sent, Overflow, SendErrors uint64
 	LateP50, LateP99, LateMax  time.Duration
