@@ -141,6 +141,8 @@ type peerState struct {
 	lastSweep time.Time // when the last sweep that traced every port finished them
 	sweepMask map[uint16]bool
 	changes   int
+	// coverageLogged: the first full sweep's coverage verdict was logged.
+	coverageLogged bool
 }
 
 // Mapper sweeps source ports to every peer and keeps the graph's routes up
@@ -526,6 +528,14 @@ func (m *Mapper) record(peer netip.Addr, port uint16, res TraceResult, err error
 		m.conf.WithLabelValues(label).Set(1)
 	} else {
 		m.conf.WithLabelValues(label).Set(0)
+	}
+	// Say once per peer, after its first full sweep, when the port range is
+	// too small for the confidence asked: operators size the range from it.
+	if !ps.coverageLogged && !ps.lastSweep.IsZero() {
+		ps.coverageLogged = true
+		m.log.Info("ECMP coverage after first sweep", "peer", peer, "routes", cov.Routes,
+			"confident", cov.Confident, "confidence", m.cfg.Confidence,
+			"portsUsed", cov.FlowsUsed, "portsNeeded", cov.FlowsNeeded, "missProbability", cov.MissProbability)
 	}
 }
 
