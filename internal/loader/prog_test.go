@@ -214,6 +214,17 @@ func TestReflectorRewritesPingIntoAck(t *testing.T) {
 			if !bytes.Equal(out[payloadOff+64:], in[payloadOff+64:]) {
 				t.Errorf("hmac/padding changed")
 			}
+			// The userspace reflector, given the same times and counters,
+			// produces the same UDP payload bytes (but for FlagKernel).
+			var p probe.Packet
+			if r := probe.Decode(in[payloadOff:], &p); r != probe.RejectNone {
+				t.Fatalf("decode ping: %v", r)
+			}
+			probe.Reflect(&p, int64(got.T2), int64(got.T3), got.RxCount, got.AckCount)
+			p.Flags |= probe.FlagKernel
+			if user := probe.AppendEncode(nil, &p); !bytes.Equal(user, out[payloadOff:]) {
+				t.Errorf("kernel and userspace acks differ\nkernel % x\nuser   % x", out[payloadOff:], user)
+			}
 		})
 	}
 	if st := readStamps(t, rd); len(st) != 0 {

@@ -1,0 +1,58 @@
+package loader
+
+import (
+	"net/netip"
+	"testing"
+	"unsafe"
+
+	"github.com/dnms/dnms/internal/probe"
+)
+
+func event(ev bpfDnmsEvent) []byte {
+	return unsafe.Slice((*byte)(unsafe.Pointer(&ev)), unsafe.Sizeof(ev))
+}
+
+func TestDecode(t *testing.T) {
+	icmp := bpfDnmsEvent{Ts: 42, Seq: 7, LocalPort: 40001, RemotePort: 33435, Kind: 3, Type: 3, Ttl: 2,
+		IcmpType: 11, Family: 4}
+	copy(icmp.LocalAddr[:], []byte{198, 18, 0, 1})
+	copy(icmp.RemoteAddr[:], []byte{198, 18, 0, 2})
+	copy(icmp.RouterAddr[:], []byte{198, 18, 100, 1})
+	tx := icmp
+	tx.Kind = 1
+	v6 := icmp
+	v6.Family = 6
+	for _, tc := range []struct {
+		name string
+		raw  []byte
+		ok   bool
+		want probe.Stamp
+	}{
+		{"icmp", event(icmp), true, probe.Stamp{Kind: probe.StampRxICMP,
+			Local:  netip.MustParseAddrPort("198.18.0.1:40001"),
+			Remote: netip.MustParseAddr("198.18.0.2"), Router: netip.MustParseAddr("198.18.100.1"),
+			ICMPType: 11, Type: 3, Seq: 7, TTL: 2, Time: 42}},
+		{"tx has no router", event(tx), true, probe.Stamp{Kind: probe.StampTx,
+			Local:  netip.MustParseAddrPort("198.18.0.1:40001"),
+			Remote: netip.MustParseAddr("198.18.0.2"), ICMPType: 11, Type: 3, Seq: 7, TTL: 2, Time: 42}},
+		{"short", event(icmp)[:40], false, probe.Stamp{}},
+		{"empty", nil, false, probe.Stamp{}},
+		{"unknown family", event(v6), false, probe.Stamp{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, ok := decode(tc.raw)
+			if ok != tc.ok || got != tc.want {
+				t.Errorf("decode = %+v, %v; want %+v, %v", got, ok, tc.want, tc.ok)
+			}
+		})
+	}
+}
+
+// FuzzDecode: ring buffer records come from our own programs, but decode
+// must not panic on any bytes.
+func FuzzDecode(f *testing.F) {
+	ev := bpfDnmsEvent{Kind: 3, Family: 4}
+	f.Add(event(ev))
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, b []byte) { decode(b) })
+}
