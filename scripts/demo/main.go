@@ -113,6 +113,9 @@ func run() error {
 		if len(rows) == 0 || rows[0].Src != want.Src || rows[0].Dst != want.Dst {
 			return errors.New("the broken link is not the top row yet")
 		}
+		if rows[0].Verdict != graph.VerdictFaulty {
+			return fmt.Errorf("the broken link is the top row, but the estimator still says %s", rows[0].Verdict)
+		}
 		return nil
 	})
 	took := time.Since(faultAt).Round(time.Second)
@@ -131,7 +134,7 @@ func run() error {
 	if err != nil {
 		return fmt.Errorf("localization: %w", err)
 	}
-	fmt.Printf("\nthe broken link became the top row %s after the fault\n", took)
+	fmt.Printf("\nthe broken link became the top row, judged faulty, %s after the fault\n", took)
 
 	if !*hold {
 		return nil
