@@ -233,7 +233,7 @@ func (g *Graph) SetRoute(key RouteKey, hops []Hop) (string, *PathChange) {
 	old := g.keys[key]
 	if old == nil {
 		id := RouteID(newHops)
-		r := g.attachLocked(key, id, "", true, key.Src, key.Dst, nodeIDs(id, newHops), newSampleRing(g.cfg.RingSize), nil)
+		r := g.attachLocked(key, id, "", true, key.Src, key.Dst, nodeIDs(id, newHops), newSampleRing(g.cfg.RingSize))
 		return r.id, nil
 	}
 	merged, compatible := mergeHops(old.hops, newHops)
@@ -242,14 +242,15 @@ func (g *Graph) SetRoute(key RouteKey, hops []Hop) (string, *PathChange) {
 		if id == old.id {
 			return old.id, nil
 		}
-		ring := old.keys[key]
+		// Attach before detaching so shared nodes and links are not
+		// removed and re-added.
+		r := g.attachLocked(key, id, "", true, key.Src, key.Dst, nodeIDs(id, merged), old.keys[key])
 		g.detachLocked(old, key)
-		r := g.attachLocked(key, id, "", true, key.Src, key.Dst, nodeIDs(id, merged), ring, nil)
 		return r.id, nil
 	}
 	id := RouteID(newHops)
 	oldID, oldHops := old.id, slices.Clone(old.hops)
-	r := g.attachLocked(key, id, "", true, key.Src, key.Dst, nodeIDs(id, newHops), newSampleRing(g.cfg.RingSize), nil)
+	r := g.attachLocked(key, id, "", true, key.Src, key.Dst, nodeIDs(id, newHops), newSampleRing(g.cfg.RingSize))
 	pc := &PathChange{
 		Key:      key,
 		OldRoute: oldID,
@@ -495,7 +496,7 @@ func (g *Graph) RemoveOrigin(origin string) {
 }
 
 // attachLocked adds key to route id (creating it), with ring as its samples.
-func (g *Graph) attachLocked(key RouteKey, id, origin string, local bool, src, dst netip.Addr, hops []string, ring *sampleRing, _ *Metrics) *routeEntry {
+func (g *Graph) attachLocked(key RouteKey, id, origin string, local bool, src, dst netip.Addr, hops []string, ring *sampleRing) *routeEntry {
 	ikey := routeIKey(origin, local, id)
 	r := g.routes[ikey]
 	if r == nil {
