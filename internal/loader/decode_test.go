@@ -2,6 +2,8 @@ package loader
 
 import (
 	"net/netip"
+	"os"
+	"strings"
 	"testing"
 	"unsafe"
 
@@ -55,4 +57,27 @@ func FuzzDecode(f *testing.F) {
 	f.Add(event(ev))
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, b []byte) { decode(b) })
+}
+
+func TestLoadErrorsAreOneLine(t *testing.T) {
+	cases := []Config{
+		{Ifaces: nil, PingPort: 33435},
+		{Ifaces: []string{"eth0"}, PingPort: 0},
+		{Ifaces: []string{"eth0"}, PingPort: 33435, Mode: "xdp"},
+	}
+	if os.Geteuid() == 0 {
+		// Root: the programs load, the interface lookup fails.
+		cases = append(cases, Config{Ifaces: []string{"dnmsnosuch0"}, PingPort: 33435})
+	}
+	for _, cfg := range cases {
+		l, err := Load(cfg)
+		if err == nil {
+			l.Close()
+			t.Errorf("Load(%+v) succeeded", cfg)
+			continue
+		}
+		if strings.Contains(err.Error(), "\n") {
+			t.Errorf("Load(%+v) error spans lines: %q", cfg, err)
+		}
+	}
 }

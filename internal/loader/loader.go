@@ -97,7 +97,8 @@ type Status struct {
 type Loader struct {
 	cfg      Config
 	objs     bpfObjects
-	nl       *netlink.Handle // bound to the namespace Load ran in
+	nlMu     sync.Mutex      // guards nl against Close while Run refreshes addresses
+	nl       *netlink.Handle // bound to the namespace Load ran in; nil once closed
 	mode     string
 	attached []attachment
 	rd       *ringbuf.Reader
@@ -114,14 +115,16 @@ type Loader struct {
 // Supported says whether this process may load and attach dnms's programs
 // here: a quick check for the time-source choice. The error is one line.
 func Supported() error {
-	if err := rlimit.RemoveMemlock(); err != nil {
-		return fmt.Errorf("ebpf unavailable: remove memlock rlimit: %v", err)
-	}
+	// Kernels since 5.11 account BPF memory to the cgroup and ignore
+	// RLIMIT_MEMLOCK; an unprivileged process cannot raise it, so its
+	// failure only matters if loading fails too.
+	_ = rlimit.RemoveMemlock()
+	hint := "needs CAP_BPF, CAP_NET_ADMIN and Linux >= 5.8"
 	if err := features.HaveProgramType(ebpf.SchedCLS); err != nil {
-		return fmt.Errorf("ebpf unavailable: TC programs: %v", oneLine(err))
+		return fmt.Errorf("ebpf unavailable (%s): TC programs: %v", hint, oneLine(err))
 	}
 	if err := features.HaveMapType(ebpf.RingBuf); err != nil {
-		return fmt.Errorf("ebpf unavailable: ring buffer: %v", oneLine(err))
+		return fmt.Errorf("ebpf unavailable (%s): ring buffer: %v", hint, oneLine(err))
 	}
 	return nil
 }
@@ -217,6 +220,11 @@ func setVariables(spec *ebpf.CollectionSpec, cfg Config) error {
 // refreshAddrs puts every IPv4 address of this namespace into local_v4 and
 // removes the ones that went away: the reflector answers only pings to us.
 func (l *Loader) refreshAddrs() error {
+	l.nlMu.Lock()
+	defer l.nlMu.Unlock()
+	if l.nl == nil {
+		return nil // closed
+	}
 	addrs, err := l.nl.AddrList(nil, netlink.FAMILY_V4)
 	if err != nil {
 		return fmt.Errorf("list addresses: %w", err)
@@ -379,12 +387,17 @@ func (l *Loader) Close() error {
 				l.reg.Unregister(c)
 			}
 		}
+		// The handle goes before the maps, so that a concurrent Run's
+		// address refresh sees nl == nil and leaves the maps alone.
+		l.nlMu.Lock()
+		if l.nl != nil {
+			l.nl.Close()
+			l.nl = nil
+		}
 		if err := l.objs.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("close eBPF objects: %w", err))
 		}
-		if l.nl != nil {
-			l.nl.Close()
-		}
+		l.nlMu.Unlock()
 		l.closeErr = errors.Join(errs...)
 	})
 	return l.closeErr
