@@ -271,7 +271,75 @@ const (
 	reasonGap         = "gap"         // an event id was skipped
 	reasonBadEvent    = "bad_event"   // an event we need could not be decoded
 	reasonUnreachable = "unreachable" // the member was down: it may have restarted
+	// An event contradicts what the stream told us so far: a route-add for
+	// a route we have, an update or remove for one we do not. It happens when
+	// a member restarted and its new graph's event ids overlap the ones we
+	// resumed from.
+	reasonInconsistent = "inconsistent"
+	// The member's uptime went backwards: a new process, whose event ids
+	// mean something else.
+	reasonRestarted = "restarted"
 )
+
+// HealthPath is the member endpoint whose uptime tells a restarted process
+// from the one a stream would resume.
+const HealthPath = "/healthz"
+
+// restartSlack absorbs request latency and clock-rate differences when
+// comparing a member's uptime with the time we measured locally.
+const restartSlack = 100 * time.Millisecond
+
+// checkInstance asks the member for its uptime. When we are about to resume
+// and the uptime is less than it must be if the process were the one we
+// streamed from, it drops the resume point: event ids of a new process's
+// graph restart at 1 and would overlap ours. A member without the endpoint
+// (or an answer we cannot read) is not checked. It returns an error only
+// when the member cannot be reached at all.
+func (m *member) checkInstance(ctx context.Context, log *slog.Logger) error {
+	cfg := m.a.cfg
+	hctx, cancel := context.WithTimeout(ctx, cfg.ConnectTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(hctx, http.MethodGet, m.url+HealthPath, nil)
+	if err != nil {
+		return fmt.Errorf("build request: %w", err)
+	}
+	if cfg.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+cfg.Token)
+	}
+	sent := time.Now()
+	resp, err := m.a.client.Do(req)
+	if err != nil {
+		return fmt.Errorf("get %s: %w", req.URL, err)
+	}
+	defer resp.Body.Close()
+	var h struct {
+		Uptime *float64 `json:"uptimeSeconds"`
+	}
+	if resp.StatusCode != http.StatusOK ||
+		json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&h) != nil || h.Uptime == nil {
+		m.mark = uptimeMark{}
+		return nil
+	}
+	now := time.Now()
+	up := time.Duration(*h.Uptime * float64(time.Second))
+	if m.lastID > 0 && m.mark.valid {
+		expected := m.mark.uptime + now.Sub(m.mark.at)
+		if up+restartSlack+now.Sub(sent) < expected {
+			m.a.met.resyncs.WithLabelValues(reasonRestarted).Inc()
+			log.Info("member restarted, taking a fresh snapshot", "uptime", up, "expected", expected.Round(time.Millisecond))
+			m.lastID, m.synced = 0, false
+		}
+	}
+	m.mark = uptimeMark{uptime: up, at: now, valid: true}
+	return nil
+}
+
+// uptimeMark is a member's uptime and when we read it.
+type uptimeMark struct {
+	uptime time.Duration
+	at     time.Time
+	valid  bool
+}
 
 type member struct {
 	a    *Aggregator
@@ -286,6 +354,8 @@ type member struct {
 	synced  bool                        // a snapshot was applied on this stream
 	keys    map[graph.RouteKey]string   // imported key -> route id
 	byRoute map[string][]graph.RouteKey // route id -> its imported keys
+	has     map[string]bool             // route ids the member has, per its stream
+	mark    uptimeMark                  // the member's uptime at our last connect
 
 	state      atomic.Value // string
 	lastSeen   atomic.Uint64
@@ -294,7 +364,7 @@ type member struct {
 }
 
 func newMember(a *Aggregator, name, url string) *member {
-	m := &member{a: a, name: name, url: url, keys: map[graph.RouteKey]string{}, byRoute: map[string][]graph.RouteKey{}}
+	m := &member{a: a, name: name, url: url, keys: map[graph.RouteKey]string{}, byRoute: map[string][]graph.RouteKey{}, has: map[string]bool{}}
 	m.state.Store("idle")
 	return m
 }
@@ -302,7 +372,7 @@ func newMember(a *Aggregator, name, url string) *member {
 // adopt takes over what a stopped stream for the same member imported, so
 // the next snapshot removes what is stale.
 func (m *member) adopt(old *member) {
-	m.keys, m.byRoute = old.keys, old.byRoute
+	m.keys, m.byRoute, m.has = old.keys, old.byRoute, old.has
 	m.nroutes.Store(int64(len(m.byRoute)))
 }
 
@@ -401,6 +471,9 @@ func (m *member) stream(ctx context.Context, log *slog.Logger) streamResult {
 	cfg := m.a.cfg
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	if err := m.checkInstance(ctx, log); err != nil {
+		return streamResult{err: err}
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, m.url+EventsPath, nil)
 	if err != nil {
 		return streamResult{err: fmt.Errorf("build request: %w", err)}
@@ -519,6 +592,11 @@ func (m *member) apply(ev sseEvent) (string, error) {
 		if e.Route == nil {
 			return reasonBadEvent, fmt.Errorf("%s event %d has no route", ev.Name, id)
 		}
+		rid := routeID(*e.Route)
+		if have := m.has[rid]; have == (ev.Name == string(graph.EventRouteAdd)) {
+			return reasonInconsistent, fmt.Errorf("%s event %d for route %s, which we %s", ev.Name, id, rid,
+				map[bool]string{true: "already have", false: "do not have"}[have])
+		}
 		if ev.Name == string(graph.EventRouteRemove) {
 			m.removeRoute(e.Route.ID)
 		} else {
@@ -539,6 +617,7 @@ func routeID(r graph.Route) string {
 }
 
 func (m *member) importRoute(r graph.Route) {
+	m.has[routeID(r)] = true
 	if len(r.Hops) < 2 || len(r.Keys) == 0 {
 		return // nothing the graph could hold or later remove by key
 	}
@@ -575,6 +654,7 @@ func (m *member) removeRoute(id string) {
 		}
 	}
 	delete(m.byRoute, id)
+	delete(m.has, id)
 	m.nroutes.Store(int64(len(m.byRoute)))
 }
 
@@ -584,6 +664,7 @@ func (m *member) applySnapshot(s graph.Snapshot) {
 	old := m.keys
 	m.keys = map[graph.RouteKey]string{}
 	m.byRoute = map[string][]graph.RouteKey{}
+	m.has = map[string]bool{}
 	for _, r := range s.Routes {
 		m.importRoute(r)
 	}

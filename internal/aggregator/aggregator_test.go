@@ -315,6 +315,9 @@ func TestFreshSnapshotWhenUnsure(t *testing.T) {
 		{"resync event", frame(t, "snapshot", 5, snap(5, rSp1, rSp2)) + frame(t, "resync", 0, map[string]any{"reason": "client fell behind"}), reasonResync},
 		{"id gap", frame(t, "snapshot", 5, snap(5, rSp1, rSp2)) + frame(t, "route-update", 7, ev(graph.EventRouteUpdate, rSp1)), reasonGap},
 		{"undecodable route event", frame(t, "snapshot", 5, snap(5, rSp1, rSp2)) + "event: route-add\nid: 6\ndata: {\"route\": [garbage\n\n", reasonBadEvent},
+		{"route-add for a route we have", frame(t, "snapshot", 5, snap(5, rSp1, rSp2)) + frame(t, "route-add", 6, ev(graph.EventRouteAdd, rSp1)), reasonInconsistent},
+		{"route-update for a route we lack", frame(t, "snapshot", 5, snap(5, rSp1)) + frame(t, "route-update", 6, ev(graph.EventRouteUpdate, rSp2)), reasonInconsistent},
+		{"route-remove for a route we lack", frame(t, "snapshot", 5, snap(5, rSp1)) + frame(t, "route-remove", 6, ev(graph.EventRouteRemove, rSp2)), reasonInconsistent},
 		{"route event without route", frame(t, "snapshot", 5, snap(5, rSp1, rSp2)) + frame(t, "route-add", 6, graph.Event{}), reasonBadEvent},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

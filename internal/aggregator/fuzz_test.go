@@ -47,7 +47,7 @@ func FuzzStream(f *testing.F) {
 				break
 			}
 			if reason, _ := m.apply(ev); reason != "" {
-				m.lastID = 0
+				m.lastID, m.synced = 0, false
 			}
 		}
 		held := 0

@@ -24,9 +24,11 @@ import (
 type liveAgent struct {
 	name string
 	g    *graph.Graph
+	api  *api.Server
 	srv  *httptest.Server
 	mu   sync.Mutex
 	reqs []http.Header // of event-stream requests
+	mod  func(*api.Config)
 }
 
 func (l *liveAgent) requests() []http.Header {
@@ -37,37 +39,59 @@ func (l *liveAgent) requests() []http.Header {
 
 func startLiveAgent(t *testing.T, name string, mod func(*api.Config)) *liveAgent {
 	t.Helper()
-	gcfg := graph.DefaultConfig()
-	gcfg.CoalesceInterval = 50 * time.Millisecond
-	l := &liveAgent{name: name, g: graph.New(gcfg)}
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	go l.g.Run(ctx)
-	cfg := api.DefaultConfig()
-	cfg.Token = "tok"
-	cfg.Heartbeat = 200 * time.Millisecond
-	cfg.Logger = testLogger()
-	if mod != nil {
-		mod(&cfg)
-	}
-	s, err := api.New(cfg, api.Deps{Graph: l.g})
-	if err != nil {
-		t.Fatalf("api.New: %v", err)
-	}
-	h := s.Handler()
+	l := &liveAgent{name: name, mod: mod}
+	l.newInstance(t, nil)
 	l.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		l.mu.Lock()
 		if r.URL.Path == EventsPath {
-			l.mu.Lock()
 			l.reqs = append(l.reqs, r.Header.Clone())
-			l.mu.Unlock()
 		}
+		h := l.api.Handler()
+		l.mu.Unlock()
 		h.ServeHTTP(w, r)
 	}))
 	t.Cleanup(func() {
+		l.mu.Lock()
+		s := l.api
+		l.mu.Unlock()
 		s.Close() // end SSE streams, then the server
 		l.srv.Close()
 	})
 	return l
+}
+
+// newInstance gives the agent a new graph (filled by populate) and API
+// server, as a restarted process would have, at the same URL.
+func (l *liveAgent) newInstance(t *testing.T, populate func(*graph.Graph)) {
+	t.Helper()
+	gcfg := graph.DefaultConfig()
+	gcfg.CoalesceInterval = 50 * time.Millisecond
+	g := graph.New(gcfg)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go g.Run(ctx)
+	if populate != nil {
+		populate(g)
+	}
+	cfg := api.DefaultConfig()
+	cfg.Token = "tok"
+	cfg.Heartbeat = 200 * time.Millisecond
+	cfg.Logger = testLogger()
+	if l.mod != nil {
+		l.mod(&cfg)
+	}
+	s, err := api.New(cfg, api.Deps{Graph: g})
+	if err != nil {
+		t.Fatalf("api.New: %v", err)
+	}
+	l.mu.Lock()
+	old := l.api
+	l.g, l.api = g, s
+	l.mu.Unlock()
+	if old != nil {
+		old.Close()
+		l.srv.CloseClientConnections()
+	}
 }
 
 func hopsOf(as ...netip.Addr) []graph.Hop {
@@ -253,5 +277,61 @@ func TestLiveResync(t *testing.T) {
 	t.Logf("resyncs: %v, fresh reconnects: %d", resyncs, fresh)
 	if s := strings.Join(routeView(h.g.Snapshot().Routes, c.name), "\n"); strings.Contains(s, gone.String()+">") {
 		t.Fatalf("routes to the removed host remain:\n%s", s)
+	}
+}
+
+// TestLiveAgentRestart restarts a member between two connections so that
+// the new process's event ids overlap the id the aggregator resumes from:
+// the replayed events contradict what the aggregator holds, and it must
+// notice and take a fresh snapshot instead of mixing the two graphs.
+func TestLiveAgentRestart(t *testing.T) {
+	a := startLiveAgent(t, "agentA", nil)
+	k1 := graph.RouteKey{Src: hA, Dst: hB, SrcPort: 33436}
+	k2 := graph.RouteKey{Src: hA, Dst: hB, SrcPort: 33437}
+	a.g.SetRoute(k1, hopsOf(hA, leaf1, sp1, leaf2, hB))
+	a.g.SetRoute(k2, hopsOf(hA, leaf1, sp2, leaf2, hB))
+	addSamples(a.g, k1, 0, 20, 0)
+	addSamples(a.g, k2, 0, 20, 0)
+	h := startAggregator(t, func(c *Config) { c.Token = "tok" })
+	h.a.AddMember(a.name, a.srv.URL)
+	waitMirrors(t, h.g, a)
+	eventually(t, 10*time.Second, "at the agent's last event", func() (bool, string) {
+		a.g.Flush()
+		return h.a.Status()[0].LastEventID == a.g.LastEventID(), ""
+	})
+	resumeFrom := h.a.Status()[0].LastEventID
+	// The first process must have lived measurably longer than the
+	// restarted one will have when the aggregator reconnects.
+	first := time.Now()
+	eventually(t, 5*time.Second, "first process up for 500ms", func() (bool, string) {
+		return time.Since(first) > 500*time.Millisecond, ""
+	})
+
+	// The restarted agent has k1 again, no k2, and routes to other hosts,
+	// with more events than the aggregator saw from the first process.
+	// The new process is filled before it serves, so the aggregator's first
+	// reconnect succeeds and resumes into the new graph's ids.
+	a.newInstance(t, func(g *graph.Graph) {
+		g.SetRoute(k1, hopsOf(hA, leaf1, sp1, leaf2, hB))
+		for i := range 10 {
+			dst := netip.AddrFrom4([4]byte{198, 18, 4, byte(1 + i)})
+			g.SetRoute(graph.RouteKey{Src: hA, Dst: dst, SrcPort: 33436}, hopsOf(hA, leaf1, sp2, leaf2, dst))
+		}
+		if g.LastEventID() <= resumeFrom {
+			t.Fatalf("setup: new instance at event %d, need more than %d to overlap", g.LastEventID(), resumeFrom)
+		}
+	})
+	// Pings resume: every route gets samples, hence route-update events.
+	for _, k := range a.g.RouteKeys() {
+		addSamples(a.g, k, 0, 10, 0)
+	}
+	waitMirrors(t, h.g, a)
+	if n := testutil.ToFloat64(h.a.met.resyncs.WithLabelValues(reasonRestarted)); n != 1 {
+		t.Fatalf("resyncs{restarted} = %v, want 1", n)
+	}
+	for i, r := range a.requests()[1:] {
+		if id := r.Get("Last-Event-ID"); id != "" {
+			t.Fatalf("reconnect %d resumed into the new process with Last-Event-ID %s", i+1, id)
+		}
 	}
 }

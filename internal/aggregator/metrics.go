@@ -33,7 +33,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 		resyncs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dnms_aggregator_resyncs_total",
-			Help: "Fresh snapshots requested because the view of a member may be stale, by reason (resync, gap, bad_event, unreachable).",
+			Help: "Fresh snapshots requested because the view of a member may be stale, by reason (resync, gap, bad_event, unreachable, inconsistent, restarted).",
 		}, []string{"reason"}),
 		garbage: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "dnms_aggregator_sse_garbage_lines_total",
@@ -43,7 +43,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for _, s := range []string{stateConnecting, stateConnected, stateBackoff} {
 		m.streams.WithLabelValues(s)
 	}
-	for _, r := range []string{reasonResync, reasonGap, reasonBadEvent, reasonUnreachable} {
+	for _, r := range []string{reasonResync, reasonGap, reasonBadEvent, reasonUnreachable, reasonInconsistent, reasonRestarted} {
 		m.resyncs.WithLabelValues(r)
 	}
 	if reg != nil {
