@@ -92,7 +92,7 @@ func TestLabEBPF(t *testing.T) {
 	}
 	t.Logf("ebpf: |RTT − capture| p50 %v p90 %v p99 %v max %v (n=%d)",
 		probe.Pct(errs, .5), probe.Pct(errs, .9), probe.Pct(errs, .99), errs[len(errs)-1], len(errs))
-	if probe.Pct(errs, .9) > 50*time.Microsecond {
-		t.Errorf("ebpf RTT disagrees with the capture: p90 %v", probe.Pct(errs, .9))
+	if probe.Pct(errs, .5) > 20*time.Microsecond || errs[len(errs)-1] > 5*time.Millisecond {
+		t.Errorf("ebpf RTT disagrees with the capture: p50 %v, max %v", probe.Pct(errs, .5), errs[len(errs)-1])
 	}
 }

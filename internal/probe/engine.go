@@ -66,7 +66,7 @@ func DefaultConfig() Config {
 	return Config{
 		PingPort: 33435, SrcPortStart: 33436, SrcPortEnd: 33446,
 		Timestamps: "auto", Reflect: true,
-		Timeout: time.Second, StampWait: 20 * time.Millisecond, LossResolveWindow: 5 * time.Second,
+		Timeout: time.Second, StampWait: 50 * time.Millisecond, LossResolveWindow: 5 * time.Second,
 		ResultBuffer: 4096, TraceWindow: 8, TraceTimeout: time.Second,
 	}
 }
@@ -394,11 +394,17 @@ func (e *Engine) readLoop(s *sock, handle func(s *sock, m *msg, errq bool, ci *c
 					return false
 				}
 				if err != nil {
-					if err == unix.EINTR || err == unix.ECONNREFUSED || err == unix.EHOSTUNREACH || err == unix.ENETUNREACH {
+					switch err {
+					case unix.EINTR, unix.ECONNREFUSED, unix.EHOSTUNREACH, unix.ENETUNREACH:
 						continue // a pending ICMP error reported as the read's error
+					case unix.EBADF:
+						fatal = err
+						return true
 					}
-					fatal = err
-					return true
+					// Anything else: count it, keep the socket, wait for
+					// the next datagram. A probe socket never gives up.
+					e.met.readErrors.Inc()
+					return false
 				}
 				t := nanotime()
 				ci := parseCmsgs(m.oob[:m.oobn])

@@ -223,11 +223,11 @@ func TestLabDelay(t *testing.T) {
 			t.Logf("%s: p50 %v → %v (+%v); delay element late p50 %v, so the wire got +%v", src, base, delayed, rise, late, want)
 			// user stamps carry the wake-up latency of both hosts' readers,
 			// which grows when the reader idles between pings (the delayed
-			// case): measured +100..200µs on a 2-core VM, so user gets a
-			// wider band. kernel stamps track the wire within ~20µs.
+			// case) and with other load on the host; user gets a wider
+			// band. kernel stamps track the wire within ~20µs.
 			tol := 200 * time.Microsecond
 			if src == SourceUser {
-				tol = 400 * time.Microsecond
+				tol = time.Millisecond // measured +170µs idle, +430µs under load
 			}
 			if d := rise - want; d < -tol || d > tol {
 				t.Errorf("p50 rose by %v, want %v ± %v", rise, want, tol)

@@ -2,6 +2,7 @@ package probe
 
 import (
 	"net/netip"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -69,14 +70,14 @@ type lostProbe struct {
 	lostAt   int64
 }
 
-// seqState remembers what happened to recent sequence numbers so that a late
-// or duplicate ack is recognised (and never matched twice).
-type seqState struct {
-	seq   uint64
-	state uint8 // 1 acked, 2 timed out, 3 timed out and a late ack seen
-}
+// maxTimedOut bounds how many timed-out sequence numbers a flow remembers to
+// tell a late ack (the first ack of a timed-out ping) from a duplicate.
+// Any other ack of a sequence number that is not pending is a duplicate or
+// a replay. Memory per flow stays small (a host has peers × ports flows).
+const maxTimedOut = 64
 
-const seqRing = 1024
+// flowIdle is how long an idle flow's state is kept.
+const flowIdle = 10 * time.Minute
 
 type flowState struct {
 	nextSeq uint64
@@ -92,7 +93,8 @@ type flowState struct {
 	// direction split is unknown).
 	traceAcked, traceUnknown uint64
 	intervals                []interval
-	recent                   [seqRing]seqState
+	timedOut                 []uint64 // recent timed-out seqs without a late ack yet
+	lastUsed                 int64    // mono ns of the last ping registered
 }
 
 // matcherStats are counters kept by the matcher (exported as metrics by the
@@ -150,6 +152,7 @@ func (m *matcher) register(k FlowKey, now int64, wall time.Time) uint64 {
 	p := &pending{seq: seq, sentWall: wall, deadline: now + m.timeout}
 	p.t1[idxUser] = now
 	f.pend[seq] = p
+	f.lastUsed = now
 	return seq
 }
 
@@ -167,7 +170,6 @@ func (m *matcher) sendFailed(k FlowKey, seq uint64) {
 		return
 	}
 	delete(f.pend, seq)
-	f.recent[seq%seqRing] = seqState{seq: seq, state: 2}
 	m.emit(Result{Peer: k.Peer, SrcPort: k.SrcPort, Sample: graph.Sample{
 		Seq: seq, Sent: p.sentWall, Lost: true, Dir: graph.LossForward, Source: graph.TimeSource(idxSource[m.order[0]]),
 	}})
@@ -220,11 +222,12 @@ func (m *matcher) ack(k FlowKey, a *Packet, t4 [numSources]int64, now int64) Rej
 	}
 	p := f.pend[a.Seq]
 	if p == nil || p.acked {
-		r := &f.recent[a.Seq%seqRing]
-		if p == nil && r.seq == a.Seq && r.state == 2 {
-			r.state = 3
-			m.st.late++
-			return RejectNone
+		if p == nil {
+			if i := slices.Index(f.timedOut, a.Seq); i >= 0 {
+				f.timedOut = slices.Delete(f.timedOut, i, i+1)
+				m.st.late++
+				return RejectNone
+			}
 		}
 		m.st.duplicate++
 		return RejectReplay
@@ -242,7 +245,6 @@ func (m *matcher) ack(k FlowKey, a *Packet, t4 [numSources]int64, now int64) Rej
 		}
 	}
 	p.stampDeadline = now + m.stampWait
-	f.recent[a.Seq%seqRing] = seqState{seq: a.Seq, state: 1}
 	m.resolve(k, f, a)
 	if m.complete(p) {
 		m.finish(k, f, p, now)
@@ -315,7 +317,10 @@ func (iv *interval) take() graph.LossDir {
 // timedOut handles a ping whose ack did not come in time.
 func (m *matcher) timedOut(k FlowKey, f *flowState, p *pending, now int64) {
 	delete(f.pend, p.seq)
-	f.recent[p.seq%seqRing] = seqState{seq: p.seq, state: 2}
+	if len(f.timedOut) >= maxTimedOut {
+		f.timedOut = slices.Delete(f.timedOut, 0, 1)
+	}
+	f.timedOut = append(f.timedOut, p.seq)
 	l := lostProbe{seq: p.seq, sentWall: p.sentWall, lostAt: now}
 	for i := range f.intervals {
 		iv := &f.intervals[i]
@@ -380,6 +385,12 @@ func (m *matcher) expire(now int64) {
 			_ = seq
 		}
 		f.pruneIntervals()
+		// Forget idle flows (a peer that left): nothing outstanding and no
+		// ping for flowIdle. A later ping starts the flow afresh, which the
+		// reflector tolerates (counters are checked for going backwards).
+		if len(f.pend) == 0 && len(f.lost) == 0 && now-f.lastUsed > int64(flowIdle) {
+			delete(m.flows, k)
+		}
 		sort.Slice(f.lost, func(i, j int) bool { return f.lost[i].seq < f.lost[j].seq })
 		n := 0
 		for _, l := range f.lost {
@@ -441,10 +452,11 @@ func (f *flowState) pruneIntervals() {
 
 // traceDone records the trace probes a finished trace sent on flow k that the
 // peer's reflector counted (acked) or may have counted (unknown).
-func (m *matcher) traceDone(k FlowKey, acked, unknown uint64) {
+func (m *matcher) traceDone(k FlowKey, acked, unknown uint64, now int64) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	f := m.flow(k)
+	f.lastUsed = now
 	f.traceAcked += acked
 	f.traceUnknown += unknown
 }

@@ -260,7 +260,7 @@ func (e *Engine) Trace(ctx context.Context, peer netip.Addr, srcPort uint16, max
 			}
 		}
 	}
-	e.m.traceDone(k, acked, unknown)
+	e.m.traceDone(k, acked, unknown, nanotime())
 
 	if lastTTL > maxTTL {
 		lastTTL = maxTTL
