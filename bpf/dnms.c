@@ -200,6 +200,17 @@ static __always_inline int dnms_ok(const struct dnms_hdr *h)
 }
 
 /*
+ * Make sure the Ethernet, IPv4 and UDP headers (42 bytes) are in the linear
+ * part of the skb so that direct packet access reads them. Only skbs whose
+ * driver left headers in page fragments pay for it; no byte changes.
+ */
+static __always_inline void linear_headers(struct __sk_buff *skb)
+{
+	if ((long)skb->data + PAYLOAD_OFF > (long)skb->data_end && skb->len >= PAYLOAD_OFF)
+		bpf_skb_pull_data(skb, PAYLOAD_OFF);
+}
+
+/*
  * Headers of a plain IPv4/UDP packet to the ping port, or NULL. Uses direct
  * packet access only: the common non-dnms packet costs a few loads.
  */
@@ -233,6 +244,7 @@ int dnms_egress(struct __sk_buff *skb)
 
 	if (skb->protocol != bpf_htons(ETH_P_IP))
 		return TC_ACT_OK;
+	linear_headers(skb);
 	udp = dnms_udp(skb, &ip);
 	if (!udp)
 		return TC_ACT_OK;
@@ -465,6 +477,7 @@ int dnms_ingress(struct __sk_buff *skb)
 
 	if (skb->protocol != bpf_htons(ETH_P_IP))
 		return TC_ACT_OK;
+	linear_headers(skb);
 
 	void *data = (void *)(long)skb->data;
 	void *end = (void *)(long)skb->data_end;
