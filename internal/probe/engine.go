@@ -537,16 +537,18 @@ func (e *Engine) handleICMP(s *sock, m *msg, ci *cmsgInfo, tUser int64) {
 	}
 	seq := binary.BigEndian.Uint64(q[16:24])
 	k := FlowKey{Peer: dst.Addr().Unmap(), SrcPort: s.port}
-	var reached bool
+	var reached, unreachable bool
 	v4 := ci.ee.Origin == unix.SO_EE_ORIGIN_ICMP
 	switch {
 	case v4 && ci.ee.Type == 11, !v4 && ci.ee.Type == 3: // time exceeded
 	case v4 && ci.ee.Type == 3 && ci.ee.Code == 3, !v4 && ci.ee.Type == 1 && ci.ee.Code == 4: // port unreachable
 		reached = ci.offender.Unmap() == k.Peer
-	default:
+		unreachable = true
+	case v4 && ci.ee.Type == 3, !v4 && ci.ee.Type == 1: // host/net unreachable
+		unreachable = true
 	}
 	router := ci.offender.Unmap()
-	if e.trace.replyICMP(k, seq, router, reached, tUser) != RejectNone {
+	if e.trace.replyICMP(k, seq, router, reached, unreachable, tUser) != RejectNone {
 		e.met.icmpUnmatched.Inc()
 	}
 }

@@ -286,3 +286,27 @@ func TestLabSpoofAndGarbage(t *testing.T) {
 		t.Fatal("attacker sent nothing")
 	}
 }
+
+// A trace towards an address nobody has stops at the silent run (or at a
+// router's destination unreachable) and is not reached; the hops it did see
+// are a prefix of a real path.
+func TestLabTraceUnreached(t *testing.T) {
+	lp := newLabPair(t, func(c *Config) { c.TraceTimeout = 500 * time.Millisecond })
+	ghost := netip.MustParseAddr("198.19.2.200") // host2's subnet, no host
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	res, err := lp.a.Trace(ctx, ghost, lp.a.cfg.SrcPortStart, 12, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("trace to nobody: %+v", res)
+	if res.Reached {
+		t.Fatalf("reached a host that does not exist: %+v", res)
+	}
+	if len(res.Hops) < 3 || res.Hops[0].Addr != lp.f.Router("leaf1").Loopback {
+		t.Fatalf("hops %+v: want leaf1, a spine, leaf2 first", res.Hops)
+	}
+	if res.ProbesSent > 12 {
+		t.Fatalf("sent %d probes for maxTTL 12", res.ProbesSent)
+	}
+}

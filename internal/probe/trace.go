@@ -28,6 +28,7 @@ type traceEvent struct {
 	seq    uint64
 	router netip.Addr
 	dest   bool // trace-ack, or port unreachable from the peer
+	unrch  bool // another destination unreachable: the path ends here
 	ack    bool // a trace-ack (the peer's reflector counted the probe)
 	t      int64
 }
@@ -47,8 +48,8 @@ func (t *traceTable) reply(k FlowKey, seq uint64, from netip.Addr, ack bool, now
 	return t.deliver(k, traceEvent{seq: seq, router: from, dest: true, ack: ack, t: now})
 }
 
-func (t *traceTable) replyICMP(k FlowKey, seq uint64, router netip.Addr, reached bool, now int64) RejectReason {
-	return t.deliver(k, traceEvent{seq: seq, router: router, dest: reached, t: now})
+func (t *traceTable) replyICMP(k FlowKey, seq uint64, router netip.Addr, reached, unreachable bool, now int64) RejectReason {
+	return t.deliver(k, traceEvent{seq: seq, router: router, dest: reached, unrch: unreachable && !reached, t: now})
 }
 
 func (t *traceTable) deliver(k FlowKey, ev traceEvent) RejectReason {
@@ -128,6 +129,7 @@ func (e *Engine) Trace(ctx context.Context, peer netip.Addr, srcPort uint16, max
 	hops := make([]hop, maxTTL+1) // index = TTL
 	bySeq := make(map[uint64]int, maxTTL)
 	destTTL := 0
+	stopTTL := 0 // a router said destination unreachable at this TTL
 	next, inflight := 1, 0
 	timeout := int64(e.cfg.TraceTimeout)
 	timer := time.NewTimer(time.Hour)
@@ -163,7 +165,7 @@ func (e *Engine) Trace(ctx context.Context, peer netip.Addr, srcPort uint16, max
 
 	var lastTTL int // where the result ends
 	for {
-		for inflight < e.cfg.TraceWindow && next <= maxTTL && (destTTL == 0 || next < destTTL) {
+		for inflight < e.cfg.TraceWindow && next <= maxTTL && (destTTL == 0 || next < destTTL) && (stopTTL == 0 || next < stopTTL) {
 			if err := send(next); err != nil {
 				return res, err
 			}
@@ -186,6 +188,11 @@ func (e *Engine) Trace(ctx context.Context, peer netip.Addr, srcPort uint16, max
 				lastTTL = ttl
 				res.Reached = true
 				done = inflight == 0 || ttl == maxTTL
+				break
+			}
+			if ttl == stopTTL {
+				lastTTL = ttl // unreachable: the path ends at this router
+				done = true
 				break
 			}
 			if h.state == hopSilent {
@@ -232,6 +239,9 @@ func (e *Engine) Trace(ctx context.Context, peer netip.Addr, srcPort uint16, max
 			inflight--
 			if ev.dest && (destTTL == 0 || ttl < destTTL) {
 				destTTL = ttl
+			}
+			if ev.unrch && (stopTTL == 0 || ttl < stopTTL) {
+				stopTTL = ttl
 			}
 		case <-timer.C:
 		}
