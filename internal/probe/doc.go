@@ -40,4 +40,45 @@
 // which quotes the IP and UDP headers, identifies the TTL from the quoted UDP
 // length alone; ECMP does not hash the length, so the 5-tuple stays constant
 // (Paris traceroute).
+//
+// # Reflector counters
+//
+// rxCount and ackCount count every ping and trace probe the reflector
+// received on the flow (peer address, UDP source port S) in the prober's
+// epoch, including the one being answered — the in-kernel reflector and the
+// userspace reflector count the same way. The prober derives loss direction
+// per interval between two in-time acks a < b of a flow:
+//
+//	forward lost = (b − a) − (rxCount_b − rxCount_a) [+ trace-acked probes]
+//	reverse lost = the other pings of the interval that timed out
+//
+// Trace probes on the flow are accounted for: one whose trace-ack came back
+// was counted; a silent one at or beyond the destination may or may not have
+// been, and makes that interval's split LossUnknown. Counters that go
+// backwards (reflector restart) also give LossUnknown.
+//
+// # Acks that are not accepted
+//
+// An ack for a flow or epoch this engine never probed, or for a sequence
+// number it never sent, is RejectUnknownFlow; a second ack of one ping is
+// RejectReplay (both counted in dnms_packets_rejected_total). The first ack
+// of a ping that already timed out is counted as late
+// (dnms_acks_late_total) and leaves the ping lost. With a probe key, a packet
+// without HMAC or with a wrong one is RejectHMAC and is neither matched nor
+// reflected.
+//
+// # Time
+//
+// Every stamp is CLOCK_MONOTONIC ns. user stamps are runtime.nanotime reads
+// right before sendmsg (T1, which is also what the ping carries) and right
+// after recvmsg returns (T4). kernel stamps are SO_TIMESTAMPING software
+// stamps (tx from the error queue, matched by the looped-back packet's flow
+// and seq; rx from the ack's control message), converted from
+// CLOCK_REALTIME with an offset re-sampled every 100 ms. ebpf stamps come
+// through HandleStamp. A sample uses T1 and T4 from one source: the chosen
+// one if both arrived within StampWait of the ack, else the next source
+// down; Result.Source says which. The userspace reflector puts its rx stamp
+// (kernel when available, else user) in T2 and a clock read right before
+// sendmsg in T3; the in-kernel reflector stamps both in TC ingress and sets
+// flags bit1.
 package probe
