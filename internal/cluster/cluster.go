@@ -231,14 +231,28 @@ func (c *Cluster) Run(ctx context.Context) error {
 	return nil
 }
 
+// seedCheckEvery is how often a node that is not alone checks that a seed is
+// still among its members. A seed that restarted (the aggregator, say) comes
+// back alone: nobody else would ever contact it again.
+const seedCheckEvery = 5 * time.Second
+
 func (c *Cluster) joinLoop(ctx context.Context) {
 	wait := c.cfg.JoinBackoffMin
+	var lastSeedCheck time.Time
 	for {
 		ml := c.memberlist()
 		if ml == nil {
 			return
 		}
-		if ml.NumMembers() <= 1 {
+		rejoin := false
+		if ml.NumMembers() > 1 && time.Since(lastSeedCheck) >= seedCheckEvery {
+			lastSeedCheck = time.Now()
+			rejoin = !c.seedPresent(ctx, ml)
+			if rejoin {
+				c.log.Info("no seed among the members, joining the seeds again", "seeds", c.cfg.Seeds)
+			}
+		}
+		if ml.NumMembers() <= 1 || rejoin {
 			c.joinAttempts.Add(1)
 			n, err := c.Join(c.cfg.Seeds)
 			switch {
@@ -268,6 +282,44 @@ func (c *Cluster) joinLoop(ctx context.Context) {
 		case <-time.After(max(d, c.cfg.JoinBackoffMin/2)):
 		}
 	}
+}
+
+// seedPresent reports whether any seed's address is an alive member (this
+// node counts: a node that is its own seed has nothing to re-join).
+func (c *Cluster) seedPresent(ctx context.Context, ml *memberlist.Memberlist) bool {
+	members := map[netip.AddrPort]bool{}
+	for _, n := range ml.Members() {
+		if n.State != memberlist.StateAlive && n.State != memberlist.StateSuspect {
+			continue
+		}
+		if a, ok := netip.AddrFromSlice(n.Addr); ok {
+			members[netip.AddrPortFrom(a.Unmap(), n.Port)] = true
+		}
+	}
+	for _, seed := range c.cfg.Seeds {
+		host, portStr, err := net.SplitHostPort(seed)
+		if err != nil {
+			host, portStr = seed, strconv.Itoa(c.cfg.Port)
+		}
+		port, err := strconv.ParseUint(portStr, 10, 16)
+		if err != nil {
+			continue
+		}
+		addrs := []netip.Addr{}
+		if a, err := netip.ParseAddr(host); err == nil {
+			addrs = append(addrs, a)
+		} else {
+			lctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			addrs, _ = net.DefaultResolver.LookupNetIP(lctx, "ip", host)
+			cancel()
+		}
+		for _, a := range addrs {
+			if members[netip.AddrPortFrom(a.Unmap(), uint16(port))] {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // Leave broadcasts our departure and waits up to timeout for it to spread.
