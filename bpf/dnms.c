@@ -23,13 +23,17 @@
 // on the first byte that shows the packet is not dnms's. Events are submitted
 // without waking the reader: a wakeup is an irq_work (a self-IPI, ~6 us on a
 // VM) that would delay the probe after its TX stamp, inflating the RTT, and
-// cost that much CPU per event; userspace polls the ring every few ms. Only IPv4 without IP
-// options on Ethernet-framed devices is handled; everything else passes.
+// cost that much CPU per event; userspace polls the ring every few ms.
+//
+// Handled: IPv4 without options and IPv6 without extension headers, on
+// Ethernet-framed devices, headers in the linear part of the skb (pulled
+// there if not); everything else passes untouched.
 
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
 #include <linux/in.h>
 #include <linux/ip.h>
+#include <linux/ipv6.h>
 #include <linux/udp.h>
 #include <linux/pkt_cls.h>
 #include <bpf/bpf_helpers.h>
@@ -52,11 +56,16 @@ char __license[] SEC("license") = "Dual BSD/GPL";
 
 #define ICMP_DEST_UNREACH 3
 #define ICMP_TIME_EXCEEDED 11
+#define ICMPV6_DEST_UNREACH 1
+#define ICMPV6_TIME_EXCEED 3
+#define IPPROTO_ICMPV6_ 58
 
 #define ETH_LEN 14
 #define IP_LEN 20 /* IPv4 without options */
+#define IP6_LEN 40 /* IPv6 without extension headers */
 #define UDP_LEN 8
 #define PAYLOAD_OFF (ETH_LEN + IP_LEN + UDP_LEN)
+#define PAYLOAD6_OFF (ETH_LEN + IP6_LEN + UDP_LEN)
 #define REFLECT_TTL 64
 
 /* Load-time settings, set on the CollectionSpec before load. */
@@ -86,7 +95,8 @@ enum dnms_stat {
 
 /*
  * One timestamp event, handed to userspace through the ring buffer.
- * Addresses are in network byte order: IPv4 in the first 4 bytes (family 4).
+ * Addresses are in network byte order: IPv4 in the first 4 bytes (family 4),
+ * IPv6 in all 16 (family 6).
  * Ports are in host byte order.
  */
 struct dnms_event {
@@ -102,7 +112,7 @@ struct dnms_event {
 	__u8 ttl;              /* trace probes: TTL from header or quoted length */
 	__u8 icmp_type;
 	__u8 icmp_code;
-	__u8 family;           /* 4 */
+	__u8 family;           /* 4 or 6 */
 	__u8 pad[6];
 };
 
@@ -162,13 +172,24 @@ struct {
 	__type(value, struct flow_val);
 } flows SEC(".maps");
 
-/* Our IPv4 addresses (network byte order); the reflector answers only these. */
+/* Our addresses (network byte order); the reflector answers only these. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 256);
 	__type(key, __u32);
 	__type(value, __u8);
 } local_v4 SEC(".maps");
+
+struct addr6 {
+	__u8 a[16];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, struct addr6);
+	__type(value, __u8);
+} local_v6 SEC(".maps");
 
 static __always_inline void count(__u32 idx)
 {
@@ -177,7 +198,7 @@ static __always_inline void count(__u32 idx)
 		*v += 1;
 }
 
-static __always_inline struct dnms_event *reserve(void)
+static __always_inline struct dnms_event *reserve(__u8 family)
 {
 	struct dnms_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
@@ -185,13 +206,8 @@ static __always_inline struct dnms_event *reserve(void)
 		return 0;
 	}
 	__builtin_memset(e, 0, sizeof(*e));
-	e->family = 4;
+	e->family = family;
 	return e;
-}
-
-static __always_inline void put4(__u8 *dst, __u32 addr)
-{
-	__builtin_memcpy(dst, &addr, 4);
 }
 
 static __always_inline int dnms_ok(const struct dnms_hdr *h)
@@ -199,90 +215,136 @@ static __always_inline int dnms_ok(const struct dnms_hdr *h)
 	return h->magic == bpf_htonl(DNMS_MAGIC) && h->version == DNMS_VERSION;
 }
 
+/* A UDP datagram to the ping port, as far as the headers tell. */
+struct udp_info {
+	__u8 saddr[16]; /* IPv4 in the first 4 bytes */
+	__u8 daddr[16];
+	__u32 payload_off; /* packet offset of the UDP payload */
+	__u32 csum_off;    /* packet offset of the UDP checksum */
+	__u16 sport;       /* host byte order */
+	__u16 udp_len;     /* host byte order */
+	__u8 family;       /* 4 or 6 */
+	__u8 hop;          /* IPv4 TTL or IPv6 hop limit */
+	__u8 pad[2];
+};
+
 /*
- * Make sure the Ethernet, IPv4 and UDP headers (42 bytes) are in the linear
- * part of the skb so that direct packet access reads them. Only skbs whose
- * driver left headers in page fragments pay for it; no byte changes.
+ * Make sure the Ethernet, IP and UDP headers are in the linear part of the
+ * skb so that direct packet access reads them. Only skbs whose driver left
+ * headers in page fragments pay for it; no byte changes.
  */
-static __always_inline void linear_headers(struct __sk_buff *skb)
+static __always_inline void linear_headers(struct __sk_buff *skb, __u32 n)
 {
-	if ((long)skb->data + PAYLOAD_OFF > (long)skb->data_end && skb->len >= PAYLOAD_OFF)
-		bpf_skb_pull_data(skb, PAYLOAD_OFF);
+	if ((long)skb->data + n > (long)skb->data_end && skb->len >= n)
+		bpf_skb_pull_data(skb, n);
 }
 
 /*
- * Headers of a plain IPv4/UDP packet to the ping port, or NULL. Uses direct
- * packet access only: the common non-dnms packet costs a few loads.
+ * Fill u for a plain IPv4 or IPv6 UDP packet to the ping port and return 0;
+ * -1 for anything else. Direct packet access only: the common non-dnms
+ * packet costs a few loads.
  */
-static __always_inline struct udphdr *dnms_udp(struct __sk_buff *skb, struct iphdr **ipp)
+static __always_inline int parse_udp(struct __sk_buff *skb, struct udp_info *u)
 {
-	void *data = (void *)(long)skb->data;
-	void *end = (void *)(long)skb->data_end;
-	struct iphdr *ip = data + ETH_LEN;
-	struct udphdr *udp = data + ETH_LEN + IP_LEN;
+	void *data, *end;
+	struct udphdr *udp;
 
-	if ((void *)(udp + 1) > end)
-		return 0;
-	if (ip->protocol != IPPROTO_UDP || ip->ihl != 5)
-		return 0;
-	if (udp->dest != bpf_htons(ping_port))
-		return 0;
-	if (ip->frag_off & bpf_htons(0x3fff)) /* MF or fragment offset */
-		return 0;
-	*ipp = ip;
-	return udp;
+	if (skb->protocol == bpf_htons(ETH_P_IP)) {
+		linear_headers(skb, PAYLOAD_OFF);
+		data = (void *)(long)skb->data;
+		end = (void *)(long)skb->data_end;
+		struct iphdr *ip = data + ETH_LEN;
+		udp = data + ETH_LEN + IP_LEN;
+		if ((void *)(udp + 1) > end)
+			return -1;
+		if (ip->protocol != IPPROTO_UDP || ip->ihl != 5)
+			return -1;
+		if (udp->dest != bpf_htons(ping_port))
+			return -1;
+		if (ip->frag_off & bpf_htons(0x3fff)) /* MF or fragment offset */
+			return -1;
+		__builtin_memset(u->saddr, 0, sizeof(u->saddr) + sizeof(u->daddr));
+		__builtin_memcpy(u->saddr, &ip->saddr, 4);
+		__builtin_memcpy(u->daddr, &ip->daddr, 4);
+		u->family = 4;
+		u->hop = ip->ttl;
+		u->payload_off = PAYLOAD_OFF;
+	} else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
+		linear_headers(skb, PAYLOAD6_OFF);
+		data = (void *)(long)skb->data;
+		end = (void *)(long)skb->data_end;
+		struct ipv6hdr *ip6 = data + ETH_LEN;
+		udp = data + ETH_LEN + IP6_LEN;
+		if ((void *)(udp + 1) > end)
+			return -1;
+		if (ip6->nexthdr != IPPROTO_UDP || udp->dest != bpf_htons(ping_port))
+			return -1;
+		__builtin_memcpy(u->saddr, &ip6->saddr, 16);
+		__builtin_memcpy(u->daddr, &ip6->daddr, 16);
+		u->family = 6;
+		u->hop = ip6->hop_limit;
+		u->payload_off = PAYLOAD6_OFF;
+	} else {
+		return -1;
+	}
+	u->csum_off = u->payload_off - UDP_LEN + offsetof(struct udphdr, check);
+	u->sport = bpf_ntohs(udp->source);
+	u->udp_len = bpf_ntohs(udp->len);
+	return 0;
+}
+
+/* Emit a stamp for the flow in u; to_us says u's destination is us. */
+static __always_inline void emit(struct udp_info *u, __u64 now, __u8 kind, struct dnms_hdr *h, int to_us)
+{
+	struct dnms_event *e = reserve(u->family);
+	if (!e)
+		return;
+	e->ts = now;
+	e->kind = kind;
+	e->type = h->type;
+	e->ttl = h->ttl;
+	e->seq = bpf_be64_to_cpu(h->seq);
+	if (to_us) {
+		__builtin_memcpy(e->local_addr, u->daddr, 16);
+		__builtin_memcpy(e->remote_addr, u->saddr, 16);
+	} else {
+		__builtin_memcpy(e->local_addr, u->saddr, 16);
+		__builtin_memcpy(e->remote_addr, u->daddr, 16);
+	}
+	e->local_port = u->sport;
+	e->remote_port = ping_port;
+	bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
 }
 
 SEC("tc")
 int dnms_egress(struct __sk_buff *skb)
 {
 	__u64 now = bpf_ktime_get_ns();
-	struct iphdr *ip;
-	struct udphdr *udp;
+	struct udp_info u;
 	struct dnms_hdr h;
-	struct dnms_event *e;
 
-	if (skb->protocol != bpf_htons(ETH_P_IP))
+	if (parse_udp(skb, &u) < 0)
 		return TC_ACT_OK;
-	linear_headers(skb);
-	udp = dnms_udp(skb, &ip);
-	if (!udp)
-		return TC_ACT_OK;
-	__u32 saddr = ip->saddr, daddr = ip->daddr;
-	__u16 sport = bpf_ntohs(udp->source);
 	/* Only the first 24 bytes (magic..seq) are needed. */
-	if (bpf_skb_load_bytes(skb, PAYLOAD_OFF, &h, 24) < 0)
+	if (bpf_skb_load_bytes(skb, u.payload_off, &h, 24) < 0)
 		return TC_ACT_OK;
 	if (!dnms_ok(&h) || (h.type != DNMS_T_PING && h.type != DNMS_T_TRACE))
 		return TC_ACT_OK;
-
-	e = reserve();
-	if (!e)
-		return TC_ACT_OK;
-	e->ts = now;
-	e->kind = DNMS_KIND_TX;
-	e->type = h.type;
-	e->ttl = h.ttl;
-	e->seq = bpf_be64_to_cpu(h.seq);
-	put4(e->local_addr, saddr);
-	put4(e->remote_addr, daddr);
-	e->local_port = sport;
-	e->remote_port = ping_port;
-	bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
+	emit(&u, now, DNMS_KIND_TX, &h, 0);
 	count(DNMS_STAT_TX);
 	return TC_ACT_OK;
 }
 
 /* Replace len bytes at packet offset off and fix the UDP checksum. */
-static __always_inline int store_l4(struct __sk_buff *skb, __u32 off, void *old, void *new, __u32 len)
+static __always_inline int store_l4(struct __sk_buff *skb, struct udp_info *u, __u32 off, void *old, void *new,
+				    __u32 len)
 {
 	__s64 diff = bpf_csum_diff(old, len, new, len, 0);
 	if (diff < 0)
 		return -1;
-	if (bpf_skb_store_bytes(skb, off, new, len, 0) < 0)
+	if (bpf_skb_store_bytes(skb, u->payload_off + off, new, len, 0) < 0)
 		return -1;
-	return bpf_l4_csum_replace(skb, ETH_LEN + IP_LEN + offsetof(struct udphdr, check), 0, diff,
-				   BPF_F_MARK_MANGLED_0);
+	return bpf_l4_csum_replace(skb, u->csum_off, 0, diff, BPF_F_MARK_MANGLED_0);
 }
 
 /* The counters block t2..ack_count (bytes 32..64) of the header. */
@@ -299,19 +361,27 @@ struct dnms_tail {
  * write the packet passes to userspace (whose reflector answers it); after a
  * write it is dropped, since a half-rewritten packet must not go anywhere.
  */
-static __always_inline int reflect_ping(struct __sk_buff *skb, __u64 now, struct dnms_hdr *h, __u32 saddr,
-					__u32 daddr, __u16 sport, __u16 udp_len, __u8 old_ttl)
+static __always_inline int reflect_ping(struct __sk_buff *skb, __u64 now, struct dnms_hdr *h, struct udp_info *u)
 {
 	__u32 hmac = (h->flags & DNMS_F_HMAC) ? DNMS_HMAC_LEN : 0;
-	if (udp_len != UDP_LEN + DNMS_HDR_LEN + hmac + bpf_ntohs(h->pad_len))
+	if (u->udp_len != UDP_LEN + DNMS_HDR_LEN + hmac + bpf_ntohs(h->pad_len))
 		return TC_ACT_OK;
-	if (!bpf_map_lookup_elem(&local_v4, &daddr))
-		return TC_ACT_OK;
+	if (u->family == 4) {
+		__u32 d4;
+		__builtin_memcpy(&d4, u->daddr, 4);
+		if (!bpf_map_lookup_elem(&local_v4, &d4))
+			return TC_ACT_OK;
+	} else {
+		struct addr6 d6;
+		__builtin_memcpy(d6.a, u->daddr, 16);
+		if (!bpf_map_lookup_elem(&local_v6, &d6))
+			return TC_ACT_OK;
+	}
 
 	/* Per-flow counters, reset when the prober's epoch changes. */
 	struct flow_key k = {};
-	put4(k.peer, saddr);
-	k.sport = sport;
+	__builtin_memcpy(k.peer, u->saddr, 16);
+	k.sport = u->sport;
 	__u32 epoch = bpf_ntohl(h->epoch);
 	struct flow_val *v = bpf_map_lookup_elem(&flows, &k);
 	if (!v) {
@@ -338,17 +408,31 @@ static __always_inline int reflect_ping(struct __sk_buff *skb, __u64 now, struct
 	if (bpf_skb_store_bytes(skb, 0, swapped, 12, 0) < 0)
 		goto drop;
 
-	/* IPv4: swap addresses (sum-neutral for both IP and UDP checksums),
-	 * reset the TTL (IP checksum fixed incrementally). */
-	__u32 addrs[2] = {daddr, saddr};
-	if (bpf_skb_store_bytes(skb, ETH_LEN + offsetof(struct iphdr, saddr), addrs, 8, 0) < 0)
-		goto drop;
-	__u16 old_tp = bpf_htons(((__u16)old_ttl << 8) | IPPROTO_UDP);
-	__u16 new_tp = bpf_htons(((__u16)REFLECT_TTL << 8) | IPPROTO_UDP);
-	if (bpf_skb_store_bytes(skb, ETH_LEN + offsetof(struct iphdr, ttl), &new_tp, 2, 0) < 0)
-		goto drop;
-	if (bpf_l3_csum_replace(skb, ETH_LEN + offsetof(struct iphdr, check), old_tp, new_tp, 2) < 0)
-		goto drop;
+	/* IP: swap addresses (sum-neutral for the IPv4 and UDP checksums) and
+	 * reset the TTL / hop limit (IPv4 checksum fixed incrementally; no
+	 * IPv6 checksum covers the hop limit). */
+	if (u->family == 4) {
+		__u8 addrs[8];
+		__builtin_memcpy(addrs, u->daddr, 4);
+		__builtin_memcpy(addrs + 4, u->saddr, 4);
+		if (bpf_skb_store_bytes(skb, ETH_LEN + offsetof(struct iphdr, saddr), addrs, 8, 0) < 0)
+			goto drop;
+		__u16 old_tp = bpf_htons(((__u16)u->hop << 8) | IPPROTO_UDP);
+		__u16 new_tp = bpf_htons(((__u16)REFLECT_TTL << 8) | IPPROTO_UDP);
+		if (bpf_skb_store_bytes(skb, ETH_LEN + offsetof(struct iphdr, ttl), &new_tp, 2, 0) < 0)
+			goto drop;
+		if (bpf_l3_csum_replace(skb, ETH_LEN + offsetof(struct iphdr, check), old_tp, new_tp, 2) < 0)
+			goto drop;
+	} else {
+		__u8 addrs[32];
+		__builtin_memcpy(addrs, u->daddr, 16);
+		__builtin_memcpy(addrs + 16, u->saddr, 16);
+		if (bpf_skb_store_bytes(skb, ETH_LEN + offsetof(struct ipv6hdr, saddr), addrs, 32, 0) < 0)
+			goto drop;
+		__u8 hop = REFLECT_TTL;
+		if (bpf_skb_store_bytes(skb, ETH_LEN + offsetof(struct ipv6hdr, hop_limit), &hop, 1, 0) < 0)
+			goto drop;
+	}
 
 	/* dnms: type and flags (bytes 4..7 as one word), t2 and counters. */
 	__u32 oldw, neww;
@@ -358,7 +442,7 @@ static __always_inline int reflect_ping(struct __sk_buff *skb, __u64 now, struct
 	nb[1] = h->type == DNMS_T_TRACE ? DNMS_T_TRACE_ACK : DNMS_T_ACK;
 	nb[2] = h->flags | DNMS_F_KERNEL;
 	nb[3] = h->ttl;
-	if (store_l4(skb, PAYLOAD_OFF + 4, &oldw, &neww, 4) < 0)
+	if (store_l4(skb, u, 4, &oldw, &neww, 4) < 0)
 		goto drop;
 
 	struct dnms_tail ot, nt;
@@ -370,30 +454,17 @@ static __always_inline int reflect_ping(struct __sk_buff *skb, __u64 now, struct
 	nt.t3 = h->t3;
 	nt.rx_count = bpf_cpu_to_be64(rx);
 	nt.ack_count = bpf_cpu_to_be64(ack);
-	if (store_l4(skb, PAYLOAD_OFF + 32, &ot, &nt, sizeof(nt)) < 0)
+	if (store_l4(skb, u, 32, &ot, &nt, sizeof(nt)) < 0)
 		goto drop;
 
 	/* t3 last, as close to the redirect as the rewrite allows. */
 	__be64 t3 = bpf_cpu_to_be64(bpf_ktime_get_ns());
-	if (store_l4(skb, PAYLOAD_OFF + 40, &nt.t3, &t3, 8) < 0)
+	if (store_l4(skb, u, 40, &nt.t3, &t3, 8) < 0)
 		goto drop;
 
 	count(DNMS_STAT_REFLECTED);
-	if (reflect_events) {
-		struct dnms_event *e = reserve();
-		if (e) {
-			e->ts = now;
-			e->kind = DNMS_KIND_REFLECT;
-			e->type = h->type;
-			e->ttl = h->ttl;
-			e->seq = bpf_be64_to_cpu(h->seq);
-			put4(e->local_addr, daddr);
-			put4(e->remote_addr, saddr);
-			e->local_port = sport;
-			e->remote_port = ping_port;
-			bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
-		}
-	}
+	if (reflect_events)
+		emit(u, now, DNMS_KIND_REFLECT, h, 1);
 	return bpf_redirect(skb->ifindex, 0);
 
 drop:
@@ -401,7 +472,49 @@ drop:
 	return TC_ACT_SHOT;
 }
 
-/* ICMP error quoting one of our probes: KIND_RX_ICMP event. */
+/*
+ * The part of an ICMP / ICMPv6 error after the quoted UDP header, at packet
+ * offset off: the dnms header as far as the quote goes. Returns -1 if the
+ * quote shows it is not a dnms probe.
+ */
+static __always_inline int quoted_dnms(struct __sk_buff *skb, __u32 off, __u16 quoted_udp_len, struct dnms_event *q)
+{
+	struct dnms_hdr h;
+
+	q->type = DNMS_T_TRACE;
+	if (bpf_skb_load_bytes(skb, off, &h, 24) == 0) {
+		/* Quote long enough for the header up to seq. */
+		if (!dnms_ok(&h))
+			return -1;
+		q->type = h.type;
+		q->ttl = h.ttl;
+		q->seq = bpf_be64_to_cpu(h.seq);
+	} else if (bpf_skb_load_bytes(skb, off, &h, 8) == 0) {
+		if (!dnms_ok(&h))
+			return -1;
+		q->type = h.type;
+		q->ttl = h.ttl;
+	} else {
+		/* RFC 792 quote: only the UDP header; TTL from its length. */
+		__s32 n = (__s32)quoted_udp_len - UDP_LEN - DNMS_HDR_LEN - (hmac_default ? DNMS_HMAC_LEN : 0);
+		if (n < 0 || n > 255)
+			return -1;
+		q->ttl = n;
+	}
+	return 0;
+}
+
+static __always_inline void emit_icmp(struct dnms_event *q)
+{
+	struct dnms_event *e = reserve(q->family);
+	if (!e)
+		return;
+	__builtin_memcpy(e, q, sizeof(*e));
+	bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
+	count(DNMS_STAT_RX_ICMP);
+}
+
+/* ICMP error quoting one of our IPv4 probes: KIND_RX_ICMP event. */
 static __always_inline int icmp_error(struct __sk_buff *skb, __u64 now, __u32 router)
 {
 	/* ICMP header (8) + quoted IPv4 header (20) + quoted UDP header (8). */
@@ -413,8 +526,7 @@ static __always_inline int icmp_error(struct __sk_buff *skb, __u64 now, __u32 ro
 		struct iphdr ip;
 		struct udphdr udp;
 	} q;
-	struct dnms_hdr h;
-	struct dnms_event *e;
+	struct dnms_event ev = {};
 
 	if (bpf_skb_load_bytes(skb, ETH_LEN + IP_LEN, &q, sizeof(q)) < 0)
 		return TC_ACT_OK;
@@ -422,47 +534,57 @@ static __always_inline int icmp_error(struct __sk_buff *skb, __u64 now, __u32 ro
 		return TC_ACT_OK;
 	if (q.ip.ihl != 5 || q.ip.protocol != IPPROTO_UDP || q.udp.dest != bpf_htons(ping_port))
 		return TC_ACT_OK;
-
-	__u32 off = ETH_LEN + IP_LEN + sizeof(q);
-	__u8 type = DNMS_T_TRACE, ttl = 0;
-	__u64 seq = 0;
-	if (bpf_skb_load_bytes(skb, off, &h, 24) == 0) {
-		/* Quote long enough for the header up to seq. */
-		if (!dnms_ok(&h))
-			return TC_ACT_OK;
-		type = h.type;
-		ttl = h.ttl;
-		seq = bpf_be64_to_cpu(h.seq);
-	} else if (bpf_skb_load_bytes(skb, off, &h, 8) == 0) {
-		if (!dnms_ok(&h))
-			return TC_ACT_OK;
-		type = h.type;
-		ttl = h.ttl;
-	} else {
-		/* RFC 792 quote: only the UDP header; TTL from its length. */
-		__s32 n = (__s32)bpf_ntohs(q.udp.len) - UDP_LEN - DNMS_HDR_LEN - (hmac_default ? DNMS_HMAC_LEN : 0);
-		if (n < 0 || n > 255)
-			return TC_ACT_OK;
-		ttl = n;
-	}
-
-	e = reserve();
-	if (!e)
+	if (quoted_dnms(skb, ETH_LEN + IP_LEN + sizeof(q), bpf_ntohs(q.udp.len), &ev) < 0)
 		return TC_ACT_OK;
-	e->ts = now;
-	e->kind = DNMS_KIND_RX_ICMP;
-	e->type = type;
-	e->ttl = ttl;
-	e->seq = seq;
-	e->icmp_type = q.type;
-	e->icmp_code = q.code;
-	put4(e->local_addr, q.ip.saddr);
-	put4(e->remote_addr, q.ip.daddr);
-	put4(e->router_addr, router);
-	e->local_port = bpf_ntohs(q.udp.source);
-	e->remote_port = ping_port;
-	bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
-	count(DNMS_STAT_RX_ICMP);
+
+	ev.ts = now;
+	ev.kind = DNMS_KIND_RX_ICMP;
+	ev.family = 4;
+	ev.icmp_type = q.type;
+	ev.icmp_code = q.code;
+	__builtin_memcpy(ev.local_addr, &q.ip.saddr, 4);
+	__builtin_memcpy(ev.remote_addr, &q.ip.daddr, 4);
+	__builtin_memcpy(ev.router_addr, &router, 4);
+	ev.local_port = bpf_ntohs(q.udp.source);
+	ev.remote_port = ping_port;
+	emit_icmp(&ev);
+	return TC_ACT_OK;
+}
+
+/* ICMPv6 error quoting one of our IPv6 probes: KIND_RX_ICMP event. */
+static __always_inline int icmp6_error(struct __sk_buff *skb, __u64 now)
+{
+	struct {
+		struct ipv6hdr outer;
+		__u8 type;
+		__u8 code;
+		__u16 csum;
+		__u32 rest;
+		struct ipv6hdr ip;
+		struct udphdr udp;
+	} q;
+	struct dnms_event ev = {};
+
+	if (bpf_skb_load_bytes(skb, ETH_LEN, &q, sizeof(q)) < 0)
+		return TC_ACT_OK;
+	if (q.type != ICMPV6_TIME_EXCEED && q.type != ICMPV6_DEST_UNREACH)
+		return TC_ACT_OK;
+	if (q.ip.nexthdr != IPPROTO_UDP || q.udp.dest != bpf_htons(ping_port))
+		return TC_ACT_OK;
+	if (quoted_dnms(skb, ETH_LEN + sizeof(q), bpf_ntohs(q.udp.len), &ev) < 0)
+		return TC_ACT_OK;
+
+	ev.ts = now;
+	ev.kind = DNMS_KIND_RX_ICMP;
+	ev.family = 6;
+	ev.icmp_type = q.type;
+	ev.icmp_code = q.code;
+	__builtin_memcpy(ev.local_addr, &q.ip.saddr, 16);
+	__builtin_memcpy(ev.remote_addr, &q.ip.daddr, 16);
+	__builtin_memcpy(ev.router_addr, &q.outer.saddr, 16);
+	ev.local_port = bpf_ntohs(q.udp.source);
+	ev.remote_port = ping_port;
+	emit_icmp(&ev);
 	return TC_ACT_OK;
 }
 
@@ -470,34 +592,35 @@ SEC("tc")
 int dnms_ingress(struct __sk_buff *skb)
 {
 	__u64 now = bpf_ktime_get_ns();
-	struct iphdr *ip;
-	struct udphdr *udp;
+	struct udp_info u;
 	struct dnms_hdr h;
-	struct dnms_event *e;
 
-	if (skb->protocol != bpf_htons(ETH_P_IP))
-		return TC_ACT_OK;
-	linear_headers(skb);
-
-	void *data = (void *)(long)skb->data;
-	void *end = (void *)(long)skb->data_end;
-	struct iphdr *ip0 = data + ETH_LEN;
-	if ((void *)(ip0 + 1) > end)
-		return TC_ACT_OK;
-	if (ip0->protocol == IPPROTO_ICMP) {
-		if (ip0->ihl != 5)
+	if (skb->protocol == bpf_htons(ETH_P_IP)) {
+		linear_headers(skb, ETH_LEN + IP_LEN);
+		void *data = (void *)(long)skb->data;
+		void *end = (void *)(long)skb->data_end;
+		struct iphdr *ip = data + ETH_LEN;
+		if ((void *)(ip + 1) > end)
 			return TC_ACT_OK;
-		return icmp_error(skb, now, ip0->saddr);
+		if (ip->protocol == IPPROTO_ICMP) {
+			if (ip->ihl != 5)
+				return TC_ACT_OK;
+			return icmp_error(skb, now, ip->saddr);
+		}
+	} else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
+		linear_headers(skb, ETH_LEN + IP6_LEN);
+		void *data = (void *)(long)skb->data;
+		void *end = (void *)(long)skb->data_end;
+		struct ipv6hdr *ip6 = data + ETH_LEN;
+		if ((void *)(ip6 + 1) > end)
+			return TC_ACT_OK;
+		if (ip6->nexthdr == IPPROTO_ICMPV6_)
+			return icmp6_error(skb, now);
 	}
 
-	udp = dnms_udp(skb, &ip);
-	if (!udp)
+	if (parse_udp(skb, &u) < 0)
 		return TC_ACT_OK;
-	__u32 saddr = ip->saddr, daddr = ip->daddr;
-	__u8 ip_ttl = ip->ttl;
-	__u16 sport = bpf_ntohs(udp->source);
-	__u16 udp_len = bpf_ntohs(udp->len);
-	if (bpf_skb_load_bytes(skb, PAYLOAD_OFF, &h, sizeof(h)) < 0)
+	if (bpf_skb_load_bytes(skb, u.payload_off, &h, sizeof(h)) < 0)
 		return TC_ACT_OK;
 	if (!dnms_ok(&h))
 		return TC_ACT_OK;
@@ -507,23 +630,11 @@ int dnms_ingress(struct __sk_buff *skb)
 	case DNMS_T_TRACE:
 		if (!reflect)
 			return TC_ACT_OK;
-		return reflect_ping(skb, now, &h, saddr, daddr, sport, udp_len, ip_ttl);
+		return reflect_ping(skb, now, &h, &u);
 	case DNMS_T_ACK:
 	case DNMS_T_TRACE_ACK:
 		/* Mirrored ack B:S -> A:P: we are A, the flow's port is S. */
-		e = reserve();
-		if (!e)
-			return TC_ACT_OK;
-		e->ts = now;
-		e->kind = DNMS_KIND_RX_ACK;
-		e->type = h.type;
-		e->ttl = h.ttl;
-		e->seq = bpf_be64_to_cpu(h.seq);
-		put4(e->local_addr, daddr);
-		put4(e->remote_addr, saddr);
-		e->local_port = sport;
-		e->remote_port = ping_port;
-		bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
+		emit(&u, now, DNMS_KIND_RX_ACK, &h, 1);
 		count(DNMS_STAT_RX_ACK);
 		return TC_ACT_OK;
 	}

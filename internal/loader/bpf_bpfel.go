@@ -13,6 +13,11 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type bpfAddr6 struct {
+	_ structs.HostLayout
+	A [16]uint8
+}
+
 type bpfDnmsEvent struct {
 	_          structs.HostLayout
 	Ts         uint64
@@ -74,6 +79,7 @@ const (
 	bpfMapEvents        = "events"
 	bpfMapFlows         = "flows"
 	bpfMapLocalV4       = "local_v4"
+	bpfMapLocalV6       = "local_v6"
 	bpfMapStats         = "stats"
 	bpfProgDnmsEgress   = "dnms_egress"
 	bpfProgDnmsIngress  = "dnms_ingress"
@@ -139,6 +145,7 @@ type bpfMapSpecs struct {
 	Events  *ebpf.MapSpec `ebpf:"events"`
 	Flows   *ebpf.MapSpec `ebpf:"flows"`
 	LocalV4 *ebpf.MapSpec `ebpf:"local_v4"`
+	LocalV6 *ebpf.MapSpec `ebpf:"local_v6"`
 	Stats   *ebpf.MapSpec `ebpf:"stats"`
 }
 
@@ -178,6 +185,7 @@ type bpfMaps struct {
 	Events  *ebpf.Map `ebpf:"events"`
 	Flows   *ebpf.Map `ebpf:"flows"`
 	LocalV4 *ebpf.Map `ebpf:"local_v4"`
+	LocalV6 *ebpf.Map `ebpf:"local_v6"`
 	Stats   *ebpf.Map `ebpf:"stats"`
 }
 
@@ -186,6 +194,7 @@ func (m *bpfMaps) Close() error {
 		m.Events,
 		m.Flows,
 		m.LocalV4,
+		m.LocalV6,
 		m.Stats,
 	)
 }

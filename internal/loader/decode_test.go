@@ -24,6 +24,11 @@ func TestDecode(t *testing.T) {
 	tx.Kind = 1
 	v6 := icmp
 	v6.Family = 6
+	v6.LocalAddr = netip.MustParseAddr("fd00::1").As16()
+	v6.RemoteAddr = netip.MustParseAddr("fd00::2").As16()
+	v6.RouterAddr = netip.MustParseAddr("fd00::99").As16()
+	bad := icmp
+	bad.Family = 5
 	for _, tc := range []struct {
 		name string
 		raw  []byte
@@ -39,7 +44,11 @@ func TestDecode(t *testing.T) {
 			Remote: netip.MustParseAddr("198.18.0.2"), ICMPType: 11, Type: 3, Seq: 7, TTL: 2, Time: 42}},
 		{"short", event(icmp)[:40], false, probe.Stamp{}},
 		{"empty", nil, false, probe.Stamp{}},
-		{"unknown family", event(v6), false, probe.Stamp{}},
+		{"ipv6", event(v6), true, probe.Stamp{Kind: probe.StampRxICMP,
+			Local:  netip.MustParseAddrPort("[fd00::1]:40001"),
+			Remote: netip.MustParseAddr("fd00::2"), Router: netip.MustParseAddr("fd00::99"),
+			ICMPType: 11, Type: 3, Seq: 7, TTL: 2, Time: 42}},
+		{"unknown family", event(bad), false, probe.Stamp{}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, ok := decode(tc.raw)

@@ -217,50 +217,64 @@ func setVariables(spec *ebpf.CollectionSpec, cfg Config) error {
 	return nil
 }
 
-// refreshAddrs puts every IPv4 address of this namespace into local_v4 and
-// removes the ones that went away: the reflector answers only pings to us.
+// refreshAddrs puts every address of this namespace into local_v4 and
+// local_v6 and removes the ones that went away: the reflector answers only
+// pings to us.
 func (l *Loader) refreshAddrs() error {
 	l.nlMu.Lock()
 	defer l.nlMu.Unlock()
 	if l.nl == nil {
 		return nil // closed
 	}
-	addrs, err := l.nl.AddrList(nil, netlink.FAMILY_V4)
+	addrs, err := l.nl.AddrList(nil, netlink.FAMILY_ALL)
 	if err != nil {
 		return fmt.Errorf("list addresses: %w", err)
 	}
-	want := make(map[[4]byte]bool, len(addrs))
+	want4 := make(map[[4]byte]bool, len(addrs))
+	want6 := make(map[[16]byte]bool, len(addrs))
 	for _, a := range addrs {
-		if ip4 := a.IP.To4(); ip4 != nil {
-			want[[4]byte(ip4)] = true
+		ip, ok := netip.AddrFromSlice(a.IP)
+		switch {
+		case !ok:
+		case ip.Is4() || ip.Is4In6():
+			want4[ip.Unmap().As4()] = true
+		default:
+			want6[ip.As16()] = true
 		}
 	}
-	return l.setLocalAddrs(want)
+	if err := syncSet(l.objs.LocalV4, want4); err != nil {
+		return fmt.Errorf("local_v4: %w", err)
+	}
+	if err := syncSet(l.objs.LocalV6, want6); err != nil {
+		return fmt.Errorf("local_v6: %w", err)
+	}
+	return nil
 }
 
-func (l *Loader) setLocalAddrs(want map[[4]byte]bool) error {
+// syncSet makes the keys of the hash map m (values uint8 1) equal want.
+func syncSet[K comparable](m *ebpf.Map, want map[K]bool) error {
 	var (
-		k    [4]byte
+		k    K
 		v    uint8
-		have [][4]byte
+		have []K
 	)
-	it := l.objs.LocalV4.Iterate()
+	it := m.Iterate()
 	for it.Next(&k, &v) {
 		have = append(have, k)
 	}
 	if err := it.Err(); err != nil {
-		return fmt.Errorf("iterate local_v4: %w", err)
+		return fmt.Errorf("iterate: %w", err)
 	}
 	for _, a := range have {
 		if !want[a] {
-			if err := l.objs.LocalV4.Delete(a); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-				return fmt.Errorf("delete local address: %w", err)
+			if err := m.Delete(a); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+				return fmt.Errorf("delete address: %w", err)
 			}
 		}
 	}
 	for a := range want {
-		if err := l.objs.LocalV4.Put(a, uint8(1)); err != nil {
-			return fmt.Errorf("add local address: %w", err)
+		if err := m.Put(a, uint8(1)); err != nil {
+			return fmt.Errorf("add address: %w", err)
 		}
 	}
 	return nil
@@ -318,13 +332,19 @@ func decode(raw []byte) (probe.Stamp, bool) {
 		return probe.Stamp{}, false
 	}
 	ev = *(*bpfDnmsEvent)(unsafe.Pointer(&raw[0]))
-	if ev.Family != 4 {
+	var addr func(b [16]uint8) netip.Addr
+	switch ev.Family {
+	case 4:
+		addr = func(b [16]uint8) netip.Addr { return netip.AddrFrom4([4]byte(b[:4])) }
+	case 6:
+		addr = func(b [16]uint8) netip.Addr { return netip.AddrFrom16(b) }
+	default:
 		return probe.Stamp{}, false
 	}
 	s := probe.Stamp{
 		Kind:     probe.StampKind(ev.Kind),
-		Local:    netip.AddrPortFrom(netip.AddrFrom4([4]byte(ev.LocalAddr[:4])), ev.LocalPort),
-		Remote:   netip.AddrFrom4([4]byte(ev.RemoteAddr[:4])),
+		Local:    netip.AddrPortFrom(addr(ev.LocalAddr), ev.LocalPort),
+		Remote:   addr(ev.RemoteAddr),
 		ICMPType: ev.IcmpType,
 		ICMPCode: ev.IcmpCode,
 		Type:     ev.Type,
@@ -333,7 +353,7 @@ func decode(raw []byte) (probe.Stamp, bool) {
 		Time:     int64(ev.Ts),
 	}
 	if s.Kind == probe.StampRxICMP {
-		s.Router = netip.AddrFrom4([4]byte(ev.RouterAddr[:4]))
+		s.Router = addr(ev.RouterAddr)
 	}
 	return s, true
 }
