@@ -26,7 +26,9 @@ func TestEndToEnd(t *testing.T) {
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	f := lab.New(t, lab.Config{Prefix: lab.UniquePrefix(t), Spines: 2, Leaves: 2, HostsPerLeaf: 2})
+	// Three leaves: with two, every route through leaf1→spine1 also crosses
+	// spine1→leaf2, so the two links are indistinguishable to any estimator.
+	f := lab.New(t, lab.Config{Prefix: lab.UniquePrefix(t), Spines: 2, Leaves: 3, HostsPerLeaf: 1})
 	c, err := demo.Start(demo.Config{Binary: bin, Fabric: f, LogDir: t.TempDir(),
 		Args: []string{"-pingRouteInterval", "200ms", "-mapInterval", "100ms", "-logLevel", "debug"}})
 	if err != nil {
@@ -143,6 +145,9 @@ func TestEndToEnd(t *testing.T) {
 				if rows[0].Src != want.Src || rows[0].Dst != want.Dst {
 					return fmt.Errorf("top row %s→%s (suspicion %.4f), want %s→%s", rows[0].Src, rows[0].Dst, rows[0].Suspicion, want.Src, want.Dst)
 				}
+				if rows[0].Verdict != graph.VerdictFaulty {
+					return fmt.Errorf("top row is right but its verdict is %s: %s", rows[0].Verdict, rows[0].Evidence)
+				}
 				return nil
 			})
 			if err != nil {
@@ -160,10 +165,20 @@ func TestEndToEnd(t *testing.T) {
 				if err != nil {
 					return err
 				}
+				found := false
 				for _, r := range rows {
-					if r.Verdict == graph.VerdictFaulty || r.AvgLossThrough > 0.01 {
-						return fmt.Errorf("still %s→%s verdict %s, loss through %.4f", r.Src, r.Dst, r.Verdict, r.AvgLossThrough)
+					if r.Verdict == graph.VerdictFaulty {
+						return fmt.Errorf("%s→%s still faulty: %s", r.Src, r.Dst, r.Evidence)
 					}
+					if r.Src == want.Src && r.Dst == want.Dst {
+						found = true
+						if r.Verdict != graph.VerdictOK || r.AvgLossThrough > 0.005 {
+							return fmt.Errorf("broken link still %s, loss through %.4f", r.Verdict, r.AvgLossThrough)
+						}
+					}
+				}
+				if !found {
+					return fmt.Errorf("no row for %s→%s", want.Src, want.Dst)
 				}
 				return nil
 			})
