@@ -46,6 +46,9 @@ type Fabric struct {
 // CAP_SYS_ADMIN and CAP_NET_ADMIN to make namespaces).
 func RequireRoot(t testing.TB) {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("root tier: skipped with -short (scripts/test.sh runs it in its second pass)")
+	}
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: builds network namespaces (run the tests as root, as CI does)")
 	}
