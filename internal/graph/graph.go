@@ -805,7 +805,7 @@ func (g *Graph) Health() []LinkHealth {
 	in := make([]healthInput, 0, len(g.routes))
 	for _, r := range g.routes {
 		// r.hops is never modified after the route is created.
-		in = append(in, healthInput{hops: r.hops, keys: r.keysOf(), m: r.metricsOf()})
+		in = append(in, healthInput{hops: r.hops, keys: r.keysOf(), m: countsOf(r.metricsOf())})
 	}
 	hc := g.cfg.Health
 	g.mu.RUnlock()

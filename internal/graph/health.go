@@ -158,13 +158,22 @@ func Validate(s Snapshot) error {
 type healthInput struct {
 	hops []string
 	keys []RouteKey
-	m    Metrics
+	m    counts
+}
+
+// counts are the Metrics fields the localization reads.
+type counts struct {
+	Samples, Lost, LostForward, LostReverse int
+}
+
+func countsOf(m Metrics) counts {
+	return counts{Samples: m.Samples, Lost: m.Lost, LostForward: m.LostForward, LostReverse: m.LostReverse}
 }
 
 func inputsOf(routes []Route) []healthInput {
 	in := make([]healthInput, len(routes))
 	for i, r := range routes {
-		in[i] = healthInput{hops: r.Hops, keys: r.Keys, m: r.Metrics}
+		in[i] = healthInput{hops: r.Hops, keys: r.Keys, m: countsOf(r.Metrics)}
 	}
 	return in
 }
@@ -204,7 +213,7 @@ func (ps *paths) addRoundTrip(p, q int, trials, losses float64) {
 // known ones); when no direction is known, or the reverse route is not in
 // the set, they count as forward. Without the reverse route the reverse
 // losses are dropped (rev is still returned but unused).
-func splitLoss(m Metrics, haveReverse bool) (fwd, rev float64) {
+func splitLoss(m counts, haveReverse bool) (fwd, rev float64) {
 	lost := min(max(m.Lost, 0), m.Samples)
 	kf := min(max(m.LostForward, 0), lost)
 	kr := min(max(m.LostReverse, 0), lost-kf)
@@ -237,7 +246,9 @@ func localize(in []healthInput, hc HealthConfig) []LinkHealth {
 	nodeIdx := make(map[string]int32)
 	var names []string
 	flat := make([]int32, 0, 5*len(in))
-	for _, r := range in {
+	pathStart := make([]int32, len(in)+1)
+	for i, r := range in {
+		pathStart[i] = int32(len(flat))
 		for _, h := range r.hops {
 			id, ok := nodeIdx[h]
 			if !ok {
@@ -248,6 +259,7 @@ func localize(in []healthInput, hc HealthConfig) []LinkHealth {
 			flat = append(flat, id)
 		}
 	}
+	pathStart[len(in)] = int32(len(flat))
 	// Renumber nodes in name order so link order is (src, dst) order.
 	order := make([]int32, len(names))
 	for i := range order {
@@ -303,27 +315,42 @@ func localize(in []healthInput, hc HealthConfig) []LinkHealth {
 	}
 
 	// Observations per route, with reverse losses moved to reverse routes.
-	nkeys := 0
+	// Keys are matched by (source node, destination node, port), the nodes
+	// being the route's endpoints (a key's Src and Dst are its route's).
+	nkeys, nRoundTrip := 0, 0
 	for _, r := range in {
 		nkeys += len(r.keys)
+		if r.m.LostForward <= 0 && r.m.LostReverse <= 0 && r.m.Lost > 0 {
+			nRoundTrip += len(r.keys)
+		}
 	}
-	byKey := make(map[RouteKey]int32, nkeys)
+	ps.links = slices.Grow(ps.links, nRoundTrip*8)
+	ends := func(p int) (uint64, uint64) {
+		return uint64(flat[pathStart[p]]), uint64(flat[pathStart[p+1]-1])
+	}
+	byKey := make(map[uint64]int32, nkeys)
 	for i, r := range in {
+		if len(r.hops) < 2 {
+			continue
+		}
+		src, dst := ends(i)
 		for _, k := range r.keys {
-			if _, ok := byKey[k]; !ok {
-				byKey[k] = int32(i)
+			kk := src<<40 | dst<<16 | uint64(k.SrcPort)
+			if _, ok := byKey[kk]; !ok {
+				byKey[kk] = int32(i)
 			}
 		}
 	}
 	var targets []int32
 	for i, r := range in {
 		m := r.m
-		if m.Samples <= 0 {
+		if m.Samples <= 0 || len(r.hops) < 2 {
 			continue
 		}
+		src, dst := ends(i)
 		targets = targets[:0]
 		for _, k := range r.keys {
-			if q, ok := byKey[k.Reverse()]; ok {
+			if q, ok := byKey[dst<<40|src<<16|uint64(k.SrcPort)]; ok {
 				targets = append(targets, q)
 			}
 		}
