@@ -2,9 +2,12 @@ package graph
 
 import (
 	"cmp"
+	"encoding/binary"
 	"fmt"
+	"hash/fnv"
 	"math"
 	"slices"
+	"strings"
 )
 
 // HealthConfig tunes the explain-away estimator. The zero value of a field
@@ -543,6 +546,40 @@ func estimate(ps *paths, nl int, hc HealthConfig, rows []LinkHealth) int {
 			break
 		}
 	}
+	// Links that carry exactly the same observations cannot be told apart
+	// (e.g. a host's uplink and its leaf's only uplink it uses): the fit
+	// gives the loss to one of them, the evidence names the others.
+	twins := make(map[uint64][]int)
+	for l := 0; l < nl; l++ {
+		rs := routesOf(l)
+		if len(rs) == 0 {
+			continue
+		}
+		h := fnv.New64a()
+		var b [4]byte
+		for _, p := range rs {
+			binary.LittleEndian.PutUint32(b[:], uint32(p))
+			h.Write(b[:])
+		}
+		k := h.Sum64()
+		twins[k] = append(twins[k], l)
+	}
+	twinKey := func(l int) []int {
+		rs := routesOf(l)
+		h := fnv.New64a()
+		var b [4]byte
+		for _, p := range rs {
+			binary.LittleEndian.PutUint32(b[:], uint32(p))
+			h.Write(b[:])
+		}
+		var out []int
+		for _, o := range twins[h.Sum64()] {
+			if o != l && slices.Equal(routesOf(o), rs) {
+				out = append(out, o)
+			}
+		}
+		return out
+	}
 	for l := range rows {
 		h := &rows[l]
 		h.EstimatedLoss = 1 - x[l]
@@ -568,6 +605,15 @@ func estimate(ps *paths, nl int, hc HealthConfig, rows []LinkHealth) int {
 				100*h.EstimatedLoss, observed, trials, len(rs), expected)
 		} else {
 			h.Evidence = "no samples"
+		}
+		if h.Verdict != VerdictOK {
+			if tw := twinKey(l); len(tw) > 0 {
+				names := make([]string, 0, min(len(tw), 3))
+				for _, o := range tw[:min(len(tw), 3)] {
+					names = append(names, rows[o].Src+"→"+rows[o].Dst)
+				}
+				h.Evidence += "; indistinguishable from " + strings.Join(names, ", ") + " (same routes)"
+			}
 		}
 	}
 	return sweeps

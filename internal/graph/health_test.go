@@ -297,3 +297,22 @@ func TestRouteIDStable(t *testing.T) {
 		t.Errorf("id %q", got)
 	}
 }
+
+func TestHealthIndistinguishable(t *testing.T) {
+	// One route only: its two links carry the same probes. One of them is
+	// blamed and the evidence names the other.
+	rows, err := HealthOf(snapshotOf([]Route{{ID: "ab", Hops: []string{hA, r1, hB}, Keys: []RouteKey{kAB},
+		Metrics: Metrics{Samples: 1000, Lost: 50, LostForward: 50}}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := faultyLinks(rows)
+	if len(got) != 1 {
+		t.Fatalf("faulty %v, want one of the two", got)
+	}
+	for _, r := range rows {
+		if r.Verdict == VerdictFaulty && !strings.Contains(r.Evidence, "indistinguishable from") {
+			t.Errorf("evidence %q", r.Evidence)
+		}
+	}
+}
