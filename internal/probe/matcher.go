@@ -1,6 +1,7 @@
 package probe
 
 import (
+	"cmp"
 	"net/netip"
 	"slices"
 	"sort"
@@ -114,6 +115,8 @@ type matcher struct {
 	resolveWindow int64
 	order         []sourceIdx // sources to try, best first
 	flows         map[FlowKey]*flowState
+	active        map[FlowKey]*flowState // flows with pending, lost or interval state
+	nextSweep     int64
 	emit          func(Result) // called with mu held; must not block
 	st            matcherStats
 }
@@ -124,6 +127,7 @@ func newMatcher(timeout, stampWait, resolveWindow time.Duration, want Source, em
 		stampWait:     int64(stampWait),
 		resolveWindow: int64(resolveWindow),
 		flows:         make(map[FlowKey]*flowState),
+		active:        make(map[FlowKey]*flowState),
 		emit:          emit,
 	}
 	for i := sourceIndex(want); i < numSources; i++ {
@@ -153,6 +157,7 @@ func (m *matcher) register(k FlowKey, now int64, wall time.Time) uint64 {
 	p.t1[idxUser] = now
 	f.pend[seq] = p
 	f.lastUsed = now
+	m.active[k] = f
 	return seq
 }
 
@@ -374,24 +379,22 @@ func (m *matcher) finish(k FlowKey, f *flowState, p *pending, now int64) {
 func (m *matcher) expire(now int64) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	for k, f := range m.flows {
-		for seq, p := range f.pend {
+	// Only flows with something outstanding are visited on every tick; a
+	// host with thousands of flows pings each once a second, so few are
+	// active at any moment.
+	for k, f := range m.active {
+		for _, p := range f.pend {
 			switch {
 			case p.acked && now >= p.stampDeadline:
 				m.finish(k, f, p, now)
 			case !p.acked && now >= p.deadline:
 				m.timedOut(k, f, p, now)
 			}
-			_ = seq
 		}
 		f.pruneIntervals()
-		// Forget idle flows (a peer that left): nothing outstanding and no
-		// ping for flowIdle. A later ping starts the flow afresh, which the
-		// reflector tolerates (counters are checked for going backwards).
-		if len(f.pend) == 0 && len(f.lost) == 0 && now-f.lastUsed > int64(flowIdle) {
-			delete(m.flows, k)
+		if len(f.lost) > 1 {
+			slices.SortFunc(f.lost, func(a, b lostProbe) int { return cmp.Compare(a.seq, b.seq) })
 		}
-		sort.Slice(f.lost, func(i, j int) bool { return f.lost[i].seq < f.lost[j].seq })
 		n := 0
 		for _, l := range f.lost {
 			if now-l.lostAt >= m.resolveWindow {
@@ -402,6 +405,20 @@ func (m *matcher) expire(now int64) {
 			n++
 		}
 		f.lost = f.lost[:n]
+		if len(f.pend) == 0 && len(f.lost) == 0 && len(f.intervals) == 0 {
+			delete(m.active, k)
+		}
+	}
+	// Forget idle flows (a peer that left): nothing outstanding and no ping
+	// for flowIdle. A later ping starts the flow afresh, which the
+	// reflector tolerates (counters are checked for going backwards).
+	if now >= m.nextSweep {
+		m.nextSweep = now + int64(time.Minute)
+		for k, f := range m.flows {
+			if m.active[k] == nil && now-f.lastUsed > int64(flowIdle) {
+				delete(m.flows, k)
+			}
+		}
 	}
 }
 
@@ -422,6 +439,7 @@ func (m *matcher) flush() {
 			m.emitLost(k, l, graph.LossUnknown)
 		}
 		delete(m.flows, k)
+		delete(m.active, k)
 	}
 }
 

@@ -252,3 +252,24 @@ func TestMatcherFlush(t *testing.T) {
 		t.Fatalf("flush: %+v", h.out)
 	}
 }
+
+func TestMatcherStateBounded(t *testing.T) {
+	h := newHarness(t, SourceUser)
+	h.ack(h.send(), 1, 1)
+	h.advance(10 * time.Millisecond)
+	if len(h.m.active) != 0 {
+		t.Fatalf("active flows %d after everything resolved", len(h.m.active))
+	}
+	for range 200 { // many timeouts: the timed-out list stays bounded
+		h.send()
+		h.advance(1100 * time.Millisecond)
+	}
+	if n := len(h.m.flows[h.k].timedOut); n > maxTimedOut {
+		t.Fatalf("timed-out list %d", n)
+	}
+	h.advance(flowIdle + 2*time.Minute)
+	h.advance(time.Minute)
+	if len(h.m.flows) != 0 || len(h.m.active) != 0 {
+		t.Fatalf("idle flow kept: %d flows, %d active", len(h.m.flows), len(h.m.active))
+	}
+}
