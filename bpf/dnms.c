@@ -102,6 +102,9 @@ enum dnms_stat {
 struct dnms_event {
 	__u64 ts;              /* bpf_ktime_get_ns() at program entry */
 	__u64 seq;             /* dnms sequence number (0 if unknown) */
+	__u64 rx_real;         /* ingress: skb->tstamp, CLOCK_REALTIME ns when the
+	                        * stack stamped the packet on arrival (before any
+	                        * backlog queueing), else 0 */
 	__u8 local_addr[16];   /* our address */
 	__u8 remote_addr[16];  /* the peer the probe was sent to */
 	__u8 router_addr[16];  /* KIND_RX_ICMP: the router that sent the ICMP */
@@ -294,12 +297,28 @@ static __always_inline int parse_udp(struct __sk_buff *skb, struct udp_info *u)
 }
 
 /* Emit a stamp for the flow in u; to_us says u's destination is us. */
-static __always_inline void emit(struct udp_info *u, __u64 now, __u8 kind, struct dnms_hdr *h, int to_us)
+/*
+ * The arrival time the stack put on an incoming skb (CLOCK_REALTIME), or 0.
+ * Taken on enqueue to the backlog when a socket asked for timestamps, it
+ * precedes TC ingress by the queueing delay (tens of us on a busy veth).
+ */
+static __always_inline __u64 rx_real(struct __sk_buff *skb)
+{
+	/* 0: BPF_SKB_TSTAMP_UNSPEC, renamed BPF_SKB_CLOCK_REALTIME in 6.11. */
+	if (skb->tstamp_type != 0)
+		return 0;
+	return skb->tstamp;
+}
+
+static __always_inline void emit(struct __sk_buff *skb, struct udp_info *u, __u64 now, __u8 kind,
+				 struct dnms_hdr *h, int to_us)
 {
 	struct dnms_event *e = reserve(u->family);
 	if (!e)
 		return;
 	e->ts = now;
+	if (to_us && kind == DNMS_KIND_RX_ACK)
+		e->rx_real = rx_real(skb);
 	e->kind = kind;
 	e->type = h->type;
 	e->ttl = h->ttl;
@@ -330,7 +349,7 @@ int dnms_egress(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	if (!dnms_ok(&h) || (h.type != DNMS_T_PING && h.type != DNMS_T_TRACE))
 		return TC_ACT_OK;
-	emit(&u, now, DNMS_KIND_TX, &h, 0);
+	emit(skb, &u, now, DNMS_KIND_TX, &h, 0);
 	count(DNMS_STAT_TX);
 	return TC_ACT_OK;
 }
@@ -464,7 +483,7 @@ static __always_inline int reflect_ping(struct __sk_buff *skb, __u64 now, struct
 
 	count(DNMS_STAT_REFLECTED);
 	if (reflect_events)
-		emit(u, now, DNMS_KIND_REFLECT, h, 1);
+		emit(skb, u, now, DNMS_KIND_REFLECT, h, 1);
 	return bpf_redirect(skb->ifindex, 0);
 
 drop:
@@ -538,6 +557,7 @@ static __always_inline int icmp_error(struct __sk_buff *skb, __u64 now, __u32 ro
 		return TC_ACT_OK;
 
 	ev.ts = now;
+	ev.rx_real = rx_real(skb);
 	ev.kind = DNMS_KIND_RX_ICMP;
 	ev.family = 4;
 	ev.icmp_type = q.type;
@@ -575,6 +595,7 @@ static __always_inline int icmp6_error(struct __sk_buff *skb, __u64 now)
 		return TC_ACT_OK;
 
 	ev.ts = now;
+	ev.rx_real = rx_real(skb);
 	ev.kind = DNMS_KIND_RX_ICMP;
 	ev.family = 6;
 	ev.icmp_type = q.type;
@@ -634,7 +655,7 @@ int dnms_ingress(struct __sk_buff *skb)
 	case DNMS_T_ACK:
 	case DNMS_T_TRACE_ACK:
 		/* Mirrored ack B:S -> A:P: we are A, the flow's port is S. */
-		emit(&u, now, DNMS_KIND_RX_ACK, &h, 1);
+		emit(skb, &u, now, DNMS_KIND_RX_ACK, &h, 1);
 		count(DNMS_STAT_RX_ACK);
 		return TC_ACT_OK;
 	}

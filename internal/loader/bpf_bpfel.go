@@ -22,6 +22,7 @@ type bpfDnmsEvent struct {
 	_          structs.HostLayout
 	Ts         uint64
 	Seq        uint64
+	RxReal     uint64
 	LocalAddr  [16]uint8
 	RemoteAddr [16]uint8
 	RouterAddr [16]uint8

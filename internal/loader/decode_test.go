@@ -5,7 +5,10 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 	"unsafe"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/dnms/dnms/internal/probe"
 )
@@ -51,7 +54,7 @@ func TestDecode(t *testing.T) {
 		{"unknown family", event(bad), false, probe.Stamp{}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, ok := decode(tc.raw)
+			got, _, ok := decode(tc.raw, 0)
 			if ok != tc.ok || got != tc.want {
 				t.Errorf("decode = %+v, %v; want %+v, %v", got, ok, tc.want, tc.ok)
 			}
@@ -65,7 +68,7 @@ func FuzzDecode(f *testing.F) {
 	ev := bpfDnmsEvent{Kind: 3, Family: 4}
 	f.Add(event(ev))
 	f.Add([]byte{})
-	f.Fuzz(func(t *testing.T, b []byte) { decode(b) })
+	f.Fuzz(func(t *testing.T, b []byte) { decode(b, 1) })
 }
 
 func TestLoadErrorsAreOneLine(t *testing.T) {
@@ -88,5 +91,43 @@ func TestLoadErrorsAreOneLine(t *testing.T) {
 		if strings.Contains(err.Error(), "\n") {
 			t.Errorf("Load(%+v) error spans lines: %q", cfg, err)
 		}
+	}
+}
+
+func TestDecodeArrivalStamp(t *testing.T) {
+	const ts = int64(5_000_000_000)
+	const off = int64(1_700_000_000_000_000_000) // realtime − monotonic
+	ack := bpfDnmsEvent{Ts: uint64(ts), Kind: 2, Type: 2, Family: 4, LocalPort: 1}
+	for _, tc := range []struct {
+		name    string
+		rxReal  int64
+		realOff int64
+		want    int64
+		fromSkb bool
+	}{
+		{"arrival 30us before tc", off + ts - 30_000, off, ts - 30_000, true},
+		{"no arrival stamp", 0, off, ts, false},
+		{"offset unknown", off + ts - 30_000, 0, ts, false},
+		{"arrival after tc (clock moved)", off + ts + 1_000, off, ts, false},
+		{"arrival implausibly early", off + ts - int64(20*time.Millisecond), off, ts, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ev := ack
+			ev.RxReal = uint64(tc.rxReal)
+			s, fromSkb, ok := decode(event(ev), tc.realOff)
+			if !ok || s.Time != tc.want || fromSkb != tc.fromSkb {
+				t.Errorf("decode: time %d fromSkb %v ok %v; want %d %v", s.Time, fromSkb, ok, tc.want, tc.fromSkb)
+			}
+		})
+	}
+}
+
+func TestRealMinusMono(t *testing.T) {
+	off := realMinusMono()
+	var m, r unix.Timespec
+	unix.ClockGettime(unix.CLOCK_MONOTONIC, &m)
+	unix.ClockGettime(unix.CLOCK_REALTIME, &r)
+	if d := r.Nano() - m.Nano() - off; d < -int64(time.Millisecond) || d > int64(time.Millisecond) {
+		t.Errorf("offset %d off by %d ns", off, d)
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -26,6 +27,7 @@ import (
 	"github.com/cilium/ebpf/rlimit"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/dnms/dnms/internal/probe"
 )
@@ -91,6 +93,10 @@ type Status struct {
 	TxStamps        uint64   `json:"tx_stamps"`
 	RxAckStamps     uint64   `json:"rx_ack_stamps"`
 	RxICMPStamps    uint64   `json:"rx_icmp_stamps"`
+	// RxArrivalStamps counts RX stamps (ack, ICMP) whose time is the stack's
+	// arrival stamp (skb->tstamp, taken before backlog queueing) rather
+	// than the TC ingress time: set when some socket asked for timestamps.
+	RxArrivalStamps uint64 `json:"rx_arrival_stamps"`
 }
 
 // Loader holds the loaded programs, their attachments and the ring buffer.
@@ -104,6 +110,8 @@ type Loader struct {
 	rd       *ringbuf.Reader
 	metrics  []prometheus.Collector
 	reg      prometheus.Registerer
+
+	skbStamps atomic.Uint64 // RX stamps that used the stack's arrival time
 
 	mu      sync.Mutex // guards running
 	running bool
@@ -294,7 +302,10 @@ func (l *Loader) Run(ctx context.Context, fn func(probe.Stamp)) error {
 
 	const addrEvery = 5 * time.Second
 	nextAddrs := time.Now().Add(addrEvery)
-	var rec ringbuf.Record
+	var (
+		rec     ringbuf.Record
+		realOff int64
+	)
 	for {
 		if ctx.Err() != nil {
 			return nil
@@ -305,6 +316,7 @@ func (l *Loader) Run(ctx context.Context, fn func(probe.Stamp)) error {
 				l.cfg.Logger.Warn("ebpf loader: refresh local addresses", "err", err)
 			}
 		}
+		realOff = realMinusMono()
 		// Nothing wakes the reader: the deadline is the poll. ReadInto
 		// then returns every record there is, and the deadline error once
 		// the ring is empty.
@@ -319,17 +331,30 @@ func (l *Loader) Run(ctx context.Context, fn func(probe.Stamp)) error {
 		default:
 			return fmt.Errorf("read ring buffer: %w", err)
 		}
-		if s, ok := decode(rec.RawSample); ok {
-			fn(s)
+		s, fromSkb, ok := decode(rec.RawSample, realOff)
+		if !ok {
+			continue
 		}
+		if fromSkb {
+			l.skbStamps.Add(1)
+		}
+		fn(s)
 	}
 }
 
-// decode turns one ring buffer record into a stamp.
-func decode(raw []byte) (probe.Stamp, bool) {
+// maxBacklog bounds how much earlier than the TC ingress stamp the stack's
+// arrival stamp may be and still be believed (a clock step would otherwise
+// move a stamp by seconds).
+const maxBacklog = 10 * time.Millisecond
+
+// decode turns one ring buffer record into a stamp. realOff is
+// CLOCK_REALTIME − CLOCK_MONOTONIC now (0: unknown); it converts the stack's
+// arrival stamp of an incoming packet, taken before any backlog queueing, to
+// CLOCK_MONOTONIC. fromSkb says that stamp was used.
+func decode(raw []byte, realOff int64) (s probe.Stamp, fromSkb, ok bool) {
 	var ev bpfDnmsEvent
 	if len(raw) < int(unsafe.Sizeof(ev)) {
-		return probe.Stamp{}, false
+		return probe.Stamp{}, false, false
 	}
 	ev = *(*bpfDnmsEvent)(unsafe.Pointer(&raw[0]))
 	var addr func(b [16]uint8) netip.Addr
@@ -339,9 +364,9 @@ func decode(raw []byte) (probe.Stamp, bool) {
 	case 6:
 		addr = func(b [16]uint8) netip.Addr { return netip.AddrFrom16(b) }
 	default:
-		return probe.Stamp{}, false
+		return probe.Stamp{}, false, false
 	}
-	s := probe.Stamp{
+	s = probe.Stamp{
 		Kind:     probe.StampKind(ev.Kind),
 		Local:    netip.AddrPortFrom(addr(ev.LocalAddr), ev.LocalPort),
 		Remote:   addr(ev.RemoteAddr),
@@ -355,7 +380,24 @@ func decode(raw []byte) (probe.Stamp, bool) {
 	if s.Kind == probe.StampRxICMP {
 		s.Router = addr(ev.RouterAddr)
 	}
-	return s, true
+	if ev.RxReal != 0 && realOff != 0 {
+		if t := int64(ev.RxReal) - realOff; t <= s.Time && s.Time-t < int64(maxBacklog) {
+			s.Time, fromSkb = t, true
+		}
+	}
+	return s, fromSkb, true
+}
+
+// realMinusMono measures CLOCK_REALTIME − CLOCK_MONOTONIC, reading the
+// monotonic clock on both sides of the real one.
+func realMinusMono() int64 {
+	var m1, r, m2 unix.Timespec
+	if unix.ClockGettime(unix.CLOCK_MONOTONIC, &m1) != nil ||
+		unix.ClockGettime(unix.CLOCK_REALTIME, &r) != nil ||
+		unix.ClockGettime(unix.CLOCK_MONOTONIC, &m2) != nil {
+		return 0
+	}
+	return r.Nano() - (m1.Nano()+m2.Nano())/2
 }
 
 // stat sums one per-CPU counter.
@@ -383,6 +425,7 @@ func (l *Loader) Status() Status {
 		TxStamps:        l.stat(bpfDnmsStatDNMS_STAT_TX),
 		RxAckStamps:     l.stat(bpfDnmsStatDNMS_STAT_RX_ACK),
 		RxICMPStamps:    l.stat(bpfDnmsStatDNMS_STAT_RX_ICMP),
+		RxArrivalStamps: l.skbStamps.Load(),
 	}
 }
 

@@ -8,8 +8,10 @@ import (
 	"os"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/ringbuf"
 	"golang.org/x/sys/unix"
 
@@ -108,7 +110,7 @@ func readStamps(t testing.TB, rd *ringbuf.Reader) []probe.Stamp {
 		if err != nil {
 			t.Fatal(err)
 		}
-		s, ok := decode(rec.RawSample)
+		s, _, ok := decode(rec.RawSample, 0)
 		if !ok {
 			t.Fatalf("undecodable event % x", rec.RawSample)
 		}
@@ -448,5 +450,64 @@ func TestReserveFailuresCounted(t *testing.T) {
 	}
 	if st.ReserveFailures+st.TxStamps < 20000 {
 		t.Errorf("reserve failures %d + stamps %d < runs 20000", st.ReserveFailures, st.TxStamps)
+	}
+}
+
+// skbContext is a __sk_buff for BPF_PROG_TEST_RUN with only tstamp set; its
+// layout comes from the running kernel's BTF.
+func skbContext(t testing.TB, tstamp uint64) []byte {
+	t.Helper()
+	spec, err := btf.LoadKernelSpec()
+	if err != nil {
+		t.Skipf("no kernel BTF: %v", err)
+	}
+	var skb *btf.Struct
+	if err := spec.TypeByName("__sk_buff", &skb); err != nil {
+		t.Fatal(err)
+	}
+	ctx := make([]byte, skb.Size)
+	for _, m := range skb.Members {
+		if m.Name == "tstamp" {
+			binary.NativeEndian.PutUint64(ctx[m.Offset.Bytes():], tstamp)
+			return ctx
+		}
+	}
+	t.Fatal("__sk_buff has no tstamp")
+	return nil
+}
+
+// TestArrivalStampPassedUp: the stack's arrival stamp of an ack (skb->tstamp)
+// reaches userspace next to the TC stamp; an outgoing probe carries none.
+func TestArrivalStampPassedUp(t *testing.T) {
+	objs, rd := testObjs(t, DefaultConfig())
+	ack := ping(30)
+	ack.Type = typeAck
+	ackFrame := pkt{srcMAC: macB, dstMAC: macA, src: addrB, dst: addrA, ttl: 60, sport: 40001, dport: 33435,
+		payload: ack.payload()}.bytes()
+	const arrival = 1_700_000_000_123_456_789
+	for _, tc := range []struct {
+		name string
+		prog *ebpf.Program
+		in   []byte
+		want uint64
+	}{
+		{"ack", objs.DnmsIngress, ackFrame, arrival},
+		{"tx", objs.DnmsEgress, pingFrame(ping(31)).bytes(), 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			opts := ebpf.RunOptions{Data: tc.in, Context: skbContext(t, arrival)}
+			if _, err := tc.prog.Run(&opts); err != nil {
+				t.Fatal(err)
+			}
+			rd.SetDeadline(time.Now())
+			rec, err := rd.Read()
+			if err != nil {
+				t.Fatal(err)
+			}
+			ev := *(*bpfDnmsEvent)(unsafe.Pointer(&rec.RawSample[0]))
+			if ev.RxReal != tc.want {
+				t.Errorf("rx_real %d, want %d", ev.RxReal, tc.want)
+			}
+		})
 	}
 }
