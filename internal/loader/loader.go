@@ -177,15 +177,17 @@ func Load(cfg Config) (*Loader, error) {
 	}
 	l := &Loader{cfg: cfg, nl: nl}
 	if err := spec.LoadAndAssign(&l.objs, nil); err != nil {
+		nl.Close()
 		return nil, fmt.Errorf("ebpf unavailable: load programs: %v", oneLine(err))
+	}
+	// Addresses first: the reflector is live as soon as ingress attaches.
+	if err := l.refreshAddrs(); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("ebpf loader: %v", oneLine(err))
 	}
 	if err := l.attachAll(); err != nil {
 		l.Close()
 		return nil, err
-	}
-	if err := l.refreshAddrs(); err != nil {
-		l.Close()
-		return nil, fmt.Errorf("ebpf loader: %v", oneLine(err))
 	}
 	l.rd, err = ringbuf.NewReader(l.objs.Events)
 	if err != nil {
