@@ -166,6 +166,10 @@ func (l *Loader) register() error {
 		counter("dnms_ebpf_reflect_errors_total",
 			"In-kernel reflections that failed half way (packet dropped).", bpfDnmsStatDNMS_STAT_REFLECT_ERR),
 		&statsCollector{l: l},
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "dnms_ebpf_rx_arrival_stamps_total",
+			Help: "RX stamps whose time is the stack's arrival stamp (before backlog queueing) rather than TC ingress.",
+		}, func() float64 { return float64(l.skbStamps.Load()) }),
 	}
 	for i, c := range cs {
 		if err := l.cfg.Registerer.Register(c); err != nil {

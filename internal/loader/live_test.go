@@ -427,3 +427,26 @@ func TestTCXFeature(t *testing.T) {
 	}
 	t.Fatalf("auto mode chose %q although tcx attach works here (direct attach err %v)", l.Status().Mode, err)
 }
+
+// TestClsactKeepsForeignQdisc: in clsact mode, a clsact qdisc that was there
+// before stays after Close; only our filters go.
+func TestClsactKeepsForeignQdisc(t *testing.T) {
+	f, hA, _ := liveFabric(t)
+	if out, err := f.Exec(hA.NS, "tc", "qdisc", "add", "dev", hA.Ifname, "clsact"); err != nil {
+		t.Fatalf("tc qdisc add: %v: %s", err, out)
+	}
+	cfg := DefaultConfig()
+	cfg.Ifaces = []string{hA.Ifname}
+	cfg.Mode = ModeClsact
+	l, _ := liveLoader(t, f, hA, cfg)
+	if _, filters, _ := attachedIDs(t, f, hA); len(filters) != 2 {
+		t.Fatalf("filters with ours attached: %v, want 2", filters)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_, filters, clsact := attachedIDs(t, f, hA)
+	if !clsact || len(filters) != 0 {
+		t.Errorf("after Close: clsact %v, filters %v; want the foreign qdisc, empty", clsact, filters)
+	}
+}
