@@ -255,9 +255,11 @@ func (e *Engine) Run(ctx context.Context) error {
 		return errors.New("probe: Run called twice")
 	}
 	e.wg.Add(1 + len(e.src))
-	go func() { defer e.wg.Done(); e.readLoop(e.ping, e.handlePingPort) }()
+	// The ping port sends nothing, so its error queue stays empty: skip
+	// that syscall on every datagram.
+	go func() { defer e.wg.Done(); e.readLoop(e.ping, false, e.handlePingPort) }()
 	for _, s := range e.src {
-		go func() { defer e.wg.Done(); e.readLoop(s, e.handleSrcPort) }()
+		go func() { defer e.wg.Done(); e.readLoop(s, true, e.handleSrcPort) }()
 	}
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
@@ -330,8 +332,12 @@ func (e *Engine) Ping(peer netip.Addr, srcPort uint16) (uint64, error) {
 	seq := e.m.register(k, now, time.Now())
 	p := Packet{Type: TypePing, SrcPort: srcPort, Epoch: e.epoch, Seq: seq, T1: now}
 	s.wbuf = s.enc.AppendEncode(s.wbuf[:0], &p)
+	var oob []byte
+	if e.kstamp {
+		oob = txStampCmsg(s.woob[:])
+	}
 	var serr error
-	err := s.fd(func(fd uintptr) { serr = s.wmsg.send(fd, s.wbuf, nil, dst) })
+	err := s.fd(func(fd uintptr) { serr = s.wmsg.send(fd, s.wbuf, oob, dst) })
 	s.wmu.Unlock()
 	if err == nil {
 		err = serr
@@ -377,13 +383,15 @@ func (e *Engine) HandleStamp(s Stamp) {
 // readLoop drains one socket (error queue first, then data) until it is
 // closed. It blocks in the runtime poller between bursts; EPOLLERR (error
 // queue) also wakes it.
-func (e *Engine) readLoop(s *sock, handle func(s *sock, m *msg, errq bool, ci *cmsgInfo, t4 int64)) {
+func (e *Engine) readLoop(s *sock, errQueue bool, handle func(s *sock, m *msg, errq bool, ci *cmsgInfo, t4 int64)) {
 	m := newMsg(2048, 512)
 	var fatal error
 	for {
 		err := s.rc.Read(func(fd uintptr) bool {
 			for {
-				if err := m.recv(fd, unix.MSG_ERRQUEUE); err == nil {
+				if !errQueue {
+					// fall through to the data queue
+				} else if err := m.recv(fd, unix.MSG_ERRQUEUE); err == nil {
 					t := nanotime()
 					ci := parseCmsgs(m.oob[:m.oobn])
 					handle(s, m, true, &ci, t)

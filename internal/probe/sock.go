@@ -16,7 +16,10 @@ import (
 // __kernel_timespec (64-bit) stamps on every architecture.
 const rcvBuf = 4 << 20
 
-const tsFlags = unix.SOF_TIMESTAMPING_SOFTWARE | unix.SOF_TIMESTAMPING_RX_SOFTWARE | unix.SOF_TIMESTAMPING_TX_SOFTWARE
+// Receive stamps on every datagram; transmit stamps are requested per
+// sendmsg (txStampCmsg) for pings only, so acks and trace probes do not
+// fill the error queue.
+const tsFlags = unix.SOF_TIMESTAMPING_SOFTWARE | unix.SOF_TIMESTAMPING_RX_SOFTWARE
 
 // listenUDP opens an unconnected UDP socket bound to ap with IP_RECVERR (ICMP
 // errors and tx stamps come through the error queue) and, if stamps, software
@@ -141,10 +144,13 @@ func (m *msg) send(fd uintptr, data []byte, oob []byte, dst netip.AddrPort) erro
 		switch {
 		case e == 0:
 			return nil
-		case try == 0 && (e == unix.ECONNREFUSED || e == unix.EHOSTUNREACH || e == unix.ENETUNREACH || e == unix.EINTR):
-			// A pending ICMP error of an earlier datagram (sk_err) is
-			// reported by this call instead of sending: it was already
-			// queued on the error queue, so send again.
+		case try < 16 && (e == unix.ECONNREFUSED || e == unix.EHOSTUNREACH || e == unix.ENETUNREACH ||
+			e == unix.EPROTO || e == unix.EINTR):
+			// With IP_RECVERR every ICMP error (time exceeded included)
+			// also sets sk_err, which the next sendmsg reports once
+			// instead of sending. The error is already on the error
+			// queue: send again. During a trace, errors keep arriving,
+			// hence several tries.
 			continue
 		}
 		return e
@@ -164,6 +170,19 @@ func ttlCmsg(b []byte, v6 bool, ttl int) []byte {
 	}
 	h.SetLen(unix.CmsgLen(4))
 	*(*int32)(unsafe.Pointer(&b[unix.CmsgLen(0)])) = int32(ttl)
+	return b
+}
+
+// txStampCmsg builds a SO_TIMESTAMPING control message asking for a software
+// transmit stamp of this one datagram.
+func txStampCmsg(b []byte) []byte {
+	n := unix.CmsgSpace(4)
+	b = b[:n]
+	clear(b)
+	h := (*unix.Cmsghdr)(unsafe.Pointer(&b[0]))
+	h.Level, h.Type = unix.SOL_SOCKET, unix.SO_TIMESTAMPING_NEW
+	h.SetLen(unix.CmsgLen(4))
+	*(*uint32)(unsafe.Pointer(&b[unix.CmsgLen(0)])) = unix.SOF_TIMESTAMPING_TX_SOFTWARE
 	return b
 }
 
