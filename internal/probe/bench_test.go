@@ -73,7 +73,6 @@ func startPairB(b *testing.B, src Source) (a, r testEngine) {
 		c.LocalAddr = netip.MustParseAddr(addr)
 		c.PingPort, c.SrcPortStart, c.SrcPortEnd = ping, s, e
 		c.Timestamps = string(src)
-		c.ResultBuffer = 1 << 16
 		en, err := New(c)
 		return testEngine{Engine: en}, err
 	}
