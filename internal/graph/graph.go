@@ -179,7 +179,7 @@ func isSilent(id string) bool { return strings.HasPrefix(id, "*") }
 // them.
 func normalizeHops(key RouteKey, hops []Hop) []string {
 	out := make([]string, 0, len(hops)+2)
-	if len(hops) == 0 || hops[0].Addr != key.Src {
+	if len(hops) == 0 || hops[0].Addr.Unmap() != key.Src {
 		out = append(out, key.Src.String())
 	}
 	for _, h := range hops {
@@ -189,7 +189,7 @@ func normalizeHops(key RouteKey, hops []Hop) []string {
 			out = append(out, "*")
 		}
 	}
-	if len(hops) == 0 || hops[len(hops)-1].Addr != key.Dst {
+	if len(hops) == 0 || hops[len(hops)-1].Addr.Unmap() != key.Dst {
 		out = append(out, key.Dst.String())
 	}
 	return out
