@@ -5,6 +5,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"testing"
 )
 
@@ -69,7 +70,17 @@ func (c closSim) build(rng *rand.Rand) *closFabric {
 			pairs[[2]int{min(a, b), max(a, b)}] = true
 		}
 	}
+	sorted := make([][2]int, 0, len(pairs))
 	for p := range pairs {
+		sorted = append(sorted, p)
+	}
+	slices.SortFunc(sorted, func(a, b [2]int) int {
+		if a[0] != b[0] {
+			return a[0] - b[0]
+		}
+		return a[1] - b[1]
+	})
+	for _, p := range sorted {
 		for port := 0; port < c.Ports; port++ {
 			sp := uint16(33500 + port)
 			a, b := netip.MustParseAddr(f.hosts[p[0]]), netip.MustParseAddr(f.hosts[p[1]])
