@@ -109,7 +109,7 @@ func TestDecodeArrivalStamp(t *testing.T) {
 		{"no arrival stamp", 0, off, ts, false},
 		{"offset unknown", off + ts - 30_000, 0, ts, false},
 		{"arrival after tc (clock moved)", off + ts + 1_000, off, ts, false},
-		{"arrival implausibly early", off + ts - int64(20*time.Millisecond), off, ts, false},
+		{"arrival implausibly early", off + ts - int64(2*time.Millisecond), off, ts, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ev := ack
@@ -129,5 +129,29 @@ func TestRealMinusMono(t *testing.T) {
 	unix.ClockGettime(unix.CLOCK_REALTIME, &r)
 	if d := r.Nano() - m.Nano() - off; d < -int64(time.Millisecond) || d > int64(time.Millisecond) {
 		t.Errorf("offset %d off by %d ns", off, d)
+	}
+}
+
+func TestOffsetTracker(t *testing.T) {
+	var c offsetTracker
+	steps := []struct {
+		off, now  int64
+		wantSince int64
+	}{
+		{1000_000, 10, 10}, // first sample
+		{1000_500, 20, 10}, // slew: continuous
+		{0, 30, 10},        // preempted reading: ignored
+		{1003_000, 40, 40}, // +2.5 µs jump
+		{1003_100, 50, 40}, // continuous again
+		{999_000, 60, 60},  // step back
+	}
+	for i, s := range steps {
+		c.sample(s.off, s.now)
+		if c.since != s.wantSince {
+			t.Errorf("step %d: since %d, want %d", i, c.since, s.wantSince)
+		}
+	}
+	if c.off != 999_000 {
+		t.Errorf("off %d", c.off)
 	}
 }

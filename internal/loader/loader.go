@@ -305,8 +305,8 @@ func (l *Loader) Run(ctx context.Context, fn func(probe.Stamp)) error {
 	const addrEvery = 5 * time.Second
 	nextAddrs := time.Now().Add(addrEvery)
 	var (
-		rec     ringbuf.Record
-		realOff int64
+		rec ringbuf.Record
+		clk offsetTracker
 	)
 	for {
 		if ctx.Err() != nil {
@@ -318,7 +318,7 @@ func (l *Loader) Run(ctx context.Context, fn func(probe.Stamp)) error {
 				l.cfg.Logger.Warn("ebpf loader: refresh local addresses", "err", err)
 			}
 		}
-		realOff = realMinusMono()
+		clk.sample(realMinusMono(), monotonicNow())
 		// Nothing wakes the reader: the deadline is the poll. ReadInto
 		// then returns every record there is, and the deadline error once
 		// the ring is empty.
@@ -333,7 +333,13 @@ func (l *Loader) Run(ctx context.Context, fn func(probe.Stamp)) error {
 		default:
 			return fmt.Errorf("read ring buffer: %w", err)
 		}
-		s, fromSkb, ok := decode(rec.RawSample, realOff)
+		s, fromSkb, ok := decode(rec.RawSample, clk.off)
+		if fromSkb && s.Time < clk.since {
+			// The clocks' offset jumped after this packet: its arrival
+			// stamp cannot be converted with today's offset. Use TC's.
+			s, _, ok = decode(rec.RawSample, 0)
+			fromSkb = false
+		}
 		if !ok {
 			continue
 		}
@@ -347,7 +353,7 @@ func (l *Loader) Run(ctx context.Context, fn func(probe.Stamp)) error {
 // maxBacklog bounds how much earlier than the TC ingress stamp the stack's
 // arrival stamp may be and still be believed (a clock step would otherwise
 // move a stamp by seconds).
-const maxBacklog = 10 * time.Millisecond
+const maxBacklog = time.Millisecond
 
 // decode turns one ring buffer record into a stamp. realOff is
 // CLOCK_REALTIME − CLOCK_MONOTONIC now (0: unknown); it converts the stack's
@@ -390,16 +396,61 @@ func decode(raw []byte, realOff int64) (s probe.Stamp, fromSkb, ok bool) {
 	return s, fromSkb, true
 }
 
-// realMinusMono measures CLOCK_REALTIME − CLOCK_MONOTONIC, reading the
-// monotonic clock on both sides of the real one.
-func realMinusMono() int64 {
-	var m1, r, m2 unix.Timespec
-	if unix.ClockGettime(unix.CLOCK_MONOTONIC, &m1) != nil ||
-		unix.ClockGettime(unix.CLOCK_REALTIME, &r) != nil ||
-		unix.ClockGettime(unix.CLOCK_MONOTONIC, &m2) != nil {
+// offsetTracker follows CLOCK_REALTIME − CLOCK_MONOTONIC from one poll to
+// the next and remembers since when (monotonic ns) it has not jumped: a
+// settimeofday or a hypervisor clock step moves it by far more than NTP's
+// slew (≤ 500 ppm, 1 µs per 2 ms poll).
+type offsetTracker struct {
+	off   int64 // latest offset; 0 unknown
+	since int64 // monotonic ns since which off has been continuous
+}
+
+const maxOffsetStep = 2 * time.Microsecond
+
+func (c *offsetTracker) sample(off, now int64) {
+	if off == 0 {
+		return // preempted reading: keep the last one
+	}
+	if d := off - c.off; c.off == 0 || d > int64(maxOffsetStep) || d < -int64(maxOffsetStep) {
+		c.since = now
+	}
+	c.off = off
+}
+
+// monotonicNow is CLOCK_MONOTONIC in ns, the clock bpf_ktime_get_ns reads.
+func monotonicNow() int64 {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
 		return 0
 	}
-	return r.Nano() - (m1.Nano()+m2.Nano())/2
+	return ts.Nano()
+}
+
+// realMinusMono measures CLOCK_REALTIME − CLOCK_MONOTONIC, reading the
+// monotonic clock on both sides of the real one. A preempted reading (vCPUs
+// stall for tens of µs) would be off by half the stall, so it keeps the
+// tightest of a few; 0 if none is tight.
+func realMinusMono() int64 {
+	const tries, tight = 5, int64(5 * time.Microsecond)
+	var (
+		best  int64
+		width = int64(-1)
+	)
+	for range tries {
+		var m1, r, m2 unix.Timespec
+		if unix.ClockGettime(unix.CLOCK_MONOTONIC, &m1) != nil ||
+			unix.ClockGettime(unix.CLOCK_REALTIME, &r) != nil ||
+			unix.ClockGettime(unix.CLOCK_MONOTONIC, &m2) != nil {
+			return 0
+		}
+		if w := m2.Nano() - m1.Nano(); width < 0 || w < width {
+			best, width = r.Nano()-(m1.Nano()+m2.Nano())/2, w
+		}
+	}
+	if width > tight {
+		return 0
+	}
+	return best
 }
 
 // stat sums one per-CPU counter.

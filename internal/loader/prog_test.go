@@ -13,7 +13,6 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/ringbuf"
-	"golang.org/x/sys/unix"
 
 	"github.com/dnms/dnms/internal/probe"
 )
@@ -30,15 +29,6 @@ var (
 	router = netip.MustParseAddr("198.18.100.1")
 	macR   = [6]byte{0x02, 0, 0, 0, 0, 0xee}
 )
-
-// monotonicNow is CLOCK_MONOTONIC in ns, the clock bpf_ktime_get_ns reads.
-func monotonicNow() int64 {
-	var ts unix.Timespec
-	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
-		panic(err)
-	}
-	return ts.Nano()
-}
 
 // requireRoot skips tests that load eBPF programs when not root.
 func requireRoot(t testing.TB) {
