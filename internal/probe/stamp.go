@@ -26,13 +26,13 @@ const (
 // it with the probe it belongs to by (Local port, Remote, Seq) or, for ICMP, by
 // (Local port, Remote, TTL).
 type Stamp struct {
-	Kind   StampKind
-	Local  netip.AddrPort // our address and the flow's source port S
-	Remote netip.Addr     // the peer the probe was sent to
-	Router netip.Addr     // StampRxICMP: the router that sent the ICMP error
+	Kind               StampKind
+	Local              netip.AddrPort // our address and the flow's source port S
+	Remote             netip.Addr     // the peer the probe was sent to
+	Router             netip.Addr     // StampRxICMP: the router that sent the ICMP error
 	ICMPType, ICMPCode uint8
-	Type   uint8  // dnms packet type (ping, ack, trace, trace-ack)
-	Seq    uint64 // from the dnms header (0 if the ICMP quote was too short)
-	TTL    uint8  // trace probes: the TTL from the header or quoted UDP length
-	Time   int64  // CLOCK_MONOTONIC nanoseconds
+	Type               uint8  // dnms packet type (ping, ack, trace, trace-ack)
+	Seq                uint64 // from the dnms header (0 if the ICMP quote was too short)
+	TTL                uint8  // trace probes: the TTL from the header or quoted UDP length
+	Time               int64  // CLOCK_MONOTONIC nanoseconds
 }
