@@ -16,8 +16,13 @@
 //              - a ping / trace probe to the ping port addressed to one of our
 //                addresses, with the reflector on: rewritten in place into the
 //                mirrored ack and redirected out of the same interface
-//                (TC_ACT_REDIRECT); userspace never sees it;
+//                (TC_ACT_REDIRECT); userspace never sees it, nor does
+//                netfilter (the ack skips OUTPUT/POSTROUTING). Only if a
+//                rewrite helper fails half way is that ping dropped
+//                (TC_ACT_SHOT, counted);
 //              - anything else: TC_ACT_OK untouched.
+//              RX events also carry skb->tstamp, the stack's arrival time
+//              (CLOCK_REALTIME) when a socket asked for timestamps.
 //
 // Both programs take bpf_ktime_get_ns() (CLOCK_MONOTONIC) first and bail out
 // on the first byte that shows the packet is not dnms's. Events are submitted
