@@ -280,42 +280,48 @@ func localize(in []healthInput, hc HealthConfig) []LinkHealth {
 	for id, r := range rank {
 		sortedNames[r] = names[id]
 	}
-	// Links of every route.
+	// Links of every route: numbered in first-seen order, then renumbered in
+	// (src, dst) order.
 	var linkKeys []uint64
-	linkSeen := make(map[uint64]struct{})
+	firstSeen := make(map[uint64]int32)
 	ps := paths{
 		off:    make([]int32, len(in)+1),
 		trials: make([]float64, len(in)),
 		losses: make([]float64, len(in)),
+		links:  make([]int32, 0, len(flat)),
 	}
-	raw := make([]uint64, 0, len(flat))
-	pos := 0
 	for p, r := range in {
-		ps.off[p] = int32(len(raw))
-		start := len(raw)
-		for j := 1; j < len(r.hops); j++ {
+		pos := pathStart[p]
+		ps.off[p] = int32(len(ps.links))
+		start := len(ps.links)
+		for j := int32(1); j < int32(len(r.hops)); j++ {
 			k := uint64(flat[pos+j-1])<<32 | uint64(flat[pos+j])
-			if slices.Contains(raw[start:], k) {
-				continue // a looping trace crosses a link once for our purpose
-			}
-			raw = append(raw, k)
-			if _, ok := linkSeen[k]; !ok {
-				linkSeen[k] = struct{}{}
+			id, ok := firstSeen[k]
+			if !ok {
+				id = int32(len(linkKeys))
+				firstSeen[k] = id
 				linkKeys = append(linkKeys, k)
 			}
+			if slices.Contains(ps.links[start:], id) {
+				continue // a looping trace crosses a link once for our purpose
+			}
+			ps.links = append(ps.links, id)
 		}
-		pos += len(r.hops)
 	}
-	ps.off[len(in)] = int32(len(raw))
+	ps.off[len(in)] = int32(len(ps.links))
+	perm := make([]int32, len(linkKeys))
+	for i := range perm {
+		perm[i] = int32(i)
+	}
+	slices.SortFunc(perm, func(a, b int32) int { return cmp.Compare(linkKeys[a], linkKeys[b]) })
+	newID := make([]int32, len(linkKeys))
+	for i, old := range perm {
+		newID[old] = int32(i)
+	}
+	for i, id := range ps.links {
+		ps.links[i] = newID[id]
+	}
 	slices.Sort(linkKeys)
-	linkIdx := make(map[uint64]int32, len(linkKeys))
-	for i, k := range linkKeys {
-		linkIdx[k] = int32(i)
-	}
-	ps.links = make([]int32, len(raw))
-	for i, k := range raw {
-		ps.links[i] = linkIdx[k]
-	}
 
 	// Observations per route, with reverse losses moved to reverse routes.
 	// Keys are matched by (source node, destination node, port), the nodes
