@@ -67,6 +67,14 @@ type Config struct {
 	Mode string
 	// Registerer receives the dnms_ebpf_* metrics; nil registers nothing.
 	Registerer prometheus.Registerer
+	// ArrivalStamps makes RX stamps (acks, ICMP) use the stack's arrival
+	// time (skb->tstamp, CLOCK_REALTIME, taken before backlog queueing, only
+	// present when some socket asked for timestamps) converted to
+	// CLOCK_MONOTONIC, when it is at most 1 ms before the TC ingress stamp.
+	// Off by default: on the test VM the kernel's realtime stamps were
+	// sometimes milliseconds away from realtime−monotonic as userspace
+	// measures it, and a conversion error under 1 ms cannot be detected.
+	ArrivalStamps bool
 	// Poll is how often Run reads the ring buffer (0: DefaultPoll). The
 	// programs never wake the reader (see bpf/dnms.c), so a stamp reaches
 	// fn at most Poll after the packet.
@@ -95,7 +103,7 @@ type Status struct {
 	RxICMPStamps    uint64   `json:"rx_icmp_stamps"`
 	// RxArrivalStamps counts RX stamps (ack, ICMP) whose time is the stack's
 	// arrival stamp (skb->tstamp, taken before backlog queueing) rather
-	// than the TC ingress time: set when some socket asked for timestamps.
+	// than the TC ingress time (Config.ArrivalStamps).
 	RxArrivalStamps uint64 `json:"rx_arrival_stamps"`
 }
 
@@ -333,7 +341,11 @@ func (l *Loader) Run(ctx context.Context, fn func(probe.Stamp)) error {
 		default:
 			return fmt.Errorf("read ring buffer: %w", err)
 		}
-		s, fromSkb, ok := decode(rec.RawSample, clk.off)
+		off := int64(0)
+		if l.cfg.ArrivalStamps {
+			off = clk.off
+		}
+		s, fromSkb, ok := decode(rec.RawSample, off)
 		if fromSkb && s.Time < clk.since {
 			// The clocks' offset jumped after this packet: its arrival
 			// stamp cannot be converted with today's offset. Use TC's.
