@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# bench.sh — every benchmark table the project reports, one section each.
+# Figures are ratios or distributions measured in this run; nothing here
+# passes or fails on speed. Sections that need root say so and skip.
+#   scripts/bench.sh                 all sections
+#   scripts/bench.sh probe graph     only those
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$PATH:/usr/local/go/bin"
+
+want() { [ $# -eq 0 ] || [[ " ${SECTIONS} " == *" $1 "* ]]; }
+SECTIONS="${*:-probe ebpf graph mapper api aggregator lab}"
+root=$([ "$(id -u)" -eq 0 ] && echo yes || echo no)
+section() { printf '\n=== %s\n' "$*"; }
+gobench() { go test -run '^$' -count=1 "$@" 2>&1 | grep -vE '^(goos|goarch|pkg|cpu):'; }
+
+if want probe; then
+	section "probe: wire encode/decode, probes per second on one core (CPU, RSS)"
+	gobench -bench 'Encode|Decode|PingRate' -benchmem ./internal/probe
+	if [ "$root" = yes ]; then
+		section "probe: RTT error against an AF_PACKET capture, per time source, idle and under stress-ng --cpu 2"
+		gobench -bench RTTError -benchtime 1x -v ./internal/probe | grep -vE '^\s*time='
+	else
+		section "probe: RTT error benchmark SKIPPED (needs root for the lab fabric)"
+	fi
+fi
+if want ebpf; then
+	if [ "$root" = yes ]; then
+		section "ebpf: ns per packet in the TC programs (BPF_PROG_TEST_RUN), dnms vs other traffic"
+		gobench -bench Programs ./internal/loader
+	else
+		section "ebpf: SKIPPED (needs root / CAP_BPF)"
+	fi
+fi
+if want graph; then
+	section "graph: localization on synthetic Clos fabrics (seed score vs estimator; precision@1, F1, compute time)"
+	gobench -bench Localization -benchtime 1x -timeout 30m -v ./internal/graph | grep -vE '^=== RUN'
+fi
+if want mapper; then
+	section "mapper: MDA coverage cost"
+	gobench -bench 'Coverage|FlowsNeeded' ./internal/mapper
+	if [ "$root" = yes ]; then
+		section "mapper: paths found and probes sent, dnms vs scamper tracelb, on lab pairs"
+		go run ./scripts/benchtrace
+	fi
+fi
+if want api; then
+	section "api: document sizes and times for 100 peers x 11 ports, SSE delivery rate"
+	gobench -bench . -benchtime 100x ./internal/api
+fi
+if want aggregator; then
+	section "aggregator: snapshot apply and SSE parse"
+	gobench -bench . ./internal/aggregator
+fi
+if want lab; then
+	if [ "$root" = yes ]; then
+		section "lab: fabric build time and delay element precision"
+		gobench -bench 'Build|DelayElement' -benchtime 5x ./internal/lab
+	else
+		section "lab: SKIPPED (needs root)"
+	fi
+fi
