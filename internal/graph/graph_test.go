@@ -728,8 +728,16 @@ func TestConcurrentReadersWriters(t *testing.T) {
 					if sub.Snapshot != nil {
 						prev = sub.Snapshot.EventID
 					}
+				recv:
 					for i := 0; i < 20; i++ {
-						ev, ok := <-sub.C
+						var ev Event
+						var ok bool
+						// The writers may finish before 20 more events come.
+						select {
+						case ev, ok = <-sub.C:
+						case <-stop:
+							break recv
+						}
 						if !ok {
 							break
 						}
