@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"fmt"
@@ -80,6 +81,32 @@ func TestEndToEnd(t *testing.T) {
 		fail("mapping: %v", err)
 	}
 	t.Logf("all %d host pairs measured at the aggregator after %s", pairs, time.Since(start).Round(time.Millisecond))
+
+	t.Run("metrics", func(t *testing.T) {
+		body, err := c.GetRaw(agg, "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		promtool, err := exec.LookPath("promtool")
+		if err != nil {
+			t.Skip("promtool not installed (Debian package prometheus; scripts/deps.sh test installs it)")
+		}
+		cmd := exec.Command(promtool, "check", "metrics")
+		cmd.Stdin = bytes.NewReader(body)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Errorf("promtool check metrics on a live agent's /metrics: %v\n%s", err, out)
+		}
+		for _, series := range []string{
+			"dnms_probes_sent_total{", "dnms_probes_received_total{", "dnms_probe_rtt_seconds_bucket{",
+			"dnms_route_loss_ratio{", "dnms_route_jitter_seconds{", "dnms_link_suspicion{",
+			"dnms_link_estimated_loss_ratio{", "dnms_packets_rejected_total{", `dnms_timestamp_source{source="ebpf"} 1`,
+			"dnms_ebpf_attached{", "dnms_traces_total{", "dnms_cluster_members{", "dnms_build_info{",
+		} {
+			if !bytes.Contains(body, []byte(series)) {
+				t.Errorf("/metrics has no %s", series)
+			}
+		}
+	})
 
 	t.Run("garbage", func(t *testing.T) {
 		for _, h := range f.Hosts {

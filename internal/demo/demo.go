@@ -233,22 +233,28 @@ func (c *Cluster) URL(name string) string {
 	return fmt.Sprintf("http://%s", net.JoinHostPort(c.Agents[name].Host.Addr.String(), fmt.Sprint(c.cfg.HTTPPort)))
 }
 
-// Get fetches path from the named agent and decodes the JSON into v.
-func (c *Cluster) Get(name, path string, v any) error {
+// GetRaw fetches path from the named agent.
+func (c *Cluster) GetRaw(name, path string) ([]byte, error) {
 	resp, err := c.client.Get(c.URL(name) + path)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET %s on %s: %s: %s", path, name, resp.Status, strings.TrimSpace(string(body)))
+		return nil, fmt.Errorf("GET %s on %s: %s: %s", path, name, resp.Status, strings.TrimSpace(string(body)))
 	}
-	if v == nil {
-		return nil
+	return body, nil
+}
+
+// Get fetches path from the named agent and decodes the JSON into v.
+func (c *Cluster) Get(name, path string, v any) error {
+	body, err := c.GetRaw(name, path)
+	if err != nil || v == nil {
+		return err
 	}
 	return json.Unmarshal(body, v)
 }
