@@ -1,6 +1,7 @@
 package lab
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -57,7 +58,7 @@ func (f *Fabric) ProbeHop(host string, dst netip.Addr, sport, dport uint16, ttl 
 		if err != nil {
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
-				return netip.Addr{}, fmt.Errorf("lab: probe %s:%d→%s:%d ttl %d: no answer in %v", host, sport, dst, dport, ttl, timeout)
+				return netip.Addr{}, fmt.Errorf("lab: probe %s:%d→%s:%d ttl %d: %w in %v", host, sport, dst, dport, ttl, ErrNoAnswer, timeout)
 			}
 			return netip.Addr{}, fmt.Errorf("lab: probe read: %w", err)
 		}
@@ -99,4 +100,47 @@ func matchICMP(b []byte, dst netip.Addr, sport, dport uint16) bool {
 	}
 	u := inner[ihl:]
 	return uint16(u[0])<<8|uint16(u[1]) == sport && uint16(u[2])<<8|uint16(u[3]) == dport
+}
+
+// ErrNoAnswer is what ProbeHop returns when nobody answered in time.
+var ErrNoAnswer = errors.New("no answer")
+
+// Trace is one hop-by-hop Paris trace made of ProbeHop calls: an independent
+// reference tracer for tests and benchmarks. Hops holds the zero Addr for a
+// silent hop; Reached says the destination answered.
+type Trace struct {
+	Hops    []netip.Addr
+	Reached bool
+	Probes  int
+}
+
+// TraceHops probes TTL 1, 2, … from host's sport to dst:dport until dst
+// answers, maxTTL is reached or maxSilent hops in a row stay silent.
+func (f *Fabric) TraceHops(ctx context.Context, host string, dst netip.Addr, sport, dport uint16, maxTTL, maxSilent int, timeout time.Duration) (Trace, error) {
+	var tr Trace
+	silent := 0
+	for ttl := 1; ttl <= maxTTL; ttl++ {
+		if err := ctx.Err(); err != nil {
+			return tr, err
+		}
+		a, err := f.ProbeHop(host, dst, sport, dport, ttl, timeout)
+		tr.Probes++
+		if errors.Is(err, ErrNoAnswer) {
+			tr.Hops = append(tr.Hops, netip.Addr{})
+			if silent++; silent >= maxSilent {
+				return tr, nil
+			}
+			continue
+		}
+		if err != nil {
+			return tr, err
+		}
+		silent = 0
+		tr.Hops = append(tr.Hops, a)
+		if a == dst {
+			tr.Reached = true
+			return tr, nil
+		}
+	}
+	return tr, nil
 }

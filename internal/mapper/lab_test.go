@@ -27,32 +27,12 @@ type labTracer struct {
 }
 
 func (lt *labTracer) Trace(ctx context.Context, peer netip.Addr, port uint16, maxTTL, maxSilent int) (TraceResult, error) {
-	var res TraceResult
-	silent := 0
-	for ttl := 1; ttl <= maxTTL; ttl++ {
-		if err := ctx.Err(); err != nil {
-			return res, err
-		}
-		a, err := lt.f.ProbeHop(lt.host, peer, port, lt.pingPort, ttl, lt.timeout)
-		res.ProbesSent++
-		if err != nil {
-			if !strings.Contains(err.Error(), "no answer") {
-				return res, err
-			}
-			res.Hops = append(res.Hops, graph.Hop{})
-			if silent++; silent >= maxSilent {
-				return res, nil
-			}
-			continue
-		}
-		silent = 0
+	tr, err := lt.f.TraceHops(ctx, lt.host, peer, port, lt.pingPort, maxTTL, maxSilent, lt.timeout)
+	res := TraceResult{Reached: tr.Reached, ProbesSent: tr.Probes}
+	for _, a := range tr.Hops {
 		res.Hops = append(res.Hops, graph.Hop{Addr: a})
-		if a == peer {
-			res.Reached = true
-			return res, nil
-		}
 	}
-	return res, nil
+	return res, err
 }
 
 // labPair is one ordered host pair on different leaves.

@@ -270,32 +270,12 @@ type hopTracer struct {
 }
 
 func (t *hopTracer) Trace(ctx context.Context, peer netip.Addr, port uint16, maxTTL, maxSilent int) (mapper.TraceResult, error) {
-	var res mapper.TraceResult
-	silent := 0
-	for ttl := 1; ttl <= maxTTL; ttl++ {
-		if err := ctx.Err(); err != nil {
-			return res, err
-		}
-		a, err := t.f.ProbeHop(t.host, peer, port, t.pingPort, ttl, t.timeout)
-		res.ProbesSent++
-		if err != nil {
-			if !strings.Contains(err.Error(), "no answer") {
-				return res, err
-			}
-			res.Hops = append(res.Hops, graph.Hop{})
-			if silent++; silent >= maxSilent {
-				return res, nil
-			}
-			continue
-		}
-		silent = 0
+	tr, err := t.f.TraceHops(ctx, t.host, peer, port, t.pingPort, maxTTL, maxSilent, t.timeout)
+	res := mapper.TraceResult{Reached: tr.Reached, ProbesSent: tr.Probes}
+	for _, a := range tr.Hops {
 		res.Hops = append(res.Hops, graph.Hop{Addr: a})
-		if a == peer {
-			res.Reached = true
-			return res, nil
-		}
 	}
-	return res, nil
+	return res, err
 }
 
 // countingTracer records the probes of every trace, in order.
