@@ -45,6 +45,5 @@ lint: ## gofmt check and go vet
 	$(GO) vet ./...
 
 .PHONY: clean
-clean: ## remove build output and any leftover lab namespaces
+clean: ## remove build output (lab fabrics: scripts/lab.sh list, then down -prefix P)
 	rm -rf bin
-	-scripts/lab.sh down-all 2>/dev/null || true
