@@ -102,7 +102,7 @@ func runAgent(cfg *config) error {
 	if err != nil {
 		return fmt.Errorf("cluster: %w", err)
 	}
-	cl.AddHandler(peerHandler{mp: mp, log: log})
+	cl.AddHandler(peerHandler{mp: mp})
 	if agg != nil {
 		cl.AddHandlerWithSelf(agg)
 	}
@@ -155,22 +155,13 @@ func runAgent(cfg *config) error {
 
 // peerHandler feeds cluster membership to the mapper: a joined peer is traced
 // (and then pinged) within one sweep; a departed peer's routes leave the graph.
-type peerHandler struct {
-	mp  *mapper.Mapper
-	log *slog.Logger
-}
+// The cluster logs joins and leaves itself.
+type peerHandler struct{ mp *mapper.Mapper }
 
 var _ cluster.Handler = peerHandler{}
 
-func (h peerHandler) PeerJoin(p cluster.Peer) {
-	h.log.Info("peer joined", "peer", p.Name, "addr", p.Addr, "role", p.Role, "version", p.Version)
-	h.mp.AddPeer(p.Addr)
-}
-
-func (h peerHandler) PeerLeave(p cluster.Peer) {
-	h.log.Info("peer left", "peer", p.Name, "addr", p.Addr)
-	h.mp.RemovePeer(p.Addr)
-}
+func (h peerHandler) PeerJoin(p cluster.Peer)  { h.mp.AddPeer(p.Addr) }
+func (h peerHandler) PeerLeave(p cluster.Peer) { h.mp.RemovePeer(p.Addr) }
 
 func runHealth(args []string) error {
 	return api.RunHealth(args, os.Stdin, os.Stdout, os.Stderr)
