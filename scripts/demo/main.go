@@ -19,6 +19,7 @@ import (
 	"github.com/dnms/dnms/internal/demo"
 	"github.com/dnms/dnms/internal/graph"
 	"github.com/dnms/dnms/internal/lab"
+	"golang.org/x/sys/unix"
 )
 
 func main() {
@@ -159,9 +160,10 @@ func pick(f *lab.Fabric, role string) (lab.Router, error) {
 	return lab.Router{}, fmt.Errorf("the lab fabric has no %s router", role)
 }
 
+// isTerminal asks the tty driver: /dev/null is a character device too.
 func isTerminal(f *os.File) bool {
-	st, err := f.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
 }
 
 // nodeNames maps node IDs (addresses) to lab names for the printed table.
