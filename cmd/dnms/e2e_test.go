@@ -249,8 +249,9 @@ func TestEndToEnd(t *testing.T) {
 	})
 
 	t.Run("aggregator-restarts", func(t *testing.T) {
+		// SIGTERM: leave the cluster, detach eBPF, close streams, exit 0.
 		if err := c.StopAgent(agg, false); err != nil {
-			t.Fatal(err)
+			t.Fatalf("clean shutdown: %v\n%s", err, c.Tail(agg, 20))
 		}
 		if err := c.StartAgent(agg); err != nil {
 			t.Fatal(err)

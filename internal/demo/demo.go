@@ -39,9 +39,10 @@ type Agent struct {
 	Aggregator bool
 	LogPath    string
 
-	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done chan struct{}
+	mu      sync.Mutex
+	cmd     *exec.Cmd
+	done    chan struct{}
+	waitErr error // how the process ended; valid once done is closed
 }
 
 // Cluster is every agent of one fabric.
@@ -137,12 +138,13 @@ func (c *Cluster) StartAgent(name string) error {
 		return fmt.Errorf("start dnms on %s: %w", name, err)
 	}
 	a.cmd, a.done = cmd, make(chan struct{})
-	go func(done chan struct{}) { cmd.Wait(); logf.Close(); close(done) }(a.done)
+	go func(done chan struct{}) { a.waitErr = cmd.Wait(); logf.Close(); close(done) }(a.done)
 	return nil
 }
 
 // StopAgent ends the named agent: SIGTERM (clean leave) or SIGKILL (crash),
-// and waits for it.
+// and waits for it. After SIGTERM it returns an error unless the agent shut
+// down cleanly (exit status 0) within 10 s.
 func (c *Cluster) StopAgent(name string, kill bool) error {
 	a, ok := c.Agents[name]
 	if !ok {
@@ -158,14 +160,19 @@ func (c *Cluster) StopAgent(name string, kill bool) error {
 		sig = syscall.SIGKILL
 	}
 	syscall.Kill(-a.cmd.Process.Pid, sig)
+	var err error
 	select {
 	case <-a.done:
+		if !kill && a.waitErr != nil {
+			err = fmt.Errorf("demo: %s after SIGTERM: %w", name, a.waitErr)
+		}
 	case <-time.After(10 * time.Second):
 		syscall.Kill(-a.cmd.Process.Pid, syscall.SIGKILL)
 		<-a.done
+		err = fmt.Errorf("demo: %s did not shut down within 10s of SIGTERM", name)
 	}
 	a.cmd = nil
-	return nil
+	return err
 }
 
 // Running reports whether the named agent's process is still alive.
