@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"net"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -23,10 +25,7 @@ import (
 // return, an aggregator that restarts, garbage on every port.
 func TestEndToEnd(t *testing.T) {
 	lab.RequireRoot(t)
-	bin := filepath.Join(t.TempDir(), "dnms")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := buildDNMS(t)
 	// Three leaves: with two, every route through leaf1→spine1 also crosses
 	// spine1→leaf2, so the two links are indistinguishable to any estimator.
 	f := lab.New(t, lab.Config{Prefix: lab.UniquePrefix(t), Spines: 2, Leaves: 3, HostsPerLeaf: 1})
@@ -282,4 +281,84 @@ func router(t *testing.T, f *lab.Fabric, role string, i int) lab.Router {
 	}
 	t.Fatalf("lab fabric has too few %s routers", role)
 	return lab.Router{}
+}
+
+// buildDNMS builds this command into a temporary directory.
+func buildDNMS(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "dnms")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// withoutBPF runs a command as root but without the capabilities eBPF needs,
+// as in a container or on a locked-down host.
+var withoutBPF = []string{"setpriv", "--bounding-set=-bpf,-sys_admin,-perfmon", "--inh-caps=-all"}
+
+// TestRunsWithoutEBPF: where eBPF is not allowed, an agent on -timestamps=auto
+// says so in one log line, runs on kernel timestamps and still maps and
+// measures every pair; one on -timestamps=ebpf refuses to start, in one line.
+func TestRunsWithoutEBPF(t *testing.T) {
+	lab.RequireRoot(t)
+	if _, err := exec.LookPath("setpriv"); err != nil {
+		t.Skip("setpriv (util-linux) not installed")
+	}
+	bin := buildDNMS(t)
+	f := lab.New(t, lab.Config{Prefix: lab.UniquePrefix(t), Spines: 1, Leaves: 2, HostsPerLeaf: 1})
+
+	h := f.Hosts[0]
+	argv := append([]string{"netns", "exec", h.NS}, withoutBPF...)
+	argv = append(argv, bin, "-gossipAddr", h.Addr.String(), "-timestamps", "ebpf")
+	out, err := exec.Command("ip", argv...).CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 2 {
+		t.Fatalf("-timestamps=ebpf without CAP_BPF: want exit status 2, got %v\n%s", err, out)
+	}
+	if lines := strings.Split(strings.TrimSpace(string(out)), "\n"); len(lines) != 1 || !strings.Contains(lines[0], "-timestamps=ebpf") {
+		t.Errorf("want one line naming -timestamps=ebpf, got:\n%s", out)
+	}
+
+	c, err := demo.Start(demo.Config{Binary: bin, Fabric: f, LogDir: t.TempDir(), Wrap: withoutBPF,
+		Args: []string{"-pingRouteInterval", "200ms", "-mapInterval", "100ms"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Stop)
+	for _, h := range f.Hosts {
+		var hz struct {
+			Timestamps, EBPF string
+		}
+		if err := demo.WaitFor(context.Background(), 30*time.Second, 200*time.Millisecond, func() error {
+			return c.Get(h.Name, "/healthz", &hz)
+		}); err != nil {
+			t.Fatalf("%s: %v\n%s", h.Name, err, c.Tail(h.Name, 20))
+		}
+		if hz.Timestamps != "kernel" || !strings.HasPrefix(hz.EBPF, "unavailable") {
+			t.Errorf("%s /healthz: timestamps %q, ebpf %q; want kernel and unavailable", h.Name, hz.Timestamps, hz.EBPF)
+		}
+		if n := strings.Count(c.Tail(h.Name, 1000), "eBPF unavailable"); n != 1 {
+			t.Errorf("%s logged the eBPF fallback %d times, want once", h.Name, n)
+		}
+	}
+	pairs := len(f.Hosts) * (len(f.Hosts) - 1)
+	if err := demo.WaitFor(context.Background(), 60*time.Second, time.Second, func() error {
+		rs, err := c.Routes()
+		if err != nil {
+			return err
+		}
+		seen := map[[2]string]bool{}
+		for _, r := range rs {
+			if r.Metrics.Samples >= 10 && r.Metrics.Source == "kernel" {
+				seen[[2]string{r.Src.String(), r.Dst.String()}] = true
+			}
+		}
+		if len(seen) < pairs {
+			return fmt.Errorf("%d of %d pairs measured on kernel timestamps", len(seen), pairs)
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("without eBPF: %v\n%s", err, c.Tail(c.AggregatorHost().Name, 20))
+	}
 }

@@ -62,9 +62,6 @@ func startProbes(cfg *config, log *slog.Logger, reg prometheus.Registerer, g *gr
 	ec.LocalAddr, ec.PingPort = cfg.GossipAddr, cfg.PingPort
 	ec.SrcPortStart, ec.SrcPortEnd = cfg.MapSrcPortStart, cfg.MapSrcPortEnd
 	ec.Key, ec.Timestamps, ec.EBPF = cfg.ProbeKey, ts, p.ld != nil
-	if ts == "auto" && p.ld == nil {
-		ec.Timestamps = "auto"
-	}
 	ec.Reflect = !(p.ld != nil && cfg.EBPFReflector)
 	ec.Timeout = cfg.PingTimeout
 	ec.Registerer, ec.Logger = reg, log.With("component", "probe")

@@ -30,6 +30,7 @@ type Config struct {
 	Aggregator string      // host name that runs -aggregator (default: the first host)
 	HTTPPort   int         // every agent's API port (default 12345)
 	Args       []string    // extra flags for every agent
+	Wrap       []string    // command prefix inside the namespace, e.g. setpriv dropping capabilities
 	LogDir     string      // one log file per agent (default: a temp dir)
 }
 
@@ -130,7 +131,9 @@ func (c *Cluster) StartAgent(name string) error {
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command("ip", append([]string{"netns", "exec", a.Host.NS, c.cfg.Binary}, c.args(a)...)...)
+	argv := append([]string{"netns", "exec", a.Host.NS}, c.cfg.Wrap...)
+	argv = append(append(argv, c.cfg.Binary), c.args(a)...)
+	cmd := exec.Command("ip", argv...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
