@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
@@ -103,7 +104,7 @@ func (p *probes) Close() {
 
 // ifaceOf names the interface that holds addr: where the probes leave and
 // the acks arrive, so where the TC programs go.
-func ifaceOf(addr interface{ String() string }) (string, error) {
+func ifaceOf(addr netip.Addr) (string, error) {
 	ifs, err := net.Interfaces()
 	if err != nil {
 		return "", err
@@ -111,7 +112,11 @@ func ifaceOf(addr interface{ String() string }) (string, error) {
 	for _, ifc := range ifs {
 		addrs, _ := ifc.Addrs()
 		for _, a := range addrs {
-			if ipn, ok := a.(*net.IPNet); ok && ipn.IP.String() == addr.String() {
+			ipn, ok := a.(*net.IPNet)
+			if !ok {
+				continue
+			}
+			if ip, ok := netip.AddrFromSlice(ipn.IP); ok && ip.Unmap() == addr {
 				return ifc.Name, nil
 			}
 		}
