@@ -42,35 +42,14 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatalf("%s\n--- aggregator %s log tail:\n%s", fmt.Sprintf(format, a...), agg, c.Tail(agg, 30))
 	}
 
-	hostAddrs := map[string]bool{}
-	for _, h := range f.Hosts {
-		hostAddrs[h.Addr.String()] = true
-	}
 	pairs := len(f.Hosts) * (len(f.Hosts) - 1)
-	// measured reports how many ordered host pairs have a route with samples,
-	// and how many routes touch each host.
-	measured := func(minSamples int) (int, map[string]int, error) {
-		rs, err := c.Routes()
-		if err != nil {
-			return 0, nil, err
-		}
-		seen, touch := map[[2]string]bool{}, map[string]int{}
-		for _, r := range rs {
-			touch[r.Src.String()]++
-			touch[r.Dst.String()]++
-			if r.Metrics.Samples >= minSamples {
-				seen[[2]string{r.Src.String(), r.Dst.String()}] = true
-			}
-		}
-		return len(seen), touch, nil
-	}
 	allPairs := func() error {
-		n, _, err := measured(10)
+		cov, err := c.Coverage(10, "")
 		if err != nil {
 			return err
 		}
-		if n < pairs {
-			return fmt.Errorf("%d of %d host pairs measured at the aggregator", n, pairs)
+		if cov.Pairs < pairs {
+			return fmt.Errorf("%d of %d host pairs measured at the aggregator", cov.Pairs, pairs)
 		}
 		return nil
 	}
@@ -225,11 +204,11 @@ func TestEndToEnd(t *testing.T) {
 		}
 		gone := time.Now()
 		if err := demo.WaitFor(ctx, 60*time.Second, time.Second, func() error {
-			_, touch, err := measured(0)
+			cov, err := c.Coverage(0, "")
 			if err != nil {
 				return err
 			}
-			if n := touch[victim.Addr.String()]; n > 0 {
+			if n := cov.Touch[victim.Addr.String()]; n > 0 {
 				return fmt.Errorf("%d routes still touch %s", n, victim.Name)
 			}
 			return nil
@@ -344,18 +323,12 @@ func TestRunsWithoutEBPF(t *testing.T) {
 	}
 	pairs := len(f.Hosts) * (len(f.Hosts) - 1)
 	if err := demo.WaitFor(context.Background(), 60*time.Second, time.Second, func() error {
-		rs, err := c.Routes()
+		cov, err := c.Coverage(10, "kernel")
 		if err != nil {
 			return err
 		}
-		seen := map[[2]string]bool{}
-		for _, r := range rs {
-			if r.Metrics.Samples >= 10 && r.Metrics.Source == "kernel" {
-				seen[[2]string{r.Src.String(), r.Dst.String()}] = true
-			}
-		}
-		if len(seen) < pairs {
-			return fmt.Errorf("%d of %d pairs measured on kernel timestamps", len(seen), pairs)
+		if cov.Pairs < pairs {
+			return fmt.Errorf("%d of %d pairs measured on kernel timestamps", cov.Pairs, pairs)
 		}
 		return nil
 	}); err != nil {

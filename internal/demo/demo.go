@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -281,6 +282,33 @@ func (c *Cluster) Routes() ([]graph.Route, error) {
 	var rs []graph.Route
 	err := c.Get(c.cfg.Aggregator, "/v1/aggregator/graph/routes", &rs)
 	return rs, err
+}
+
+// Coverage is what the aggregator has measured.
+type Coverage struct {
+	Routes int            // routes at the aggregator
+	Pairs  int            // ordered host pairs with a route that qualifies
+	Touch  map[string]int // routes from or to each host address
+}
+
+// Coverage counts the ordered host pairs that have a route with at least
+// minSamples samples at the aggregator, stamped by source when source is set.
+func (c *Cluster) Coverage(minSamples int, source graph.TimeSource) (Coverage, error) {
+	rs, err := c.Routes()
+	if err != nil {
+		return Coverage{}, err
+	}
+	cov := Coverage{Routes: len(rs), Touch: map[string]int{}}
+	seen := map[[2]netip.Addr]bool{}
+	for _, r := range rs {
+		cov.Touch[r.Src.String()]++
+		cov.Touch[r.Dst.String()]++
+		if r.Metrics.Samples >= minSamples && (source == "" || r.Metrics.Source == source) {
+			seen[[2]netip.Addr{r.Src, r.Dst}] = true
+		}
+	}
+	cov.Pairs = len(seen)
+	return cov, nil
 }
 
 // Proxy serves the aggregator's API on a local listener (e.g. 127.0.0.1:12345)

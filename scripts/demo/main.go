@@ -70,20 +70,14 @@ func run() error {
 	step("waiting until the aggregator has measured routes for all %d host pairs", pairs)
 	start := time.Now()
 	err = demo.WaitFor(ctx, *timeout, time.Second, func() error {
-		rs, err := c.Routes()
+		cov, err := c.Coverage(10, "")
 		if err != nil {
 			return err
 		}
-		seen := map[[2]string]bool{}
-		for _, r := range rs {
-			if r.Metrics.Samples >= 10 {
-				seen[[2]string{r.Src.String(), r.Dst.String()}] = true
-			}
+		if cov.Pairs < pairs {
+			return fmt.Errorf("%d of %d host pairs measured", cov.Pairs, pairs)
 		}
-		if len(seen) < pairs {
-			return fmt.Errorf("%d of %d host pairs measured", len(seen), pairs)
-		}
-		fmt.Printf("    %d routes over %d host pairs after %s\n", len(rs), len(seen), time.Since(start).Round(time.Second))
+		fmt.Printf("    %d routes over %d host pairs after %s\n", cov.Routes, cov.Pairs, time.Since(start).Round(time.Second))
 		return nil
 	})
 	if err != nil {
