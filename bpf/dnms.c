@@ -24,8 +24,10 @@
 //              RX events also carry skb->tstamp, the stack's arrival time
 //              (CLOCK_REALTIME) when a socket asked for timestamps.
 //
-// Both programs take bpf_ktime_get_ns() (CLOCK_MONOTONIC) first and bail out
-// on the first byte that shows the packet is not dnms's. Events are submitted
+// Clocks are CLOCK_MONOTONIC (bpf_ktime_get_ns). dnms_ingress reads it first
+// thing; dnms_egress reads it last, just before the event is submitted, so
+// that as little as possible runs between the stamp and the wire. Both bail
+// out on the first byte that shows the packet is not dnms's. Events are submitted
 // without waking the reader: a wakeup is an irq_work (a self-IPI, ~6 us on a
 // VM) that would delay the probe after its TX stamp, inflating the RTT, and
 // cost that much CPU per event; userspace polls the ring every few ms.
@@ -105,11 +107,17 @@ enum dnms_stat {
  * Ports are in host byte order.
  */
 struct dnms_event {
-	__u64 ts;              /* bpf_ktime_get_ns() at program entry */
+	__u64 ts;              /* bpf_ktime_get_ns(): ingress at program entry,
+	                        * egress just before submitting */
 	__u64 seq;             /* dnms sequence number (0 if unknown) */
 	__u64 rx_real;         /* ingress: skb->tstamp, CLOCK_REALTIME ns when the
 	                        * stack stamped the packet on arrival (before any
 	                        * backlog queueing), else 0 */
+	__u64 rx_mono;         /* with rx_real: bpf_ktime_get_ns() and then */
+	__u64 rx_tai;          /* bpf_ktime_get_tai_ns(), read back to back, so
+	                        * that userspace can place rx_real on the
+	                        * monotonic clock exactly: TAI − REALTIME is a
+	                        * whole number of seconds, the rest is the age */
 	__u8 local_addr[16];   /* our address */
 	__u8 remote_addr[16];  /* the peer the probe was sent to */
 	__u8 router_addr[16];  /* KIND_RX_ICMP: the router that sent the ICMP */
@@ -322,8 +330,13 @@ static __always_inline void emit(struct __sk_buff *skb, struct udp_info *u, __u6
 	if (!e)
 		return;
 	e->ts = now;
-	if (to_us && kind == DNMS_KIND_RX_ACK)
+	if (to_us && kind == DNMS_KIND_RX_ACK) {
 		e->rx_real = rx_real(skb);
+		if (e->rx_real) {
+			e->rx_mono = bpf_ktime_get_ns();
+			e->rx_tai = bpf_ktime_get_tai_ns();
+		}
+	}
 	e->kind = kind;
 	e->type = h->type;
 	e->ttl = h->ttl;
@@ -337,13 +350,15 @@ static __always_inline void emit(struct __sk_buff *skb, struct udp_info *u, __u6
 	}
 	e->local_port = u->sport;
 	e->remote_port = ping_port;
+	if (kind == DNMS_KIND_TX)
+		/* Leaving: the later the better (nothing of ours runs after). */
+		e->ts = bpf_ktime_get_ns();
 	bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
 }
 
 SEC("tc")
 int dnms_egress(struct __sk_buff *skb)
 {
-	__u64 now = bpf_ktime_get_ns();
 	struct udp_info u;
 	struct dnms_hdr h;
 
@@ -354,7 +369,7 @@ int dnms_egress(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	if (!dnms_ok(&h) || (h.type != DNMS_T_PING && h.type != DNMS_T_TRACE))
 		return TC_ACT_OK;
-	emit(skb, &u, now, DNMS_KIND_TX, &h, 0);
+	emit(skb, &u, 0, DNMS_KIND_TX, &h, 0);
 	count(DNMS_STAT_TX);
 	return TC_ACT_OK;
 }

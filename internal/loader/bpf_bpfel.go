@@ -23,6 +23,8 @@ type bpfDnmsEvent struct {
 	Ts         uint64
 	Seq        uint64
 	RxReal     uint64
+	RxMono     uint64
+	RxTai      uint64
 	LocalAddr  [16]uint8
 	RemoteAddr [16]uint8
 	RouterAddr [16]uint8

@@ -8,8 +8,6 @@ import (
 	"time"
 	"unsafe"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/dnms/dnms/internal/probe"
 )
 
@@ -54,7 +52,7 @@ func TestDecode(t *testing.T) {
 		{"unknown family", event(bad), false, probe.Stamp{}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, _, ok := decode(tc.raw, 0)
+			got, _, ok := decode(tc.raw, false)
 			if ok != tc.ok || got != tc.want {
 				t.Errorf("decode = %+v, %v; want %+v, %v", got, ok, tc.want, tc.ok)
 			}
@@ -68,7 +66,7 @@ func FuzzDecode(f *testing.F) {
 	ev := bpfDnmsEvent{Kind: 3, Family: 4}
 	f.Add(event(ev))
 	f.Add([]byte{})
-	f.Fuzz(func(t *testing.T, b []byte) { decode(b, 1) })
+	f.Fuzz(func(t *testing.T, b []byte) { decode(b, true) })
 }
 
 func TestLoadErrorsAreOneLine(t *testing.T) {
@@ -95,63 +93,33 @@ func TestLoadErrorsAreOneLine(t *testing.T) {
 }
 
 func TestDecodeArrivalStamp(t *testing.T) {
-	const ts = int64(5_000_000_000)
-	const off = int64(1_700_000_000_000_000_000) // realtime − monotonic
+	const ts = int64(5_000_000_000)               // TC ingress, monotonic
+	const mono = ts + 400                         // the program's later clock pair
+	const real = int64(1_700_000_000_000_000_000) // arrival, realtime
 	ack := bpfDnmsEvent{Ts: uint64(ts), Kind: 2, Type: 2, Family: 4, LocalPort: 1}
 	for _, tc := range []struct {
 		name    string
 		rxReal  int64
-		realOff int64
+		rxTai   int64 // read with mono
+		arrival bool
 		want    int64
 		fromSkb bool
 	}{
-		{"arrival 30us before tc", off + ts - 30_000, off, ts - 30_000, true},
-		{"no arrival stamp", 0, off, ts, false},
-		{"offset unknown", off + ts - 30_000, 0, ts, false},
-		{"arrival after tc (clock moved)", off + ts + 1_000, off, ts, false},
-		{"arrival implausibly early", off + ts - int64(2*time.Millisecond), off, ts, false},
+		{"tai = realtime, 30us backlog", real, real + 30_400, true, ts - 30_000, true},
+		{"tai = realtime + 37s", real, real + 37_000_030_400, true, ts - 30_000, true},
+		{"arrival stamps off", real, real + 30_400, false, ts, false},
+		{"no arrival stamp", 0, real + 30_400, true, ts, false},
+		{"arrival after tc", real, real + 100, true, ts, false},
+		{"arrival implausibly early", real, real + int64(2*time.Millisecond), true, ts, false},
+		{"tai before realtime", real, real - 1_000, true, ts, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ev := ack
-			ev.RxReal = uint64(tc.rxReal)
-			s, fromSkb, ok := decode(event(ev), tc.realOff)
+			ev.RxReal, ev.RxMono, ev.RxTai = uint64(tc.rxReal), uint64(mono), uint64(tc.rxTai)
+			s, fromSkb, ok := decode(event(ev), tc.arrival)
 			if !ok || s.Time != tc.want || fromSkb != tc.fromSkb {
 				t.Errorf("decode: time %d fromSkb %v ok %v; want %d %v", s.Time, fromSkb, ok, tc.want, tc.fromSkb)
 			}
 		})
-	}
-}
-
-func TestRealMinusMono(t *testing.T) {
-	off := realMinusMono()
-	var m, r unix.Timespec
-	unix.ClockGettime(unix.CLOCK_MONOTONIC, &m)
-	unix.ClockGettime(unix.CLOCK_REALTIME, &r)
-	if d := r.Nano() - m.Nano() - off; d < -int64(time.Millisecond) || d > int64(time.Millisecond) {
-		t.Errorf("offset %d off by %d ns", off, d)
-	}
-}
-
-func TestOffsetTracker(t *testing.T) {
-	var c offsetTracker
-	steps := []struct {
-		off, now  int64
-		wantSince int64
-	}{
-		{1000_000, 10, 10}, // first sample
-		{1000_500, 20, 10}, // slew: continuous
-		{0, 30, 10},        // preempted reading: ignored
-		{1003_000, 40, 40}, // +2.5 µs jump
-		{1003_100, 50, 40}, // continuous again
-		{999_000, 60, 60},  // step back
-	}
-	for i, s := range steps {
-		c.sample(s.off, s.now)
-		if c.since != s.wantSince {
-			t.Errorf("step %d: since %d, want %d", i, c.since, s.wantSince)
-		}
-	}
-	if c.off != 999_000 {
-		t.Errorf("off %d", c.off)
 	}
 }

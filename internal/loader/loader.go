@@ -67,13 +67,13 @@ type Config struct {
 	Mode string
 	// Registerer receives the dnms_ebpf_* metrics; nil registers nothing.
 	Registerer prometheus.Registerer
-	// ArrivalStamps makes RX stamps (acks, ICMP) use the stack's arrival
-	// time (skb->tstamp, CLOCK_REALTIME, taken before backlog queueing, only
-	// present when some socket asked for timestamps) converted to
-	// CLOCK_MONOTONIC, when it is at most 1 ms before the TC ingress stamp.
-	// Off by default: on the test VM the kernel's realtime stamps were
-	// sometimes milliseconds away from realtime−monotonic as userspace
-	// measures it, and a conversion error under 1 ms cannot be detected.
+	// ArrivalStamps makes ack stamps the stack's arrival time (skb->tstamp,
+	// taken when the packet was queued to the backlog, present whenever
+	// some socket asked for receive timestamps: the probe engine's do)
+	// instead of the TC ingress time, which lags it by the backlog's
+	// queueing (tens of µs on a busy veth). The program reads CLOCK_MONOTONIC
+	// and CLOCK_TAI next to it so the conversion is exact (arrivalTime).
+	// DefaultConfig turns it on.
 	ArrivalStamps bool
 	// Poll is how often Run reads the ring buffer (0: DefaultPoll). The
 	// programs never wake the reader (see bpf/dnms.c), so a stamp reaches
@@ -84,10 +84,10 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// DefaultConfig returns the defaults: ping port 33435, reflector on, auto
-// attach mode. Ifaces must still be filled in.
+// DefaultConfig returns the defaults: ping port 33435, reflector on, arrival
+// stamps on, auto attach mode. Ifaces must still be filled in.
 func DefaultConfig() Config {
-	return Config{PingPort: DefaultPingPort, Reflect: true, Poll: DefaultPoll}
+	return Config{PingPort: DefaultPingPort, Reflect: true, Poll: DefaultPoll, ArrivalStamps: true}
 }
 
 // Status is what the kernel allowed and what the programs counted.
@@ -312,10 +312,7 @@ func (l *Loader) Run(ctx context.Context, fn func(probe.Stamp)) error {
 
 	const addrEvery = 5 * time.Second
 	nextAddrs := time.Now().Add(addrEvery)
-	var (
-		rec ringbuf.Record
-		clk offsetTracker
-	)
+	var rec ringbuf.Record
 	for {
 		if ctx.Err() != nil {
 			return nil
@@ -326,7 +323,6 @@ func (l *Loader) Run(ctx context.Context, fn func(probe.Stamp)) error {
 				l.cfg.Logger.Warn("ebpf loader: refresh local addresses", "err", err)
 			}
 		}
-		clk.sample(realMinusMono(), monotonicNow())
 		// Nothing wakes the reader: the deadline is the poll. ReadInto
 		// then returns every record there is, and the deadline error once
 		// the ring is empty.
@@ -341,17 +337,7 @@ func (l *Loader) Run(ctx context.Context, fn func(probe.Stamp)) error {
 		default:
 			return fmt.Errorf("read ring buffer: %w", err)
 		}
-		off := int64(0)
-		if l.cfg.ArrivalStamps {
-			off = clk.off
-		}
-		s, fromSkb, ok := decode(rec.RawSample, off)
-		if fromSkb && s.Time < clk.since {
-			// The clocks' offset jumped after this packet: its arrival
-			// stamp cannot be converted with today's offset. Use TC's.
-			s, _, ok = decode(rec.RawSample, 0)
-			fromSkb = false
-		}
+		s, fromSkb, ok := decode(rec.RawSample, l.cfg.ArrivalStamps)
 		if !ok {
 			continue
 		}
@@ -362,16 +348,34 @@ func (l *Loader) Run(ctx context.Context, fn func(probe.Stamp)) error {
 	}
 }
 
+// arrivalTime places real, a CLOCK_REALTIME arrival stamp, on
+// CLOCK_MONOTONIC using mono and tai, the two clocks as the program read them
+// back to back later. CLOCK_TAI − CLOCK_REALTIME is a whole number of seconds
+// (the kernel's TAI offset, 0 or 37 s in practice) and both come from the
+// same timekeeper reading, so tai − real is that offset plus the packet's age
+// exactly; no userspace clock reading, and no clock step, enters the sum.
+func arrivalTime(real, mono, tai uint64) (int64, bool) {
+	if real == 0 || tai < real {
+		return 0, false
+	}
+	lag := int64(tai - real)
+	age := lag - (lag+int64(time.Second)/2)/int64(time.Second)*int64(time.Second)
+	if age < 0 || age >= int64(maxBacklog) {
+		return 0, false
+	}
+	return int64(mono) - age, true
+}
+
 // maxBacklog bounds how much earlier than the TC ingress stamp the stack's
 // arrival stamp may be and still be believed (a clock step would otherwise
 // move a stamp by seconds).
 const maxBacklog = time.Millisecond
 
-// decode turns one ring buffer record into a stamp. realOff is
-// CLOCK_REALTIME − CLOCK_MONOTONIC now (0: unknown); it converts the stack's
-// arrival stamp of an incoming packet, taken before any backlog queueing, to
-// CLOCK_MONOTONIC. fromSkb says that stamp was used.
-func decode(raw []byte, realOff int64) (s probe.Stamp, fromSkb, ok bool) {
+// decode turns one ring buffer record into a stamp. With arrival, an
+// incoming packet's stamp is the stack's arrival time (skb->tstamp, taken
+// before any backlog queueing) placed on CLOCK_MONOTONIC with the clock pair
+// the program read next to it; fromSkb says that stamp was used.
+func decode(raw []byte, arrival bool) (s probe.Stamp, fromSkb, ok bool) {
 	var ev bpfDnmsEvent
 	if len(raw) < int(unsafe.Sizeof(ev)) {
 		return probe.Stamp{}, false, false
@@ -400,33 +404,12 @@ func decode(raw []byte, realOff int64) (s probe.Stamp, fromSkb, ok bool) {
 	if s.Kind == probe.StampRxICMP {
 		s.Router = addr(ev.RouterAddr)
 	}
-	if ev.RxReal != 0 && realOff != 0 {
-		if t := int64(ev.RxReal) - realOff; t <= s.Time && s.Time-t < int64(maxBacklog) {
+	if arrival && ev.RxReal != 0 {
+		if t, ok := arrivalTime(ev.RxReal, ev.RxMono, ev.RxTai); ok && t <= s.Time {
 			s.Time, fromSkb = t, true
 		}
 	}
 	return s, fromSkb, true
-}
-
-// offsetTracker follows CLOCK_REALTIME − CLOCK_MONOTONIC from one poll to
-// the next and remembers since when (monotonic ns) it has not jumped: a
-// settimeofday or a hypervisor clock step moves it by far more than NTP's
-// slew (≤ 500 ppm, 1 µs per 2 ms poll).
-type offsetTracker struct {
-	off   int64 // latest offset; 0 unknown
-	since int64 // monotonic ns since which off has been continuous
-}
-
-const maxOffsetStep = 2 * time.Microsecond
-
-func (c *offsetTracker) sample(off, now int64) {
-	if off == 0 {
-		return // preempted reading: keep the last one
-	}
-	if d := off - c.off; c.off == 0 || d > int64(maxOffsetStep) || d < -int64(maxOffsetStep) {
-		c.since = now
-	}
-	c.off = off
 }
 
 // monotonicNow is CLOCK_MONOTONIC in ns, the clock bpf_ktime_get_ns reads.
@@ -436,33 +419,6 @@ func monotonicNow() int64 {
 		return 0
 	}
 	return ts.Nano()
-}
-
-// realMinusMono measures CLOCK_REALTIME − CLOCK_MONOTONIC, reading the
-// monotonic clock on both sides of the real one. A preempted reading (vCPUs
-// stall for tens of µs) would be off by half the stall, so it keeps the
-// tightest of a few; 0 if none is tight.
-func realMinusMono() int64 {
-	const tries, tight = 5, int64(5 * time.Microsecond)
-	var (
-		best  int64
-		width = int64(-1)
-	)
-	for range tries {
-		var m1, r, m2 unix.Timespec
-		if unix.ClockGettime(unix.CLOCK_MONOTONIC, &m1) != nil ||
-			unix.ClockGettime(unix.CLOCK_REALTIME, &r) != nil ||
-			unix.ClockGettime(unix.CLOCK_MONOTONIC, &m2) != nil {
-			return 0
-		}
-		if w := m2.Nano() - m1.Nano(); width < 0 || w < width {
-			best, width = r.Nano()-(m1.Nano()+m2.Nano())/2, w
-		}
-	}
-	if width > tight {
-		return 0
-	}
-	return best
 }
 
 // stat sums one per-CPU counter.

@@ -100,7 +100,7 @@ func readStamps(t testing.TB, rd *ringbuf.Reader) []probe.Stamp {
 		if err != nil {
 			t.Fatal(err)
 		}
-		s, _, ok := decode(rec.RawSample, 0)
+		s, _, ok := decode(rec.RawSample, false)
 		if !ok {
 			t.Fatalf("undecodable event % x", rec.RawSample)
 		}
