@@ -380,24 +380,28 @@ func (e *Engine) HandleStamp(s Stamp) {
 	e.met.stampsUnmatched.Inc()
 }
 
-// readLoop drains one socket (error queue first, then data) until it is
-// closed. It blocks in the runtime poller between bursts; EPOLLERR (error
-// queue) also wakes it.
+// readBatch is how many datagrams one recvmmsg may bring.
+const readBatch = 32
+
+// readLoop drains one socket (error queue first, then data, up to readBatch
+// datagrams per syscall) until it is closed. It blocks in the runtime poller
+// between bursts; EPOLLERR (error queue) also wakes it.
 func (e *Engine) readLoop(s *sock, errQueue bool, handle func(s *sock, m *msg, errq bool, ci *cmsgInfo, t4 int64)) {
-	m := newMsg(2048, 512)
+	em := newMsg(2048, 512)
+	b := newBatch(readBatch, 2048, 512)
+	for i := range b.msgs {
+		b.msgs[i].dec = em.codec(e) // one codec per reader goroutine
+	}
 	var fatal error
 	for {
 		err := s.rc.Read(func(fd uintptr) bool {
 			for {
-				if !errQueue {
-					// fall through to the data queue
-				} else if err := m.recv(fd, unix.MSG_ERRQUEUE); err == nil {
+				for errQueue && em.recv(fd, unix.MSG_ERRQUEUE) == nil {
 					t := nanotime()
-					ci := parseCmsgs(m.oob[:m.oobn])
-					handle(s, m, true, &ci, t)
-					continue
+					ci := parseCmsgs(em.oob[:em.oobn])
+					handle(s, em, true, &ci, t)
 				}
-				err := m.recv(fd, 0)
+				n, err := b.recv(fd)
 				if err == unix.EAGAIN || err == unix.EWOULDBLOCK {
 					return false
 				}
@@ -414,9 +418,15 @@ func (e *Engine) readLoop(s *sock, errQueue bool, handle func(s *sock, m *msg, e
 					e.met.readErrors.Inc()
 					return false
 				}
-				t := nanotime()
-				ci := parseCmsgs(m.oob[:m.oobn])
-				handle(s, m, false, &ci, t)
+				t := nanotime() // one user stamp for the batch: all had arrived by now
+				for i := range n {
+					m := &b.msgs[i]
+					ci := parseCmsgs(m.oob[:m.oobn])
+					handle(s, m, false, &ci, t)
+				}
+				if n < readBatch {
+					return false // drained: wait in the poller
+				}
 			}
 		})
 		select {
@@ -487,7 +497,9 @@ func (e *Engine) handlePingPort(s *sock, m *msg, errq bool, ci *cmsgInfo, tUser 
 
 // codec returns the decoding codec of the reader owning m (one per reader
 // goroutine, so HMAC state is never shared).
-func (e *Engine) codec(m *msg) *Codec {
+func (e *Engine) codec(m *msg) *Codec { return m.codec(e) }
+
+func (m *msg) codec(e *Engine) *Codec {
 	if m.dec == nil {
 		m.dec = NewCodec(e.cfg.Key)
 	}

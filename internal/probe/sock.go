@@ -109,6 +109,49 @@ func (m *msg) recv(fd uintptr, flags int) error {
 	return nil
 }
 
+// mmsghdr is struct mmsghdr: a msghdr and the length the kernel received.
+type mmsghdr struct {
+	hdr unix.Msghdr
+	len uint32
+	_   [unsafe.Sizeof(uintptr(0)) - 4]byte
+}
+
+// batch is a set of msgs read with one recvmmsg: at a high ack rate one
+// syscall and one poller wakeup bring up to len(msgs) datagrams.
+type batch struct {
+	hdrs []mmsghdr
+	msgs []msg
+}
+
+func newBatch(n, bufLen, oobLen int) *batch {
+	b := &batch{hdrs: make([]mmsghdr, n), msgs: make([]msg, n)}
+	for i := range b.msgs {
+		b.msgs[i].buf, b.msgs[i].oob = make([]byte, bufLen), make([]byte, oobLen)
+	}
+	return b
+}
+
+// recv does one non-blocking recvmmsg and returns how many msgs it filled.
+// An error that comes after some datagrams is reported by the next call.
+func (b *batch) recv(fd uintptr) (int, error) {
+	for i := range b.msgs {
+		m := &b.msgs[i]
+		m.prep(m.buf, m.oob)
+		b.hdrs[i] = mmsghdr{hdr: m.hdr}
+	}
+	n, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&b.hdrs[0])), uintptr(len(b.hdrs)),
+		unix.MSG_DONTWAIT, 0, 0)
+	if e != 0 {
+		return 0, e
+	}
+	for i := range int(n) {
+		m, h := &b.msgs[i], &b.hdrs[i]
+		m.hdr = h.hdr
+		m.n, m.oobn = int(h.len), int(h.hdr.Controllen)
+	}
+	return int(n), nil
+}
+
 // from decodes the sockaddr of the last recv.
 func (m *msg) from() netip.AddrPort {
 	switch m.name.Family {
