@@ -50,6 +50,12 @@ type Prober interface {
 	Results() <-chan probe.Result
 }
 
+// BatchProber is a Prober that can send many pings in few syscalls
+// (*probe.Engine does, with sendmmsg). The pinger uses it when it can.
+type BatchProber interface {
+	PingBatch(flows []probe.FlowKey) error
+}
+
 // Routes lists the flows to ping. *graph.Graph implements it.
 type Routes interface {
 	RouteKeys() []graph.RouteKey
@@ -229,11 +235,22 @@ func (p *Pinger) visit(now time.Time) {
 	p.mu.Unlock()
 	p.forgetPeers(peers)
 	for _, j := range due {
-		peer := j.peer.String()
-		p.sent.WithLabelValues(peer).Inc()
+		p.sent.WithLabelValues(j.peer.String()).Inc()
+	}
+	// A failed send comes back from the engine as a lost result too.
+	if bp, ok := p.prober.(BatchProber); ok && len(due) > 1 {
+		flows := make([]probe.FlowKey, len(due))
+		for i, j := range due {
+			flows[i] = probe.FlowKey{Peer: j.peer, SrcPort: j.port}
+		}
+		if err := bp.PingBatch(flows); err != nil {
+			p.log.Debug("pings failed", "err", err)
+		}
+		return
+	}
+	for _, j := range due {
 		if _, err := p.prober.Ping(j.peer, j.port); err != nil {
-			// The engine reports a failed send as a lost result too.
-			p.log.Debug("ping failed", "peer", peer, "srcPort", j.port, "err", err)
+			p.log.Debug("ping failed", "peer", j.peer, "srcPort", j.port, "err", err)
 		}
 	}
 }

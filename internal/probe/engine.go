@@ -76,11 +76,12 @@ type sock struct {
 	port uint16
 	conn *net.UDPConn
 	rc   syscall.RawConn
-	wmu  sync.Mutex // guards wmsg, wbuf, codec (sends)
+	wmu  sync.Mutex // guards wmsg, wbuf, wb, codec (sends)
 	wmsg *msg
 	wbuf []byte
 	woob [64]byte
 	enc  *Codec
+	wb   *sendBatch // PingBatch's buffers, made on first use
 }
 
 func (s *sock) fd(fn func(fd uintptr)) error {
@@ -95,6 +96,11 @@ type Engine struct {
 	source Source
 	epoch  uint32
 	kstamp bool // SO_TIMESTAMPING active on every socket
+	// txStamp: pings ask for a software transmit stamp (the kernel source
+	// only). With ebpf the TC program stamps the ping; a per-ping error
+	// queue read for a fallback T1 would double the syscalls per ping, so
+	// a ping whose eBPF stamp is missing falls back to user stamps.
+	txStamp bool
 
 	ping *sock
 	src  []*sock // index port - SrcPortStart
@@ -212,6 +218,7 @@ func New(cfg Config) (*Engine, error) {
 	default:
 		e.source = SourceUser
 	}
+	e.txStamp = e.kstamp && e.source == SourceKernel
 	if want == "" {
 		e.log.Info("timestamp source chosen", "source", e.source, "ebpf", cfg.EBPF, "soTimestamping", e.kstamp)
 	}
@@ -333,7 +340,7 @@ func (e *Engine) Ping(peer netip.Addr, srcPort uint16) (uint64, error) {
 	p := Packet{Type: TypePing, SrcPort: srcPort, Epoch: e.epoch, Seq: seq, T1: now}
 	s.wbuf = s.enc.AppendEncode(s.wbuf[:0], &p)
 	var oob []byte
-	if e.kstamp {
+	if e.txStamp {
 		oob = txStampCmsg(s.woob[:])
 	}
 	var serr error

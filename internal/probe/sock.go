@@ -174,30 +174,42 @@ func htons(p uint16) uint16 { return ntohs(p) }
 // send does one sendmsg of data to dst with optional ancillary data.
 func (m *msg) send(fd uintptr, data []byte, oob []byte, dst netip.AddrPort) error {
 	m.prep(data, oob)
-	if dst.Addr().Is4() {
-		sa := (*unix.RawSockaddrInet4)(unsafe.Pointer(&m.name))
-		*sa = unix.RawSockaddrInet4{Family: unix.AF_INET, Port: htons(dst.Port()), Addr: dst.Addr().As4()}
-		m.hdr.Namelen = unix.SizeofSockaddrInet4
-	} else {
-		m.name = unix.RawSockaddrInet6{Family: unix.AF_INET6, Port: htons(dst.Port()), Addr: dst.Addr().As16()}
-		m.hdr.Namelen = unix.SizeofSockaddrInet6
-	}
+	m.hdr.Namelen = putSockaddr(&m.name, dst)
 	for try := 0; ; try++ {
 		_, _, e := unix.Syscall(unix.SYS_SENDMSG, fd, uintptr(unsafe.Pointer(&m.hdr)), 0)
 		switch {
 		case e == 0:
 			return nil
-		case try < 16 && (e == unix.ECONNREFUSED || e == unix.EHOSTUNREACH || e == unix.ENETUNREACH ||
-			e == unix.EPROTO || e == unix.EINTR):
-			// With IP_RECVERR every ICMP error (time exceeded included)
-			// also sets sk_err, which the next sendmsg reports once
-			// instead of sending. The error is already on the error
-			// queue: send again. During a trace, errors keep arriving,
-			// hence several tries.
+		case try < 16 && retrySend(e):
 			continue
 		}
 		return e
 	}
+}
+
+// retrySend says a failed send should simply be tried again. With
+// IP_RECVERR every ICMP error (time exceeded included) also sets sk_err,
+// which the next send reports once instead of sending; the error itself is
+// already on the error queue. During a trace errors keep arriving, hence
+// callers allow several tries.
+func retrySend(e unix.Errno) bool {
+	switch e {
+	case unix.ECONNREFUSED, unix.EHOSTUNREACH, unix.ENETUNREACH, unix.EPROTO, unix.EINTR:
+		return true
+	}
+	return false
+}
+
+// putSockaddr writes dst into sa as a sockaddr_in or sockaddr_in6 and
+// returns its length.
+func putSockaddr(sa *unix.RawSockaddrInet6, dst netip.AddrPort) uint32 {
+	if dst.Addr().Is4() {
+		sa4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(sa))
+		*sa4 = unix.RawSockaddrInet4{Family: unix.AF_INET, Port: htons(dst.Port()), Addr: dst.Addr().As4()}
+		return unix.SizeofSockaddrInet4
+	}
+	*sa = unix.RawSockaddrInet6{Family: unix.AF_INET6, Port: htons(dst.Port()), Addr: dst.Addr().As16()}
+	return unix.SizeofSockaddrInet6
 }
 
 // ttlCmsg builds an IP_TTL (or IPV6_HOPLIMIT) control message into b.
