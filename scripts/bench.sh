@@ -15,8 +15,18 @@ section() { printf '\n=== %s\n' "$*"; }
 gobench() { go test -run '^$' -count=1 "$@" 2>&1 | grep -vE '^(goos|goarch|pkg|cpu):'; }
 
 if want probe; then
-	section "probe: wire encode/decode, probes per second on one core (CPU, RSS)"
-	gobench -bench 'Encode|Decode|PingRate' -benchmem ./internal/probe
+	section "probe: wire encode/decode, probes per second (userspace reflector, one process)"
+	gobench -bench 'Encode|Decode|PingRate$' -benchmem ./internal/probe
+	if [ "$root" = yes ]; then
+		section "probe: probes per second, CPU and RSS of one agent against a peer reflecting in its kernel, agent pinned to CPU 1"
+		tmp=$(mktemp -d)
+		go test -c -o "$tmp/probe.test" ./internal/probe
+		pin=(env DNMS_BENCH_AGENT_CPU=1 taskset -c 1)
+		[ "$(nproc)" -ge 2 ] || pin=()
+		(cd internal/probe && "${pin[@]}" "$tmp/probe.test" -test.run '^$' \
+			-test.bench PingRateKernelReflector -test.benchtime 200000x 2>&1 | grep -vE '^(goos|goarch|pkg|cpu):')
+		rm -rf "$tmp"
+	fi
 	if [ "$root" = yes ]; then
 		section "probe: RTT error against an AF_PACKET capture, per time source, idle and under stress-ng --cpu 2"
 		gobench -bench RTTError -benchtime 1x -v ./internal/probe | grep -vE '^\s*time='
