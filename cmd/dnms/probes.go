@@ -63,6 +63,9 @@ func startProbes(cfg *config, log *slog.Logger, reg prometheus.Registerer, g *gr
 	ec.LocalAddr, ec.PingPort = cfg.GossipAddr, cfg.PingPort
 	ec.SrcPortStart, ec.SrcPortEnd = cfg.MapSrcPortStart, cfg.MapSrcPortEnd
 	ec.Key, ec.Timestamps, ec.EBPF = cfg.ProbeKey, ts, p.ld != nil
+	if p.ld != nil {
+		ec.StampKick = p.ld.Kick
+	}
 	ec.Reflect = !(p.ld != nil && cfg.EBPFReflector)
 	ec.Timeout = cfg.PingTimeout
 	ec.Registerer, ec.Logger = reg, log.With("component", "probe")

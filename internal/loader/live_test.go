@@ -450,3 +450,34 @@ func TestClsactKeepsForeignQdisc(t *testing.T) {
 		t.Errorf("after Close: clsact %v, filters %v; want the foreign qdisc, empty", clsact, filters)
 	}
 }
+
+// With a poll interval far longer than the test, only Kick can bring the
+// stamps of a ping and its ack up: each Kick drains the ring at once.
+func TestLiveKick(t *testing.T) {
+	f, hA, hB := liveFabric(t)
+	cfg := DefaultConfig()
+	cfg.Ifaces = []string{hB.Ifname}
+	liveLoader(t, f, hB, cfg) // the kernel reflector
+	cfg.Ifaces, cfg.Reflect, cfg.Poll = []string{hA.Ifname}, false, time.Hour
+	lA, stA := liveLoader(t, f, hA, cfg)
+
+	sendA := udpIn(t, f, hA, fmt.Sprintf("%s:%d", hA.Addr, liveSport))
+	recvA := udpIn(t, f, hA, fmt.Sprintf("%s:%d", hA.Addr, livePingPort))
+	dst := &net.UDPAddr{IP: hB.Addr.AsSlice(), Port: livePingPort}
+	epoch := uint32(time.Now().UnixNano())
+	buf := make([]byte, 2048)
+	for seq := uint64(1); seq <= 3; seq++ {
+		ping := probe.Packet{Type: probe.TypePing, SrcPort: liveSport, Epoch: epoch, Seq: seq, T1: monotonicNow()}
+		if _, err := sendA.WriteTo(encode(ping), dst); err != nil {
+			t.Fatal(err)
+		}
+		recvA.SetReadDeadline(time.Now().Add(waitFor))
+		if _, _, err := recvA.ReadFromUDP(buf); err != nil {
+			t.Fatalf("ack %d: %v", seq, err)
+		}
+		lA.Kick()
+		stA.wait(t, fmt.Sprintf("RX_ACK %d after Kick", seq), func(s probe.Stamp) bool {
+			return s.Kind == probe.StampRxAck && s.Seq == seq
+		})
+	}
+}

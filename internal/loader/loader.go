@@ -116,6 +116,7 @@ type Loader struct {
 	mode     string
 	attached []attachment
 	rd       *ringbuf.Reader
+	kick     chan struct{} // Kick: read the ring now
 	metrics  []prometheus.Collector
 	reg      prometheus.Registerer
 
@@ -183,7 +184,7 @@ func Load(cfg Config) (*Loader, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ebpf loader: netlink: %v", err)
 	}
-	l := &Loader{cfg: cfg, nl: nl}
+	l := &Loader{cfg: cfg, nl: nl, kick: make(chan struct{}, 1)}
 	if err := spec.LoadAndAssign(&l.objs, nil); err != nil {
 		nl.Close()
 		return nil, fmt.Errorf("ebpf unavailable: load programs: %v", oneLine(err))
@@ -301,6 +302,12 @@ func syncSet[K comparable](m *ebpf.Map, want map[K]bool) error {
 // Run reads the ring buffer and calls fn with every stamp until ctx is done.
 // fn runs on Run's goroutine and must be quick. It also keeps the
 // reflector's list of local addresses current.
+//
+// Nothing wakes the reader (the programs submit without wakeup, see
+// bpf/dnms.c): Run drains the ring every Poll, and at once after Kick. It
+// waits on a Go timer, never in a blocking epoll_wait, so that on a busy
+// process with few Ps it is scheduled like any goroutine instead of queueing
+// for a P after the syscall returns.
 func (l *Loader) Run(ctx context.Context, fn func(probe.Stamp)) error {
 	l.mu.Lock()
 	if l.running {
@@ -312,10 +319,32 @@ func (l *Loader) Run(ctx context.Context, fn func(probe.Stamp)) error {
 
 	const addrEvery = 5 * time.Second
 	nextAddrs := time.Now().Add(addrEvery)
+	// A deadline long gone: ReadInto returns what is there and never blocks.
+	l.rd.SetDeadline(time.Unix(1, 0))
 	var rec ringbuf.Record
+	t := time.NewTimer(l.cfg.Poll)
+	defer t.Stop()
 	for {
-		if ctx.Err() != nil {
-			return nil
+	drain:
+		for {
+			err := l.rd.ReadInto(&rec)
+			switch {
+			case err == nil:
+			case errors.Is(err, os.ErrDeadlineExceeded):
+				break drain // nothing more now
+			case errors.Is(err, ringbuf.ErrClosed):
+				return nil
+			default:
+				return fmt.Errorf("read ring buffer: %w", err)
+			}
+			s, fromSkb, ok := decode(rec.RawSample, l.cfg.ArrivalStamps)
+			if !ok {
+				continue
+			}
+			if fromSkb {
+				l.skbStamps.Add(1)
+			}
+			fn(s)
 		}
 		if now := time.Now(); now.After(nextAddrs) {
 			nextAddrs = now.Add(addrEvery)
@@ -323,28 +352,23 @@ func (l *Loader) Run(ctx context.Context, fn func(probe.Stamp)) error {
 				l.cfg.Logger.Warn("ebpf loader: refresh local addresses", "err", err)
 			}
 		}
-		// Nothing wakes the reader: the deadline is the poll. ReadInto
-		// then returns every record there is, and the deadline error once
-		// the ring is empty.
-		l.rd.SetDeadline(time.Now().Add(l.cfg.Poll))
-		err := l.rd.ReadInto(&rec)
-		switch {
-		case err == nil:
-		case errors.Is(err, os.ErrDeadlineExceeded):
-			continue
-		case errors.Is(err, ringbuf.ErrClosed):
+		t.Reset(l.cfg.Poll)
+		select {
+		case <-ctx.Done():
 			return nil
-		default:
-			return fmt.Errorf("read ring buffer: %w", err)
+		case <-t.C:
+		case <-l.kick:
 		}
-		s, fromSkb, ok := decode(rec.RawSample, l.cfg.ArrivalStamps)
-		if !ok {
-			continue
-		}
-		if fromSkb {
-			l.skbStamps.Add(1)
-		}
-		fn(s)
+	}
+}
+
+// Kick makes Run read the ring now rather than at its next poll: the probe
+// engine calls it when acks arrive, whose stamps are already in the ring.
+// It never blocks.
+func (l *Loader) Kick() {
+	select {
+	case l.kick <- struct{}{}:
+	default:
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
@@ -21,37 +22,45 @@ import (
 
 // kreflectWindow is how many pings the prober keeps outstanding, spread over
 // its 11 source ports.
-const kreflectWindow = 256
+const kreflectWindow = 512
+
+// kreflectBurst caps one top-up of the window: the receiving veth's NAPI
+// ring holds 256 frames.
+const kreflectBurst = 64
 
 // BenchmarkPingRateKernelReflector measures how many pings per second one
 // prober engine can send, receive, stamp and match when the peer answers
-// in its kernel: host1's engine pings host2 (same leaf, one routed hop) with
-// up to kreflectWindow pings outstanding, and host2 has only the eBPF
-// programs of internal/loader with the reflector on. host2 runs no engine
-// and no loader reader, so nothing in userspace touches a ping there.
+// in its kernel: host1's engine pings host2 over a direct veth (a cable:
+// no router on the way, so the lab's forwarding costs nothing) with up to
+// kreflectWindow pings outstanding, and host2 has only the eBPF programs of
+// internal/loader with the reflector on: nothing in userspace touches a ping
+// there.
 //
-// Every veth in the fabric runs its receive path in its own NAPI kernel
-// thread (GRO on, threaded NAPI), as a NIC's receive runs off the sender's
-// thread. On a real host the router and the peer are other machines; here
-// their work (the leaf's forwarding, host2's reflector) then runs in their
-// NAPI threads instead of inside the prober's send syscall, and is not
-// charged to it. host1's own receive path (its eth0's NAPI thread: IP, UDP,
-// socket queue) is host1's cost and is counted.
+// Both ends of the cable receive in their own NAPI kernel thread (GRO on,
+// threaded NAPI), as a NIC's receive runs off the sender's thread. host2's
+// thread is the peer machine's work; host1's (IP, UDP, socket queue, the TC
+// program) is the agent host's and is counted.
 //
 //	cpu-µs/probe       this process's user+sys CPU (getrusage) per probe
 //	host-cpu-µs/probe  that plus host1's receive thread (schedstat)
 //	probes/core-s      probes per second of host CPU: 1e6 / host-cpu-µs/probe
+//	probes/s           wall rate
 //	maxRSS-MiB         the process's peak, including any benchmark before it
 //
-// Root only; skips where eBPF is not allowed.
+// With DNMS_BENCH_AGENT_CPU=n, run under `taskset -c n`, host1's receive
+// thread is pinned to CPU n with the process and host2's to the other CPUs:
+// probes/s is then what one core does for the agent host. Root only; skips
+// where eBPF is not allowed.
 //
-//	go test -run '^$' -bench PingRateKernelReflector -benchtime 200000x ./internal/probe/
+//	go test -c -o /tmp/probe.test ./internal/probe && cd internal/probe &&
+//	DNMS_BENCH_AGENT_CPU=1 taskset -c 1 /tmp/probe.test -test.run '^$' \
+//	    -test.bench PingRateKernelReflector -test.benchtime 200000x
 func BenchmarkPingRateKernelReflector(b *testing.B) {
 	for _, src := range []probe.Source{probe.SourceUser, probe.SourceKernel, probe.SourceEBPF} {
 		b.Run(string(src), func(b *testing.B) {
 			f := lab.New(b, lab.Config{Prefix: lab.UniquePrefix(b), Spines: 1, Leaves: 1, HostsPerLeaf: 2})
-			h1, h2 := f.Host("host1"), f.Host("host2")
-			rxThread := threadedNAPI(b, f, h1)
+			h1, h2 := cable(b, f, f.Host("host1"), f.Host("host2"))
+			rxThread := threadedNAPI(b, f, h1, h2)
 
 			c := probe.DefaultConfig()
 			c.LocalAddr = h1.Addr
@@ -59,11 +68,16 @@ func BenchmarkPingRateKernelReflector(b *testing.B) {
 			c.Logger = slog.New(slog.DiscardHandler)
 			c.EBPF = src == probe.SourceEBPF
 			l := loadReflector(b, f, h2, c.PingPort)
-			a := startEngine(b, f, h1, c)
+			var stamper *loader.Loader
 			if c.EBPF {
 				// host1's stamps: its own programs, no reflector, read
-				// by a loader feeding the engine.
-				runStamper(b, f, h1, c.PingPort, a.HandleStamp)
+				// by a loader feeding the engine, kicked on acks.
+				stamper = loadStamper(b, f, h1, c.PingPort)
+				c.StampKick = stamper.Kick
+			}
+			a := startEngine(b, f, h1, c)
+			if stamper != nil {
+				runLoader(b, stamper, a.HandleStamp)
 			}
 			ports := int(c.SrcPortEnd-c.SrcPortStart) + 1
 
@@ -103,7 +117,7 @@ func BenchmarkPingRateKernelReflector(b *testing.B) {
 				// Top the window up in one batch, as the pinger sends the
 				// pings due in one tick.
 				flows = flows[:0]
-				for outstanding+len(flows) < kreflectWindow && i < b.N {
+				for outstanding+len(flows) < kreflectWindow && len(flows) < kreflectBurst && i < b.N {
 					flows = append(flows, probe.FlowKey{Peer: h2.Addr, SrcPort: c.SrcPortStart + uint16(i%ports)})
 					i++
 				}
@@ -144,69 +158,75 @@ func BenchmarkPingRateKernelReflector(b *testing.B) {
 	}
 }
 
-// threadedNAPI gives every veth of f its own NAPI receive thread (GRO on,
-// threaded NAPI) and returns the thread that receives for host h. With
-// DNMS_BENCH_AGENT_CPU=n (run the benchmark under `taskset -c n`), h's
-// receive thread is pinned to CPU n and every other thread of the fabric
-// (the routers' and the peer's: other machines in real life) to the other
-// CPUs, so that CPU n does the agent host's work and nothing else.
-func threadedNAPI(b *testing.B, f *lab.Fabric, h lab.Host) int {
+// cable joins h1 and h2 with a direct veth (198.18.254.1/30 and .2/30,
+// offloads off as on every lab link) and returns both hosts as seen on it.
+// It goes away with the fabric's namespaces.
+func cable(b *testing.B, f *lab.Fabric, h1, h2 lab.Host) (lab.Host, lab.Host) {
 	b.Helper()
-	set := func(ns, ifname string) {
-		if out, err := f.Exec(ns, "sh", "-c", fmt.Sprintf(
-			"ethtool -K %[1]s gro on && echo 1 > /sys/class/net/%[1]s/threaded", ifname)); err != nil {
-			b.Fatalf("threaded NAPI on %s/%s: %v: %s", ns, ifname, err, out)
+	const ifname = "dnmsc0"
+	run := func(ns string, args ...string) {
+		if out, err := f.Exec(ns, args...); err != nil {
+			b.Fatalf("cable: %v: %s", err, out)
 		}
 	}
-	var mine lab.Endpoint
-	start := napiThreads(b)
-	for _, l := range f.GroundTruth().Links {
-		for _, ep := range []lab.Endpoint{l.A, l.B} {
-			if ep.Node == h.Name {
-				mine = ep
-				continue
+	run(h1.NS, "ip", "link", "add", "name", ifname, "type", "veth", "peer", "name", ifname, "netns", h2.NS)
+	h1.Addr, h2.Addr = netip.MustParseAddr("198.18.254.1"), netip.MustParseAddr("198.18.254.2")
+	for _, h := range []*lab.Host{&h1, &h2} {
+		h.Ifname = ifname
+		run(h.NS, "ip", "addr", "add", h.Addr.String()+"/30", "dev", ifname)
+		run(h.NS, "ethtool", "-K", ifname, "tx", "off", "tso", "off", "gso", "off")
+		run(h.NS, "ip", "link", "set", "dev", ifname, "up")
+	}
+	return h1, h2
+}
+
+// threadedNAPI gives agent's and peer's cable ends their own NAPI receive
+// thread (GRO on, threaded NAPI) and returns the agent's. With
+// DNMS_BENCH_AGENT_CPU=n the agent's thread is pinned to CPU n and the
+// peer's to every other CPU.
+func threadedNAPI(b *testing.B, f *lab.Fabric, agent, peer lab.Host) int {
+	b.Helper()
+	set := func(h lab.Host) int {
+		before := napiThreads(b)
+		if out, err := f.Exec(h.NS, "sh", "-c", fmt.Sprintf(
+			"ethtool -K %[1]s gro on && echo 1 > /sys/class/net/%[1]s/threaded", h.Ifname)); err != nil {
+			b.Fatalf("threaded NAPI on %s/%s: %v: %s", h.Name, h.Ifname, err, out)
+		}
+		var pid int
+		for p := range napiThreads(b) {
+			if !before[p] {
+				if pid != 0 {
+					b.Fatalf("more than one new NAPI thread for %s/%s", h.Name, h.Ifname)
+				}
+				pid = p
 			}
-			set(ep.NS, ep.Ifname)
 		}
-	}
-	before := napiThreads(b)
-	set(mine.NS, mine.Ifname)
-	var pid int
-	for p := range napiThreads(b) {
-		if !before[p] {
-			if pid != 0 {
-				b.Fatalf("more than one new NAPI thread for %s", h.Name)
-			}
-			pid = p
+		if pid == 0 {
+			b.Fatalf("no NAPI thread appeared for %s/%s", h.Name, h.Ifname)
 		}
+		return pid
 	}
-	if pid == 0 {
-		b.Fatalf("no NAPI thread appeared for %s/%s", h.Name, mine.Ifname)
-	}
+	peerPid, agentPid := set(peer), set(agent)
 	if v := os.Getenv("DNMS_BENCH_AGENT_CPU"); v != "" {
 		cpu, err := strconv.Atoi(v)
 		if err != nil || cpu < 0 || cpu >= 1024 {
 			b.Fatalf("DNMS_BENCH_AGENT_CPU=%q: want a CPU number", v)
 		}
-		var agent, rest unix.CPUSet
-		agent.Set(cpu)
+		var mine, rest unix.CPUSet
+		mine.Set(cpu)
 		for c := range 1024 { // the kernel keeps the online ones
 			if c != cpu {
 				rest.Set(c)
 			}
 		}
-		for p := range before {
-			if !start[p] {
-				if err := unix.SchedSetaffinity(p, &rest); err != nil {
-					b.Fatalf("pin NAPI thread %d: %v", p, err)
-				}
-			}
+		if err := unix.SchedSetaffinity(peerPid, &rest); err != nil {
+			b.Fatalf("pin NAPI thread %d: %v", peerPid, err)
 		}
-		if err := unix.SchedSetaffinity(pid, &agent); err != nil {
-			b.Fatalf("pin NAPI thread %d: %v", pid, err)
+		if err := unix.SchedSetaffinity(agentPid, &mine); err != nil {
+			b.Fatalf("pin NAPI thread %d: %v", agentPid, err)
 		}
 	}
-	return pid
+	return agentPid
 }
 
 // napiThreads lists the pids of the kernel's NAPI threads.
@@ -243,9 +263,9 @@ func schedNS(b *testing.B, pid int) int64 {
 	return ns
 }
 
-// runStamper attaches the eBPF programs without the reflector to h's uplink
-// and feeds their stamps to fn until cleanup.
-func runStamper(b *testing.B, f *lab.Fabric, h lab.Host, pingPort uint16, fn func(probe.Stamp)) {
+// loadStamper attaches the eBPF programs without the reflector to h's
+// uplink; runLoader reads them.
+func loadStamper(b *testing.B, f *lab.Fabric, h lab.Host, pingPort uint16) *loader.Loader {
 	b.Helper()
 	var l *loader.Loader
 	err := f.Do(h.NS, func() (err error) {
@@ -258,13 +278,19 @@ func runStamper(b *testing.B, f *lab.Fabric, h lab.Host, pingPort uint16, fn fun
 	if err != nil {
 		b.Fatalf("load eBPF on %s: %v", h.Name, err)
 	}
+	return l
+}
+
+// runLoader feeds l's stamps to fn until cleanup, then closes l.
+func runLoader(b *testing.B, l *loader.Loader, fn func(probe.Stamp)) {
+	b.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- l.Run(ctx, fn) }()
 	b.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
-			b.Errorf("loader Run on %s: %v", h.Name, err)
+			b.Errorf("loader Run: %v", err)
 		}
 		l.Close()
 	})

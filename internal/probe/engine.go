@@ -36,6 +36,10 @@ type Config struct {
 	Timestamps string
 	// EBPF says internal/loader is attached and will feed HandleStamp.
 	EBPF bool
+	// StampKick, if set, is called after each burst of datagrams on the
+	// ping port: their eBPF stamps are already in the ring, and the loader
+	// (loader.Kick) reads it at once instead of at its next poll.
+	StampKick func()
 	// Reflect turns the userspace reflector on. Turn it off when the
 	// in-kernel reflector answers pings; pings userspace still sees are
 	// counted in dnms_reflector_userspace_pings_total either way.
@@ -396,6 +400,10 @@ const readBatch = 32
 func (e *Engine) readLoop(s *sock, errQueue bool, handle func(s *sock, m *msg, errq bool, ci *cmsgInfo, t4 int64)) {
 	em := newMsg(2048, 512)
 	b := newBatch(readBatch, 2048, 512)
+	var kick func()
+	if s == e.ping && e.source == SourceEBPF {
+		kick = e.cfg.StampKick
+	}
 	for i := range b.msgs {
 		b.msgs[i].dec = em.codec(e) // one codec per reader goroutine
 	}
@@ -430,6 +438,9 @@ func (e *Engine) readLoop(s *sock, errQueue bool, handle func(s *sock, m *msg, e
 					m := &b.msgs[i]
 					ci := parseCmsgs(m.oob[:m.oobn])
 					handle(s, m, false, &ci, t)
+				}
+				if kick != nil {
+					kick()
 				}
 				if n < readBatch {
 					return false // drained: wait in the poller
