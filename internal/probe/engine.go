@@ -398,25 +398,41 @@ const readBatch = 32
 // datagrams per syscall) until it is closed. It blocks in the runtime poller
 // between bursts; EPOLLERR (error queue) also wakes it.
 func (e *Engine) readLoop(s *sock, errQueue bool, handle func(s *sock, m *msg, errq bool, ci *cmsgInfo, t4 int64)) {
-	em := newMsg(2048, 512)
 	b := newBatch(readBatch, 2048, 512)
+	var eb *batch // error queue: tx stamps, ICMP errors
+	if errQueue {
+		eb = newBatch(readBatch, 2048, 512)
+	}
 	var kick func()
 	if s == e.ping && e.source == SourceEBPF {
 		kick = e.cfg.StampKick
 	}
-	for i := range b.msgs {
-		b.msgs[i].dec = em.codec(e) // one codec per reader goroutine
+	dec := NewCodec(e.cfg.Key) // one codec per reader goroutine
+	for _, bb := range []*batch{b, eb} {
+		for i := range bb.msgsOrNil() {
+			bb.msgs[i].dec = dec
+		}
 	}
 	var fatal error
 	for {
 		err := s.rc.Read(func(fd uintptr) bool {
 			for {
-				for errQueue && em.recv(fd, unix.MSG_ERRQUEUE) == nil {
+				for eb != nil {
+					n, err := eb.recv(fd, unix.MSG_ERRQUEUE)
+					if err != nil || n == 0 {
+						break
+					}
 					t := nanotime()
-					ci := parseCmsgs(em.oob[:em.oobn])
-					handle(s, em, true, &ci, t)
+					for i := range n {
+						m := &eb.msgs[i]
+						ci := parseCmsgs(m.oob[:m.oobn])
+						handle(s, m, true, &ci, t)
+					}
+					if n < readBatch {
+						break
+					}
 				}
-				n, err := b.recv(fd)
+				n, err := b.recv(fd, 0)
 				if err == unix.EAGAIN || err == unix.EWOULDBLOCK {
 					return false
 				}

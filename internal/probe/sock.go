@@ -131,16 +131,25 @@ func newBatch(n, bufLen, oobLen int) *batch {
 	return b
 }
 
-// recv does one non-blocking recvmmsg and returns how many msgs it filled.
-// An error that comes after some datagrams is reported by the next call.
-func (b *batch) recv(fd uintptr) (int, error) {
+// msgsOrNil is b.msgs, or nil for a nil batch.
+func (b *batch) msgsOrNil() []msg {
+	if b == nil {
+		return nil
+	}
+	return b.msgs
+}
+
+// recv does one non-blocking recvmmsg with flags (0 or MSG_ERRQUEUE) and
+// returns how many msgs it filled. An error that comes after some datagrams
+// is reported by the next call.
+func (b *batch) recv(fd uintptr, flags int) (int, error) {
 	for i := range b.msgs {
 		m := &b.msgs[i]
 		m.prep(m.buf, m.oob)
 		b.hdrs[i] = mmsghdr{hdr: m.hdr}
 	}
 	n, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&b.hdrs[0])), uintptr(len(b.hdrs)),
-		unix.MSG_DONTWAIT, 0, 0)
+		uintptr(flags|unix.MSG_DONTWAIT), 0, 0)
 	if e != 0 {
 		return 0, e
 	}
