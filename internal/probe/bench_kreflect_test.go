@@ -67,12 +67,12 @@ func BenchmarkPingRateKernelReflector(b *testing.B) {
 			c.Timestamps = string(src)
 			c.Logger = slog.New(slog.DiscardHandler)
 			c.EBPF = src == probe.SourceEBPF
-			l := loadReflector(b, f, h2, c.PingPort)
+			l := loadTC(b, f, h2, c.PingPort, true)
 			var stamper *loader.Loader
 			if c.EBPF {
 				// host1's stamps: its own programs, no reflector, read
 				// by a loader feeding the engine, kicked on acks.
-				stamper = loadStamper(b, f, h1, c.PingPort)
+				stamper = loadTC(b, f, h1, c.PingPort, false)
 				c.StampKick = stamper.Kick
 			}
 			a := startEngine(b, f, h1, c)
@@ -263,49 +263,16 @@ func schedNS(b *testing.B, pid int) int64 {
 	return ns
 }
 
-// loadStamper attaches the eBPF programs without the reflector to h's
-// uplink; runLoader reads them.
-func loadStamper(b *testing.B, f *lab.Fabric, h lab.Host, pingPort uint16) *loader.Loader {
+// loadTC attaches the eBPF programs to h's uplink, with the in-kernel
+// reflector on or off, and closes them at cleanup. A reflector needs no
+// reader (Load fills in the local addresses) and with ReflectEvents off
+// emits nothing; a stamper's ring is read by runLoader.
+func loadTC(b *testing.B, f *lab.Fabric, h lab.Host, pingPort uint16, reflect bool) *loader.Loader {
 	b.Helper()
 	var l *loader.Loader
 	err := f.Do(h.NS, func() (err error) {
 		cfg := loader.DefaultConfig()
-		cfg.Ifaces, cfg.PingPort, cfg.Reflect = []string{h.Ifname}, pingPort, false
-		cfg.Logger = slog.New(slog.DiscardHandler)
-		l, err = loader.Load(cfg)
-		return err
-	})
-	if err != nil {
-		b.Fatalf("load eBPF on %s: %v", h.Name, err)
-	}
-	return l
-}
-
-// runLoader feeds l's stamps to fn until cleanup, then closes l.
-func runLoader(b *testing.B, l *loader.Loader, fn func(probe.Stamp)) {
-	b.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- l.Run(ctx, fn) }()
-	b.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			b.Errorf("loader Run: %v", err)
-		}
-		l.Close()
-	})
-}
-
-// loadReflector attaches the eBPF programs with the reflector on to h's
-// uplink and closes them at cleanup. Nobody reads the ring buffer: the
-// reflector needs no reader (Load fills in the local addresses), and with
-// ReflectEvents off it emits nothing on this host anyway.
-func loadReflector(b *testing.B, f *lab.Fabric, h lab.Host, pingPort uint16) *loader.Loader {
-	b.Helper()
-	var l *loader.Loader
-	err := f.Do(h.NS, func() (err error) {
-		cfg := loader.DefaultConfig()
-		cfg.Ifaces, cfg.PingPort, cfg.Reflect = []string{h.Ifname}, pingPort, true
+		cfg.Ifaces, cfg.PingPort, cfg.Reflect = []string{h.Ifname}, pingPort, reflect
 		cfg.Logger = slog.New(slog.DiscardHandler)
 		l, err = loader.Load(cfg)
 		return err
@@ -322,6 +289,20 @@ func loadReflector(b *testing.B, f *lab.Fabric, h lab.Host, pingPort uint16) *lo
 		}
 	})
 	return l
+}
+
+// runLoader feeds l's stamps to fn until cleanup.
+func runLoader(b *testing.B, l *loader.Loader, fn func(probe.Stamp)) {
+	b.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- l.Run(ctx, fn) }()
+	b.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			b.Errorf("loader Run: %v", err)
+		}
+	})
 }
 
 // startEngine creates an engine with c inside h's namespace and runs it
