@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -81,6 +82,172 @@ const (
 	hopSilent
 )
 
+// probeHop is one TTL's probe of a flowRun.
+type probeHop struct {
+	state    uint8
+	seq      uint64
+	sent     int64
+	deadline int64
+	addr     netip.Addr
+	rtt      time.Duration
+	acked    bool // trace-ack: the peer's reflector counted it
+	dest     bool // the peer answered
+	unrch    bool // a router said destination unreachable
+}
+
+// flowRun is one run of trace probes on one flow: the flow registered in the
+// trace table, the probes sent by TTL and what answered them. Trace and
+// ProbeTTLs are two schedules over it.
+type flowRun struct {
+	e        *Engine
+	s        *sock
+	k        FlowKey
+	run      *traceRun
+	dst      netip.AddrPort
+	v6       bool
+	hops     []probeHop // index = TTL
+	bySeq    map[uint64]int
+	inflight int
+	sent     int
+	destTTL  int // lowest TTL the peer answered, 0 if none
+	stopTTL  int // lowest TTL a router said destination unreachable, 0 if none
+	timer    *time.Timer
+}
+
+// openFlow registers flow (peer, srcPort) for probes up to maxTTL. Close it.
+func (e *Engine) openFlow(peer netip.Addr, srcPort uint16, maxTTL int) (*flowRun, error) {
+	s := e.srcSock(srcPort)
+	if s == nil {
+		return nil, fmt.Errorf("probe: source port %d outside %d-%d", srcPort, e.cfg.SrcPortStart, e.cfg.SrcPortEnd)
+	}
+	k := FlowKey{Peer: peer, SrcPort: srcPort}
+	run := &traceRun{seqs: make(map[uint64]int, maxTTL), events: make(chan traceEvent, 4*maxTTL)}
+	e.trace.mu.Lock()
+	if e.trace.flows[k] != nil {
+		e.trace.mu.Unlock()
+		return nil, ErrTraceBusy
+	}
+	e.trace.flows[k] = run
+	e.trace.mu.Unlock()
+	return &flowRun{
+		e: e, s: s, k: k, run: run,
+		dst:   netip.AddrPortFrom(peer, e.cfg.PingPort),
+		v6:    peer.Is6(),
+		hops:  make([]probeHop, maxTTL+1),
+		bySeq: make(map[uint64]int, maxTTL),
+		timer: time.NewTimer(time.Hour),
+	}, nil
+}
+
+// send sends the probe for ttl. A send error still counts the probe: it may
+// have left.
+func (f *flowRun) send(ttl int) error {
+	e, s := f.e, f.s
+	seq := e.trace.seq.Add(1)
+	e.trace.mu.Lock()
+	f.run.seqs[seq] = ttl
+	e.trace.mu.Unlock()
+	f.bySeq[seq] = ttl
+	s.wmu.Lock()
+	now := nanotime()
+	p := Packet{Type: TypeTrace, TTL: uint8(ttl), SrcPort: f.k.SrcPort, PadLen: uint16(ttl), Epoch: e.epoch, Seq: seq, T1: now}
+	s.wbuf = s.enc.AppendEncode(s.wbuf[:0], &p)
+	oob := ttlCmsg(s.woob[:], f.v6, ttl)
+	var serr error
+	err := s.fd(func(fd uintptr) { serr = s.wmsg.send(fd, s.wbuf, oob, f.dst) })
+	s.wmu.Unlock()
+	if err == nil {
+		err = serr
+	}
+	f.hops[ttl] = probeHop{state: hopInFlight, seq: seq, sent: now, deadline: now + int64(e.cfg.TraceTimeout)}
+	f.inflight++
+	f.sent++
+	e.met.traceProbes.Inc()
+	if err != nil {
+		return fmt.Errorf("probe: trace %s from port %d ttl %d: %w", f.k.Peer, f.k.SrcPort, ttl, err)
+	}
+	return nil
+}
+
+// wait waits for one answer or the earliest probe deadline, then marks the
+// probes past their deadline silent. It returns false with nothing in
+// flight.
+func (f *flowRun) wait(ctx context.Context) (bool, error) {
+	var earliest int64
+	for ttl := range f.hops {
+		if h := f.hops[ttl]; h.state == hopInFlight && (earliest == 0 || h.deadline < earliest) {
+			earliest = h.deadline
+		}
+	}
+	if earliest == 0 {
+		return false, nil
+	}
+	f.timer.Reset(time.Duration(max(earliest-nanotime(), 0)))
+	select {
+	case <-ctx.Done():
+		return false, ctx.Err()
+	case <-f.e.closed:
+		return false, ErrClosed
+	case ev := <-f.run.events:
+		ttl, ok := f.bySeq[ev.seq]
+		if !ok || f.hops[ttl].state != hopInFlight {
+			break // duplicate answer
+		}
+		h := &f.hops[ttl]
+		h.state, h.addr, h.rtt, h.acked = hopAnswered, ev.router, time.Duration(ev.t-h.sent), ev.ack
+		h.dest, h.unrch = ev.dest, ev.unrch
+		f.inflight--
+		if ev.dest && (f.destTTL == 0 || ttl < f.destTTL) {
+			f.destTTL = ttl
+		}
+		if ev.unrch && (f.stopTTL == 0 || ttl < f.stopTTL) {
+			f.stopTTL = ttl
+		}
+	case <-f.timer.C:
+	}
+	now := nanotime()
+	for ttl := range f.hops {
+		if h := &f.hops[ttl]; h.state == hopInFlight && now >= h.deadline {
+			h.state = hopSilent
+			f.inflight--
+		}
+	}
+	return true, nil
+}
+
+// close tells the matcher how many probes of this flow the peer's reflector
+// counted (trace-acks) and how many may or may not have reached it, and
+// unregisters the flow.
+func (f *flowRun) close() {
+	f.timer.Stop()
+	// Below the destination a probe expires before the peer: below the
+	// highest TTL a router answered (Paris: one path for every TTL) or the
+	// TTL the peer answered at. At or beyond those (or when nothing
+	// answered above it) a silent probe may have been counted by the peer
+	// with its trace-ack lost.
+	router := 0
+	for ttl, h := range f.hops {
+		if h.state == hopAnswered && !h.dest {
+			router = ttl
+		}
+	}
+	var acked, unknown uint64
+	for ttl, h := range f.hops {
+		switch {
+		case h.acked:
+			acked++
+		case h.state == hopSilent || h.state == hopInFlight:
+			if ttl > router && (f.destTTL == 0 || ttl >= f.destTTL) {
+				unknown++
+			}
+		}
+	}
+	f.e.m.traceDone(f.k, acked, unknown, nanotime())
+	f.e.trace.mu.Lock()
+	delete(f.e.trace.flows, f.k)
+	f.e.trace.mu.Unlock()
+}
+
 // Trace runs one Paris traceroute on flow (peer, srcPort): every probe leaves
 // the socket bound to srcPort towards peer:PingPort, so the 5-tuple is
 // constant and ECMP keeps every TTL on one path. Up to TraceWindow TTLs are
@@ -89,12 +256,7 @@ const (
 // and echoed in trace-acks), never by order. The trace stops at the
 // destination (its trace-ack) or after maxSilent silent hops in a row.
 // maxTTL ≤ 0 means 32; maxSilent ≤ 0 means 4.
-func (e *Engine) Trace(ctx context.Context, peer netip.Addr, srcPort uint16, maxTTL, maxSilent int) (TraceResult, error) {
-	var res TraceResult
-	s := e.srcSock(srcPort)
-	if s == nil {
-		return res, fmt.Errorf("probe: source port %d outside %d-%d", srcPort, e.cfg.SrcPortStart, e.cfg.SrcPortEnd)
-	}
+func (e *Engine) Trace(ctx context.Context, peer netip.Addr, srcPort uint16, maxTTL, maxSilent int) (res TraceResult, err error) {
 	if maxTTL <= 0 {
 		maxTTL = 32
 	}
@@ -102,95 +264,42 @@ func (e *Engine) Trace(ctx context.Context, peer netip.Addr, srcPort uint16, max
 	if maxSilent <= 0 {
 		maxSilent = 4
 	}
-	k := FlowKey{Peer: peer, SrcPort: srcPort}
-	run := &traceRun{seqs: make(map[uint64]int, maxTTL), events: make(chan traceEvent, 4*maxTTL)}
-	e.trace.mu.Lock()
-	if e.trace.flows[k] != nil {
-		e.trace.mu.Unlock()
-		return res, ErrTraceBusy
+	f, err := e.openFlow(peer, srcPort, maxTTL)
+	if err != nil {
+		return res, err
 	}
-	e.trace.flows[k] = run
-	e.trace.mu.Unlock()
-	defer func() {
-		e.trace.mu.Lock()
-		delete(e.trace.flows, k)
-		e.trace.mu.Unlock()
-	}()
+	defer f.close()
+	defer func() { res.ProbesSent = f.sent }()
 
-	type hop struct {
-		state    uint8
-		seq      uint64
-		sent     int64
-		deadline int64
-		addr     netip.Addr
-		rtt      time.Duration
-		acked    bool // trace-ack: the peer's reflector counted it
-	}
-	hops := make([]hop, maxTTL+1) // index = TTL
-	bySeq := make(map[uint64]int, maxTTL)
-	destTTL := 0
-	stopTTL := 0 // a router said destination unreachable at this TTL
-	next, inflight := 1, 0
-	timeout := int64(e.cfg.TraceTimeout)
-	timer := time.NewTimer(time.Hour)
-	defer timer.Stop()
-	v6 := peer.Is6()
-	dst := netip.AddrPortFrom(peer, e.cfg.PingPort)
-
-	send := func(ttl int) error {
-		seq := e.trace.seq.Add(1)
-		e.trace.mu.Lock()
-		run.seqs[seq] = ttl
-		e.trace.mu.Unlock()
-		bySeq[seq] = ttl
-		s.wmu.Lock()
-		now := nanotime()
-		p := Packet{Type: TypeTrace, TTL: uint8(ttl), SrcPort: srcPort, PadLen: uint16(ttl), Epoch: e.epoch, Seq: seq, T1: now}
-		s.wbuf = s.enc.AppendEncode(s.wbuf[:0], &p)
-		oob := ttlCmsg(s.woob[:], v6, ttl)
-		var serr error
-		err := s.fd(func(fd uintptr) { serr = s.wmsg.send(fd, s.wbuf, oob, dst) })
-		s.wmu.Unlock()
-		if err == nil {
-			err = serr
-		}
-		hops[ttl] = hop{state: hopInFlight, seq: seq, sent: now, deadline: now + timeout}
-		res.ProbesSent++
-		e.met.traceProbes.Inc()
-		if err != nil {
-			return fmt.Errorf("probe: trace %s from port %d ttl %d: %w", peer, srcPort, ttl, err)
-		}
-		return nil
-	}
-
+	hops := f.hops
+	next := 1
 	var lastTTL int // where the result ends
 	for {
-		for inflight < e.cfg.TraceWindow && next <= maxTTL && (destTTL == 0 || next < destTTL) && (stopTTL == 0 || next < stopTTL) {
-			if err := send(next); err != nil {
+		for f.inflight < e.cfg.TraceWindow && next <= maxTTL && (f.destTTL == 0 || next < f.destTTL) && (f.stopTTL == 0 || next < f.stopTTL) {
+			if err := f.send(next); err != nil {
 				return res, err
 			}
 			next++
-			inflight++
 		}
 		// Decide from the prefix of settled hops.
 		done, silent := false, 0
 		for ttl := 1; ttl <= maxTTL; ttl++ {
 			h := hops[ttl]
 			if h.state == hopUnsent || h.state == hopInFlight {
-				if next > maxTTL && inflight == 0 {
+				if next > maxTTL && f.inflight == 0 {
 					done = true
 				}
 				break
 			}
-			if ttl == destTTL {
+			if ttl == f.destTTL {
 				// Reached; wait for probes beyond it still in flight so
 				// that the flow's reflector accounting stays exact.
 				lastTTL = ttl
 				res.Reached = true
-				done = inflight == 0 || ttl == maxTTL
+				done = f.inflight == 0 || ttl == maxTTL
 				break
 			}
-			if ttl == stopTTL {
+			if ttl == f.stopTTL {
 				lastTTL = ttl // unreachable: the path ends at this router
 				done = true
 				break
@@ -213,64 +322,14 @@ func (e *Engine) Trace(ctx context.Context, peer netip.Addr, srcPort uint16, max
 		if done {
 			break
 		}
-		// Wait for an answer or the earliest deadline.
-		var earliest int64
-		for ttl := 1; ttl < next; ttl++ {
-			if h := hops[ttl]; h.state == hopInFlight && (earliest == 0 || h.deadline < earliest) {
-				earliest = h.deadline
-			}
+		more, err := f.wait(ctx)
+		if err != nil {
+			return res, err
 		}
-		if earliest == 0 {
+		if !more {
 			break
 		}
-		timer.Reset(time.Duration(max(earliest-nanotime(), 0)))
-		select {
-		case <-ctx.Done():
-			return res, ctx.Err()
-		case <-e.closed:
-			return res, ErrClosed
-		case ev := <-run.events:
-			ttl, ok := bySeq[ev.seq]
-			if !ok || hops[ttl].state != hopInFlight {
-				break // duplicate answer
-			}
-			h := &hops[ttl]
-			h.state, h.addr, h.rtt, h.acked = hopAnswered, ev.router, time.Duration(ev.t-h.sent), ev.ack
-			inflight--
-			if ev.dest && (destTTL == 0 || ttl < destTTL) {
-				destTTL = ttl
-			}
-			if ev.unrch && (stopTTL == 0 || ttl < stopTTL) {
-				stopTTL = ttl
-			}
-		case <-timer.C:
-		}
-		now := nanotime()
-		for ttl := 1; ttl < next; ttl++ {
-			if h := &hops[ttl]; h.state == hopInFlight && now >= h.deadline {
-				h.state = hopSilent
-				inflight--
-			}
-		}
 	}
-
-	// Tell the matcher how many probes of this flow the peer's reflector
-	// counted (trace-acks) and how many may or may not have reached it.
-	var acked, unknown uint64
-	for ttl := 1; ttl < next; ttl++ {
-		switch h := hops[ttl]; {
-		case h.acked:
-			acked++
-		case h.state == hopSilent || h.state == hopInFlight:
-			// Below the destination a probe expires before the peer; at or
-			// beyond it (or when the peer never answered) a silent probe
-			// may have been counted by the peer with its trace-ack lost.
-			if destTTL == 0 || ttl >= destTTL {
-				unknown++
-			}
-		}
-	}
-	e.m.traceDone(k, acked, unknown, nanotime())
 
 	if lastTTL > maxTTL {
 		lastTTL = maxTTL
@@ -282,10 +341,94 @@ func (e *Engine) Trace(ctx context.Context, peer netip.Addr, srcPort uint16, max
 			res.Hops = append(res.Hops, graph.Hop{})
 			continue
 		}
-		if ttl == destTTL {
+		if ttl == f.destTTL {
 			h.addr = peer
 		}
 		res.Hops = append(res.Hops, graph.Hop{Addr: h.addr, RTT: h.rtt})
+	}
+	return res, nil
+}
+
+// TTLAnswer is what one trace probe of ProbeTTLs found.
+type TTLAnswer struct {
+	TTL int
+	// Hop is who answered and after how long; a zero Addr is a probe that
+	// nobody answered within TraceTimeout (a silent hop).
+	Hop graph.Hop
+	// Dest: the peer answered (its trace-ack, or an ICMP port unreachable
+	// from a host without dnms); Hop.Addr is the peer.
+	Dest bool
+	// Unreachable: a router answered destination unreachable; the path
+	// ends at it.
+	Unreachable bool
+}
+
+// ProbeResult is what ProbeTTLs found.
+type ProbeResult struct {
+	// Answers has one entry per probe sent, in TTL order.
+	Answers    []TTLAnswer
+	ProbesSent int
+}
+
+// ProbeTTLs sends one Paris traceroute probe on flow (peer, srcPort) for
+// each TTL in ttls (the same probes as Trace), and waits until each is
+// answered or TraceTimeout passes. It is for a caller that already knows
+// part of the path and wants only some hops: it sends exactly the TTLs
+// asked for, ascending, up to TraceWindow in flight, except that a TTL above
+// one the peer (or a destination unreachable) already answered is not
+// sent. TTLs outside 1..MaxPadLen are ignored.
+func (e *Engine) ProbeTTLs(ctx context.Context, peer netip.Addr, srcPort uint16, ttls []int) (res ProbeResult, err error) {
+	want := make([]int, 0, len(ttls))
+	for _, t := range ttls {
+		if t >= 1 && t <= MaxPadLen {
+			want = append(want, t)
+		}
+	}
+	slices.Sort(want)
+	want = slices.Compact(want)
+	if len(want) == 0 {
+		return res, nil
+	}
+	f, err := e.openFlow(peer, srcPort, want[len(want)-1])
+	if err != nil {
+		return res, err
+	}
+	defer f.close()
+	defer func() { res.ProbesSent = f.sent }()
+	next := 0 // index into want
+	for {
+		for f.inflight < e.cfg.TraceWindow && next < len(want) {
+			ttl := want[next]
+			if (f.destTTL != 0 && ttl > f.destTTL) || (f.stopTTL != 0 && ttl > f.stopTTL) {
+				next = len(want) // the path ends below: the rest would overshoot
+				break
+			}
+			if err := f.send(ttl); err != nil {
+				return res, err
+			}
+			next++
+		}
+		more, err := f.wait(ctx)
+		if err != nil {
+			return res, err
+		}
+		if !more && next >= len(want) {
+			break
+		}
+	}
+	for ttl, h := range f.hops {
+		if h.state == hopUnsent {
+			continue
+		}
+		a := TTLAnswer{TTL: ttl}
+		if h.state == hopAnswered {
+			a.Hop = graph.Hop{Addr: h.addr, RTT: h.rtt}
+			a.Dest, a.Unreachable = h.dest, h.unrch
+			if h.dest {
+				a.Hop.Addr = peer
+			}
+		}
+		res.Answers = append(res.Answers, a)
 	}
 	return res, nil
 }
