@@ -19,6 +19,7 @@ import (
 	"github.com/dnms/dnms/internal/aggregator"
 	"github.com/dnms/dnms/internal/api"
 	"github.com/dnms/dnms/internal/cluster"
+	"github.com/dnms/dnms/internal/fib"
 	"github.com/dnms/dnms/internal/graph"
 	"github.com/dnms/dnms/internal/mapper"
 )
@@ -71,6 +72,12 @@ func runAgent(cfg *config) error {
 	mcfg.SrcPortStart, mcfg.SrcPortEnd = cfg.MapSrcPortStart, cfg.MapSrcPortEnd
 	mcfg.Interval = cfg.MapInterval
 	mcfg.Registerer, mcfg.Logger = reg, log.With("component", "mapper")
+	if table, err := fib.Open(); err != nil {
+		log.Warn("no route lookups: the mapper probes TTL 1 on every port until MDA confirms it", "err", err)
+	} else {
+		defer table.Close()
+		mcfg.FIB = table
+	}
 	mp, err := mapper.New(mcfg, probes.eng, g)
 	if err != nil {
 		return fmt.Errorf("mapper: %w", err)

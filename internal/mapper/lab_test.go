@@ -2,6 +2,7 @@ package mapper
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net/netip"
 	"slices"
@@ -12,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/dnms/dnms/internal/fib"
 	"github.com/dnms/dnms/internal/graph"
 	"github.com/dnms/dnms/internal/lab"
 )
@@ -26,13 +28,30 @@ type labTracer struct {
 	timeout  time.Duration
 }
 
-func (lt *labTracer) Trace(ctx context.Context, peer netip.Addr, port uint16, maxTTL, maxSilent int) (TraceResult, error) {
-	tr, err := lt.f.TraceHops(ctx, lt.host, peer, port, lt.pingPort, maxTTL, maxSilent, lt.timeout)
-	res := TraceResult{Reached: tr.Reached, ProbesSent: tr.Probes}
-	for _, a := range tr.Hops {
-		res.Hops = append(res.Hops, graph.Hop{Addr: a})
+func (lt *labTracer) ProbeTTLs(ctx context.Context, peer netip.Addr, port uint16, ttls []int) (ProbeResult, error) {
+	return labProbeTTLs(ctx, lt.f, lt.host, peer, port, lt.pingPort, ttls, lt.timeout)
+}
+
+// labProbeTTLs probes each TTL with lab.ProbeHop, in order, stopping at the
+// peer.
+func labProbeTTLs(ctx context.Context, f *lab.Fabric, host string, peer netip.Addr, sport, dport uint16, ttls []int, timeout time.Duration) (ProbeResult, error) {
+	var res ProbeResult
+	for _, ttl := range ttls {
+		if err := ctx.Err(); err != nil {
+			return res, err
+		}
+		a, err := f.ProbeHop(host, peer, sport, dport, ttl, timeout)
+		res.ProbesSent++
+		if err != nil && !errors.Is(err, lab.ErrNoAnswer) {
+			return res, err
+		}
+		ans := TTLAnswer{TTL: ttl, Hop: graph.Hop{Addr: a}, Dest: a == peer}
+		res.Answers = append(res.Answers, ans)
+		if ans.Dest {
+			break
+		}
 	}
-	return res, err
+	return res, nil
 }
 
 // labPair is one ordered host pair on different leaves.
@@ -91,6 +110,7 @@ func startLabMapper(t *testing.T, f *lab.Fabric, tr Tracer, src lab.Host, peers 
 	cfg.Interval = interval
 	cfg.MaxTTL = 8
 	cfg.Logger = slog.New(slog.NewTextHandler(testWriter{t}, nil))
+	cfg.FIB = openFIB(t, f, src)
 	lm := &labMapper{g: graph.New(graph.DefaultConfig()), reg: prometheus.NewRegistry(), done: make(chan error, 1)}
 	cfg.Registerer = lm.reg
 	m, err := New(cfg, tr, lm.g)
@@ -106,6 +126,17 @@ func startLabMapper(t *testing.T, f *lab.Fabric, tr Tracer, src lab.Host, peers 
 	go func() { lm.done <- m.Run(ctx) }()
 	t.Cleanup(lm.stop)
 	return lm
+}
+
+// openFIB opens the route table of h's namespace.
+func openFIB(t *testing.T, f *lab.Fabric, h lab.Host) *fib.Table {
+	t.Helper()
+	var tb *fib.Table
+	if err := f.Do(h.NS, func() (err error) { tb, err = fib.Open(); return err }); err != nil {
+		t.Fatalf("fib in %s: %v", h.NS, err)
+	}
+	t.Cleanup(func() { tb.Close() })
+	return tb
 }
 
 func (lm *labMapper) stop() {

@@ -2,8 +2,15 @@
 // UDP source ports to every peer (Paris traceroute, one flow per port), the
 // MDA stopping rule that says whether the port range was enough to see every
 // ECMP path, turning hops into full routes for the graph, and counting path
-// changes. It opens no sockets: a Tracer (internal/probe) sends the probes and
-// a Sink (internal/graph) stores the routes.
+// changes.
+//
+// A trace probes only the hops it cannot soundly infer: never past the
+// peer's known distance, TTL 1 once per peer and sweep when the FIB has a
+// single next hop, and not behind a vertex that MDA node control confirmed
+// has a single successor (infer.go); inferred hops are re-probed on a
+// rotating subset of ports every sweep. It opens no sockets: a Tracer
+// (internal/probe) sends the probes, a FIB answers route lookups and a Sink
+// (internal/graph) stores the routes.
 package mapper
 
 import (
@@ -23,11 +30,20 @@ import (
 	"github.com/dnms/dnms/internal/graph"
 )
 
-// Tracer sends one Paris traceroute: UDP probes from srcPort to peer's ping
-// port with TTL 1..maxTTL, stopping at the peer or after maxSilent silent
-// hops in a row. *probe.Engine implements it.
+// Tracer sends Paris traceroute probes: for each TTL in ttls, one UDP probe
+// from srcPort to peer's ping port (one flow, so every TTL follows one ECMP
+// path), returning who answered each probe sent. A TTL above one the peer
+// already answered need not be sent. *probe.Engine implements it.
 type Tracer interface {
-	Trace(ctx context.Context, peer netip.Addr, srcPort uint16, maxTTL, maxSilent int) (TraceResult, error)
+	ProbeTTLs(ctx context.Context, peer netip.Addr, srcPort uint16, ttls []int) (ProbeResult, error)
+}
+
+// FIB answers route lookups in the local routing table: how many next hops
+// the route towards dst has (1 for a single gateway or a directly connected
+// peer, more for a multipath route). An error means unknown.
+// *fib.Table implements it.
+type FIB interface {
+	NextHops(dst netip.Addr) (int, error)
 }
 
 // Sink stores routes. *graph.Graph implements it. SetRoute returns a non-nil
@@ -61,8 +77,20 @@ type Config struct {
 	MaxTTL, MaxSilent int
 	// TraceTimeout bounds one Trace call.
 	TraceTimeout time.Duration
-	// Confidence is the MDA confidence level for Peers' coverage verdict.
+	// Confidence is the MDA confidence level for Peers' coverage verdict
+	// and for node control: a (TTL, predecessor) group is confirmed, and
+	// its successor inferred instead of probed, once FlowsNeeded(1,
+	// Confidence) distinct flows (6 at 95%) showed that one successor and
+	// none showed another.
 	Confidence float64
+	// VerifyEvery is the re-verification period in sweeps: every port is
+	// fully probed (no inferred hop) at least once every VerifyEvery sweeps,
+	// ports taking turns, besides one port per confirmed group every sweep.
+	VerifyEvery int
+	// FIB, when set, is asked once per peer and sweep whether the route to
+	// the peer has a single next hop: then TTL 1 is probed on one port and
+	// reused for the others. nil: TTL 1 is treated like any other TTL.
+	FIB FIB
 	// Registerer receives the mapper's metrics; nil registers nothing.
 	Registerer prometheus.Registerer
 	// Logger logs path changes and failed traces; nil uses slog.Default().
@@ -83,6 +111,7 @@ func DefaultConfig() Config {
 		MaxSilent:    3,
 		TraceTimeout: 10 * time.Second,
 		Confidence:   0.95,
+		VerifyEvery:  4,
 	}
 }
 
@@ -111,6 +140,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("mapper: TraceTimeout %v must be positive", c.TraceTimeout)
 	case !(c.Confidence > 0 && c.Confidence < 1):
 		return fmt.Errorf("mapper: Confidence %v must be in (0, 1)", c.Confidence)
+	case c.VerifyEvery < 1:
+		return fmt.Errorf("mapper: VerifyEvery %d must be at least 1", c.VerifyEvery)
 	}
 	return nil
 }
@@ -132,6 +163,8 @@ type portState struct {
 	failures   int // consecutive traces that did not reach the peer
 	changes    int
 	probesSent int
+	inferred   int                // MDA-inferred hops in route
+	obs        map[int]netip.Addr // TTL → predecessor of the group holding this port's observation
 }
 
 type peerState struct {
@@ -143,6 +176,8 @@ type peerState struct {
 	changes   int
 	// coverageLogged: the first full sweep's coverage verdict was logged.
 	coverageLogged bool
+	groups         map[groupKey]*group
+	fib            fibState
 }
 
 // Mapper sweeps source ports to every peer and keeps the graph's routes up
@@ -154,6 +189,10 @@ type Mapper struct {
 	log    *slog.Logger
 	clock  clock
 	rng    *rand.Rand
+	n1     int // FlowsNeeded(1, Confidence): flows that confirm a group
+	// afterTrace, if set (tests), is called after each trace, recorded or
+	// not.
+	afterTrace func(peer netip.Addr, port uint16)
 
 	mu     sync.Mutex
 	peers  map[netip.Addr]*peerState
@@ -164,6 +203,7 @@ type Mapper struct {
 	traces   *prometheus.CounterVec
 	changes  *prometheus.CounterVec
 	probes   *prometheus.CounterVec
+	hops     *prometheus.CounterVec
 	routes   *prometheus.GaugeVec
 	conf     *prometheus.GaugeVec
 	sweepDur prometheus.Gauge
@@ -209,6 +249,7 @@ func New(cfg Config, tracer Tracer, sink Sink) (*Mapper, error) {
 		log:    cfg.Logger,
 		clock:  realClock{},
 		rng:    rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
+		n1:     FlowsNeeded(1, cfg.Confidence),
 		peers:  make(map[netip.Addr]*peerState),
 		wake:   make(chan struct{}, 1),
 		traces: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -221,8 +262,12 @@ func New(cfg Config, tracer Tracer, sink Sink) (*Mapper, error) {
 		}, []string{"peer"}),
 		probes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dnms_trace_probes_total",
-			Help: "Trace probes sent by the mapper's traces, by peer.",
+			Help: "Trace probes sent by the mapper's traces, by peer: every probe, verification ones included.",
 		}, []string{"peer"}),
+		hops: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dnms_mapper_hops_total",
+			Help: "Hops of the mapper's traces by how they were learned: probe, mda (inferred from a confirmed MDA group) or fib (TTL 1 reused: single next hop).",
+		}, []string{"peer", "source"}),
 		routes: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "dnms_mapper_routes",
 			Help: "Distinct routes the source port range found to each peer.",
@@ -239,7 +284,7 @@ func New(cfg Config, tracer Tracer, sink Sink) (*Mapper, error) {
 	if m.log == nil {
 		m.log = slog.Default().With("component", "mapper")
 	}
-	m.cols = []prometheus.Collector{m.traces, m.changes, m.probes, m.routes, m.conf, m.sweepDur}
+	m.cols = []prometheus.Collector{m.traces, m.changes, m.probes, m.hops, m.routes, m.conf, m.sweepDur}
 	if cfg.Registerer != nil {
 		for i, c := range m.cols {
 			if err := cfg.Registerer.Register(c); err != nil {
@@ -284,6 +329,8 @@ func (m *Mapper) AddPeer(addr netip.Addr) {
 		ports:     make(map[uint16]*portState),
 		added:     m.clock.Now(),
 		sweepMask: make(map[uint16]bool),
+		groups:    make(map[groupKey]*group),
+		fib:       fibState{sweep: -1},
 	}
 	m.order = append(m.order, addr)
 	m.mu.Unlock()
@@ -309,6 +356,7 @@ func (m *Mapper) RemovePeer(addr netip.Addr) {
 	m.traces.DeletePartialMatch(prometheus.Labels{"peer": p})
 	m.changes.DeleteLabelValues(p)
 	m.probes.DeleteLabelValues(p)
+	m.hops.DeletePartialMatch(prometheus.Labels{"peer": p})
 	m.routes.DeleteLabelValues(p)
 	m.conf.DeleteLabelValues(p)
 }
@@ -399,67 +447,65 @@ func (m *Mapper) sweep(ctx context.Context) error {
 	return ctx.Err()
 }
 
-// traceOne traces one flow and stores the outcome.
-//
-// Once some route to the peer is known, the trace is limited to the longest
-// known distance: a tracer with several TTLs in flight would otherwise send
-// probes past the peer on every trace. If that short trace ends at a router
-// that answered (the path got longer), it is repeated at once with MaxTTL;
-// one that ends in silence (peer down, black hole) is not, so an unreachable
-// peer costs no extra probes.
+// traceOne traces one flow and stores the outcome: rounds of probes, each
+// planned by planLocked from what the previous ones answered, until every
+// hop up to the peer is probed or inferred (or the trace ends without it).
+// TraceTimeout bounds the whole trace.
 func (m *Mapper) traceOne(ctx context.Context, peer netip.Addr, port uint16) {
-	limit := m.ttlLimit(peer)
-	res, err := m.trace(ctx, peer, port, limit)
-	if err == nil && !res.Reached && limit < m.cfg.MaxTTL && len(res.Hops) >= limit && res.Hops[limit-1].Addr.IsValid() {
-		sent := res.ProbesSent
-		res, err = m.trace(ctx, peer, port, m.cfg.MaxTTL)
-		res.ProbesSent += sent
+	if m.afterTrace != nil {
+		defer m.afterTrace(peer, port)
 	}
-	if ctx.Err() != nil && (err != nil || !res.Reached) {
-		return // cut short by shutdown: not the network's fault
+	tp := m.startTrace(peer, port)
+	if tp == nil {
+		return
 	}
-	m.record(peer, port, res, err)
-}
-
-func (m *Mapper) trace(ctx context.Context, peer netip.Addr, port uint16, maxTTL int) (TraceResult, error) {
 	tctx, cancel := context.WithTimeout(ctx, m.cfg.TraceTimeout)
 	defer cancel()
-	return m.tracer.Trace(tctx, peer, port, maxTTL, m.cfg.MaxSilent)
+	var err error
+	for {
+		m.mu.Lock()
+		ps, ok := m.peers[peer]
+		var ttls []int
+		if ok {
+			ttls = m.planLocked(ps, tp)
+		}
+		m.mu.Unlock()
+		if !ok {
+			return
+		}
+		if len(ttls) == 0 {
+			break
+		}
+		res, perr := m.tracer.ProbeTTLs(tctx, peer, port, ttls)
+		before := tp.resolvedCount()
+		tp.apply(res)
+		if perr != nil {
+			err = perr
+			break
+		}
+		if tp.resolvedCount() == before {
+			err = fmt.Errorf("mapper: tracer answered none of TTLs %v", ttls)
+			break
+		}
+	}
+	o := tp.outcome(m.cfg.MaxSilent)
+	if ctx.Err() != nil && (err != nil || !o.reached) {
+		// Cut short by shutdown: not the network's fault, so no result;
+		// the probes it sent still count.
+		m.mu.Lock()
+		if _, ok := m.peers[peer]; ok && tp.probes > 0 {
+			m.probes.WithLabelValues(peer.String()).Add(float64(tp.probes))
+		}
+		m.mu.Unlock()
+		return
+	}
+	m.record(tp, o, err)
 }
 
-// ttlLimit is the TTL at which the farthest known route to peer reaches
-// it. For a peer without routes yet it is the farthest distance to any peer
-// (peers of one fabric sit at similar distances; a longer path costs one
-// retry), and MaxTTL while nothing is known.
-func (m *Mapper) ttlLimit(peer netip.Addr) int {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	dist := func(ps *peerState) int {
-		d := 0
-		for _, st := range ps.ports {
-			// route = local + hops + peer: the peer answers at TTL len-1.
-			d = max(d, len(st.route)-1)
-		}
-		return d
-	}
-	d := 0
-	if ps, ok := m.peers[peer]; ok {
-		d = dist(ps)
-	}
-	if d < 1 {
-		for _, ps := range m.peers {
-			d = max(d, dist(ps))
-		}
-	}
-	if d < 1 || d > m.cfg.MaxTTL {
-		return m.cfg.MaxTTL
-	}
-	return d
-}
-
-// record stores one trace result. The sink is written under m.mu so that a
-// concurrent RemovePeer cannot be undone by a trace that was in flight.
-func (m *Mapper) record(peer netip.Addr, port uint16, res TraceResult, err error) {
+// record stores one trace's outcome. The sink is written under m.mu so that
+// a concurrent RemovePeer cannot be undone by a trace that was in flight.
+func (m *Mapper) record(tp *tracePlan, o outcome, err error) {
+	peer, port := tp.peer, tp.port
 	now := m.clock.Now()
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -469,24 +515,38 @@ func (m *Mapper) record(peer netip.Addr, port uint16, res TraceResult, err error
 	}
 	st := ps.ports[port]
 	if st == nil {
-		st = &portState{}
+		st = &portState{obs: make(map[int]netip.Addr)}
 		ps.ports[port] = st
 	}
 	st.traced = true
 	st.lastTrace = now
-	st.probesSent += res.ProbesSent
+	st.probesSent += tp.probes
 	ps.sweepMask[port] = true
 	if len(ps.sweepMask) == int(m.cfg.SrcPortEnd-m.cfg.SrcPortStart)+1 {
 		ps.lastSweep = now // every port traced in this sweep
 	}
 	label := peer.String()
-	m.probes.WithLabelValues(label).Add(float64(res.ProbesSent))
+	m.probes.WithLabelValues(label).Add(float64(tp.probes))
+	m.observeLocked(ps, st, tp, o)
+	// TTL 1 as this sweep's probe found it, for the other ports.
+	if s1 := tp.slot(1); ps.fib.sweep == tp.sweep && ps.fib.single && s1.resolved && s1.source == HopProbed &&
+		s1.hop.Addr.IsValid() && !s1.dest && !s1.unreach {
+		ps.fib.hop = s1.hop
+	}
+	inferred := 0
+	for ttl := 1; ttl <= o.end; ttl++ {
+		src := tp.slots[ttl].source
+		m.hops.WithLabelValues(label, src).Inc()
+		if src == HopMDA {
+			inferred++
+		}
+	}
 
 	result := ResultReached
 	switch {
 	case err != nil:
 		result = ResultError
-	case !res.Reached:
+	case !o.reached:
 		result = ResultUnreached
 	}
 	st.lastResult = result
@@ -500,12 +560,13 @@ func (m *Mapper) record(peer netip.Addr, port uint16, res TraceResult, err error
 			m.log.Debug("trace failed", "peer", peer, "srcPort", port, "failures", st.failures, "err", err)
 		} else {
 			m.log.Debug("trace did not reach peer", "peer", peer, "srcPort", port, "failures", st.failures,
-				"hops", hopStrings(res.Hops))
+				"hops", hopStrings(o.hops))
 		}
 		return
 	}
 	st.failures = 0
-	route := buildRoute(m.cfg.LocalAddr, peer, res.Hops)
+	st.inferred = inferred
+	route := buildRoute(m.cfg.LocalAddr, peer, o.hops)
 	key := graph.RouteKey{Src: m.cfg.LocalAddr, Dst: peer, SrcPort: port}
 	id, change := m.sink.SetRoute(key, route)
 	if change != nil {
@@ -547,6 +608,13 @@ func (m *Mapper) coverageLocked(ps *peerState) Coverage {
 		}
 	}
 	return coverage(routes, m.cfg.Confidence)
+}
+
+// Sweeps returns how many sweeps Run has completed.
+func (m *Mapper) Sweeps() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.sweeps
 }
 
 // PeerStatus is one row of /v1/mapper/peers.

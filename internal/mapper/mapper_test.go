@@ -61,45 +61,94 @@ func (c *fakeClock) Sleep(ctx context.Context, d time.Duration) error {
 }
 
 type call struct {
+	peer    netip.Addr
+	port    uint16
+	ttls    []int
+	attempt int // earlier traces of the flow: the sweep, with one peer
+}
+
+type flow struct {
 	peer netip.Addr
 	port uint16
 }
 
-// fakeTracer answers from a function of (peer, port, attempt) and records
-// the calls; it can run a hook after each one (to cancel, add peers, …).
+// fakePath is the path a flow takes through a fake network: hops in TTL
+// order, ending with the peer when Reached (a silent hop has a zero Addr).
+type fakePath struct {
+	Hops    []graph.Hop
+	Reached bool
+}
+
+// fakeTracer answers probes from a path that is a function of (peer, port,
+// attempt), attempt counting the earlier traces of that flow, and records
+// every call (one per round of probes) and every trace; it can run a hook
+// after each trace (to cancel, add peers, …). newTestMapper hooks it to the
+// mapper's afterTrace.
 type fakeTracer struct {
 	mu      sync.Mutex
 	calls   []call
-	ttls    []int // maxTTL of each call
-	answer  func(peer netip.Addr, port uint16, attempt int) (TraceResult, error)
-	after   func(n int) // n: calls so far
-	attempt map[call]int
+	traces  []call
+	attempt map[flow]int
+	answer  func(peer netip.Addr, port uint16, attempt int) (fakePath, error)
+	after   func(n int) // n: traces so far
 }
 
-func (f *fakeTracer) Trace(ctx context.Context, peer netip.Addr, port uint16, maxTTL, maxSilent int) (TraceResult, error) {
+func (f *fakeTracer) ProbeTTLs(ctx context.Context, peer netip.Addr, port uint16, ttls []int) (ProbeResult, error) {
 	f.mu.Lock()
-	c := call{peer, port}
-	f.calls = append(f.calls, c)
-	f.ttls = append(f.ttls, maxTTL)
-	if f.attempt == nil {
-		f.attempt = make(map[call]int)
-	}
-	a := f.attempt[c]
-	f.attempt[c]++
-	n := len(f.calls)
-	answer, after := f.answer, f.after
+	attempt := f.attempt[flow{peer, port}]
+	f.calls = append(f.calls, call{peer, port, slices.Clone(ttls), attempt})
+	answer := f.answer
 	f.mu.Unlock()
-	var res TraceResult
+	var p fakePath
 	var err error
 	if answer != nil {
-		res, err = answer(peer, port, a)
+		p, err = answer(peer, port, attempt)
 	} else {
-		res = ecmpTrace(peer, port)
+		p = ecmpTrace(peer, port)
 	}
+	if err != nil {
+		return ProbeResult{}, err
+	}
+	return p.probe(peer, ttls), nil
+}
+
+// probe answers ttls like a network would along p: a router, silence, or
+// the peer at and beyond its distance; nothing is sent past a TTL the peer
+// answered.
+func (p fakePath) probe(peer netip.Addr, ttls []int) ProbeResult {
+	var res ProbeResult
+	ttls = slices.Clone(ttls)
+	slices.Sort(ttls)
+	for _, t := range slices.Compact(ttls) {
+		res.ProbesSent++
+		a := TTLAnswer{TTL: t}
+		switch {
+		case t < len(p.Hops) || (t == len(p.Hops) && !p.Reached):
+			a.Hop = p.Hops[t-1]
+		case p.Reached:
+			a.Hop, a.Dest = graph.Hop{Addr: peer}, true
+		}
+		res.Answers = append(res.Answers, a)
+		if a.Dest {
+			break
+		}
+	}
+	return res
+}
+
+// traceDone is the mapper's afterTrace hook.
+func (f *fakeTracer) traceDone(peer netip.Addr, port uint16) {
+	f.mu.Lock()
+	f.traces = append(f.traces, call{peer: peer, port: port})
+	if f.attempt == nil {
+		f.attempt = make(map[flow]int)
+	}
+	f.attempt[flow{peer, port}]++
+	n, after := len(f.traces), f.after
+	f.mu.Unlock()
 	if after != nil {
 		after(n)
 	}
-	return res, err
 }
 
 func (f *fakeTracer) Calls() []call {
@@ -108,10 +157,16 @@ func (f *fakeTracer) Calls() []call {
 	return slices.Clone(f.calls)
 }
 
+func (f *fakeTracer) Traces() []call {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.traces)
+}
+
 // ecmpTrace is a 4-spine fabric hashing port p onto spine p%4, the trace
 // ending with the peer.
-func ecmpTrace(peer netip.Addr, port uint16) TraceResult {
-	return TraceResult{Hops: hops(leaf1, spine(int(port)%4), leaf2, peer), Reached: true, ProbesSent: 4}
+func ecmpTrace(peer netip.Addr, port uint16) fakePath {
+	return fakePath{Hops: hops(leaf1, spine(int(port)%4), leaf2, peer), Reached: true}
 }
 
 // fakeSink is a graph that calls any change of hops a path change.
@@ -173,11 +228,14 @@ func newTestMapper(t *testing.T, cfg Config, tr Tracer, sink Sink) (*Mapper, *fa
 	t.Cleanup(func() { m.Close() })
 	clk := newFakeClock()
 	m.clock = clk
+	if ft, ok := tr.(*fakeTracer); ok {
+		m.afterTrace = ft.traceDone
+	}
 	return m, clk
 }
 
-// runFor runs m until the tracer has been called n times, then stops it
-// and waits for Run to return.
+// runFor runs m until n traces (in all) have been made, then stops it and
+// waits for Run to return.
 func runFor(t *testing.T, m *Mapper, tr *fakeTracer, n int) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -199,7 +257,7 @@ func runFor(t *testing.T, m *Mapper, tr *fakeTracer, n int) {
 			t.Fatalf("Run: %v", err)
 		}
 	case <-time.After(30 * time.Second):
-		t.Fatalf("Run did not stop after %d traces (%d so far)", n, len(tr.Calls()))
+		t.Fatalf("Run did not stop after %d traces (%d so far)", n, len(tr.Traces()))
 	}
 }
 
@@ -303,7 +361,7 @@ func TestSweepBreadthFirstWithJitter(t *testing.T) {
 	}
 	runFor(t, m, tr, len(peers)*ports*sweeps)
 
-	calls := tr.Calls()
+	calls := tr.Traces()
 	if len(calls) != len(peers)*ports*sweeps {
 		t.Fatalf("%d calls, want %d", len(calls), len(peers)*ports*sweeps)
 	}
@@ -391,7 +449,7 @@ func TestPeerAddedMidSweepTracedWithinOneSweep(t *testing.T) {
 	}
 	runFor(t, m, tr, 2+2*2+2*ports) // rest of the sweep, then one full sweep of both
 	seen := map[uint16]bool{}
-	for _, c := range tr.Calls()[:2+2*2] {
+	for _, c := range tr.Traces()[:2+2*2] {
 		if c.peer == peerB {
 			seen[c.port] = true
 		}
@@ -422,19 +480,19 @@ func TestPathChangeAccounting(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	cfg.Registerer = reg
 	port0 := cfg.SrcPortStart
-	tr := &fakeTracer{answer: func(peer netip.Addr, port uint16, attempt int) (TraceResult, error) {
+	tr := &fakeTracer{answer: func(peer netip.Addr, port uint16, attempt int) (fakePath, error) {
 		if port != port0 {
 			return ecmpTrace(peer, port), nil
 		}
 		switch attempt {
 		case 0:
-			return TraceResult{Hops: hops(leaf1, spine(0), leaf2, peer), Reached: true, ProbesSent: 4}, nil
+			return fakePath{Hops: hops(leaf1, spine(0), leaf2, peer), Reached: true}, nil
 		case 1: // lost: keep the route
-			return TraceResult{Hops: hops(leaf1, netip.Addr{}, netip.Addr{}, netip.Addr{}), ProbesSent: 6}, nil
+			return fakePath{Hops: hops(leaf1, netip.Addr{}, netip.Addr{}, netip.Addr{})}, nil
 		case 2:
-			return TraceResult{}, errors.New("socket closed")
+			return fakePath{}, errors.New("socket closed")
 		default: // spine0 down: rehashed onto spine 3
-			return TraceResult{Hops: hops(leaf1, spine(3), leaf2, peer), Reached: true, ProbesSent: 4}, nil
+			return fakePath{Hops: hops(leaf1, spine(3), leaf2, peer), Reached: true}, nil
 		}
 	}}
 	sink := newFakeSink()
@@ -459,8 +517,10 @@ func TestPathChangeAccounting(t *testing.T) {
 			t.Errorf("dnms_traces_total{result=%q} = %v, want %v", result, got, want)
 		}
 	}
-	if got := testutil.ToFloat64(m.probes.WithLabelValues(p)); got != 6*4+6 {
-		t.Errorf("dnms_trace_probes_total = %v, want 30", got)
+	// 4 probes a trace (no group reaches 6 flows with 2 ports), none for
+	// the trace that failed.
+	if got := testutil.ToFloat64(m.probes.WithLabelValues(p)); got != 7*4 {
+		t.Errorf("dnms_trace_probes_total = %v, want 28", got)
 	}
 	st := m.Peers()[0]
 	if st.PathChanges != 1 || len(st.FailingPorts) != 0 {
@@ -472,17 +532,17 @@ func TestPathChangeAccounting(t *testing.T) {
 	}
 	// The metrics are registered under their house-style names.
 	n, err := testutil.GatherAndCount(reg, "dnms_path_changes_total", "dnms_traces_total", "dnms_trace_probes_total",
-		"dnms_mapper_routes", "dnms_mapper_confident", "dnms_mapper_sweep_duration_seconds")
-	if err != nil || n != 1+3+1+1+1+1 {
+		"dnms_mapper_hops_total", "dnms_mapper_routes", "dnms_mapper_confident", "dnms_mapper_sweep_duration_seconds")
+	if err != nil || n != 1+3+1+1+1+1+1 {
 		t.Errorf("gathered %d series (%v)", n, err)
 	}
 }
 
 func TestFailingPortsReported(t *testing.T) {
 	cfg := testConfig(3)
-	tr := &fakeTracer{answer: func(peer netip.Addr, port uint16, attempt int) (TraceResult, error) {
+	tr := &fakeTracer{answer: func(peer netip.Addr, port uint16, attempt int) (fakePath, error) {
 		if port == cfg.SrcPortStart+1 {
-			return TraceResult{Hops: hops(leaf1)}, nil
+			return fakePath{Hops: hops(leaf1)}, nil
 		}
 		return ecmpTrace(peer, port), nil
 	}}
@@ -501,7 +561,7 @@ func TestRemovePeer(t *testing.T) {
 	sink := newFakeSink()
 	var m *Mapper
 	tr := &fakeTracer{}
-	tr.answer = func(peer netip.Addr, port uint16, attempt int) (TraceResult, error) {
+	tr.answer = func(peer netip.Addr, port uint16, attempt int) (fakePath, error) {
 		// peerB leaves while its second sweep's first trace is in flight.
 		if peer == peerB && attempt == 1 {
 			m.RemovePeer(peerB)
@@ -581,10 +641,10 @@ func TestRunStopsPromptly(t *testing.T) {
 // all lost.
 type ctxTracer struct{ started chan struct{} }
 
-func (c *ctxTracer) Trace(ctx context.Context, peer netip.Addr, port uint16, maxTTL, maxSilent int) (TraceResult, error) {
+func (c *ctxTracer) ProbeTTLs(ctx context.Context, peer netip.Addr, port uint16, ttls []int) (ProbeResult, error) {
 	c.started <- struct{}{}
 	<-ctx.Done()
-	return TraceResult{}, fmt.Errorf("trace %v:%d: %w", peer, port, ctx.Err())
+	return ProbeResult{}, fmt.Errorf("trace %v:%d: %w", peer, port, ctx.Err())
 }
 
 func TestRegisterTwiceFails(t *testing.T) {
@@ -603,61 +663,6 @@ func TestRegisterTwiceFails(t *testing.T) {
 	}
 }
 
-// pathOf is a trace along path (routers then the peer) cut at maxTTL, like a
-// real tracer would see it.
-func pathOf(path []netip.Addr, maxTTL int) TraceResult {
-	var res TraceResult
-	for i, a := range path {
-		if i >= maxTTL {
-			break
-		}
-		res.Hops = append(res.Hops, graph.Hop{Addr: a})
-		res.ProbesSent++
-		if i == len(path)-1 {
-			res.Reached = true
-		}
-	}
-	return res
-}
-
-func TestTTLLimit(t *testing.T) {
-	cfg := testConfig(4)
-	short := []netip.Addr{leaf1, spine(0), leaf2, peerA}
-	long := []netip.Addr{leaf1, spine(0), spine(1), leaf2, peerA}
-	var tr *fakeTracer
-	tr = &fakeTracer{answer: func(peer netip.Addr, port uint16, attempt int) (TraceResult, error) {
-		tr.mu.Lock()
-		maxTTL := tr.ttls[len(tr.ttls)-1]
-		tr.mu.Unlock()
-		switch {
-		case attempt == 0 || port != cfg.SrcPortStart+1:
-			return pathOf(short, maxTTL), nil
-		case attempt <= 2: // the path got one hop longer (short trace, then the retry)
-			return pathOf(long, maxTTL), nil
-		default: // the peer went dark after the first router
-			return TraceResult{Hops: hops(leaf1, netip.Addr{}, netip.Addr{}), ProbesSent: 3}, nil
-		}
-	}}
-	m, _ := newTestMapper(t, cfg, tr, newFakeSink())
-	m.AddPeer(peerA)
-	// Sweep 1: 4 traces. Sweep 2: port 1 gets a short trace and a retry.
-	// Sweep 3: port 1 goes dark: no retry.
-	runFor(t, m, tr, 4+5+4)
-	// Once port 1's longer route is known, the limit is 5 for every port.
-	want := []int{32, 4, 4, 4, 4, 4, 32, 5, 5, 5, 5, 5, 5}
-	if !slices.Equal(tr.ttls, want) {
-		t.Errorf("maxTTL per trace = %v, want %v", tr.ttls, want)
-	}
-	rm := m.RouteMap()
-	if len(rm[1].Hops) != 6 { // local, 4 routers, peer
-		t.Errorf("port 1 route %v, want the longer path kept after it went dark", rm[1].Hops)
-	}
-	st := m.Peers()[0]
-	if !slices.Equal(st.FailingPorts, []uint16{cfg.SrcPortStart + 1}) {
-		t.Errorf("failing ports %v", st.FailingPorts)
-	}
-}
-
 // Through the real graph: a silent hop in an otherwise identical path is not
 // a change and the route map keeps the known address; a different spine is.
 func TestPathChangesThroughGraph(t *testing.T) {
@@ -670,8 +675,8 @@ func TestPathChangesThroughGraph(t *testing.T) {
 		{leaf1, spine(0), z, peerA},
 		{leaf1, spine(2), leaf2, peerA}, // rehashed
 	}
-	tr := &fakeTracer{answer: func(peer netip.Addr, port uint16, attempt int) (TraceResult, error) {
-		return TraceResult{Hops: hops(traces[min(attempt, len(traces)-1)]...), Reached: true, ProbesSent: 4}, nil
+	tr := &fakeTracer{answer: func(peer netip.Addr, port uint16, attempt int) (fakePath, error) {
+		return fakePath{Hops: hops(traces[min(attempt, len(traces)-1)]...), Reached: true}, nil
 	}}
 	g := graph.New(graph.DefaultConfig())
 	m, _ := newTestMapper(t, cfg, tr, g)
@@ -695,26 +700,6 @@ func TestPathChangesThroughGraph(t *testing.T) {
 	want(1, spine(2))
 	if st := m.Peers()[0]; st.PathChanges != 1 || st.Routes != 1 {
 		t.Errorf("status %+v", st)
-	}
-}
-
-// A new peer's first trace is limited to the distance of the peers already
-// mapped; the very first trace of all uses MaxTTL.
-func TestTTLLimitNewPeer(t *testing.T) {
-	cfg := testConfig(2)
-	tr := &fakeTracer{}
-	m, _ := newTestMapper(t, cfg, tr, newFakeSink())
-	m.AddPeer(peerA)
-	tr.after = func(n int) {
-		if n == 2 {
-			m.AddPeer(peerB)
-		}
-	}
-	runFor(t, m, tr, 4)
-	calls := tr.Calls()
-	sawB := slices.ContainsFunc(calls, func(c call) bool { return c.peer == peerB })
-	if want := []int{32, 4, 4, 4}; !slices.Equal(tr.ttls, want) || !sawB {
-		t.Errorf("calls %v with maxTTL %v, want %v and peerB traced", calls, tr.ttls, want)
 	}
 }
 

@@ -2,8 +2,11 @@ package mapper
 
 import "github.com/dnms/dnms/internal/probe"
 
-// TraceResult is what one trace found: Hops in TTL order (a silent hop has a
-// zero Addr; when Reached the list may end with the peer), whether the peer
-// answered, and how many probes it took. It is probe's type, so that
-// *probe.Engine is a Tracer as is.
-type TraceResult = probe.TraceResult
+// ProbeResult is what one round of probes found: one TTLAnswer per probe
+// sent, in TTL order (a silent hop has a zero Addr; Dest marks the peer), and
+// how many probes that took. These are probe's types, so that *probe.Engine
+// is a Tracer as is.
+type (
+	ProbeResult = probe.ProbeResult
+	TTLAnswer   = probe.TTLAnswer
+)
