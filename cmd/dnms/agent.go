@@ -19,8 +19,8 @@ import (
 	"github.com/dnms/dnms/internal/aggregator"
 	"github.com/dnms/dnms/internal/api"
 	"github.com/dnms/dnms/internal/cluster"
-	"github.com/dnms/dnms/internal/fib"
 	"github.com/dnms/dnms/internal/graph"
+	"github.com/dnms/dnms/internal/loader"
 	"github.com/dnms/dnms/internal/mapper"
 )
 
@@ -72,7 +72,7 @@ func runAgent(cfg *config) error {
 	mcfg.SrcPortStart, mcfg.SrcPortEnd = cfg.MapSrcPortStart, cfg.MapSrcPortEnd
 	mcfg.Interval = cfg.MapInterval
 	mcfg.Registerer, mcfg.Logger = reg, log.With("component", "mapper")
-	if table, err := fib.Open(); err != nil {
+	if table, err := loader.OpenFIB(); err != nil {
 		log.Warn("no route lookups: the mapper probes TTL 1 on every port until MDA confirms it", "err", err)
 	} else {
 		defer table.Close()

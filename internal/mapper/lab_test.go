@@ -13,9 +13,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/dnms/dnms/internal/fib"
 	"github.com/dnms/dnms/internal/graph"
 	"github.com/dnms/dnms/internal/lab"
+	"github.com/dnms/dnms/internal/loader"
 )
 
 // labTracer is a Paris traceroute built on lab.ProbeHop (one UDP probe per
@@ -129,10 +129,10 @@ func startLabMapper(t *testing.T, f *lab.Fabric, tr Tracer, src lab.Host, peers 
 }
 
 // openFIB opens the route table of h's namespace.
-func openFIB(t *testing.T, f *lab.Fabric, h lab.Host) *fib.Table {
+func openFIB(t *testing.T, f *lab.Fabric, h lab.Host) *loader.FIB {
 	t.Helper()
-	var tb *fib.Table
-	if err := f.Do(h.NS, func() (err error) { tb, err = fib.Open(); return err }); err != nil {
+	var tb *loader.FIB
+	if err := f.Do(h.NS, func() (err error) { tb, err = loader.OpenFIB(); return err }); err != nil {
 		t.Fatalf("fib in %s: %v", h.NS, err)
 	}
 	t.Cleanup(func() { tb.Close() })

@@ -41,7 +41,7 @@ type Tracer interface {
 // FIB answers route lookups in the local routing table: how many next hops
 // the route towards dst has (1 for a single gateway or a directly connected
 // peer, more for a multipath route). An error means unknown.
-// *fib.Table implements it.
+// *loader.FIB implements it.
 type FIB interface {
 	NextHops(dst netip.Addr) (int, error)
 }

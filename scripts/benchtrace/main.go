@@ -33,9 +33,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/dnms/dnms/internal/fib"
 	"github.com/dnms/dnms/internal/graph"
 	"github.com/dnms/dnms/internal/lab"
+	"github.com/dnms/dnms/internal/loader"
 	"github.com/dnms/dnms/internal/mapper"
 	"github.com/dnms/dnms/internal/probe"
 )
@@ -115,8 +115,8 @@ func run() error {
 		if e := engines[src.Name]; e != nil {
 			tr = e
 		}
-		var table *fib.Table
-		if err := f.Do(src.NS, func() (err error) { table, err = fib.Open(); return err }); err != nil {
+		var table *loader.FIB
+		if err := f.Do(src.NS, func() (err error) { table, err = loader.OpenFIB(); return err }); err != nil {
 			return fmt.Errorf("fib on %s: %w", src.Name, err)
 		}
 		d, err := runMapper(ctx, tr, table, src, dst, *ports, *sweeps, ps.Paths)

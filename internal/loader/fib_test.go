@@ -1,4 +1,4 @@
-package fib
+package loader
 
 import (
 	"net/netip"
@@ -7,8 +7,8 @@ import (
 	"github.com/dnms/dnms/internal/lab"
 )
 
-func TestLoopbackSingleNextHop(t *testing.T) {
-	tb, err := Open()
+func TestFIBLoopbackSingleNextHop(t *testing.T) {
+	tb, err := OpenFIB()
 	if err != nil {
 		t.Skipf("no netlink here: %v", err)
 	}
@@ -25,13 +25,13 @@ func TestLoopbackSingleNextHop(t *testing.T) {
 
 // In the lab, a host's default route has one gateway and a leaf's route to
 // the other leaf's hosts has one next hop per spine.
-func TestLabNextHops(t *testing.T) {
+func TestFIBLabNextHops(t *testing.T) {
 	f := lab.New(t, lab.Config{Prefix: lab.UniquePrefix(t), Spines: 3, Leaves: 2, HostsPerLeaf: 1})
 	h1, h2 := f.Host("host1"), f.Host("host2")
-	open := func(ns string) *Table {
+	open := func(ns string) *FIB {
 		t.Helper()
-		var tb *Table
-		if err := f.Do(ns, func() (err error) { tb, err = Open(); return err }); err != nil {
+		var tb *FIB
+		if err := f.Do(ns, func() (err error) { tb, err = OpenFIB(); return err }); err != nil {
 			t.Fatalf("open in %s: %v", ns, err)
 		}
 		t.Cleanup(func() { tb.Close() })
