@@ -59,6 +59,24 @@ func (g *group) confirmed(n1 int) (netip.Addr, bool) {
 	return s, true
 }
 
+// inferFor returns the successor to infer for port at this group: the
+// confirmed successor, but only where it is this port's own last probed
+// answer here, or the peer itself. MDA's 95% is about the vertex, not about
+// a flow: with two next hops, 6 agreeing flows still happen 3% of the time,
+// and over a cluster's many vertices some would be wrong, putting a port on
+// the wrong link (seen in the demo as a false faulty verdict on the broken
+// link's sibling). So a flow's hop is measured at least once before it is
+// ever inferred (then inference means "unchanged", checked by rotation);
+// only the last hop into the peer, which has no other way to go in a Clos
+// fabric, is inferred for flows never probed there.
+func (g *group) inferFor(port uint16, peer netip.Addr, n1 int) (netip.Addr, bool) {
+	succ, ok := g.confirmed(n1)
+	if !ok || (succ != peer && g.succ[port] != succ) {
+		return netip.Addr{}, false
+	}
+	return succ, true
+}
+
 // branching reports whether flows of the group showed two or more distinct
 // successors (a silent answer counts as one): every port in it is probed.
 func (g *group) branching() bool {
@@ -306,7 +324,7 @@ func (m *Mapper) resolveLocked(ps *peerState, tp *tracePlan, ttl int, pred netip
 		return
 	}
 	g := ps.groups[groupKey{ttl, pred}]
-	succ, ok := g.confirmed(m.n1)
+	succ, ok := g.inferFor(tp.port, tp.peer, m.n1)
 	if !ok || m.groupNeedsProbeLocked(ps, tp, g, ttl, pred) {
 		return
 	}
@@ -376,7 +394,7 @@ func (m *Mapper) planLocked(ps *peerState, tp *tracePlan) []int {
 		}
 		if known && !actual && prev.IsValid() && !tp.verify {
 			g := ps.groups[groupKey{h, prev}]
-			if succ, ok := g.confirmed(m.n1); ok && !m.groupNeedsProbeLocked(ps, tp, g, h, prev) {
+			if succ, ok := g.inferFor(tp.port, tp.peer, m.n1); ok && !m.groupNeedsProbeLocked(ps, tp, g, h, prev) {
 				prev, allResolved = succ, false
 				if succ == tp.peer {
 					break
