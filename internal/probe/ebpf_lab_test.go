@@ -96,3 +96,17 @@ func TestLabEBPF(t *testing.T) {
 		t.Errorf("ebpf RTT disagrees with the capture: p50 %v, max %v", probe.Pct(errs, .5), errs[len(errs)-1])
 	}
 }
+
+// With 2 ms added on the way out, the ebpf source's RTT p50 rises by what
+// the wire got, ± 200 µs, like the other sources (TestLabDelay).
+func TestLabDelayEBPF(t *testing.T) {
+	lp := probe.NewLabPair(t, func(c *probe.Config) {
+		c.EBPF = true
+		c.Timestamps = "ebpf"
+		c.Reflect = false // the kernel reflects
+	})
+	a, b := lp.Engines()
+	attachLoader(t, lp, "host1", false, a.HandleStamp)
+	attachLoader(t, lp, "host2", true, b.HandleStamp)
+	probe.CheckDelayRise(t, lp)
+}

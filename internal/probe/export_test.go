@@ -28,3 +28,5 @@ func UserspacePings(e *Engine) float64                              { return tes
 func (e *Engine) PingPort() uint16                                  { return e.cfg.PingPort }
 
 func ReflectMismatches(c *Capture, kernel bool) (int, string) { return reflectMismatches(c, kernel) }
+
+func CheckDelayRise(t *testing.T, lp *LabPair) { checkDelayRise(t, lp) }

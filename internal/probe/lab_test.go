@@ -201,38 +201,47 @@ func TestLabLossDirection(t *testing.T) {
 func TestLabDelay(t *testing.T) {
 	for _, src := range []Source{SourceUser, SourceKernel} {
 		t.Run(string(src), func(t *testing.T) {
-			lp := newLabPair(t, func(c *Config) { c.Timestamps = string(src) })
-			link := lp.f.LinkBetween("leaf1", "spine1")
-			link2 := lp.f.LinkBetween("leaf1", "spine2")
-			base := rttP50(t, lp.pingMany(t, 300, time.Millisecond))
-			// Delay the forward direction on both uplinks of leaf1 so that
-			// every ECMP path gets it.
-			for _, l := range []lab.Link{link, link2} {
-				if err := lp.f.SetDelay(l, "leaf1", 2*time.Millisecond); err != nil {
-					t.Fatal(err)
-				}
-				t.Cleanup(func() { lp.f.ClearFaults(l) })
-			}
-			delayed := rttP50(t, lp.pingMany(t, 300, time.Millisecond))
-			rise := delayed - base
-			// The userspace delay element releases frames a little after
-			// their due time; that lateness is real extra delay on the wire.
-			s1, s2 := lp.f.DelayStats(link, "leaf1"), lp.f.DelayStats(link2, "leaf1")
-			late := (s1.LateP50 + s2.LateP50) / 2
-			want := 2*time.Millisecond + late
-			t.Logf("%s: p50 %v → %v (+%v); delay element late p50 %v, so the wire got +%v", src, base, delayed, rise, late, want)
-			// user stamps carry the wake-up latency of both hosts' readers,
-			// which grows when the reader idles between pings (the delayed
-			// case) and with other load on the host; user gets a wider
-			// band. kernel stamps track the wire within ~20µs.
-			tol := 200 * time.Microsecond
-			if src == SourceUser {
-				tol = time.Millisecond // measured +170µs idle, +430µs under load
-			}
-			if d := rise - want; d < -tol || d > tol {
-				t.Errorf("p50 rose by %v, want %v ± %v", rise, want, tol)
-			}
+			checkDelayRise(t, newLabPair(t, func(c *Config) { c.Timestamps = string(src) }))
 		})
+	}
+}
+
+// checkDelayRise delays the forward direction of both of leaf1's uplinks
+// by 2 ms and checks that lp's RTT p50 rises by what the wire got, ± 200 µs
+// (± 1 ms for user stamps).
+func checkDelayRise(t *testing.T, lp *labPair) {
+	t.Helper()
+	src := lp.a.Source()
+	link := lp.f.LinkBetween("leaf1", "spine1")
+	link2 := lp.f.LinkBetween("leaf1", "spine2")
+	base := rttP50(t, lp.pingMany(t, 300, time.Millisecond))
+	// Delay the forward direction on both uplinks of leaf1 so that
+	// every ECMP path gets it.
+	for _, l := range []lab.Link{link, link2} {
+		if err := lp.f.SetDelay(l, "leaf1", 2*time.Millisecond); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { lp.f.ClearFaults(l) })
+	}
+	delayed := rttP50(t, lp.pingMany(t, 300, time.Millisecond))
+	rise := delayed - base
+	// The userspace delay element releases frames a little after
+	// their due time; that lateness is real extra delay on the wire.
+	s1, s2 := lp.f.DelayStats(link, "leaf1"), lp.f.DelayStats(link2, "leaf1")
+	late := (s1.LateP50 + s2.LateP50) / 2
+	want := 2*time.Millisecond + late
+	t.Logf("%s: p50 %v → %v (+%v); delay element late p50 %v, so the wire got +%v", src, base, delayed, rise, late, want)
+	// user stamps carry the wake-up latency of the prober's reader,
+	// which grows when the host idles between pings (the delayed case:
+	// a halted vCPU takes 100-300 µs to wake on this VM; under load it
+	// measured +81-96 µs); user gets a wider band. kernel and ebpf
+	// stamps track the wire within ~20 µs.
+	tol := 200 * time.Microsecond
+	if src == SourceUser {
+		tol = time.Millisecond
+	}
+	if d := rise - want; d < -tol || d > tol {
+		t.Errorf("p50 rose by %v, want %v ± %v", rise, want, tol)
 	}
 }
 
