@@ -118,7 +118,10 @@ type Engine struct {
 	met       metrics
 	closeOnce sync.Once
 	closed    chan struct{}
-	wg        sync.WaitGroup
+	// startMu orders Run's start against Close: the readers are added to
+	// wg before Close waits on it, or Run sees the engine closed.
+	startMu sync.Mutex
+	wg      sync.WaitGroup
 	running   atomic.Bool
 }
 
@@ -265,6 +268,13 @@ func (e *Engine) Run(ctx context.Context) error {
 	if !e.running.CompareAndSwap(false, true) {
 		return errors.New("probe: Run called twice")
 	}
+	e.startMu.Lock()
+	select {
+	case <-e.closed:
+		e.startMu.Unlock()
+		return nil
+	default:
+	}
 	e.wg.Add(1 + len(e.src))
 	// The ping port sends nothing, so its error queue stays empty: skip
 	// that syscall on every datagram.
@@ -272,6 +282,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	for _, s := range e.src {
 		go func() { defer e.wg.Done(); e.readLoop(s, true, e.handleSrcPort) }()
 	}
+	e.startMu.Unlock()
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
 	var n int
@@ -296,7 +307,9 @@ func (e *Engine) Run(ctx context.Context) error {
 // outstanding as lost. Safe to call more than once.
 func (e *Engine) Close() error {
 	e.closeOnce.Do(func() {
+		e.startMu.Lock()
 		close(e.closed)
+		e.startMu.Unlock()
 		e.closeSockets()
 		e.wg.Wait()
 		e.m.flush()
