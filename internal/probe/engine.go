@@ -122,7 +122,7 @@ type Engine struct {
 	// wg before Close waits on it, or Run sees the engine closed.
 	startMu sync.Mutex
 	wg      sync.WaitGroup
-	running   atomic.Bool
+	running atomic.Bool
 }
 
 // New validates cfg, opens every socket and chooses the time source. The
