@@ -51,14 +51,8 @@ func attachLoaderTB(t testing.TB, lp *probe.LabPair, host string, reflect bool, 
 // With the eBPF time source and the in-kernel reflector: samples come from
 // ebpf stamps, agree with the capture, and host2's agent never sees a ping.
 func TestLabEBPF(t *testing.T) {
-	lp := probe.NewLabPair(t, func(c *probe.Config) {
-		c.EBPF = true
-		c.Timestamps = "ebpf"
-		c.Reflect = false // the kernel reflects
-	})
-	a, b := lp.Engines()
-	attachLoader(t, lp, "host1", false, a.HandleStamp)
-	attachLoader(t, lp, "host2", true, b.HandleStamp)
+	lp := ebpfPair(t)
+	_, b := lp.Engines()
 	c := probe.StartCapture(t, lp.Fabric(), lp.Fabric().Host("host1"))
 	rs := lp.PingMany(t, 300, 2*time.Millisecond)
 	var ebpf, kref, lost int
@@ -100,6 +94,13 @@ func TestLabEBPF(t *testing.T) {
 // With 2 ms added on the way out, the ebpf source's RTT p50 rises by what
 // the wire got, ± 200 µs, like the other sources (TestLabDelay).
 func TestLabDelayEBPF(t *testing.T) {
+	probe.CheckDelayRise(t, ebpfPair(t))
+}
+
+// ebpfPair is a lab pair on the ebpf time source: host1's programs stamp,
+// host2's reflect in the kernel.
+func ebpfPair(t *testing.T) *probe.LabPair {
+	t.Helper()
 	lp := probe.NewLabPair(t, func(c *probe.Config) {
 		c.EBPF = true
 		c.Timestamps = "ebpf"
@@ -108,5 +109,5 @@ func TestLabDelayEBPF(t *testing.T) {
 	a, b := lp.Engines()
 	attachLoader(t, lp, "host1", false, a.HandleStamp)
 	attachLoader(t, lp, "host2", true, b.HandleStamp)
-	probe.CheckDelayRise(t, lp)
+	return lp
 }
