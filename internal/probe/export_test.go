@@ -29,4 +29,4 @@ func (e *Engine) PingPort() uint16                                  { return e.c
 
 func ReflectMismatches(c *Capture, kernel bool) (int, string) { return reflectMismatches(c, kernel) }
 
-func CheckDelayRise(t *testing.T, lp *LabPair) { checkDelayRise(t, lp) }
+func CheckDelayRise(t *testing.T, lp *LabPair) { checkDelayRise(t, lp, 0, 200*time.Microsecond) }

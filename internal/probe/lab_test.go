@@ -199,47 +199,61 @@ func TestLabLossDirection(t *testing.T) {
 }
 
 func TestLabDelay(t *testing.T) {
-	for _, src := range []Source{SourceUser, SourceKernel} {
-		t.Run(string(src), func(t *testing.T) {
-			checkDelayRise(t, newLabPair(t, func(c *Config) { c.Timestamps = string(src) }))
+	for _, tc := range []struct {
+		name string
+		src  Source
+		from time.Duration
+		tol  time.Duration
+	}{
+		// user stamps carry the prober's wake-up latency. Pinging a 50 µs
+		// path the vCPU is still awake when the ack comes; 2 ms later it
+		// has halted, and waking it takes 100-300 µs on this VM (under
+		// load, when it never halts, the rise measured +81-96 µs off):
+		// from no delay, user gets ± 1 ms ...
+		{"user", SourceUser, 0, time.Millisecond},
+		// ... and from 1 ms to 3 ms, both ends of the comparison wake a
+		// halted vCPU, which leaves the stamps' own error: ± 200 µs.
+		{"user-1ms-to-3ms", SourceUser, time.Millisecond, 200 * time.Microsecond},
+		{"kernel", SourceKernel, 0, 200 * time.Microsecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			checkDelayRise(t, newLabPair(t, func(c *Config) { c.Timestamps = string(tc.src) }), tc.from, tc.tol)
 		})
 	}
 }
 
 // checkDelayRise delays the forward direction of both of leaf1's uplinks
-// by 2 ms and checks that lp's RTT p50 rises by what the wire got, ± 200 µs
-// (± 1 ms for user stamps).
-func checkDelayRise(t *testing.T, lp *labPair) {
+// by from, then by from + 2 ms, and checks that lp's RTT p50 rises by what
+// the wire got, ± tol.
+func checkDelayRise(t *testing.T, lp *labPair, from, tol time.Duration) {
 	t.Helper()
-	src := lp.a.Source()
-	link := lp.f.LinkBetween("leaf1", "spine1")
-	link2 := lp.f.LinkBetween("leaf1", "spine2")
-	base := rttP50(t, lp.pingMany(t, 300, time.Millisecond))
-	// Delay the forward direction on both uplinks of leaf1 so that
-	// every ECMP path gets it.
-	for _, l := range []lab.Link{link, link2} {
-		if err := lp.f.SetDelay(l, "leaf1", 2*time.Millisecond); err != nil {
-			t.Fatal(err)
+	// Both uplinks of leaf1, so that every ECMP path gets the delay.
+	links := []lab.Link{lp.f.LinkBetween("leaf1", "spine1"), lp.f.LinkBetween("leaf1", "spine2")}
+	// measure returns the RTT p50 with d on the links, and how late the
+	// userspace delay element released frames (p50): real extra delay.
+	measure := func(d time.Duration) (p50, late time.Duration) {
+		for _, l := range links {
+			if err := lp.f.ClearFaults(l); err != nil {
+				t.Fatal(err)
+			}
+			if d > 0 {
+				if err := lp.f.SetDelay(l, "leaf1", d); err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { lp.f.ClearFaults(l) })
+			}
 		}
-		t.Cleanup(func() { lp.f.ClearFaults(l) })
+		p50 = rttP50(t, lp.pingMany(t, 300, time.Millisecond))
+		if d > 0 {
+			late = (lp.f.DelayStats(links[0], "leaf1").LateP50 + lp.f.DelayStats(links[1], "leaf1").LateP50) / 2
+		}
+		return p50, late
 	}
-	delayed := rttP50(t, lp.pingMany(t, 300, time.Millisecond))
-	rise := delayed - base
-	// The userspace delay element releases frames a little after
-	// their due time; that lateness is real extra delay on the wire.
-	s1, s2 := lp.f.DelayStats(link, "leaf1"), lp.f.DelayStats(link2, "leaf1")
-	late := (s1.LateP50 + s2.LateP50) / 2
-	want := 2*time.Millisecond + late
-	t.Logf("%s: p50 %v → %v (+%v); delay element late p50 %v, so the wire got +%v", src, base, delayed, rise, late, want)
-	// user stamps carry the wake-up latency of the prober's reader,
-	// which grows when the host idles between pings (the delayed case:
-	// a halted vCPU takes 100-300 µs to wake on this VM; under load it
-	// measured +81-96 µs); user gets a wider band. kernel and ebpf
-	// stamps track the wire within ~20 µs.
-	tol := 200 * time.Microsecond
-	if src == SourceUser {
-		tol = time.Millisecond
-	}
+	base, late0 := measure(from)
+	delayed, late1 := measure(from + 2*time.Millisecond)
+	rise, want := delayed-base, 2*time.Millisecond+late1-late0
+	t.Logf("%s: p50 %v → %v (+%v) going from %v to %v; the wire got +%v (delay element late p50 %v → %v)",
+		lp.a.Source(), base, delayed, rise, from, from+2*time.Millisecond, want, late0, late1)
 	if d := rise - want; d < -tol || d > tol {
 		t.Errorf("p50 rose by %v, want %v ± %v", rise, want, tol)
 	}
