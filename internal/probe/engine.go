@@ -411,19 +411,24 @@ const readBatch = 32
 // datagrams per syscall) until it is closed. It blocks in the runtime poller
 // between bursts; EPOLLERR (error queue) also wakes it.
 func (e *Engine) readLoop(s *sock, errQueue bool, handle func(s *sock, m *msg, errq bool, ci *cmsgInfo, t4 int64)) {
-	b := newBatch(readBatch, 2048, 512)
+	dec := NewCodec(e.cfg.Key) // one codec per reader goroutine: HMAC state is never shared
+	b := newBatch(readBatch, 2048, 512, dec)
 	var eb *batch // error queue: tx stamps, ICMP errors
 	if errQueue {
-		eb = newBatch(readBatch, 2048, 512)
+		eb = newBatch(readBatch, 2048, 512, dec)
 	}
 	var kick func()
 	if s == e.ping && e.source == SourceEBPF {
 		kick = e.cfg.StampKick
 	}
-	dec := NewCodec(e.cfg.Key) // one codec per reader goroutine
-	for _, bb := range []*batch{b, eb} {
-		for i := range bb.msgsOrNil() {
-			bb.msgs[i].dec = dec
+	// deliver hands the first n msgs of bb to handle with one user stamp:
+	// all of them had arrived by now.
+	deliver := func(bb *batch, n int, errq bool) {
+		t := nanotime()
+		for i := range n {
+			m := &bb.msgs[i]
+			ci := parseCmsgs(m.oob[:m.oobn])
+			handle(s, m, errq, &ci, t)
 		}
 	}
 	var fatal error
@@ -435,12 +440,7 @@ func (e *Engine) readLoop(s *sock, errQueue bool, handle func(s *sock, m *msg, e
 					if err != nil || n == 0 {
 						break
 					}
-					t := nanotime()
-					for i := range n {
-						m := &eb.msgs[i]
-						ci := parseCmsgs(m.oob[:m.oobn])
-						handle(s, m, true, &ci, t)
-					}
+					deliver(eb, n, true)
 					if n < readBatch {
 						break
 					}
@@ -462,12 +462,7 @@ func (e *Engine) readLoop(s *sock, errQueue bool, handle func(s *sock, m *msg, e
 					e.met.readErrors.Inc()
 					return false
 				}
-				t := nanotime() // one user stamp for the batch: all had arrived by now
-				for i := range n {
-					m := &b.msgs[i]
-					ci := parseCmsgs(m.oob[:m.oobn])
-					handle(s, m, false, &ci, t)
-				}
+				deliver(b, n, false)
 				if kick != nil {
 					kick()
 				}
@@ -498,7 +493,7 @@ func (e *Engine) handlePingPort(s *sock, m *msg, errq bool, ci *cmsgInfo, tUser 
 	}
 	from := m.from()
 	var p Packet
-	if r := e.codec(m).Decode(m.buf[:m.n], &p); r != RejectNone {
+	if r := m.dec.Decode(m.buf[:m.n], &p); r != RejectNone {
 		e.met.reject(r)
 		return
 	}
@@ -540,17 +535,6 @@ func (e *Engine) handlePingPort(s *sock, m *msg, errq bool, ci *cmsgInfo, tUser 
 			e.met.reject(r)
 		}
 	}
-}
-
-// codec returns the decoding codec of the reader owning m (one per reader
-// goroutine, so HMAC state is never shared).
-func (e *Engine) codec(m *msg) *Codec { return m.codec(e) }
-
-func (m *msg) codec(e *Engine) *Codec {
-	if m.dec == nil {
-		m.dec = NewCodec(e.cfg.Key)
-	}
-	return m.dec
 }
 
 // handleSrcPort handles the error queue of a source-port socket (tx stamps,

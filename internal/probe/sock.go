@@ -97,18 +97,6 @@ func (m *msg) prep(data []byte, oob []byte) {
 	m.hdr.Flags = 0
 }
 
-// recv does one non-blocking recvmsg into m.buf/m.oob.
-func (m *msg) recv(fd uintptr, flags int) error {
-	m.prep(m.buf, m.oob)
-	n, _, e := unix.Syscall(unix.SYS_RECVMSG, fd, uintptr(unsafe.Pointer(&m.hdr)), uintptr(flags|unix.MSG_DONTWAIT))
-	if e != 0 {
-		return e
-	}
-	m.n = int(n)
-	m.oobn = int(m.hdr.Controllen)
-	return nil
-}
-
 // mmsghdr is struct mmsghdr: a msghdr and the length the kernel received.
 type mmsghdr struct {
 	hdr unix.Msghdr
@@ -123,20 +111,14 @@ type batch struct {
 	msgs []msg
 }
 
-func newBatch(n, bufLen, oobLen int) *batch {
+// newBatch makes n msgs decoding with dec, the codec of the reader
+// goroutine that owns the batch.
+func newBatch(n, bufLen, oobLen int, dec *Codec) *batch {
 	b := &batch{hdrs: make([]mmsghdr, n), msgs: make([]msg, n)}
 	for i := range b.msgs {
-		b.msgs[i].buf, b.msgs[i].oob = make([]byte, bufLen), make([]byte, oobLen)
+		b.msgs[i] = msg{buf: make([]byte, bufLen), oob: make([]byte, oobLen), dec: dec}
 	}
 	return b
-}
-
-// msgsOrNil is b.msgs, or nil for a nil batch.
-func (b *batch) msgsOrNil() []msg {
-	if b == nil {
-		return nil
-	}
-	return b.msgs
 }
 
 // recv does one non-blocking recvmmsg with flags (0 or MSG_ERRQUEUE) and
