@@ -55,7 +55,7 @@ func (e *Engine) PingBatch(flows []FlowKey) error {
 		}
 		for len(run) > 0 {
 			k := min(len(run), sendBatchLen)
-			if err := e.sendPings(s, run[:k]); err != nil {
+			if _, err := e.sendPings(s, run[:k]); err != nil {
 				errs = append(errs, err)
 			}
 			run = run[k:]
@@ -65,8 +65,9 @@ func (e *Engine) PingBatch(flows []FlowKey) error {
 }
 
 // sendPings registers and sends one ping per flow of fs (all on s's port,
-// at most sendBatchLen).
-func (e *Engine) sendPings(s *sock, fs []FlowKey) error {
+// at most sendBatchLen) and returns the first one's seq. Ping is a batch of
+// one.
+func (e *Engine) sendPings(s *sock, fs []FlowKey) (uint64, error) {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	if s.wb == nil {
@@ -123,8 +124,8 @@ func (e *Engine) sendPings(s *sock, fs []FlowKey) error {
 			e.m.sendFailed(b.keys[i], b.seqs[i])
 			e.met.sendErrors.Inc()
 		}
-		return fmt.Errorf("probe: pings from port %d: %w", s.port, err)
+		return b.seqs[0], fmt.Errorf("probe: pings from port %d: %w", s.port, err)
 	}
 	e.met.pingsSent.Add(float64(len(fs) - failed))
-	return firstErr
+	return b.seqs[0], firstErr
 }

@@ -349,30 +349,7 @@ func (e *Engine) Ping(peer netip.Addr, srcPort uint16) (uint64, error) {
 		return 0, ErrClosed
 	default:
 	}
-	k := FlowKey{Peer: peer, SrcPort: srcPort}
-	dst := netip.AddrPortFrom(peer, e.cfg.PingPort)
-	s.wmu.Lock()
-	now := nanotime()
-	seq := e.m.register(k, now, time.Now())
-	p := Packet{Type: TypePing, SrcPort: srcPort, Epoch: e.epoch, Seq: seq, T1: now}
-	s.wbuf = s.enc.AppendEncode(s.wbuf[:0], &p)
-	var oob []byte
-	if e.txStamp {
-		oob = txStampCmsg(s.woob[:])
-	}
-	var serr error
-	err := s.fd(func(fd uintptr) { serr = s.wmsg.send(fd, s.wbuf, oob, dst) })
-	s.wmu.Unlock()
-	if err == nil {
-		err = serr
-	}
-	if err != nil {
-		e.m.sendFailed(k, seq)
-		e.met.sendErrors.Inc()
-		return seq, fmt.Errorf("probe: ping %s from port %d: %w", peer, srcPort, err)
-	}
-	e.met.pingsSent.Inc()
-	return seq, nil
+	return e.sendPings(s, []FlowKey{{Peer: peer, SrcPort: srcPort}})
 }
 
 // HandleStamp joins one eBPF stamp from internal/loader with its probe. Safe
