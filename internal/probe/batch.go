@@ -24,6 +24,12 @@ type sendBatch struct {
 	oob   [64]byte // the same SO_TIMESTAMPING request for every message
 	keys  [sendBatchLen]FlowKey
 	seqs  [sendBatchLen]uint64
+	// One sendPings call: n msgs, the progress of sendmmsg through them,
+	// which failed and why.
+	n, sent, tries int
+	failed         [sendBatchLen]bool
+	errno          [sendBatchLen]unix.Errno
+	write          func(fd uintptr) bool // b.sendmmsg
 }
 
 // PingBatch sends one ping on each flow, like Ping, but with one sendmmsg
@@ -97,35 +103,57 @@ func (e *Engine) sendPings(s *sock, fs []FlowKey) (uint64, error) {
 			h.hdr.SetControllen(len(oob))
 		}
 	}
-	var firstErr error
-	sent, tries, failed := 0, 0, 0
-	err := s.fd(func(fd uintptr) {
-		for sent < len(fs) {
-			n, _, en := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&b.hdrs[sent])), uintptr(len(fs)-sent), 0, 0, 0)
-			if en == 0 {
-				sent += int(n)
-				continue
-			}
-			if tries++; tries <= 16 && retrySend(en) {
-				continue // see msg.send: an ICMP error reported once
-			}
-			// The first unsent ping failed: report it, go on with the rest.
-			if firstErr == nil {
-				firstErr = fmt.Errorf("probe: ping %s from port %d: %w", fs[sent].Peer, fs[sent].SrcPort, en)
-			}
-			e.m.sendFailed(b.keys[sent], b.seqs[sent])
-			e.met.sendErrors.Inc()
-			sent++
-			failed++
+	b.n, b.sent, b.tries = len(fs), 0, 0
+	clear(b.failed[:b.n])
+	clear(b.errno[:b.n])
+	if b.write == nil {
+		b.write = b.sendmmsg // one method value, made once: no closure per call
+	}
+	if err := s.rc.Write(b.write); err != nil { // socket closed: nothing more was sent
+		for i := b.sent; i < b.n; i++ {
+			b.failed[i] = true
 		}
-	})
-	if err != nil { // socket closed: nothing more was sent
-		for i := sent; i < len(fs); i++ {
-			e.m.sendFailed(b.keys[i], b.seqs[i])
-			e.met.sendErrors.Inc()
-		}
+		e.pingsFailed(b)
 		return b.seqs[0], fmt.Errorf("probe: pings from port %d: %w", s.port, err)
 	}
-	e.met.pingsSent.Add(float64(len(fs) - failed))
-	return b.seqs[0], firstErr
+	return b.seqs[0], e.pingsFailed(b)
+}
+
+// sendmmsg sends msgs [0, n) of b, from b.sent on; a msg the kernel refuses
+// is marked failed and skipped. It is the callback of RawConn.Write.
+func (b *sendBatch) sendmmsg(fd uintptr) bool {
+	for b.sent < b.n {
+		n, _, en := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&b.hdrs[b.sent])), uintptr(b.n-b.sent), 0, 0, 0)
+		if en == 0 {
+			b.sent += int(n)
+			continue
+		}
+		if b.tries++; b.tries <= 16 && retrySend(en) {
+			continue // see msg.send: an ICMP error reported once
+		}
+		// The first unsent ping failed: note it, go on with the rest.
+		b.failed[b.sent], b.errno[b.sent] = true, en
+		b.sent++
+	}
+	return true
+}
+
+// pingsFailed reports b's failed pings lost and counts the sent ones; it
+// returns the first failure.
+func (e *Engine) pingsFailed(b *sendBatch) error {
+	var first error
+	failed := 0
+	for i := range b.n {
+		if !b.failed[i] {
+			continue
+		}
+		failed++
+		e.m.sendFailed(b.keys[i], b.seqs[i])
+		e.met.sendErrors.Inc()
+		if first == nil && b.errno[i] != 0 {
+			first = fmt.Errorf("probe: ping %s from port %d: %w", b.keys[i].Peer, b.keys[i].SrcPort, b.errno[i])
+		}
+	}
+	e.met.pingsSent.Add(float64(b.n - failed))
+	return first
 }
