@@ -120,6 +120,11 @@ func TestDecodeArrivalStamp(t *testing.T) {
 			if !ok || s.Time != tc.want || fromSkb != tc.fromSkb {
 				t.Errorf("decode: time %d fromSkb %v ok %v; want %d %v", s.Time, fromSkb, ok, tc.want, tc.fromSkb)
 			}
+			// The hook's own time goes along with an arrival stamp, for
+			// the matcher to fall back to.
+			if wantHook := map[bool]int64{true: ts}[tc.fromSkb]; s.Hook != wantHook {
+				t.Errorf("decode: hook %d, want %d", s.Hook, wantHook)
+			}
 		})
 	}
 }

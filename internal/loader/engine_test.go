@@ -87,7 +87,7 @@ func TestEngineWithEBPFStamps(t *testing.T) {
 			kref++
 		}
 		if r.RTT <= 0 || r.RTT > time.Second {
-			t.Errorf("seq %d: RTT %v", r.Seq, r.RTT)
+			t.Errorf("seq %d: RTT %v (T1 %d T2 %d T3 %d T4 %d, T4-T1 %d)", r.Seq, r.RTT, r.T1, r.T2, r.T3, r.T4, r.T4-r.T1)
 		}
 	}
 	// Statistical bound: a stamp may miss the engine's StampWait under load.

@@ -430,6 +430,7 @@ func decode(raw []byte, arrival bool) (s probe.Stamp, fromSkb, ok bool) {
 	}
 	if arrival && ev.RxReal != 0 {
 		if t, ok := arrivalTime(ev.RxReal, ev.RxMono, ev.RxTai); ok && t <= s.Time {
+			s.Hook = s.Time
 			s.Time, fromSkb = t, true
 		}
 	}

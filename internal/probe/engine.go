@@ -359,14 +359,14 @@ func (e *Engine) HandleStamp(s Stamp) {
 	now := nanotime()
 	switch s.Kind {
 	case StampTx:
-		if Type(s.Type) == TypePing && e.m.stamp(k, s.Seq, true, idxEBPF, s.Time, now) {
+		if Type(s.Type) == TypePing && e.m.stamp(k, s.Seq, true, idxEBPF, s.Time, 0, now) {
 			return
 		}
 		if Type(s.Type) == TypeTrace {
 			return // trace hop RTTs use user stamps; nothing to join
 		}
 	case StampRxAck:
-		if Type(s.Type) == TypeAck && e.m.stamp(k, s.Seq, false, idxEBPF, s.Time, now) {
+		if Type(s.Type) == TypeAck && e.m.stamp(k, s.Seq, false, idxEBPF, s.Time, s.Hook, now) {
 			return
 		}
 		if Type(s.Type) == TypeTraceAck {
@@ -546,7 +546,7 @@ func (e *Engine) handleTxStamp(m *msg, ci *cmsgInfo) {
 		return
 	}
 	k := FlowKey{Peer: dst.Unmap(), SrcPort: p.SrcPort}
-	e.m.stamp(k, p.Seq, true, idxKernel, e.clk.mono(ci.stamp), nanotime())
+	e.m.stamp(k, p.Seq, true, idxKernel, e.clk.mono(ci.stamp), 0, nanotime())
 }
 
 // handleICMP matches an ICMP error that quotes one of our trace probes. The

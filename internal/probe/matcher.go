@@ -58,6 +58,7 @@ type pending struct {
 	sentWall time.Time
 	deadline int64 // mono ns: ack timeout
 	t1, t4   [numSources]int64
+	t4Hook   int64 // ebpf: the TC hook's time when t4 is the stack's arrival stamp
 	acked    bool
 	ack      Packet
 	// stampDeadline: once acked, how long we wait for missing stamps of the
@@ -103,6 +104,7 @@ type flowState struct {
 type matcherStats struct {
 	late, duplicate, reordered, unknown uint64
 	stampFallback                       uint64
+	arrivalRejected                     uint64
 }
 
 // matcher matches acks to pings, joins stamps and attributes loss. It is
@@ -184,9 +186,10 @@ func (m *matcher) sendFailed(k FlowKey, seq uint64) {
 }
 
 // stamp records a timestamp of the given source for a pending ping.
-// tx: our ping left (T1); otherwise the ack arrived (T4). It reports whether
+// tx: our ping left (T1); otherwise the ack arrived (T4), and hook, when not
+// 0, is the later time to use if t turns out impossible. It reports whether
 // the ping was found.
-func (m *matcher) stamp(k FlowKey, seq uint64, tx bool, src sourceIdx, t int64, now int64) bool {
+func (m *matcher) stamp(k FlowKey, seq uint64, tx bool, src sourceIdx, t, hook int64, now int64) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	f := m.flows[k]
@@ -201,6 +204,9 @@ func (m *matcher) stamp(k FlowKey, seq uint64, tx bool, src sourceIdx, t int64, 
 		p.t1[src] = t
 	} else {
 		p.t4[src] = t
+		if src == idxEBPF {
+			p.t4Hook = hook
+		}
 	}
 	if p.acked && m.complete(p) {
 		m.finish(k, f, p, now)
@@ -363,6 +369,15 @@ func (m *matcher) finish(k FlowKey, f *flowState, p *pending, now int64) {
 		dwell = 0
 	}
 	rtt := t4 - t1 - dwell
+	if rtt < 0 && src == idxEBPF && p.t4Hook > t4 {
+		// The stack's arrival stamp puts the ack back before the ping
+		// could have returned: it is not this packet's arrival (seen
+		// about once in 5000 acks on a loaded VM). The TC hook's own
+		// stamp is later than the arrival but never impossible.
+		m.st.arrivalRejected++
+		t4 = p.t4Hook
+		rtt = t4 - t1 - dwell
+	}
 	if rtt < 0 {
 		rtt = 0
 	}

@@ -188,13 +188,13 @@ func TestMatcherStampJoin(t *testing.T) {
 	t.Run("ebpf stamps arrive", func(t *testing.T) {
 		h := newHarness(t, SourceEBPF)
 		seq := h.send()
-		h.m.stamp(h.k, seq, true, idxEBPF, h.now+2000, h.now)
+		h.m.stamp(h.k, seq, true, idxEBPF, h.now+2000, 0, h.now)
 		h.now += int64(time.Millisecond)
 		h.ack(seq, 1, 1)
 		if len(h.out) != 0 {
 			t.Fatal("emitted before the ebpf rx stamp")
 		}
-		h.m.stamp(h.k, seq, false, idxEBPF, h.now-3000, h.now)
+		h.m.stamp(h.k, seq, false, idxEBPF, h.now-3000, 0, h.now)
 		if len(h.out) != 1 || h.out[0].Source != "ebpf" {
 			t.Fatalf("got %+v, want one ebpf sample", h.out)
 		}
@@ -205,8 +205,8 @@ func TestMatcherStampJoin(t *testing.T) {
 	t.Run("fallback to kernel", func(t *testing.T) {
 		h := newHarness(t, SourceEBPF)
 		seq := h.send()
-		h.m.stamp(h.k, seq, true, idxEBPF, h.now+2000, h.now) // ebpf tx only
-		h.m.stamp(h.k, seq, true, idxKernel, h.now+1000, h.now)
+		h.m.stamp(h.k, seq, true, idxEBPF, h.now+2000, 0, h.now) // ebpf tx only
+		h.m.stamp(h.k, seq, true, idxKernel, h.now+1000, 0, h.now)
 		h.now += int64(time.Millisecond)
 		var t4 [numSources]int64
 		t4[idxUser], t4[idxKernel] = h.now, h.now-500
@@ -223,9 +223,41 @@ func TestMatcherStampJoin(t *testing.T) {
 			t.Fatal("fallback not counted")
 		}
 	})
+	t.Run("impossible arrival stamp", func(t *testing.T) {
+		h := newHarness(t, SourceEBPF)
+		seq := h.send()
+		t1 := h.now + 2000
+		h.m.stamp(h.k, seq, true, idxEBPF, t1, 0, h.now)
+		h.now += int64(100 * time.Microsecond)
+		h.ack(seq, 1, 1) // dwell T3-T2 = 10 µs
+		// The arrival stamp is before T1 + dwell; the hook's is 60 µs
+		// after T1.
+		h.m.stamp(h.k, seq, false, idxEBPF, t1-30000, t1+60000, h.now)
+		if len(h.out) != 1 || h.out[0].Source != "ebpf" {
+			t.Fatalf("got %+v, want one ebpf sample", h.out)
+		}
+		if want := 50 * time.Microsecond; h.out[0].RTT != want || h.out[0].T4 != t1+60000 {
+			t.Fatalf("rtt %v T4 %d, want %v from the hook stamp", h.out[0].RTT, h.out[0].T4, want)
+		}
+		if h.m.stats().arrivalRejected != 1 {
+			t.Fatal("rejected arrival stamp not counted")
+		}
+	})
+	t.Run("possible arrival stamp is kept", func(t *testing.T) {
+		h := newHarness(t, SourceEBPF)
+		seq := h.send()
+		t1 := h.now + 2000
+		h.m.stamp(h.k, seq, true, idxEBPF, t1, 0, h.now)
+		h.now += int64(100 * time.Microsecond)
+		h.ack(seq, 1, 1)
+		h.m.stamp(h.k, seq, false, idxEBPF, t1+40000, t1+60000, h.now)
+		if len(h.out) != 1 || h.out[0].RTT != 30*time.Microsecond || h.m.stats().arrivalRejected != 0 {
+			t.Fatalf("got %+v (rejected %d), want RTT 30µs from the arrival stamp", h.out, h.m.stats().arrivalRejected)
+		}
+	})
 	t.Run("stamp for unknown probe", func(t *testing.T) {
 		h := newHarness(t, SourceEBPF)
-		if h.m.stamp(h.k, 7, true, idxEBPF, 1, 1) {
+		if h.m.stamp(h.k, 7, true, idxEBPF, 1, 0, 1) {
 			t.Fatal("stamp for a probe never sent was joined")
 		}
 	})

@@ -72,6 +72,8 @@ func newMetrics(e *Engine) metrics {
 			func(s matcherStats) uint64 { return s.reordered }),
 		stat("dnms_timestamp_fallbacks_total", "Samples that used a lower time source because a stamp of the chosen one did not arrive in time.",
 			func(s matcherStats) uint64 { return s.stampFallback }),
+		stat("dnms_timestamp_arrival_rejected_total", "eBPF samples whose stack arrival stamp put the ack before the ping could have returned; the TC hook's stamp was used instead.",
+			func(s matcherStats) uint64 { return s.arrivalRejected }),
 	}
 	return m
 }

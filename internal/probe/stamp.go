@@ -35,4 +35,8 @@ type Stamp struct {
 	Seq                uint64 // from the dnms header (0 if the ICMP quote was too short)
 	TTL                uint8  // trace probes: the TTL from the header or quoted UDP length
 	Time               int64  // CLOCK_MONOTONIC nanoseconds
+	// Hook is the TC hook's own time (CLOCK_MONOTONIC ns) when Time is the
+	// earlier arrival time the stack stamped on an incoming packet, else 0.
+	// The matcher falls back to it when the arrival stamp is impossible.
+	Hook int64
 }
