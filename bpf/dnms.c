@@ -129,7 +129,10 @@ struct dnms_event {
 	__u8 icmp_type;
 	__u8 icmp_code;
 	__u8 family;           /* 4 or 6 */
-	__u8 pad[6];
+	__u8 pad[2];
+	__u32 epoch;           /* the sending engine's epoch (0 if the quote was
+	                        * too short): tells a restarted agent's probes
+	                        * from its predecessor's */
 };
 
 /* The fixed dnms header (internal/probe/doc.go), big-endian fields. */
@@ -323,6 +326,17 @@ static __always_inline __u64 rx_real(struct __sk_buff *skb)
 	return skb->tstamp;
 }
 
+/* Record the stack's arrival stamp of skb in e with the clock pair that
+ * places it on the monotonic clock. */
+static __always_inline void arrival(struct __sk_buff *skb, struct dnms_event *e)
+{
+	e->rx_real = rx_real(skb);
+	if (e->rx_real) {
+		e->rx_mono = bpf_ktime_get_ns();
+		e->rx_tai = bpf_ktime_get_tai_ns();
+	}
+}
+
 static __always_inline void emit(struct __sk_buff *skb, struct udp_info *u, __u64 now, __u8 kind,
 				 struct dnms_hdr *h, int to_us)
 {
@@ -330,17 +344,13 @@ static __always_inline void emit(struct __sk_buff *skb, struct udp_info *u, __u6
 	if (!e)
 		return;
 	e->ts = now;
-	if (to_us && kind == DNMS_KIND_RX_ACK) {
-		e->rx_real = rx_real(skb);
-		if (e->rx_real) {
-			e->rx_mono = bpf_ktime_get_ns();
-			e->rx_tai = bpf_ktime_get_tai_ns();
-		}
-	}
+	if (to_us && kind == DNMS_KIND_RX_ACK)
+		arrival(skb, e);
 	e->kind = kind;
 	e->type = h->type;
 	e->ttl = h->ttl;
 	e->seq = bpf_be64_to_cpu(h->seq);
+	e->epoch = bpf_ntohl(h->epoch);
 	if (to_us) {
 		__builtin_memcpy(e->local_addr, u->daddr, 16);
 		__builtin_memcpy(e->remote_addr, u->saddr, 16);
@@ -528,6 +538,7 @@ static __always_inline int quoted_dnms(struct __sk_buff *skb, __u32 off, __u16 q
 		q->type = h.type;
 		q->ttl = h.ttl;
 		q->seq = bpf_be64_to_cpu(h.seq);
+		q->epoch = bpf_ntohl(h.epoch);
 	} else if (bpf_skb_load_bytes(skb, off, &h, 8) == 0) {
 		if (!dnms_ok(&h))
 			return -1;
@@ -577,7 +588,7 @@ static __always_inline int icmp_error(struct __sk_buff *skb, __u64 now, __u32 ro
 		return TC_ACT_OK;
 
 	ev.ts = now;
-	ev.rx_real = rx_real(skb);
+	arrival(skb, &ev);
 	ev.kind = DNMS_KIND_RX_ICMP;
 	ev.family = 4;
 	ev.icmp_type = q.type;
@@ -615,7 +626,7 @@ static __always_inline int icmp6_error(struct __sk_buff *skb, __u64 now)
 		return TC_ACT_OK;
 
 	ev.ts = now;
-	ev.rx_real = rx_real(skb);
+	arrival(skb, &ev);
 	ev.kind = DNMS_KIND_RX_ICMP;
 	ev.family = 6;
 	ev.icmp_type = q.type;

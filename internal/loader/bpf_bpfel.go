@@ -36,7 +36,8 @@ type bpfDnmsEvent struct {
 	IcmpType   uint8
 	IcmpCode   uint8
 	Family     uint8
-	Pad        [6]uint8
+	Pad        [2]uint8
+	Epoch      uint32
 }
 
 type bpfDnmsKind uint32

@@ -370,9 +370,12 @@ func TestLiveTraceICMP(t *testing.T) {
 				return s.Kind == probe.StampRxICMP && s.TTL == uint8(ttl)
 			})
 			want := probe.Stamp{Kind: probe.StampRxICMP, Local: local, Remote: hB.Addr, Router: hops[ttl-1],
-				ICMPType: 11, Type: uint8(probe.TypeTrace), Seq: seq, TTL: uint8(ttl), Time: s.Time}
+				ICMPType: 11, Type: uint8(probe.TypeTrace), Seq: seq, Epoch: epoch, TTL: uint8(ttl), Time: s.Time, Hook: s.Hook}
 			if s != want {
 				t.Errorf("ttl %d: stamp\n got %+v\nwant %+v", ttl, s, want)
+			}
+			if s.Hook != 0 && s.Hook < s.Time {
+				t.Errorf("ttl %d: arrival stamp %d after the hook's %d", ttl, s.Time, s.Hook)
 			}
 			if s.Time <= tx.Time || s.Time-tx.Time > int64(time.Second) {
 				t.Errorf("ttl %d: ICMP %d ns after TX", ttl, s.Time-tx.Time)

@@ -422,6 +422,7 @@ func decode(raw []byte, arrival bool) (s probe.Stamp, fromSkb, ok bool) {
 		ICMPCode: ev.IcmpCode,
 		Type:     ev.Type,
 		Seq:      ev.Seq,
+		Epoch:    ev.Epoch,
 		TTL:      ev.Ttl,
 		Time:     int64(ev.Ts),
 	}

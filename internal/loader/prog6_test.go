@@ -166,12 +166,12 @@ func TestIPv6(t *testing.T) {
 		want probe.Stamp
 	}{
 		{"egress trace", objs.DnmsEgress, traceFrame,
-			probe.Stamp{Kind: probe.StampTx, Local: local, Remote: addrB6, Type: typeTrace, Seq: 21, TTL: 2}},
+			probe.Stamp{Kind: probe.StampTx, Local: local, Remote: addrB6, Type: typeTrace, Seq: 21, Epoch: testEpoch, TTL: 2}},
 		{"ingress ack", objs.DnmsIngress, ackFrame,
-			probe.Stamp{Kind: probe.StampRxAck, Local: local, Remote: addrB6, Type: typeAck, Seq: 22}},
+			probe.Stamp{Kind: probe.StampRxAck, Local: local, Remote: addrB6, Type: typeAck, Seq: 22, Epoch: testEpoch}},
 		{"time exceeded", objs.DnmsIngress, icmp6Error(traceFrame, 3, 0),
 			probe.Stamp{Kind: probe.StampRxICMP, Local: local, Remote: addrB6, Router: router6, ICMPType: 3,
-				Type: typeTrace, Seq: 21, TTL: 2}},
+				Type: typeTrace, Seq: 21, Epoch: testEpoch, TTL: 2}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ret, out := run(t, tc.prog, tc.in)

@@ -109,7 +109,7 @@ func readStamps(t testing.TB, rd *ringbuf.Reader) []probe.Stamp {
 }
 
 func ping(seq uint64) dnmsHdr {
-	return dnmsHdr{Magic: 0x444E4D53, Version: 1, Type: typePing, SrcPort: 40001, Epoch: 0xabcdef01,
+	return dnmsHdr{Magic: 0x444E4D53, Version: 1, Type: typePing, SrcPort: 40001, Epoch: testEpoch,
 		Seq: seq, T1: 123456789}
 }
 
@@ -223,6 +223,9 @@ func TestReflectorRewritesPingIntoAck(t *testing.T) {
 		t.Errorf("reflector emitted %d events with reflect_events off", len(st))
 	}
 }
+
+// testEpoch is the epoch of the test packets; stamps carry it.
+const testEpoch = 0xabcdef01
 
 func TestReflectorCountsPerFlowAndEpoch(t *testing.T) {
 	objs, _ := testObjs(t, DefaultConfig())
@@ -371,17 +374,17 @@ func TestStamps(t *testing.T) {
 		want probe.Stamp
 	}{
 		{"egress ping", objs.DnmsEgress, pingFrame(ping(10)).bytes(),
-			probe.Stamp{Kind: probe.StampTx, Local: local, Remote: addrB, Type: typePing, Seq: 10}},
+			probe.Stamp{Kind: probe.StampTx, Local: local, Remote: addrB, Type: typePing, Seq: 10, Epoch: testEpoch}},
 		{"egress trace", objs.DnmsEgress, traceFrame,
-			probe.Stamp{Kind: probe.StampTx, Local: local, Remote: addrB, Type: typeTrace, Seq: 11, TTL: 3}},
+			probe.Stamp{Kind: probe.StampTx, Local: local, Remote: addrB, Type: typeTrace, Seq: 11, Epoch: testEpoch, TTL: 3}},
 		{"ingress ack", objs.DnmsIngress, ackFrame,
-			probe.Stamp{Kind: probe.StampRxAck, Local: local, Remote: addrB, Type: typeAck, Seq: 12}},
+			probe.Stamp{Kind: probe.StampRxAck, Local: local, Remote: addrB, Type: typeAck, Seq: 12, Epoch: testEpoch}},
 		{"time exceeded, full quote", objs.DnmsIngress, icmpError(macR, router, traceFrame, 11, 0, 1000),
 			probe.Stamp{Kind: probe.StampRxICMP, Local: local, Remote: addrB, Router: router, ICMPType: 11,
-				Type: typeTrace, Seq: 11, TTL: 3}},
+				Type: typeTrace, Seq: 11, Epoch: testEpoch, TTL: 3}},
 		{"time exceeded, quote to seq", objs.DnmsIngress, icmpError(macR, router, traceFrame, 11, 0, 20+8+24),
 			probe.Stamp{Kind: probe.StampRxICMP, Local: local, Remote: addrB, Router: router, ICMPType: 11,
-				Type: typeTrace, Seq: 11, TTL: 3}},
+				Type: typeTrace, Seq: 11, Epoch: testEpoch, TTL: 3}},
 		{"time exceeded, quote to flags", objs.DnmsIngress, icmpError(macR, router, traceFrame, 11, 0, 20+8+8),
 			probe.Stamp{Kind: probe.StampRxICMP, Local: local, Remote: addrB, Router: router, ICMPType: 11,
 				Type: typeTrace, TTL: 3}},
@@ -390,7 +393,7 @@ func TestStamps(t *testing.T) {
 				Type: typeTrace, TTL: 3}},
 		{"port unreachable, hmac probe", objs.DnmsIngress, icmpError(macR, addrB, traceHMACFrame, 3, 3, 1000),
 			probe.Stamp{Kind: probe.StampRxICMP, Local: local, Remote: addrB, Router: addrB, ICMPType: 3,
-				ICMPCode: 3, Type: typeTrace, Seq: 11, TTL: 3}},
+				ICMPCode: 3, Type: typeTrace, Seq: 11, Epoch: testEpoch, TTL: 3}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := monotonicNow()

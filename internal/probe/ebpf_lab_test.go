@@ -3,6 +3,8 @@ package probe_test
 import (
 	"context"
 	"errors"
+	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -95,6 +97,52 @@ func TestLabEBPF(t *testing.T) {
 // the wire got, ± 200 µs, like the other sources (TestLabDelay).
 func TestLabDelayEBPF(t *testing.T) {
 	probe.CheckDelayRise(t, ebpfPair(t))
+}
+
+// With the eBPF time source, routers' answers to trace probes also come
+// through the ring buffer, and every hop's RTT is kernel time at both ends:
+// the probe at TC egress, the ICMP error or the peer's trace-ack on arrival.
+// The routes are the ground truth's.
+func TestLabTraceEBPF(t *testing.T) {
+	lp := ebpfPair(t)
+	a, _ := lp.Engines()
+	f := lp.Fabric()
+	var truth [][]netip.Addr
+	for _, ps := range f.GroundTruth().Pairs {
+		if ps.Src == "host1" && ps.Dst == "host2" {
+			truth = ps.Paths
+		}
+	}
+	if len(truth) == 0 {
+		t.Fatal("no ground truth for host1→host2")
+	}
+	lo, hi := a.SrcPorts()
+	for port := lo; port <= hi; port++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		res, err := a.Trace(ctx, f.Host("host2").Addr, port, 16, 3)
+		cancel()
+		if err != nil {
+			t.Fatalf("port %d: %v", port, err)
+		}
+		var got []netip.Addr
+		for _, h := range res.Hops {
+			got = append(got, h.Addr)
+		}
+		if !res.Reached || !slices.ContainsFunc(truth, func(p []netip.Addr) bool { return slices.Equal(p, got) }) {
+			t.Fatalf("port %d: trace %v (reached %v) is none of the ground-truth paths %v", port, got, res.Reached, truth)
+		}
+		if port == lo {
+			t.Logf("port %d: hops %v", port, res.Hops)
+		}
+		if res.KernelStamped != len(res.Hops) {
+			t.Errorf("port %d: %d of %d hops have RTTs from eBPF stamps", port, res.KernelStamped, len(res.Hops))
+		}
+		for ttl, h := range res.Hops {
+			if h.RTT <= 0 || h.RTT > time.Second {
+				t.Errorf("port %d ttl %d: RTT %v", port, ttl+1, h.RTT)
+			}
+		}
+	}
 }
 
 // ebpfPair is a lab pair on the ebpf time source: host1's programs stamp,

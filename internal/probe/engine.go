@@ -363,16 +363,29 @@ func (e *Engine) HandleStamp(s Stamp) {
 			return
 		}
 		if Type(s.Type) == TypeTrace {
-			return // trace hop RTTs use user stamps; nothing to join
+			if s.Epoch == e.epoch {
+				e.trace.stampTx(k, s.Seq, s.Time)
+			}
+			return // a trace that already ended needs no stamp
 		}
 	case StampRxAck:
 		if Type(s.Type) == TypeAck && e.m.stamp(k, s.Seq, false, idxEBPF, s.Time, s.Hook, now) {
 			return
 		}
 		if Type(s.Type) == TypeTraceAck {
+			if s.Epoch == e.epoch {
+				e.trace.stampAck(k, s.Seq, s.Time, s.Hook)
+			}
 			return
 		}
 	case StampRxICMP:
+		// The same error also reaches the socket's error queue; whichever
+		// comes first answers the hop, and the kernel's stamps give its RTT.
+		// A quote too short for the sequence number leaves it to the socket.
+		if s.Seq != 0 && s.Epoch == e.epoch && Type(s.Type) == TypeTrace {
+			reached, unreachable := classifyICMP(s.Remote.Is4(), s.ICMPType, s.ICMPCode, s.Router, k.Peer)
+			e.trace.replyStamp(k, s.Seq, s.Router, reached, unreachable, s.Time, s.Hook)
+		}
 		return
 	case StampReflect:
 		e.met.kernelReflected.Inc()
@@ -565,18 +578,23 @@ func (e *Engine) handleICMP(s *sock, m *msg, ci *cmsgInfo, tUser int64) {
 	}
 	seq := binary.BigEndian.Uint64(q[16:24])
 	k := FlowKey{Peer: dst.Addr().Unmap(), SrcPort: s.port}
-	var reached, unreachable bool
-	v4 := ci.ee.Origin == unix.SO_EE_ORIGIN_ICMP
-	switch {
-	case v4 && ci.ee.Type == 11, !v4 && ci.ee.Type == 3: // time exceeded
-	case v4 && ci.ee.Type == 3 && ci.ee.Code == 3, !v4 && ci.ee.Type == 1 && ci.ee.Code == 4: // port unreachable
-		reached = ci.offender.Unmap() == k.Peer
-		unreachable = true
-	case v4 && ci.ee.Type == 3, !v4 && ci.ee.Type == 1: // host/net unreachable
-		unreachable = true
-	}
 	router := ci.offender.Unmap()
+	reached, unreachable := classifyICMP(ci.ee.Origin == unix.SO_EE_ORIGIN_ICMP, ci.ee.Type, ci.ee.Code, router, k.Peer)
 	if e.trace.replyICMP(k, seq, router, reached, unreachable, tUser) != RejectNone {
 		e.met.icmpUnmatched.Inc()
 	}
+}
+
+// classifyICMP says what an ICMP (v4) or ICMPv6 error from router about a
+// probe to peer means for a trace: reached, the peer said port unreachable;
+// unreachable, the path ends at router. Time exceeded is neither.
+func classifyICMP(v4 bool, typ, code uint8, router, peer netip.Addr) (reached, unreachable bool) {
+	switch {
+	case v4 && typ == 11, !v4 && typ == 3: // time exceeded
+	case v4 && typ == 3 && code == 3, !v4 && typ == 1 && code == 4: // port unreachable
+		return router == peer, true
+	case v4 && typ == 3, !v4 && typ == 1: // host/net unreachable
+		return false, true
+	}
+	return false, false
 }

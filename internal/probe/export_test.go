@@ -26,6 +26,7 @@ func RTTErrors(c *Capture, rs []Result) []time.Duration             { return rtt
 func Pct(v []time.Duration, p float64) time.Duration                { return pct(v, p) }
 func UserspacePings(e *Engine) float64                              { return testutil.ToFloat64(e.met.userspacePings) }
 func (e *Engine) PingPort() uint16                                  { return e.cfg.PingPort }
+func (e *Engine) SrcPorts() (lo, hi uint16)                         { return e.cfg.SrcPortStart, e.cfg.SrcPortEnd }
 
 func ReflectMismatches(c *Capture, kernel bool) (int, string) { return reflectMismatches(c, kernel) }
 

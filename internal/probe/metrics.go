@@ -21,6 +21,7 @@ type metrics struct {
 	strayPackets    prometheus.Counter
 	icmpUnmatched   prometheus.Counter
 	traceProbes     prometheus.Counter
+	traceAnswers    *prometheus.CounterVec
 	readErrors      prometheus.Counter
 	funcs           []prometheus.Collector
 }
@@ -51,10 +52,17 @@ func newMetrics(e *Engine) metrics {
 		strayPackets:    counter("dnms_probe_stray_packets_total", "Datagrams received on a source-port socket (nothing should arrive there)."),
 		icmpUnmatched:   counter("dnms_probe_icmp_unmatched_total", "ICMP errors that quote no trace probe of a running trace."),
 		traceProbes:     counter("dnms_trace_probes_sent_total", "Trace probes sent."),
-		readErrors:      counter("dnms_probe_read_errors_total", "Unexpected recvmsg errors on probe sockets (the socket keeps reading)."),
+		traceAnswers: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dnms_trace_answers_total",
+			Help: "Trace probes answered (by a router or the peer), by the time source of the hop's RTT: ebpf (TC egress to arrival, both stamped in the kernel) or user.",
+		}, []string{"source"}),
+		readErrors: counter("dnms_probe_read_errors_total", "Unexpected recvmsg errors on probe sockets (the socket keeps reading)."),
 	}
 	for _, s := range []Source{SourceEBPF, SourceKernel, SourceUser} {
 		m.source.WithLabelValues(string(s)).Set(0)
+	}
+	for _, s := range []Source{SourceEBPF, SourceUser} {
+		m.traceAnswers.WithLabelValues(string(s))
 	}
 	for _, r := range AllRejectReasons() {
 		m.rejected.WithLabelValues(r.String())
@@ -80,7 +88,7 @@ func newMetrics(e *Engine) metrics {
 
 func (m *metrics) register(r prometheus.Registerer) error {
 	cs := []prometheus.Collector{m.rejected, m.source, m.userspacePings, m.reflected, m.kernelReflected, m.reflNoSocket,
-		m.pingsSent, m.acksReceived, m.sendErrors, m.resultsDropped, m.stampsUnmatched, m.strayPackets, m.icmpUnmatched, m.traceProbes, m.readErrors}
+		m.pingsSent, m.acksReceived, m.sendErrors, m.resultsDropped, m.stampsUnmatched, m.strayPackets, m.icmpUnmatched, m.traceProbes, m.traceAnswers, m.readErrors}
 	var errs []error
 	for _, c := range append(cs, m.funcs...) {
 		errs = append(errs, r.Register(c))

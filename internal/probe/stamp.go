@@ -33,6 +33,7 @@ type Stamp struct {
 	ICMPType, ICMPCode uint8
 	Type               uint8  // dnms packet type (ping, ack, trace, trace-ack)
 	Seq                uint64 // from the dnms header (0 if the ICMP quote was too short)
+	Epoch              uint32 // from the dnms header (0 if the ICMP quote was too short)
 	TTL                uint8  // trace probes: the TTL from the header or quoted UDP length
 	Time               int64  // CLOCK_MONOTONIC nanoseconds
 	// Hook is the TC hook's own time (CLOCK_MONOTONIC ns) when Time is the

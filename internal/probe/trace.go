@@ -22,6 +22,9 @@ type TraceResult struct {
 	Hops       []graph.Hop
 	Reached    bool
 	ProbesSent int
+	// KernelStamped counts the hops whose RTT is from eBPF stamps at both
+	// ends (the probe at TC egress, the ICMP error on arrival).
+	KernelStamped int
 }
 
 // traceEvent is one answer to a trace probe.
@@ -32,10 +35,20 @@ type traceEvent struct {
 	unrch  bool // another destination unreachable: the path ends here
 	ack    bool // a trace-ack (the peer's reflector counted the probe)
 	t      int64
+	// ring: the answer came through the eBPF ring buffer, t is its kernel
+	// stamp; t1 is then the probe's TC egress stamp if that came too.
+	ring bool
+	t1   int64
+	hook int64 // the TC hook's time when t is the earlier arrival stamp
+	// stampOnly: the ring's stamp of a trace-ack. It never answers a hop
+	// (only the socket checks the ack's HMAC); it gives the socket's
+	// answer its kernel RTT.
+	stampOnly bool
 }
 
 type traceRun struct {
-	seqs   map[uint64]int // seq → TTL, for probes of this run
+	seqs   map[uint64]int   // seq → TTL, for probes of this run
+	tx     map[uint64]int64 // seq → eBPF TC egress stamp
 	events chan traceEvent
 }
 
@@ -53,6 +66,32 @@ func (t *traceTable) replyICMP(k FlowKey, seq uint64, router netip.Addr, reached
 	return t.deliver(k, traceEvent{seq: seq, router: router, dest: reached, unrch: unreachable && !reached, t: now})
 }
 
+// replyStamp delivers an ICMP error the eBPF program saw, stamped in the
+// kernel on arrival, joined with the probe's egress stamp if it came.
+func (t *traceTable) replyStamp(k FlowKey, seq uint64, router netip.Addr, reached, unreachable bool, at, hook int64) RejectReason {
+	return t.deliver(k, traceEvent{seq: seq, router: router, dest: reached, unrch: unreachable && !reached, t: at, hook: hook, ring: true})
+}
+
+// stampAck delivers the eBPF arrival stamp of a trace-ack.
+func (t *traceTable) stampAck(k FlowKey, seq uint64, at, hook int64) RejectReason {
+	return t.deliver(k, traceEvent{seq: seq, t: at, hook: hook, ring: true, stampOnly: true})
+}
+
+// stampTx records the eBPF egress stamp of trace probe seq of flow k.
+func (t *traceTable) stampTx(k FlowKey, seq uint64, at int64) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	r := t.flows[k]
+	if r == nil {
+		return false
+	}
+	if _, ok := r.seqs[seq]; !ok {
+		return false
+	}
+	r.tx[seq] = at
+	return true
+}
+
 func (t *traceTable) deliver(k FlowKey, ev traceEvent) RejectReason {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -62,6 +101,12 @@ func (t *traceTable) deliver(k FlowKey, ev traceEvent) RejectReason {
 	}
 	if _, ok := r.seqs[ev.seq]; !ok {
 		return RejectUnknownFlow
+	}
+	if ev.ring {
+		ev.t1 = r.tx[ev.seq]
+		if ev.t1 != 0 && ev.t <= ev.t1 && ev.hook > ev.t1 {
+			ev.t = ev.hook // an impossible arrival stamp (see matcher.finish)
+		}
 	}
 	select {
 	case r.events <- ev:
@@ -90,9 +135,12 @@ type probeHop struct {
 	deadline int64
 	addr     netip.Addr
 	rtt      time.Duration
-	acked    bool // trace-ack: the peer's reflector counted it
-	dest     bool // the peer answered
-	unrch    bool // a router said destination unreachable
+	acked    bool       // trace-ack: the peer's reflector counted it
+	dest     bool       // the peer answered
+	unrch    bool       // a router said destination unreachable
+	ring     bool       // the eBPF ring buffer brought the answer's stamp
+	kernel   bool       // rtt is from eBPF stamps at both ends
+	ackStamp traceEvent // the ring's stamp of a trace-ack the socket has not brought yet
 }
 
 // flowRun is one run of trace probes on one flow: the flow registered in the
@@ -121,7 +169,8 @@ func (e *Engine) openFlow(peer netip.Addr, srcPort uint16, maxTTL int) (*flowRun
 		return nil, fmt.Errorf("probe: source port %d outside %d-%d", srcPort, e.cfg.SrcPortStart, e.cfg.SrcPortEnd)
 	}
 	k := FlowKey{Peer: peer, SrcPort: srcPort}
-	run := &traceRun{seqs: make(map[uint64]int, maxTTL), events: make(chan traceEvent, 4*maxTTL)}
+	// Up to two answers per probe: the socket's error queue and the ring.
+	run := &traceRun{seqs: make(map[uint64]int, maxTTL), tx: make(map[uint64]int64, maxTTL), events: make(chan traceEvent, 4*maxTTL)}
 	e.trace.mu.Lock()
 	if e.trace.flows[k] != nil {
 		e.trace.mu.Unlock()
@@ -189,20 +238,7 @@ func (f *flowRun) wait(ctx context.Context) (bool, error) {
 	case <-f.e.closed:
 		return false, ErrClosed
 	case ev := <-f.run.events:
-		ttl, ok := f.bySeq[ev.seq]
-		if !ok || f.hops[ttl].state != hopInFlight {
-			break // duplicate answer
-		}
-		h := &f.hops[ttl]
-		h.state, h.addr, h.rtt, h.acked = hopAnswered, ev.router, time.Duration(ev.t-h.sent), ev.ack
-		h.dest, h.unrch = ev.dest, ev.unrch
-		f.inflight--
-		if ev.dest && (f.destTTL == 0 || ttl < f.destTTL) {
-			f.destTTL = ttl
-		}
-		if ev.unrch && (f.stopTTL == 0 || ttl < f.stopTTL) {
-			f.stopTTL = ttl
-		}
+		f.take(ev)
 	case <-f.timer.C:
 	}
 	now := nanotime()
@@ -213,6 +249,86 @@ func (f *flowRun) wait(ctx context.Context) (bool, error) {
 		}
 	}
 	return true, nil
+}
+
+// take records one answer. The first answer to a probe settles its hop; the
+// ring buffer's copy of an answer the socket brought first only replaces
+// the RTT with the kernel's. A trace-ack's ring stamp waits for the socket.
+func (f *flowRun) take(ev traceEvent) {
+	ttl, ok := f.bySeq[ev.seq]
+	if !ok {
+		return
+	}
+	h := &f.hops[ttl]
+	switch {
+	case ev.stampOnly && h.state == hopInFlight:
+		h.ackStamp = ev
+		return
+	case ev.stampOnly && !(h.state == hopAnswered && h.acked):
+		return
+	case h.state == hopInFlight:
+	case h.state == hopAnswered && ev.ring && !h.ring && (ev.stampOnly || ev.router == h.addr):
+		h.ring = true
+		if ev.t1 != 0 {
+			h.rtt, h.kernel = time.Duration(ev.t-ev.t1), true
+		}
+		return
+	default:
+		return // duplicate answer, or one after the hop timed out
+	}
+	if ev.ack && h.ackStamp.ring {
+		ev.t, ev.t1, ev.ring = h.ackStamp.t, h.ackStamp.t1, true
+	}
+	t1 := h.sent
+	if ev.t1 != 0 {
+		t1, h.kernel = ev.t1, true
+	}
+	h.state, h.addr, h.rtt, h.acked, h.ring = hopAnswered, ev.router, time.Duration(ev.t-t1), ev.ack, ev.ring
+	h.dest, h.unrch = ev.dest, ev.unrch
+	f.inflight--
+	if ev.dest && (f.destTTL == 0 || ttl < f.destTTL) {
+		f.destTTL = ttl
+	}
+	if ev.unrch && (f.stopTTL == 0 || ttl < f.stopTTL) {
+		f.stopTTL = ttl
+	}
+}
+
+// awaitStamps gives the eBPF stamps of answers the socket brought first up
+// to StampWait to come through the ring buffer (the engine kicks the loader
+// after each read, so they are usually there already).
+func (f *flowRun) awaitStamps(ctx context.Context) {
+	if f.e.source != SourceEBPF {
+		return
+	}
+	deadline := nanotime() + int64(f.e.cfg.StampWait)
+	for f.missingStamps() {
+		left := deadline - nanotime()
+		if left <= 0 {
+			return
+		}
+		f.timer.Reset(time.Duration(left))
+		select {
+		case <-ctx.Done():
+			return
+		case <-f.e.closed:
+			return
+		case ev := <-f.run.events:
+			f.take(ev)
+		case <-f.timer.C:
+			return
+		}
+	}
+}
+
+// missingStamps reports whether an answer still lacks its ring buffer copy.
+func (f *flowRun) missingStamps() bool {
+	for _, h := range f.hops {
+		if h.state == hopAnswered && !h.ring {
+			return true
+		}
+	}
+	return false
 }
 
 // close tells the matcher how many probes of this flow the peer's reflector
@@ -232,6 +348,15 @@ func (f *flowRun) close() {
 		}
 	}
 	var acked, unknown uint64
+	for _, h := range f.hops {
+		if h.state == hopAnswered {
+			src := SourceUser
+			if h.kernel {
+				src = SourceEBPF
+			}
+			f.e.met.traceAnswers.WithLabelValues(string(src)).Inc()
+		}
+	}
 	for ttl, h := range f.hops {
 		switch {
 		case h.acked:
@@ -331,6 +456,7 @@ func (e *Engine) Trace(ctx context.Context, peer netip.Addr, srcPort uint16, max
 		}
 	}
 
+	f.awaitStamps(ctx)
 	if lastTTL > maxTTL {
 		lastTTL = maxTTL
 	}
@@ -343,6 +469,9 @@ func (e *Engine) Trace(ctx context.Context, peer netip.Addr, srcPort uint16, max
 		}
 		if ttl == f.destTTL {
 			h.addr = peer
+		}
+		if h.kernel {
+			res.KernelStamped++
 		}
 		res.Hops = append(res.Hops, graph.Hop{Addr: h.addr, RTT: h.rtt})
 	}
@@ -361,6 +490,8 @@ type TTLAnswer struct {
 	// Unreachable: a router answered destination unreachable; the path
 	// ends at it.
 	Unreachable bool
+	// Kernel: Hop.RTT is from eBPF stamps at both ends.
+	Kernel bool
 }
 
 // ProbeResult is what ProbeTTLs found.
@@ -416,6 +547,7 @@ func (e *Engine) ProbeTTLs(ctx context.Context, peer netip.Addr, srcPort uint16,
 			break
 		}
 	}
+	f.awaitStamps(ctx)
 	for ttl, h := range f.hops {
 		if h.state == hopUnsent {
 			continue
@@ -423,7 +555,7 @@ func (e *Engine) ProbeTTLs(ctx context.Context, peer netip.Addr, srcPort uint16,
 		a := TTLAnswer{TTL: ttl}
 		if h.state == hopAnswered {
 			a.Hop = graph.Hop{Addr: h.addr, RTT: h.rtt}
-			a.Dest, a.Unreachable = h.dest, h.unrch
+			a.Dest, a.Unreachable, a.Kernel = h.dest, h.unrch, h.kernel
 			if h.dest {
 				a.Hop.Addr = peer
 			}
