@@ -3,8 +3,6 @@ package probe_test
 import (
 	"context"
 	"errors"
-	"net/netip"
-	"slices"
 	"testing"
 	"time"
 
@@ -106,31 +104,10 @@ func TestLabDelayEBPF(t *testing.T) {
 func TestLabTraceEBPF(t *testing.T) {
 	lp := ebpfPair(t)
 	a, _ := lp.Engines()
-	f := lp.Fabric()
-	var truth [][]netip.Addr
-	for _, ps := range f.GroundTruth().Pairs {
-		if ps.Src == "host1" && ps.Dst == "host2" {
-			truth = ps.Paths
-		}
-	}
-	if len(truth) == 0 {
-		t.Fatal("no ground truth for host1→host2")
-	}
+	truth := lp.Truth(t)
 	lo, hi := a.SrcPorts()
 	for port := lo; port <= hi; port++ {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		res, err := a.Trace(ctx, f.Host("host2").Addr, port, 16, 3)
-		cancel()
-		if err != nil {
-			t.Fatalf("port %d: %v", port, err)
-		}
-		var got []netip.Addr
-		for _, h := range res.Hops {
-			got = append(got, h.Addr)
-		}
-		if !res.Reached || !slices.ContainsFunc(truth, func(p []netip.Addr) bool { return slices.Equal(p, got) }) {
-			t.Fatalf("port %d: trace %v (reached %v) is none of the ground-truth paths %v", port, got, res.Reached, truth)
-		}
+		res := lp.TraceTruth(t, port, truth)
 		if port == lo {
 			t.Logf("port %d: hops %v", port, res.Hops)
 		}

@@ -1,6 +1,7 @@
 package probe
 
 import (
+	"net/netip"
 	"testing"
 	"time"
 
@@ -18,6 +19,10 @@ type Capture = capture
 func NewLabPair(t testing.TB, mod func(c *Config)) *LabPair { return newLabPair(t, mod) }
 func (lp *labPair) Fabric() *lab.Fabric                     { return lp.f }
 func (lp *labPair) Engines() (a, b *Engine)                 { return lp.a, lp.b }
+func (lp *labPair) Truth(t testing.TB) [][]netip.Addr       { return lp.truth(t) }
+func (lp *labPair) TraceTruth(t testing.TB, port uint16, truth [][]netip.Addr) TraceResult {
+	return lp.traceTruth(t, port, truth)
+}
 func (lp *labPair) PingMany(t testing.TB, n int, spacing time.Duration) []Result {
 	return lp.pingMany(t, n, spacing)
 }

@@ -109,35 +109,51 @@ func rttP50(t testing.TB, rs []Result) time.Duration {
 
 func TestLabTraceGroundTruth(t *testing.T) {
 	lp := newLabPair(t, nil)
-	var truth [][]netip.Addr
-	for _, ps := range lp.f.GroundTruth().Pairs {
-		if ps.Src == "host1" && ps.Dst == "host2" {
-			truth = ps.Paths
-		}
-	}
-	if len(truth) == 0 {
-		t.Fatal("no ground truth for host1→host2")
-	}
+	truth := lp.truth(t)
 	seen := map[string]bool{}
 	for port := lp.a.cfg.SrcPortStart; port <= lp.a.cfg.SrcPortEnd; port++ {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		res, err := lp.a.Trace(ctx, lp.h2.Addr, port, 16, 3)
-		cancel()
-		if err != nil {
-			t.Fatalf("port %d: %v", port, err)
-		}
+		res := lp.traceTruth(t, port, truth)
 		var got []netip.Addr
 		for _, h := range res.Hops {
 			got = append(got, h.Addr)
 		}
-		if !res.Reached || !slices.ContainsFunc(truth, func(p []netip.Addr) bool { return slices.Equal(p, got) }) {
-			t.Fatalf("port %d: trace %v (reached %v) is none of the ground-truth paths %v", port, got, res.Reached, truth)
-		}
-		seen[netip.AddrFrom4([4]byte{}).String()+fmtAddrs(got)] = true
+		seen[fmtAddrs(got)] = true
 	}
 	if len(truth) > 1 && len(seen) < 2 {
 		t.Errorf("11 source ports all took one path of %d: ECMP not exercised", len(truth))
 	}
+}
+
+// truth is the lab's routes from host1 to host2.
+func (lp *labPair) truth(t testing.TB) [][]netip.Addr {
+	t.Helper()
+	for _, ps := range lp.f.GroundTruth().Pairs {
+		if ps.Src == "host1" && ps.Dst == "host2" {
+			return ps.Paths
+		}
+	}
+	t.Fatal("no ground truth for host1→host2")
+	return nil
+}
+
+// traceTruth traces host1→host2 from port on host1's engine and fails t
+// unless the trace reached host2 along one of truth's routes.
+func (lp *labPair) traceTruth(t testing.TB, port uint16, truth [][]netip.Addr) TraceResult {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	res, err := lp.a.Trace(ctx, lp.h2.Addr, port, 16, 3)
+	cancel()
+	if err != nil {
+		t.Fatalf("port %d: %v", port, err)
+	}
+	var got []netip.Addr
+	for _, h := range res.Hops {
+		got = append(got, h.Addr)
+	}
+	if !res.Reached || !slices.ContainsFunc(truth, func(p []netip.Addr) bool { return slices.Equal(p, got) }) {
+		t.Fatalf("port %d: trace %v (reached %v) is none of the ground-truth paths %v", port, got, res.Reached, truth)
+	}
+	return res
 }
 
 func fmtAddrs(a []netip.Addr) string {

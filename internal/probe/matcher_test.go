@@ -223,38 +223,33 @@ func TestMatcherStampJoin(t *testing.T) {
 			t.Fatal("fallback not counted")
 		}
 	})
-	t.Run("impossible arrival stamp", func(t *testing.T) {
-		h := newHarness(t, SourceEBPF)
-		seq := h.send()
-		t1 := h.now + 2000
-		h.m.stamp(h.k, seq, true, idxEBPF, t1, 0, h.now)
-		h.now += int64(100 * time.Microsecond)
-		h.ack(seq, 1, 1) // dwell T3-T2 = 10 µs
-		// The arrival stamp is before T1 + dwell; the hook's is 60 µs
-		// after T1.
-		h.m.stamp(h.k, seq, false, idxEBPF, t1-30000, t1+60000, h.now)
-		if len(h.out) != 1 || h.out[0].Source != "ebpf" {
-			t.Fatalf("got %+v, want one ebpf sample", h.out)
-		}
-		if want := 50 * time.Microsecond; h.out[0].RTT != want || h.out[0].T4 != t1+60000 {
-			t.Fatalf("rtt %v T4 %d, want %v from the hook stamp", h.out[0].RTT, h.out[0].T4, want)
-		}
-		if h.m.stats().arrivalRejected != 1 {
-			t.Fatal("rejected arrival stamp not counted")
-		}
-	})
-	t.Run("possible arrival stamp is kept", func(t *testing.T) {
-		h := newHarness(t, SourceEBPF)
-		seq := h.send()
-		t1 := h.now + 2000
-		h.m.stamp(h.k, seq, true, idxEBPF, t1, 0, h.now)
-		h.now += int64(100 * time.Microsecond)
-		h.ack(seq, 1, 1)
-		h.m.stamp(h.k, seq, false, idxEBPF, t1+40000, t1+60000, h.now)
-		if len(h.out) != 1 || h.out[0].RTT != 30*time.Microsecond || h.m.stats().arrivalRejected != 0 {
-			t.Fatalf("got %+v (rejected %d), want RTT 30µs from the arrival stamp", h.out, h.m.stats().arrivalRejected)
-		}
-	})
+	// An arrival stamp before T1 + dwell is impossible: the hook's later
+	// stamp gives the RTT, and the rejection is counted.
+	for _, tc := range []struct {
+		name          string
+		arrival, hook int64 // after T1
+		rtt           time.Duration
+		rejected      uint64
+	}{
+		{"impossible arrival stamp", -30000, 60000, 50 * time.Microsecond, 1},
+		{"possible arrival stamp is kept", 40000, 60000, 30 * time.Microsecond, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, SourceEBPF)
+			seq := h.send()
+			t1 := h.now + 2000
+			h.m.stamp(h.k, seq, true, idxEBPF, t1, 0, h.now)
+			h.now += int64(100 * time.Microsecond)
+			h.ack(seq, 1, 1) // dwell T3-T2 = 10 µs
+			h.m.stamp(h.k, seq, false, idxEBPF, t1+tc.arrival, t1+tc.hook, h.now)
+			if len(h.out) != 1 || h.out[0].Source != "ebpf" || h.out[0].RTT != tc.rtt {
+				t.Fatalf("got %+v, want one ebpf sample with RTT %v", h.out, tc.rtt)
+			}
+			if got := h.m.stats().arrivalRejected; got != tc.rejected {
+				t.Fatalf("%d arrival stamps rejected, want %d", got, tc.rejected)
+			}
+		})
+	}
 	t.Run("stamp for unknown probe", func(t *testing.T) {
 		h := newHarness(t, SourceEBPF)
 		if h.m.stamp(h.k, 7, true, idxEBPF, 1, 0, 1) {
