@@ -23,7 +23,7 @@ type TraceResult struct {
 	Reached    bool
 	ProbesSent int
 	// KernelStamped counts the hops whose RTT is from eBPF stamps at both
-	// ends (the probe at TC egress, the ICMP error on arrival).
+	// ends (the probe at TC egress, the ICMP error or trace-ack on arrival).
 	KernelStamped int
 }
 

@@ -101,3 +101,82 @@ func TestLabProbeTTLs(t *testing.T) {
 		t.Errorf("towards nobody: %+v, want leaf1 then silence or unreachable", res)
 	}
 }
+
+// An answer can reach a trace through the socket, the ring buffer or both,
+// in either order: the first settles the hop, the ring's copy gives it the
+// kernel's RTT, and a trace-ack's ring stamp alone never answers (only the
+// socket checks the ack's HMAC).
+func TestTraceTakeOrderings(t *testing.T) {
+	router := netip.MustParseAddr("198.18.0.1")
+	peer := netip.MustParseAddr("198.18.0.2")
+	const sent, t1, rx, userRx = 1000, 1500, 9500, 40000
+	icmpSock := traceEvent{seq: 7, router: router, t: userRx}
+	icmpRing := traceEvent{seq: 7, router: router, t: rx, t1: t1, ring: true}
+	ackSock := traceEvent{seq: 7, router: peer, dest: true, ack: true, t: userRx}
+	ackRing := traceEvent{seq: 7, t: rx, t1: t1, ring: true, stampOnly: true}
+	kernelRTT, userRTT := time.Duration(rx-t1), time.Duration(userRx-sent)
+	for _, tc := range []struct {
+		name   string
+		events []traceEvent
+		state  uint8
+		rtt    time.Duration
+		kernel bool
+	}{
+		{"icmp: socket only", []traceEvent{icmpSock}, hopAnswered, userRTT, false},
+		{"icmp: ring only", []traceEvent{icmpRing}, hopAnswered, kernelRTT, true},
+		{"icmp: socket then ring", []traceEvent{icmpSock, icmpRing}, hopAnswered, kernelRTT, true},
+		{"icmp: ring then socket", []traceEvent{icmpRing, icmpSock}, hopAnswered, kernelRTT, true},
+		{"icmp: ring from another router", []traceEvent{icmpSock, {seq: 7, router: peer, t: rx, t1: t1, ring: true}}, hopAnswered, userRTT, false},
+		{"icmp: ring without tx stamp", []traceEvent{{seq: 7, router: router, t: rx, ring: true}}, hopAnswered, time.Duration(rx - sent), false},
+		{"trace-ack: socket then ring", []traceEvent{ackSock, ackRing}, hopAnswered, kernelRTT, true},
+		{"trace-ack: ring then socket", []traceEvent{ackRing, ackSock}, hopAnswered, kernelRTT, true},
+		{"trace-ack: ring only", []traceEvent{ackRing}, hopInFlight, 0, false},
+		{"unknown seq", []traceEvent{{seq: 8, router: router, t: rx, ring: true}}, hopInFlight, 0, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := &flowRun{hops: make([]probeHop, 4), bySeq: map[uint64]int{7: 2}, inflight: 1}
+			f.hops[2] = probeHop{state: hopInFlight, seq: 7, sent: sent}
+			for _, ev := range tc.events {
+				f.take(ev)
+			}
+			h := f.hops[2]
+			if h.state != tc.state || h.rtt != tc.rtt || h.kernel != tc.kernel {
+				t.Fatalf("hop state %d rtt %v kernel %v; want %d %v %v", h.state, h.rtt, h.kernel, tc.state, tc.rtt, tc.kernel)
+			}
+			if want := map[bool]int{true: 0, false: 1}[tc.state == hopAnswered]; f.inflight != want {
+				t.Fatalf("inflight %d, want %d", f.inflight, want)
+			}
+		})
+	}
+}
+
+// The ring's ICMP stamp is joined with the probe's egress stamp; an arrival
+// stamp before the probe left gives way to the TC hook's.
+func TestTraceTableJoinsStamps(t *testing.T) {
+	k := FlowKey{Peer: netip.MustParseAddr("198.18.0.2"), SrcPort: 33436}
+	router := netip.MustParseAddr("198.18.0.1")
+	for _, tc := range []struct {
+		name          string
+		arrival, hook int64
+		want          int64
+	}{
+		{"arrival stamp", 5000, 5400, 5000},
+		{"impossible arrival stamp", 900, 5400, 5400},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tt := &traceTable{flows: map[FlowKey]*traceRun{}}
+			run := &traceRun{seqs: map[uint64]int{7: 1}, tx: map[uint64]int64{}, events: make(chan traceEvent, 4)}
+			tt.flows[k] = run
+			if !tt.stampTx(k, 7, 1000) || tt.stampTx(k, 8, 1000) {
+				t.Fatal("tx stamp joined wrongly")
+			}
+			if r := tt.replyStamp(k, 7, router, false, false, tc.arrival, tc.hook); r != RejectNone {
+				t.Fatalf("reply: %v", r)
+			}
+			ev := <-run.events
+			if ev.t1 != 1000 || ev.t != tc.want || !ev.ring {
+				t.Fatalf("event %+v; want t1 1000, t %d", ev, tc.want)
+			}
+		})
+	}
+}
