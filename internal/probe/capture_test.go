@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/dnms/dnms/internal/graph"
 	"github.com/dnms/dnms/internal/lab"
 )
 
@@ -26,7 +27,10 @@ type capture struct {
 	tx    map[capKey]int64
 	rx    map[capKey]capAck
 	raw   map[capKey][2][]byte // dnms payloads: [0] ping, [1] ack
-	done  chan struct{}
+	// Trace probes and the ICMP errors quoting them, by (peer, port, TTL):
+	// the tests trace each flow once.
+	traceTx, traceICMP map[capKey]int64
+	done               chan struct{}
 }
 
 type capKey struct {
@@ -42,7 +46,8 @@ type capAck struct {
 
 func startCapture(t testing.TB, f *lab.Fabric, h lab.Host) *capture {
 	t.Helper()
-	c := &capture{local: h.Addr, tx: map[capKey]int64{}, rx: map[capKey]capAck{}, raw: map[capKey][2][]byte{}, done: make(chan struct{})}
+	c := &capture{local: h.Addr, tx: map[capKey]int64{}, rx: map[capKey]capAck{}, raw: map[capKey][2][]byte{},
+		traceTx: map[capKey]int64{}, traceICMP: map[capKey]int64{}, done: make(chan struct{})}
 	err := f.Do(h.NS, func() error {
 		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(htons(unix.ETH_P_ALL)))
 		if err != nil {
@@ -119,14 +124,18 @@ func (c *capture) loop() {
 }
 
 func (c *capture) frame(b []byte, ts int64) {
-	if len(b) < 14+20+8 || binary.BigEndian.Uint16(b[12:14]) != 0x0800 || b[14+9] != unix.IPPROTO_UDP {
+	if len(b) < 14+20+8 || binary.BigEndian.Uint16(b[12:14]) != 0x0800 {
 		return
 	}
 	ip := b[14:]
 	ihl := int(ip[0]&0xf) * 4
 	src, dst := netip.AddrFrom4([4]byte(ip[12:16])), netip.AddrFrom4([4]byte(ip[16:20]))
+	if ip[9] == unix.IPPROTO_ICMP {
+		c.icmp(ip[ihl:], dst, ts)
+		return
+	}
 	udp := ip[ihl:]
-	if len(udp) < 8 {
+	if ip[9] != unix.IPPROTO_UDP || len(udp) < 8 {
 		return
 	}
 	sport := binary.BigEndian.Uint16(udp[0:2])
@@ -137,6 +146,8 @@ func (c *capture) frame(b []byte, ts int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	switch {
+	case p.Type == TypeTrace && src == c.local:
+		c.traceTx[capKey{dst, sport, uint64(p.TTL)}] = ts
 	case p.Type == TypePing && src == c.local:
 		k := capKey{dst, sport, p.Seq}
 		c.tx[k] = ts
@@ -149,6 +160,60 @@ func (c *capture) frame(b []byte, ts int64) {
 		r := c.raw[k]
 		r[1] = append([]byte(nil), udp[8:]...)
 		c.raw[k] = r
+	}
+}
+
+// icmp records an ICMP time exceeded or destination unreachable to us that
+// quotes a trace probe's dnms header up to its TTL.
+func (c *capture) icmp(m []byte, to netip.Addr, ts int64) {
+	if to != c.local || len(m) < 8+20 || (m[0] != 11 && m[0] != 3) {
+		return
+	}
+	q := m[8:]
+	qihl := int(q[0]&0xf) * 4
+	if q[9] != unix.IPPROTO_UDP || len(q) < qihl+8+8 {
+		return
+	}
+	udp := q[qihl:]
+	h := udp[8:]
+	if binary.BigEndian.Uint32(h[0:4]) != Magic || Type(h[5]) != TypeTrace {
+		return
+	}
+	k := capKey{netip.AddrFrom4([4]byte(q[16:20])), binary.BigEndian.Uint16(udp[0:2]), uint64(h[7])}
+	c.mu.Lock()
+	c.traceICMP[k] = ts
+	c.mu.Unlock()
+}
+
+// hopRTTErrors returns |hop RTT − capture RTT| for every router hop of a
+// trace of (peer, port), sorted. It waits (up to 2 s) for the capture to
+// read both packets of each hop; hops it never saw are left out.
+func hopRTTErrors(c *capture, peer netip.Addr, port uint16, hops []graph.Hop) []time.Duration {
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		var errs []time.Duration
+		missing := false
+		c.mu.Lock()
+		for i, h := range hops {
+			if !h.Addr.IsValid() {
+				continue
+			}
+			k := capKey{peer, port, uint64(i + 1)}
+			tx, ok1 := c.traceTx[k]
+			rx, ok2 := c.traceICMP[k]
+			if !ok1 || !ok2 {
+				missing = true
+				continue
+			}
+			d := h.RTT - time.Duration(rx-tx)
+			errs = append(errs, max(d, -d))
+		}
+		c.mu.Unlock()
+		if !missing || time.Now().After(deadline) {
+			slices.Sort(errs)
+			return errs
+		}
+		time.Sleep(time.Millisecond) // the capture polls its socket
 	}
 }
 

@@ -3,6 +3,7 @@ package probe_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"testing"
 	"time"
 
@@ -105,9 +106,12 @@ func TestLabTraceEBPF(t *testing.T) {
 	lp := ebpfPair(t)
 	a, _ := lp.Engines()
 	truth := lp.Truth(t)
+	c := probe.StartCapture(t, lp.Fabric(), lp.Fabric().Host("host1"))
+	var errs []time.Duration
 	lo, hi := a.SrcPorts()
 	for port := lo; port <= hi; port++ {
 		res := lp.TraceTruth(t, port, truth)
+		errs = append(errs, probe.HopRTTErrors(c, lp.Fabric().Host("host2").Addr, port, res.Hops)...)
 		if port == lo {
 			t.Logf("port %d: hops %v", port, res.Hops)
 		}
@@ -119,6 +123,15 @@ func TestLabTraceEBPF(t *testing.T) {
 				t.Errorf("port %d ttl %d: RTT %v", port, ttl+1, h.RTT)
 			}
 		}
+	}
+	slices.Sort(errs)
+	if len(errs) < 11 {
+		t.Fatalf("capture matched %d router hops", len(errs))
+	}
+	t.Logf("ebpf: |hop RTT − capture| p50 %v p90 %v p99 %v max %v (n=%d)",
+		probe.Pct(errs, .5), probe.Pct(errs, .9), probe.Pct(errs, .99), errs[len(errs)-1], len(errs))
+	if probe.Pct(errs, .5) > 20*time.Microsecond {
+		t.Errorf("ebpf hop RTTs disagree with the capture: p50 %v", probe.Pct(errs, .5))
 	}
 }
 

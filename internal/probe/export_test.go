@@ -7,6 +7,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/dnms/dnms/internal/graph"
 	"github.com/dnms/dnms/internal/lab"
 )
 
@@ -28,10 +29,13 @@ func (lp *labPair) PingMany(t testing.TB, n int, spacing time.Duration) []Result
 }
 func StartCapture(t testing.TB, f *lab.Fabric, h lab.Host) *Capture { return startCapture(t, f, h) }
 func RTTErrors(c *Capture, rs []Result) []time.Duration             { return rttErrors(c, rs) }
-func Pct(v []time.Duration, p float64) time.Duration                { return pct(v, p) }
-func UserspacePings(e *Engine) float64                              { return testutil.ToFloat64(e.met.userspacePings) }
-func (e *Engine) PingPort() uint16                                  { return e.cfg.PingPort }
-func (e *Engine) SrcPorts() (lo, hi uint16)                         { return e.cfg.SrcPortStart, e.cfg.SrcPortEnd }
+func HopRTTErrors(c *Capture, peer netip.Addr, port uint16, hops []graph.Hop) []time.Duration {
+	return hopRTTErrors(c, peer, port, hops)
+}
+func Pct(v []time.Duration, p float64) time.Duration { return pct(v, p) }
+func UserspacePings(e *Engine) float64               { return testutil.ToFloat64(e.met.userspacePings) }
+func (e *Engine) PingPort() uint16                   { return e.cfg.PingPort }
+func (e *Engine) SrcPorts() (lo, hi uint16)          { return e.cfg.SrcPortStart, e.cfg.SrcPortEnd }
 
 func ReflectMismatches(c *Capture, kernel bool) (int, string) { return reflectMismatches(c, kernel) }
 

@@ -110,9 +110,12 @@ func rttP50(t testing.TB, rs []Result) time.Duration {
 func TestLabTraceGroundTruth(t *testing.T) {
 	lp := newLabPair(t, nil)
 	truth := lp.truth(t)
+	c := startCapture(t, lp.f, lp.h1)
+	var errs []time.Duration
 	seen := map[string]bool{}
 	for port := lp.a.cfg.SrcPortStart; port <= lp.a.cfg.SrcPortEnd; port++ {
 		res := lp.traceTruth(t, port, truth)
+		errs = append(errs, hopRTTErrors(c, lp.h2.Addr, port, res.Hops)...)
 		var got []netip.Addr
 		for _, h := range res.Hops {
 			got = append(got, h.Addr)
@@ -121,6 +124,18 @@ func TestLabTraceGroundTruth(t *testing.T) {
 	}
 	if len(truth) > 1 && len(seen) < 2 {
 		t.Errorf("11 source ports all took one path of %d: ECMP not exercised", len(truth))
+	}
+	// User stamps: informational (TestLabTraceEBPF holds the kernel's to
+	// the capture), but a hop RTT off by more than the probe timeout would
+	// be a mismatched answer.
+	slices.Sort(errs)
+	if len(errs) < 11 {
+		t.Fatalf("capture matched %d router hops", len(errs))
+	}
+	t.Logf("user: |hop RTT − capture| p50 %v p90 %v p99 %v max %v (n=%d)",
+		pct(errs, .5), pct(errs, .9), pct(errs, .99), errs[len(errs)-1], len(errs))
+	if errs[len(errs)-1] > lp.a.cfg.TraceTimeout {
+		t.Errorf("a hop RTT is %v off the capture", errs[len(errs)-1])
 	}
 }
 
