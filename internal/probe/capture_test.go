@@ -195,8 +195,8 @@ func hopRTTErrors(c *capture, peer netip.Addr, port uint16, hops []graph.Hop) []
 		missing := false
 		c.mu.Lock()
 		for i, h := range hops {
-			if !h.Addr.IsValid() {
-				continue
+			if !h.Addr.IsValid() || h.Addr == peer {
+				continue // silent, or the peer's trace-ack (no ICMP)
 			}
 			k := capKey{peer, port, uint64(i + 1)}
 			tx, ok1 := c.traceTx[k]
