@@ -80,5 +80,14 @@
 // down; Result.Source says which. The userspace reflector puts its rx stamp
 // (kernel when available, else user) in T2 and a clock read right before
 // sendmsg in T3; the in-kernel reflector stamps both in TC ingress and sets
-// flags bit1.
+// flags bit1. An ebpf T4 is the stack's arrival stamp; one that would put
+// the ack before T1 + (T3 − T2) is replaced by the TC hook's time
+// (dnms_timestamp_arrival_rejected_total).
+//
+// Trace hops: a router's ICMP error reaches the trace through the socket's
+// error queue and, with ebpf, through HandleStamp; whichever comes first
+// answers the hop (matched by seq and epoch). The hop RTT is user time
+// unless ebpf stamped both the probe's egress and the answer's arrival;
+// then it is kernel time at both ends. A trace-ack's ebpf stamp only refines
+// the RTT of the answer the socket authenticated.
 package probe
