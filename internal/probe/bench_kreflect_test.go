@@ -267,7 +267,7 @@ func schedNS(b *testing.B, pid int) int64 {
 // reflector on or off, and closes them at cleanup. A reflector needs no
 // reader (Load fills in the local addresses) and with ReflectEvents off
 // emits nothing; a stamper's ring is read by runLoader.
-func loadTC(b *testing.B, f *lab.Fabric, h lab.Host, pingPort uint16, reflect bool) *loader.Loader {
+func loadTC(b testing.TB, f *lab.Fabric, h lab.Host, pingPort uint16, reflect bool) *loader.Loader {
 	b.Helper()
 	var l *loader.Loader
 	err := f.Do(h.NS, func() (err error) {
@@ -292,14 +292,14 @@ func loadTC(b *testing.B, f *lab.Fabric, h lab.Host, pingPort uint16, reflect bo
 }
 
 // runLoader feeds l's stamps to fn until cleanup.
-func runLoader(b *testing.B, l *loader.Loader, fn func(probe.Stamp)) {
+func runLoader(b testing.TB, l *loader.Loader, fn func(probe.Stamp)) {
 	b.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- l.Run(ctx, fn) }()
 	b.Cleanup(func() {
 		cancel()
-		if err := <-done; err != nil {
+		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
 			b.Errorf("loader Run: %v", err)
 		}
 	})

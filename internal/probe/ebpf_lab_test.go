@@ -1,8 +1,6 @@
 package probe_test
 
 import (
-	"context"
-	"errors"
 	"slices"
 	"testing"
 	"time"
@@ -13,39 +11,11 @@ import (
 
 // attachLoader loads the eBPF programs on host h's uplink and feeds e. It
 // skips the test when this kernel or process does not allow eBPF.
-func attachLoader(t *testing.T, lp *probe.LabPair, host string, reflect bool, feed func(probe.Stamp)) *loader.Loader {
+func attachLoader(t testing.TB, lp *probe.LabPair, host string, reflect bool, feed func(probe.Stamp)) *loader.Loader {
 	t.Helper()
-	return attachLoaderTB(t, lp, host, reflect, feed)
-}
-
-func attachLoaderTB(t testing.TB, lp *probe.LabPair, host string, reflect bool, feed func(probe.Stamp)) *loader.Loader {
-	t.Helper()
-	f := lp.Fabric()
 	a, _ := lp.Engines()
-	h := f.Host(host)
-	var l *loader.Loader
-	err := f.Do(h.NS, func() (err error) {
-		cfg := loader.DefaultConfig()
-		cfg.Ifaces, cfg.PingPort, cfg.Reflect = []string{h.Ifname}, a.PingPort(), reflect
-		l, err = loader.Load(cfg)
-		return err
-	})
-	if err != nil {
-		if loader.Supported() != nil {
-			t.Skipf("eBPF not allowed here: %v", err)
-		}
-		t.Fatalf("load eBPF on %s: %v", host, err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- l.Run(ctx, feed) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
-			t.Errorf("loader Run: %v", err)
-		}
-		l.Close()
-	})
+	l := loadTC(t, lp.Fabric(), lp.Fabric().Host(host), a.PingPort(), reflect)
+	runLoader(t, l, feed)
 	return l
 }
 
