@@ -2,7 +2,6 @@ package mapper
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/dnms/dnms/internal/lab"
 	"github.com/dnms/dnms/internal/probe"
+	"github.com/dnms/dnms/internal/probe/probelab"
 )
 
 var _ Tracer = (*probe.Engine)(nil)
@@ -33,20 +33,15 @@ func startEngines(t *testing.T, f *lab.Fabric, ports int) map[string]*probe.Engi
 		cfg.Registerer = prometheus.NewRegistry()
 		cfg.Logger = slog.New(slog.DiscardHandler)
 		cfg.TraceTimeout = 500 * time.Millisecond
-		var e *probe.Engine
-		if err := f.Do(h.NS, func() error {
-			var err error
-			e, err = probe.New(cfg)
-			return err
-		}); err != nil {
-			t.Fatalf("probe engine in %s: %v", h.NS, err)
-		}
 		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- e.Run(ctx) }()
+		e, done, err := probelab.Start(ctx, f, h, cfg)
+		if err != nil {
+			cancel()
+			t.Fatal(err)
+		}
 		t.Cleanup(func() {
 			cancel()
-			if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+			if err := <-done; err != nil {
 				t.Errorf("engine %s: %v", h.Name, err)
 			}
 		})

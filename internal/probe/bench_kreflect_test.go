@@ -18,6 +18,7 @@ import (
 	"github.com/dnms/dnms/internal/lab"
 	"github.com/dnms/dnms/internal/loader"
 	"github.com/dnms/dnms/internal/probe"
+	"github.com/dnms/dnms/internal/probe/probelab"
 )
 
 // kreflectWindow is how many pings the prober keeps outstanding, spread over
@@ -309,16 +310,15 @@ func runLoader(b testing.TB, l *loader.Loader, fn func(probe.Stamp)) {
 // until cleanup.
 func startEngine(b *testing.B, f *lab.Fabric, h lab.Host, c probe.Config) *probe.Engine {
 	b.Helper()
-	var e *probe.Engine
-	if err := f.Do(h.NS, func() (err error) { e, err = probe.New(c); return err }); err != nil {
-		b.Fatalf("engine on %s: %v", h.Name, err)
-	}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- e.Run(ctx) }()
+	e, done, err := probelab.Start(ctx, f, h, c)
+	if err != nil {
+		cancel()
+		b.Fatal(err)
+	}
 	b.Cleanup(func() {
 		cancel()
-		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+		if err := <-done; err != nil {
 			b.Errorf("engine Run on %s: %v", h.Name, err)
 		}
 	})

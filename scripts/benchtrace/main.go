@@ -38,6 +38,7 @@ import (
 	"github.com/dnms/dnms/internal/loader"
 	"github.com/dnms/dnms/internal/mapper"
 	"github.com/dnms/dnms/internal/probe"
+	"github.com/dnms/dnms/internal/probe/probelab"
 )
 
 func main() {
@@ -483,14 +484,6 @@ func startEngine(ctx context.Context, f *lab.Fabric, h lab.Host, ports int) (*pr
 	cfg.Registerer = prometheus.NewRegistry()
 	cfg.Logger = slog.New(slog.DiscardHandler)
 	cfg.TraceTimeout = 500 * time.Millisecond
-	var e *probe.Engine
-	if err := f.Do(h.NS, func() error {
-		var err error
-		e, err = probe.New(cfg)
-		return err
-	}); err != nil {
-		return nil, fmt.Errorf("probe engine on %s: %w", h.Name, err)
-	}
-	go e.Run(ctx)
-	return e, nil
+	e, _, err := probelab.Start(ctx, f, h, cfg)
+	return e, err
 }
