@@ -368,16 +368,13 @@ func (m *matcher) finish(k FlowKey, f *flowState, p *pending, now int64) {
 	if dwell < 0 {
 		dwell = 0
 	}
-	rtt := t4 - t1 - dwell
-	if rtt < 0 && src == idxEBPF && p.t4Hook > t4 {
-		// The stack's arrival stamp puts the ack back before the ping
-		// could have returned: it is not this packet's arrival (seen
-		// about once in 5000 acks on a loaded VM). The TC hook's own
-		// stamp is later than the arrival but never impossible.
-		m.st.arrivalRejected++
-		t4 = p.t4Hook
-		rtt = t4 - t1 - dwell
+	if src == idxEBPF {
+		var rejected bool
+		if t4, rejected = possibleArrival(t1, dwell, t4, p.t4Hook); rejected {
+			m.st.arrivalRejected++
+		}
 	}
+	rtt := t4 - t1 - dwell
 	if rtt < 0 {
 		rtt = 0
 	}
@@ -387,6 +384,19 @@ func (m *matcher) finish(k FlowKey, f *flowState, p *pending, now int64) {
 		T1:     t1, T2: p.ack.T2, T3: p.ack.T3, T4: t4,
 		KernelReflected: p.ack.Flags&FlagKernel != 0,
 	})
+}
+
+// possibleArrival returns the eBPF arrival stamp t4 of an answer to a probe
+// that left at t1, unless t4 puts the answer back before the probe could
+// have returned (t4 < t1 + dwell, the far end's dwell): then it is not this
+// packet's arrival (seen about once in 5000 acks on a loaded VM), and the TC
+// hook's own stamp, later than the arrival but never impossible, replaces
+// it. rejected says so; hook is 0 when t4 already is the hook's time.
+func possibleArrival(t1, dwell, t4, hook int64) (t int64, rejected bool) {
+	if t4 < t1+dwell && hook > t4 {
+		return hook, true
+	}
+	return t4, false
 }
 
 // expire times out pings without ack, finishes acked pings whose stamps did

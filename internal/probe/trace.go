@@ -103,9 +103,8 @@ func (t *traceTable) deliver(k FlowKey, ev traceEvent) RejectReason {
 		return RejectUnknownFlow
 	}
 	if ev.ring {
-		ev.t1 = r.tx[ev.seq]
-		if ev.t1 != 0 && ev.t <= ev.t1 && ev.hook > ev.t1 {
-			ev.t = ev.hook // an impossible arrival stamp (see matcher.finish)
+		if ev.t1 = r.tx[ev.seq]; ev.t1 != 0 {
+			ev.t, _ = possibleArrival(ev.t1, 0, ev.t, ev.hook)
 		}
 	}
 	select {
