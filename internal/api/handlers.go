@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/dnms/dnms/internal/graph"
+	"github.com/dnms/dnms/internal/localize"
 )
 
 // normSnapshot makes nil slices empty so the JSON says [] rather than null.
@@ -79,8 +80,9 @@ func (s *Server) routesHandler(g Graph) http.Handler {
 	})
 }
 
-// healthHandler serves the link health rows; ?top=N keeps the N most
-// suspicious.
+// healthHandler serves the link health rows, by seed suspicion or, with
+// ?sort=estimate, by verdict then estimated loss and delay; ?top=N keeps the
+// first N.
 func (s *Server) healthHandler(g Graph) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		top := 0
@@ -92,7 +94,15 @@ func (s *Server) healthHandler(g Graph) http.Handler {
 			}
 			top = n
 		}
+		order := r.URL.Query().Get("sort")
+		if order != "" && order != "suspicion" && order != "estimate" {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("sort=%q: want suspicion or estimate", order))
+			return
+		}
 		rows := g.Health()
+		if order == "estimate" {
+			localize.SortByEstimate(rows)
+		}
 		if top > 0 && len(rows) > top {
 			rows = rows[:top]
 		}

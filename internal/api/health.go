@@ -1,7 +1,6 @@
 package api
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -12,6 +11,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/dnms/dnms/internal/graph"
+	"github.com/dnms/dnms/internal/localize"
 )
 
 // maxHealthInput bounds what `dnms health` reads (a saved graph of a large
@@ -30,9 +30,10 @@ func RunHealth(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	file := fs.String("f", "", "saved /v1/graph or /v1/aggregator/graph JSON document (- for stdin)")
 	format := fs.String("o", "text", "output format: text or json")
-	top := fs.Int("top", 0, "print only the N most suspicious links (0: all)")
+	top := fs.Int("top", 0, "print only the first N links (0: all)")
+	order := fs.String("sort", "suspicion", "row order: suspicion (seed score) or estimate (verdict, then estimated loss and delay)")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: dnms health -f FILE|- [-o text|json] [-top N]\n\n"+
+		fmt.Fprintf(stderr, "usage: dnms health -f FILE|- [-o text|json] [-top N] [-sort suspicion|estimate]\n\n"+
 			"Ranks the links of a saved graph (curl .../v1/graph > FILE) by fault likelihood,\n"+
 			"with the same code as /v1/graph/edges/health.\n\n")
 		fs.PrintDefaults()
@@ -48,6 +49,9 @@ func RunHealth(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	}
 	if *format != "text" && *format != "json" {
 		return fmt.Errorf("health: -o %q: want text or json", *format)
+	}
+	if *order != "suspicion" && *order != "estimate" {
+		return fmt.Errorf("health: -sort %q: want suspicion or estimate", *order)
 	}
 	if *top < 0 {
 		return fmt.Errorf("health: -top %d: want 0 (all) or more", *top)
@@ -77,6 +81,9 @@ func RunHealth(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("health: %s: inconsistent graph: %w", name, err)
 	}
+	if *order == "estimate" {
+		localize.SortByEstimate(rows)
+	}
 	all := rows
 	if *top > 0 && len(rows) > *top {
 		rows = rows[:*top]
@@ -92,80 +99,33 @@ func RunHealth(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	return writeHealthText(stdout, snap, all, rows)
 }
 
-// readSnapshot decodes one graph document and checks it is one.
-func readSnapshot(r io.Reader) (graph.Snapshot, error) {
-	var snap graph.Snapshot
-	data, err := io.ReadAll(io.LimitReader(r, maxHealthInput+1))
-	if err != nil {
-		return snap, fmt.Errorf("read: %w", err)
-	}
-	if len(data) > maxHealthInput {
-		return snap, fmt.Errorf("larger than %d MiB", maxHealthInput>>20)
-	}
-	trimmed := bytes.TrimSpace(data)
-	if len(trimmed) == 0 {
-		return snap, errors.New("empty document: want the JSON object of /v1/graph")
-	}
-	if trimmed[0] != '{' {
-		return snap, errors.New("not a graph document: want the JSON object of /v1/graph " +
-			"(with nodes, edges and routes), not an array or scalar")
-	}
-	dec := json.NewDecoder(bytes.NewReader(trimmed))
-	if err := dec.Decode(&snap); err != nil {
-		return snap, fmt.Errorf("malformed JSON: %s", jsonErr(trimmed, err))
-	}
-	if dec.More() {
-		return snap, errors.New("malformed JSON: trailing data after the graph document")
-	}
-	if len(snap.Routes) == 0 {
-		return snap, errors.New("no routes in the document: is it a /v1/graph or /v1/aggregator/graph document?")
-	}
-	return snap, nil
-}
-
-// jsonErr adds the line and column to a decode error where it has an offset.
-func jsonErr(data []byte, err error) string {
-	var off int64 = -1
-	var se *json.SyntaxError
-	var te *json.UnmarshalTypeError
-	switch {
-	case errors.As(err, &se):
-		off = se.Offset
-	case errors.As(err, &te):
-		off = te.Offset
-	}
-	if off < 0 || off > int64(len(data)) {
-		return err.Error()
-	}
-	line := 1 + bytes.Count(data[:off], []byte("\n"))
-	col := off - int64(bytes.LastIndexByte(data[:off], '\n'))
-	return fmt.Sprintf("line %d column %d: %v", line, col, err)
-}
-
 // writeHealthText prints the summary over all rows and the table of shown.
 func writeHealthText(w io.Writer, snap graph.Snapshot, all, rows []graph.LinkHealth) error {
-	var faulty, suspect int
+	var faulty, suspect, slow int
 	for _, r := range all {
 		switch r.Verdict {
 		case graph.VerdictFaulty:
 			faulty++
 		case graph.VerdictSuspect:
 			suspect++
+		case graph.VerdictSlow:
+			slow++
 		}
 	}
-	fmt.Fprintf(w, "graph at event %d: %d nodes, %d links, %d routes; %d faulty, %d suspect (showing %d)\n\n",
-		snap.EventID, len(snap.Nodes), len(snap.Links), len(snap.Routes), faulty, suspect, len(rows))
+	fmt.Fprintf(w, "graph at event %d: %d nodes, %d links, %d routes; %d faulty, %d suspect, %d slow (showing %d)\n\n",
+		snap.EventID, len(snap.Nodes), len(snap.Links), len(snap.Routes), faulty, suspect, slow, len(rows))
 	// Numbers align right; the link column is padded by hand to read left.
 	lw := len("LINK")
 	for _, r := range rows {
 		lw = max(lw, len(r.Src)+len(" -> ")+len(r.Dst))
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "RANK\t%-*s\tSUSPICION\tLOSS THROUGH\tLOSS NOT THROUGH\tROUTES/SAMPLES THROUGH\tEST. LOSS\tVERDICT\t\n", lw, "LINK")
+	fmt.Fprintf(tw, "RANK\t%-*s\tSUSPICION\tLOSS THROUGH\tLOSS NOT THROUGH\tROUTES/SAMPLES THROUGH\tEST. LOSS\tDELAY EXCESS\tEST. DELAY\tVERDICT\t\n", lw, "LINK")
 	for i, r := range rows {
-		fmt.Fprintf(tw, "%d\t%-*s\t%+.2f%%\t%.2f%%\t%.2f%%\t%d/%d\t%.2f%%\t%s\t\n",
+		fmt.Fprintf(tw, "%d\t%-*s\t%+.2f%%\t%.2f%%\t%.2f%%\t%d/%d\t%.2f%%\t%+.0fµs\t%.0fµs\t%s\t\n",
 			i+1, lw, r.Src+" -> "+r.Dst, 100*r.Suspicion, 100*r.AvgLossThrough, 100*r.AvgLossNotThrough,
-			r.RoutesThrough, r.SamplesThrough, 100*r.EstimatedLoss, verdictText(r.Verdict))
+			r.RoutesThrough, r.SamplesThrough, 100*r.EstimatedLoss,
+			1e6*r.DelayExcessSeconds, 1e6*r.EstimatedDelaySeconds, verdictText(r.Verdict))
 	}
 	if err := tw.Flush(); err != nil {
 		return err

@@ -100,6 +100,8 @@ var (
 		"1 when the estimator's verdict on the link is faulty, else 0.", linkLabels, nil)
 	descLinkRoutes = prometheus.NewDesc("dnms_link_routes",
 		"Routes through the link that carry samples (evidence behind the link's scores).", linkLabels, nil)
+	descLinkDelayExcess = prometheus.NewDesc("dnms_link_delay_excess_seconds",
+		"One-way delay the estimator attributes to the link beyond the routes' RTT baselines.", linkLabels, nil)
 
 	descGraphNodes = prometheus.NewDesc("dnms_graph_nodes",
 		"Nodes in the graph.", []string{"view"}, nil)
@@ -126,7 +128,7 @@ func (c *graphCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		descRouteSamples, descRouteLoss, descRouteRTTMin, descRouteRTTAvg, descRouteRTTP50,
 		descRouteRTTP99, descRouteRTTMax, descRouteJitter, descRouteRTTStddev,
-		descLinkSuspicion, descLinkEstLoss, descLinkFaulty, descLinkRoutes,
+		descLinkSuspicion, descLinkEstLoss, descLinkFaulty, descLinkRoutes, descLinkDelayExcess,
 		descGraphNodes, descGraphLinks, descGraphRoutes, descGraphEvents,
 	} {
 		ch <- d
@@ -200,6 +202,7 @@ func collectLinks(ch chan<- prometheus.Metric, view string, rows []graph.LinkHea
 		gauge(ch, descLinkEstLoss, h.EstimatedLoss, view, h.Src, h.Dst)
 		gauge(ch, descLinkFaulty, faulty, view, h.Src, h.Dst)
 		gauge(ch, descLinkRoutes, float64(h.RoutesThrough), view, h.Src, h.Dst)
+		gauge(ch, descLinkDelayExcess, h.EstimatedDelaySeconds, view, h.Src, h.Dst)
 	}
 }
 

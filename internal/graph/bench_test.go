@@ -1,6 +1,8 @@
 package graph
 
 import (
+	"github.com/dnms/dnms/internal/localize"
+
 	"cmp"
 	"fmt"
 	"math"
@@ -73,7 +75,7 @@ func runScenario(f *closFabric, sc locScenario, seed uint64) locResult {
 		}
 		routes := f.routes(rng, loss)
 		start := cpuTime()
-		rows := localize(inputsOf(routes), hc)
+		rows := localize.Run(inputsOf(routes), hc)
 		total += cpuTime() - start
 
 		if sc.faults == 0 {

@@ -29,6 +29,9 @@ type Config struct {
 	Now func() time.Time
 	// Health tunes the localization (see HealthConfig).
 	Health HealthConfig
+	// BaselineWindow is how far back a route's RTT baseline looks (the
+	// lowest ring 10th percentile over the window). Default 10 minutes.
+	BaselineWindow time.Duration
 }
 
 // DefaultConfig returns the defaults: 100 samples per key, one route update
@@ -40,6 +43,7 @@ func DefaultConfig() Config {
 		EventBuffer:      4096,
 		SubscriberBuffer: 256,
 		Health:           DefaultHealthConfig(),
+		BaselineWindow:   10 * time.Minute,
 	}
 }
 
@@ -57,6 +61,11 @@ type Graph struct {
 	pending  map[*routeEntry]struct{}            // owe a route-update event
 	events   eventLog
 	subs     map[*Subscription]struct{}
+	// baselines outlive their routes: by routeEntry.ikey (origin + hop
+	// list), so a path that comes back keeps its RTT baseline.
+	baselines map[string]*baseline
+
+	health healthCache
 }
 
 type nodeEntry struct {
@@ -80,6 +89,8 @@ type routeEntry struct {
 	keys   map[RouteKey]*sampleRing // local: per-key rings; imported: nil values
 
 	lastUpdate time.Time
+	now        func() time.Time
+	base       *baseline // local routes only
 
 	mmu      sync.Mutex // guards the lazily computed fields below for readers
 	metrics  Metrics
@@ -134,7 +145,10 @@ func New(cfg Config) *Graph {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	cfg.Health = cfg.Health.withDefaults()
+	if cfg.BaselineWindow <= 0 {
+		cfg.BaselineWindow = def.BaselineWindow
+	}
+	cfg.Health = cfg.Health.WithDefaults()
 	return &Graph{
 		cfg:      cfg,
 		nodes:    make(map[string]*nodeEntry),
@@ -145,6 +159,8 @@ func New(cfg Config) *Graph {
 		pending:  make(map[*routeEntry]struct{}),
 		events:   newEventLog(cfg.EventBuffer),
 		subs:     make(map[*Subscription]struct{}),
+
+		baselines: make(map[string]*baseline),
 	}
 }
 
@@ -546,6 +562,10 @@ func (g *Graph) createLocked(ikey, id, origin string, local bool, src, dst netip
 		ikey: ikey, id: id, origin: origin, local: local,
 		src: src, dst: dst, hops: hops,
 		keys: make(map[RouteKey]*sampleRing),
+		now:  g.cfg.Now,
+	}
+	if local {
+		r.base = g.baselineLocked(ikey)
 	}
 	g.routes[ikey] = r
 	for i, h := range hops {
@@ -670,7 +690,11 @@ func (r *routeEntry) metricsOf() Metrics {
 				all = ring.ordered(all)
 			}
 		}
-		r.metrics = ComputeMetrics(all)
+		m, p10 := computeMetrics(all)
+		if r.base != nil {
+			m.RTTBaseline = r.base.observe(r.now(), p10)
+		}
+		r.metrics = m
 		r.dirty = false
 	}
 	return r.metrics
@@ -798,16 +822,21 @@ func (g *Graph) snapshotLocked() Snapshot {
 	return s
 }
 
-// Health ranks every link by fault likelihood (see HealthOf) over the
-// graph's current routes.
-func (g *Graph) Health() []LinkHealth {
-	g.mu.RLock()
-	in := make([]healthInput, 0, len(g.routes))
-	for _, r := range g.routes {
-		// r.hops is never modified after the route is created.
-		in = append(in, healthInput{hops: r.hops, keys: r.keysOf(), m: countsOf(r.metricsOf())})
+// baselineLocked returns the RTT baseline of ikey, creating it; stale
+// baselines of gone routes are dropped when the map has grown.
+func (g *Graph) baselineLocked(ikey string) *baseline {
+	if b := g.baselines[ikey]; b != nil {
+		return b
 	}
-	hc := g.cfg.Health
-	g.mu.RUnlock()
-	return localize(in, hc)
+	if len(g.baselines) > 2*len(g.routes)+64 {
+		now := g.cfg.Now()
+		for k, b := range g.baselines {
+			if g.routes[k] == nil && b.stale(now) {
+				delete(g.baselines, k)
+			}
+		}
+	}
+	b := newBaseline(g.cfg.BaselineWindow)
+	g.baselines[ikey] = b
+	return b
 }

@@ -1,6 +1,8 @@
 package graph
 
 import (
+	"github.com/dnms/dnms/internal/localize"
+
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -75,6 +77,11 @@ func TestHealthSynthetic(t *testing.T) {
 				}
 				if got := faultyLinks(rows); !slices.Equal(got, want) {
 					t.Errorf("seed %d: faulty %v, want %v", seed, got, want)
+					for _, r := range rows {
+						if r.Verdict == VerdictFaulty {
+							t.Logf("  F %s→%s est %.4f: %s", r.Src, r.Dst, r.EstimatedLoss, r.Evidence)
+						}
+					}
 					for _, r := range rows[:5] {
 						t.Logf("  %s→%s susp %.4f est %.4f %s: %s", r.Src, r.Dst, r.Suspicion, r.EstimatedLoss, r.Verdict, r.Evidence)
 					}
@@ -191,10 +198,10 @@ func TestHealthOrderIndependent(t *testing.T) {
 	loss := f.noise(rng)
 	loss[LinkID{f.leaf[3], f.spine[1]}] = 0.02
 	routes := f.routes(rng, loss)
-	a := localize(inputsOf(routes), DefaultHealthConfig())
+	a := localize.Run(inputsOf(routes), DefaultHealthConfig())
 	shuffled := slices.Clone(routes)
 	rng.Shuffle(len(shuffled), func(i, j int) { shuffled[i], shuffled[j] = shuffled[j], shuffled[i] })
-	b := localize(inputsOf(shuffled), DefaultHealthConfig())
+	b := localize.Run(inputsOf(shuffled), DefaultHealthConfig())
 	for i := range a {
 		if a[i].Src != b[i].Src || a[i].Dst != b[i].Dst || a[i].Verdict != b[i].Verdict ||
 			abs(a[i].Suspicion-b[i].Suspicion) > 1e-12 || abs(a[i].EstimatedLoss-b[i].EstimatedLoss) > 1e-9 {

@@ -44,9 +44,15 @@ func (r *sampleRing) ordered(dst []Sample) []Sample {
 // reverse losses are counted from Sample.Dir; a loss of unknown direction
 // counts only in Lost.
 func ComputeMetrics(samples []Sample) Metrics {
-	var m Metrics
+	m, _ := computeMetrics(samples)
+	return m
+}
+
+// computeMetrics is ComputeMetrics that also returns the 10th percentile of
+// the RTTs (0 when none), the low percentile the RTT baseline tracks.
+func computeMetrics(samples []Sample) (m Metrics, p10 float64) {
 	if len(samples) == 0 {
-		return m
+		return m, 0
 	}
 	s := slices.Clone(samples)
 	slices.SortStableFunc(s, func(a, b Sample) int {
@@ -95,7 +101,7 @@ func ComputeMetrics(samples []Sample) Metrics {
 	m.LossForward = float64(m.LostForward) / float64(m.Samples)
 	m.LossReverse = float64(m.LostReverse) / float64(m.Samples)
 	if len(rtts) == 0 {
-		return m
+		return m, 0
 	}
 	n := float64(len(rtts))
 	m.RTTAvg = sum / n
@@ -111,7 +117,7 @@ func ComputeMetrics(samples []Sample) Metrics {
 	m.RTTMax = rtts[len(rtts)-1]
 	m.RTTP50 = percentile(rtts, 0.50)
 	m.RTTP99 = percentile(rtts, 0.99)
-	return m
+	return m, percentile(rtts, 0.10)
 }
 
 // percentile is the nearest-rank percentile of sorted values.

@@ -3,6 +3,8 @@ package graph
 import (
 	"net/netip"
 	"time"
+
+	"github.com/dnms/dnms/internal/localize"
 )
 
 // TimeSource is where a sample's timestamps came from: "ebpf", "kernel" or
@@ -95,6 +97,10 @@ type Metrics struct {
 	JitterRFC3550 float64    `json:"jitterRfc3550Seconds"`
 	JitterStddev  float64    `json:"jitterStddevSeconds"`
 	Source        TimeSource `json:"source,omitempty"`
+	// RTTBaseline is the route's RTT baseline: the lowest 10th percentile
+	// of its ring over the graph's BaselineWindow, kept per hop list (a
+	// path change starts a new one). 0 when unknown.
+	RTTBaseline float64 `json:"rttBaselineSeconds,omitempty"`
 }
 
 // Route is one full hop list, source host to destination host, endpoints
@@ -131,30 +137,17 @@ type Snapshot struct {
 }
 
 // Verdict is the estimator's call on one link.
-type Verdict string
+type Verdict = localize.Verdict
 
 const (
-	VerdictOK      Verdict = "ok"
-	VerdictSuspect Verdict = "suspect"
-	VerdictFaulty  Verdict = "faulty"
+	VerdictOK      = localize.VerdictOK
+	VerdictSuspect = localize.VerdictSuspect
+	VerdictFaulty  = localize.VerdictFaulty
+	VerdictSlow    = localize.VerdictSlow
 )
 
-// LinkHealth is one row of /v1/graph/edges/health.
-type LinkHealth struct {
-	Src               string  `json:"src"`
-	Dst               string  `json:"dst"`
-	Suspicion         float64 `json:"suspicion"` // AvgLossThrough - AvgLossNotThrough
-	AvgLossThrough    float64 `json:"avgLossThrough"`
-	AvgLossNotThrough float64 `json:"avgLossNotThrough"`
-	RoutesThrough     int     `json:"routesThrough"`
-	SamplesThrough    int     `json:"samplesThrough"`
-	RoutesNotThrough  int     `json:"routesNotThrough"`
-	SamplesNotThrough int     `json:"samplesNotThrough"`
-	// Explain-away estimator.
-	EstimatedLoss float64 `json:"estimatedLoss"`
-	Verdict       Verdict `json:"verdict"`
-	Evidence      string  `json:"evidence,omitempty"`
-}
+// LinkHealth is one row of /v1/graph/edges/health (see localize.Row).
+type LinkHealth = localize.Row
 
 // EventType names a change.
 type EventType string

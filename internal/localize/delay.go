@@ -1,0 +1,145 @@
+package localize
+
+import (
+	"math"
+	"slices"
+)
+
+// delayObs are round-trip delay observations: observation p says the links
+// links[off[p]:off[p+1]] together add excess[p] seconds to a round trip.
+type delayObs struct {
+	off    []int32
+	links  []int32
+	excess []float64
+}
+
+func (d *delayObs) of(p int) []int32 { return d.links[d.off[p]:d.off[p+1]] }
+
+// delayObservations makes one observation per route with a delay figure,
+// over its links and those of its (first) reverse route: an RTT excess is
+// added somewhere on the round trip. Without a reverse route in the set the
+// observation covers the forward links only. The median excess over all
+// observations is subtracted first: what every route sees (the probing
+// hosts' own load) is no link's fault.
+func delayObservations(in []Input, ix *index, revOff, rev []int32) *delayObs {
+	d := &delayObs{off: []int32{0}}
+	for p, r := range in {
+		if !r.HasDelay || len(r.Hops) < 2 || math.IsNaN(r.DelayExcess) {
+			continue
+		}
+		start := len(d.links)
+		d.links = append(d.links, ix.routeLinks(p)...)
+		if revOff[p] < revOff[p+1] {
+			for _, l := range ix.routeLinks(int(rev[revOff[p]])) {
+				if !slices.Contains(d.links[start:], l) {
+					d.links = append(d.links, l)
+				}
+			}
+		}
+		d.off = append(d.off, int32(len(d.links)))
+		d.excess = append(d.excess, max(r.DelayExcess, 0))
+	}
+	if len(d.excess) > 0 {
+		med := median(d.excess)
+		for p := range d.excess {
+			d.excess[p] = max(d.excess[p]-med, 0)
+		}
+	}
+	return d
+}
+
+func median(v []float64) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+// delaySeed fills DelayExcessSeconds: mean excess of the observations
+// through the link minus that of the observations not through it.
+func delaySeed(d *delayObs, by *csr, rows []Row) {
+	var tot float64
+	for _, e := range d.excess {
+		tot += e
+	}
+	n := float64(len(d.excess))
+	for l := range rows {
+		rs := by.of(l)
+		if len(rs) == 0 {
+			continue
+		}
+		var through float64
+		for _, p := range rs {
+			through += d.excess[p]
+		}
+		k := float64(len(rs))
+		rows[l].DelayExcessSeconds = through/k - ratio(tot-through, n-k)
+	}
+}
+
+// fitDelay fits non-negative per-link delays d_l with excess_p ≈ Σ_{l∈p} d_l
+// by coordinate descent on Σ_p (excess_p − Σ d)² + 2·forgive·Σ d, then
+// refits the selected links (d > 0) without the penalty so their estimates
+// are not shrunk.
+func fitDelay(d *delayObs, by *csr, nl int, c Config) []float64 {
+	est := make([]float64, nl)
+	resid := slices.Clone(d.excess)
+	var active []int
+	for l := 0; l < nl; l++ {
+		if len(by.of(l)) > 0 {
+			active = append(active, l)
+		}
+	}
+	sweepDelay(by, est, resid, active, c.DelayForgive, c.Sweeps)
+	selected := slices.DeleteFunc(active, func(l int) bool { return est[l] <= 0 })
+	sweepDelay(by, est, resid, selected, 0, c.Sweeps)
+	return est
+}
+
+// sweepDelay runs coordinate descent over active until no link moves by
+// more than 100 ns.
+func sweepDelay(by *csr, est, resid []float64, active []int, forgive float64, sweeps int) {
+	for s := 0; s < sweeps; s++ {
+		moved := 0.0
+		for _, l := range active {
+			rs := by.of(l)
+			var sum float64
+			for _, p := range rs {
+				sum += resid[p] + est[l]
+			}
+			nd := max((sum-forgive)/float64(len(rs)), 0)
+			if nd == est[l] {
+				continue
+			}
+			for _, p := range rs {
+				resid[p] -= nd - est[l]
+			}
+			moved = max(moved, math.Abs(nd-est[l]))
+			est[l] = nd
+		}
+		if moved < 1e-7 {
+			return
+		}
+	}
+}
+
+// delayVerdicts sets EstimatedDelaySeconds and turns an OK link slow when
+// its estimate reaches SlowMinSeconds over at least SlowMinRoutes routes.
+func delayVerdicts(est []float64, by *csr, c Config, rows []Row) {
+	for l := range rows {
+		rows[l].EstimatedDelaySeconds = est[l]
+		if rows[l].Verdict == VerdictOK && est[l] >= c.SlowMinSeconds && len(by.of(l)) >= c.SlowMinRoutes {
+			rows[l].Verdict = VerdictSlow
+		}
+	}
+}
+
+// localizeDelay is the delay half of Run.
+func localizeDelay(in []Input, ix *index, revOff, rev []int32, c Config, rows []Row) {
+	d := delayObservations(in, ix, revOff, rev)
+	if len(d.excess) == 0 {
+		return
+	}
+	by := byLink(len(d.excess), len(rows), d.of, func(int) bool { return true })
+	delaySeed(d, by, rows)
+	delayVerdicts(fitDelay(d, by, len(rows), c), by, c, rows)
+}

@@ -1,0 +1,169 @@
+package localize
+
+import "slices"
+
+// obs is what the probes say, in flat arrays. Observation p crosses
+// links[off[p]:off[p+1]]; trials probes crossed it and losses of them were
+// lost on it. The first observations are the routes, in input order (a
+// route's forward probes plus the acks of the routes whose reverse it is);
+// round trips of routes whose losses have no known direction follow.
+type obs struct {
+	off    []int32
+	links  []int32
+	trials []float64
+	losses []float64
+	// shares are the reverse losses of routes with several reverse routes
+	// (keys merged on one forward route whose acks took different paths):
+	// split evenly at first, then by the fit (resplit).
+	shares []share
+}
+
+// share is one route's reverse losses to be divided over its targets.
+type share struct {
+	targets []int32
+	lost    float64
+	cur     []float64 // what each target has now; nil: even
+}
+
+func (o *obs) of(p int) []int32 { return o.links[o.off[p]:o.off[p+1]] }
+
+// addUnion adds an observation over the union of two link lists.
+func (o *obs) addUnion(a, b []int32, trials, losses float64) {
+	start := len(o.links)
+	o.links = append(o.links, a...)
+	for _, l := range b {
+		if !slices.Contains(o.links[start:], l) {
+			o.links = append(o.links, l)
+		}
+	}
+	o.off = append(o.off, int32(len(o.links)))
+	o.trials = append(o.trials, trials)
+	o.losses = append(o.losses, losses)
+}
+
+// splitLoss divides a route's lost probes into forward and reverse losses.
+// Losses of unknown direction are split in the proportion of the route's
+// known-direction losses (a lost ack is as likely among them as among the
+// known ones); when no direction is known, or the reverse route is not in
+// the set, they count as forward.
+func splitLoss(r Input, haveReverse bool) (fwd, rev float64) {
+	lost := min(max(r.Lost, 0), r.Samples)
+	kf := min(max(r.LostForward, 0), lost)
+	kr := min(max(r.LostReverse, 0), lost-kf)
+	unknown := float64(lost - kf - kr)
+	fwd, rev = float64(kf), float64(kr)
+	if haveReverse && kf+kr > 0 {
+		share := fwd / (fwd + rev)
+		return fwd + unknown*share, rev + unknown*(1-share)
+	}
+	return fwd + unknown, rev
+}
+
+// reverses finds, for every route, the routes of its keys' reverse keys
+// (dst→src, same port), matched by endpoint nodes. revOff/rev are CSR.
+func reverses(in []Input, ix *index) (revOff, rev []int32) {
+	byKey := make(map[uint64]int32)
+	key := func(src, dst int32, port uint16) uint64 {
+		return uint64(src)<<40 | uint64(dst)<<16 | uint64(port)
+	}
+	for p, r := range in {
+		if len(r.Hops) < 2 {
+			continue
+		}
+		s, d := ix.ends(p)
+		for _, port := range r.Ports {
+			if _, ok := byKey[key(s, d, port)]; !ok {
+				byKey[key(s, d, port)] = int32(p)
+			}
+		}
+	}
+	revOff = make([]int32, len(in)+1)
+	for p, r := range in {
+		revOff[p] = int32(len(rev))
+		if len(r.Hops) < 2 {
+			continue
+		}
+		s, d := ix.ends(p)
+		for _, port := range r.Ports {
+			if q, ok := byKey[key(d, s, port)]; ok {
+				rev = append(rev, q)
+			}
+		}
+	}
+	revOff[len(in)] = int32(len(rev))
+	return revOff, rev
+}
+
+// splitDirections turns routes into loss observations.
+//
+// A route's forward losses (and its share of the losses of unknown
+// direction, see splitLoss) are charged to its own links, over all its
+// samples. Its reverse losses are charged to the links of its reverse
+// route(s) (the path the acks took), over the probes that reached the
+// reflector. When no route in the set is its reverse (an agent alone knows
+// only its own routes), the reverse losses and the ack trials are left out
+// rather than guessed. A route whose keys' reverses are different routes
+// splits them evenly by key. A route with losses but no direction at all
+// (no reflector counters) is one round-trip observation per reverse route
+// over the forward and reverse links together.
+func splitDirections(in []Input, ix *index, revOff, rev []int32) *obs {
+	o := &obs{
+		off:    slices.Clone(ix.linkOff),
+		links:  slices.Clone(ix.links),
+		trials: make([]float64, len(in)),
+		losses: make([]float64, len(in)),
+	}
+	for p, r := range in {
+		if r.Samples <= 0 || len(r.Hops) < 2 {
+			continue
+		}
+		targets := rev[revOff[p]:revOff[p+1]]
+		if r.LostForward <= 0 && r.LostReverse <= 0 && r.Lost > 0 && len(targets) > 0 {
+			frac := 1 / float64(len(targets))
+			for _, q := range targets {
+				o.addUnion(ix.routeLinks(p), ix.routeLinks(int(q)), float64(r.Samples)*frac, float64(min(r.Lost, r.Samples))*frac)
+			}
+			continue
+		}
+		fwd, rv := splitLoss(r, len(targets) > 0)
+		o.trials[p] += float64(r.Samples)
+		o.losses[p] += fwd
+		if len(targets) == 0 {
+			continue
+		}
+		frac := 1 / float64(len(targets))
+		for _, q := range targets {
+			o.trials[q] += (float64(r.Samples) - fwd) * frac
+			o.losses[q] += rv * frac
+		}
+		if len(targets) > 1 && rv > 0 {
+			o.shares = append(o.shares, share{targets: targets, lost: rv})
+		}
+	}
+	return o
+}
+
+// resplit divides the reverse losses of every share in proportion to the
+// loss the fit now gives each target route (1 − prod), instead of evenly: a
+// lost ack is more likely on the reverse path that loses more (one EM step
+// over which path each ack took). floor keeps every target possible.
+func (o *obs) resplit(prod []float64, floor float64) {
+	for i := range o.shares {
+		s := &o.shares[i]
+		if s.cur == nil {
+			s.cur = make([]float64, len(s.targets))
+			for j := range s.cur {
+				s.cur[j] = s.lost / float64(len(s.targets))
+			}
+		}
+		var tot float64
+		for _, q := range s.targets {
+			tot += 1 - prod[q] + floor
+		}
+		for j, q := range s.targets {
+			nw := s.lost * (1 - prod[q] + floor) / tot
+			o.losses[q] += nw - s.cur[j]
+			s.cur[j] = nw
+		}
+	}
+}

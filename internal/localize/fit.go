@@ -1,0 +1,136 @@
+package localize
+
+import "math"
+
+// lossFit holds per-link success rates x_l and, per observation, the
+// product of x over its links.
+type lossFit struct {
+	o    *obs
+	by   *csr
+	x    []float64
+	prod []float64
+	y    []float64 // observed success ratio per observation
+}
+
+func newLossFit(o *obs, nl int) *lossFit {
+	f := &lossFit{o: o, x: make([]float64, nl), prod: make([]float64, len(o.trials)), y: make([]float64, len(o.trials))}
+	f.by = byLink(len(o.trials), nl, o.of, func(p int) bool { return o.trials[p] > 0 })
+	for l := range f.x {
+		f.x[l] = 1
+	}
+	for p := range f.prod {
+		f.prod[p] = 1
+		f.y[p] = 1 - ratio(o.losses[p], o.trials[p])
+	}
+	return f
+}
+
+// resetY recomputes the observed success ratios after the losses moved.
+func (f *lossFit) resetY() {
+	for p := range f.y {
+		f.y[p] = 1 - ratio(f.o.losses[p], f.o.trials[p])
+	}
+}
+
+// others is Π x over p's links except l.
+func (f *lossFit) others(p int32, l int) float64 {
+	if f.x[l] > 1e-6 {
+		return f.prod[p] / f.x[l]
+	}
+	c := 1.0
+	for _, k := range f.o.of(int(p)) {
+		if int(k) != l {
+			c *= f.x[k]
+		}
+	}
+	return c
+}
+
+// set changes x_l and the products of its observations.
+func (f *lossFit) set(l int, nx float64) {
+	for _, p := range f.by.of(l) {
+		if f.x[l] > 1e-6 {
+			f.prod[p] = f.prod[p] / f.x[l] * nx
+		} else {
+			f.prod[p] = f.others(p, l) * nx
+		}
+	}
+	f.x[l] = nx
+}
+
+// lossy lists the links on at least one lossy observation: only they can
+// leave 1 (a link whose observations are all loss-free has its optimum at
+// x >= 1 whatever the others are).
+func (f *lossFit) lossy() []int {
+	var out []int
+	for l := range f.x {
+		for _, p := range f.by.of(l) {
+			if f.o.losses[p] > 0 {
+				out = append(out, l)
+				break
+			}
+		}
+	}
+	return out
+}
+
+// run fits x over the links in active so that every observation's success
+// ratio y_p ≈ Π_{l∈p} x_l (NetBouncer-style), minimising
+//
+//	Σ_p trials_p·(y_p − Π_{l∈p} x_l)² + 2·forgive·Σ_l (1 − x_l)
+//
+// by coordinate descent, until no update moves a link's expected lost-probe
+// count by more than a twentieth of a probe. With forgive > 0 the L1 term
+// explains a path's losses by the fewest links; with 0 it is the plain
+// (unbiased) least-squares fit. It returns the sweeps used.
+func (f *lossFit) run(active []int, forgive float64, sweeps int) int {
+	n := 0
+	for n < sweeps {
+		n++
+		maxMove := 0.0
+		for _, l := range active {
+			var num, den float64
+			for _, p := range f.by.of(l) {
+				c := f.others(p, l)
+				w := f.o.trials[p]
+				num += w * c * f.y[p]
+				den += w * c * c
+			}
+			if den <= 0 {
+				continue
+			}
+			nx := min(max((num+forgive)/den, 0), 1)
+			if nx == f.x[l] {
+				continue
+			}
+			maxMove = max(maxMove, math.Abs(nx-f.x[l])*den)
+			f.set(l, nx)
+		}
+		if maxMove < 0.05 {
+			break
+		}
+	}
+	return n
+}
+
+// fitLoss selects the lossy links with the penalised fit, then refits the
+// selected ones without the penalty: the penalty pulls a selected link's
+// estimate down by about forgive ÷ its probes, the refit removes that bias
+// (issue 14). Links the penalty set to exactly 1 stay at 1.
+func fitLoss(o *obs, nl int, c Config) *lossFit {
+	f := newLossFit(o, nl)
+	f.run(f.lossy(), c.Forgive, c.Sweeps)
+	for i := 0; i < 3 && len(o.shares) > 0; i++ {
+		o.resplit(f.prod, c.NegligibleLoss)
+		f.resetY()
+		f.run(f.lossy(), c.Forgive, c.Sweeps)
+	}
+	var selected []int
+	for l, x := range f.x {
+		if x < 1 {
+			selected = append(selected, l)
+		}
+	}
+	f.run(selected, 0, c.Sweeps)
+	return f
+}

@@ -1,0 +1,115 @@
+package localize
+
+import (
+	"cmp"
+	"slices"
+)
+
+// index numbers nodes and links. Links are numbered in (src, dst) node-name
+// order, so the result of Run does not depend on the order of its input.
+type index struct {
+	names []string // node names, sorted
+	// hop p's nodes are nodes[hopOff[p]:hopOff[p+1]].
+	nodes  []int32
+	hopOff []int32
+	// route p crosses links[linkOff[p]:linkOff[p+1]] (each link once).
+	links   []int32
+	linkOff []int32
+	// linkEnds[l] is src<<32 | dst of link l.
+	linkEnds []uint64
+}
+
+func (ix *index) nLinks() int              { return len(ix.linkEnds) }
+func (ix *index) routeLinks(p int) []int32 { return ix.links[ix.linkOff[p]:ix.linkOff[p+1]] }
+func (ix *index) ends(p int) (src, dst int32) {
+	return ix.nodes[ix.hopOff[p]], ix.nodes[ix.hopOff[p+1]-1]
+}
+func (ix *index) linkName(l int) (src, dst string) {
+	k := ix.linkEnds[l]
+	return ix.names[k>>32], ix.names[k&0xffffffff]
+}
+
+// sortedPerm returns the permutation of 0..n-1 that sorts by less, and its
+// inverse (rank[i] is where i goes).
+func sortedPerm(n int, compare func(a, b int32) int) (perm, rank []int32) {
+	perm = make([]int32, n)
+	for i := range perm {
+		perm[i] = int32(i)
+	}
+	slices.SortFunc(perm, compare)
+	rank = make([]int32, n)
+	for r, i := range perm {
+		rank[i] = int32(r)
+	}
+	return perm, rank
+}
+
+// renumber maps every id in ids through rank.
+func renumber(ids, rank []int32) {
+	for i, id := range ids {
+		ids[i] = rank[id]
+	}
+}
+
+// indexNodes interns the hop names of every route, numbered in name order.
+func indexNodes(in []Input) *index {
+	ix := &index{hopOff: make([]int32, len(in)+1)}
+	seen := make(map[string]int32)
+	total := 0
+	for _, r := range in {
+		total += len(r.Hops)
+	}
+	ix.nodes = make([]int32, 0, total)
+	for p, r := range in {
+		ix.hopOff[p] = int32(len(ix.nodes))
+		for _, h := range r.Hops {
+			id, ok := seen[h]
+			if !ok {
+				id = int32(len(ix.names))
+				seen[h] = id
+				ix.names = append(ix.names, h)
+			}
+			ix.nodes = append(ix.nodes, id)
+		}
+	}
+	ix.hopOff[len(in)] = int32(len(ix.nodes))
+	perm, rank := sortedPerm(len(ix.names), func(a, b int32) int { return cmp.Compare(ix.names[a], ix.names[b]) })
+	renumber(ix.nodes, rank)
+	sorted := make([]string, len(perm))
+	for r, id := range perm {
+		sorted[r] = ix.names[id]
+	}
+	ix.names = sorted
+	return ix
+}
+
+// indexLinks lists every route's links (a looping trace crosses a link once
+// for our purpose) and numbers them in (src, dst) order.
+func indexLinks(in []Input) *index {
+	ix := indexNodes(in)
+	seen := make(map[uint64]int32)
+	ix.linkOff = make([]int32, len(in)+1)
+	ix.links = make([]int32, 0, len(ix.nodes))
+	for p := range in {
+		ix.linkOff[p] = int32(len(ix.links))
+		start := len(ix.links)
+		hs := ix.nodes[ix.hopOff[p]:ix.hopOff[p+1]]
+		for j := 1; j < len(hs); j++ {
+			k := uint64(hs[j-1])<<32 | uint64(hs[j])
+			id, ok := seen[k]
+			if !ok {
+				id = int32(len(ix.linkEnds))
+				seen[k] = id
+				ix.linkEnds = append(ix.linkEnds, k)
+			}
+			if !slices.Contains(ix.links[start:], id) {
+				ix.links = append(ix.links, id)
+			}
+		}
+	}
+	ix.linkOff[len(in)] = int32(len(ix.links))
+	_, rank := sortedPerm(len(ix.linkEnds), func(a, b int32) int { return cmp.Compare(ix.linkEnds[a], ix.linkEnds[b]) })
+	renumber(ix.links, rank)
+	slices.Sort(ix.linkEnds)
+	return ix
+}

@@ -1,0 +1,72 @@
+package localize
+
+import (
+	"cmp"
+	"slices"
+)
+
+// Run computes one Row per link crossed by the routes in in, sorted by
+// seed suspicion (descending; see SortBySuspicion). The result does not
+// depend on the order of in.
+func Run(in []Input, c Config) []Row {
+	c = c.WithDefaults()
+	ix := indexLinks(in)
+	revOff, rev := reverses(in, ix)
+	o := splitDirections(in, ix, revOff, rev)
+	rows := make([]Row, ix.nLinks())
+	seedScore(o, ix, rows)
+	lossVerdicts(fitLoss(o, len(rows), c), c, rows)
+	localizeDelay(in, ix, revOff, rev, c, rows)
+	SortBySuspicion(rows)
+	return rows
+}
+
+// SortBySuspicion orders rows the seed's way: suspicion descending, then
+// estimated loss descending, then link.
+func SortBySuspicion(rows []Row) {
+	slices.SortStableFunc(rows, func(a, b Row) int {
+		if c := cmp.Compare(b.Suspicion, a.Suspicion); c != 0 {
+			return c
+		}
+		if c := cmp.Compare(b.EstimatedLoss, a.EstimatedLoss); c != 0 {
+			return c
+		}
+		return compareLinks(a, b)
+	})
+}
+
+// SortByEstimate orders rows by verdict (faulty, suspect, slow, ok), then
+// estimated loss, then estimated delay (both descending), then link.
+func SortByEstimate(rows []Row) {
+	slices.SortStableFunc(rows, func(a, b Row) int {
+		if c := cmp.Compare(verdictRank(a.Verdict), verdictRank(b.Verdict)); c != 0 {
+			return c
+		}
+		if c := cmp.Compare(b.EstimatedLoss, a.EstimatedLoss); c != 0 {
+			return c
+		}
+		if c := cmp.Compare(b.EstimatedDelaySeconds, a.EstimatedDelaySeconds); c != 0 {
+			return c
+		}
+		return compareLinks(a, b)
+	})
+}
+
+func verdictRank(v Verdict) int {
+	switch v {
+	case VerdictFaulty:
+		return 0
+	case VerdictSuspect:
+		return 1
+	case VerdictSlow:
+		return 2
+	}
+	return 3
+}
+
+func compareLinks(a, b Row) int {
+	if c := cmp.Compare(a.Src, b.Src); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.Dst, b.Dst)
+}

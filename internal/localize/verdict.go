@@ -1,0 +1,151 @@
+package localize
+
+import (
+	"cmp"
+	"encoding/binary"
+	"fmt"
+	"hash/fnv"
+	"math"
+	"slices"
+	"strings"
+)
+
+// lossTest is one link's evidence: observed lost probes on its
+// observations, the losses the other links explain, the probes, and the
+// p-value of "this link loses at most NegligibleLoss".
+type lossTest struct {
+	observed, explained, trials float64
+	p                           float64
+}
+
+// testLink runs the one-sided likelihood-ratio test for link l: under the
+// null hypothesis the link loses at most q0, so the observed losses are
+// Poisson with mean Σ trials·(1 − c·(1−q0)), c the success the other links
+// give each observation.
+func testLink(f *lossFit, l int, q0 float64) lossTest {
+	var t lossTest
+	var null float64
+	for _, p := range f.by.of(l) {
+		c := f.others(p, l)
+		w := f.o.trials[p]
+		t.observed += f.o.losses[p]
+		t.explained += w * (1 - c)
+		null += w * (1 - c*(1-q0))
+		t.trials += w
+	}
+	t.p = poissonUpperLR(t.observed, null)
+	return t
+}
+
+// poissonUpperLR is the one-sided p-value of observing k events when the
+// mean is mu, from the likelihood-ratio statistic G = 2(k ln(k/mu) − (k−mu))
+// (χ² with one degree of freedom under the null, halved for one side).
+func poissonUpperLR(k, mu float64) float64 {
+	if k <= mu || k <= 0 {
+		return 1
+	}
+	mu = max(mu, 1e-12)
+	g := 2 * (k*math.Log(k/mu) - (k - mu))
+	return 0.5 * math.Erfc(math.Sqrt(g/2))
+}
+
+// bhReject returns which of the p-values the Benjamini–Hochberg procedure
+// rejects at false-discovery rate q over m tests.
+func bhReject(ps []float64, q float64) []bool {
+	order, _ := sortedPerm(len(ps), func(a, b int32) int { return cmp.Compare(ps[a], ps[b]) })
+	m := float64(len(ps))
+	k := -1
+	for i, id := range order {
+		if ps[id] <= q*float64(i+1)/m {
+			k = i
+		}
+	}
+	out := make([]bool, len(ps))
+	for i := 0; i <= k; i++ {
+		out[order[i]] = true
+	}
+	return out
+}
+
+// lossVerdicts sets EstimatedLoss, LossPValue, the loss verdict and the
+// evidence of every row. Faulty needs rejection at FaultyFDR, suspect at
+// SuspectFDR; both need MinExcess lost probes beyond what the other links
+// explain.
+func lossVerdicts(f *lossFit, c Config, rows []Row) {
+	tests := make([]lossTest, len(rows))
+	ps := make([]float64, len(rows))
+	for l := range rows {
+		tests[l] = testLink(f, l, c.NegligibleLoss)
+		ps[l] = tests[l].p
+	}
+	faulty, suspect := bhReject(ps, c.FaultyFDR), bhReject(ps, c.SuspectFDR)
+	tw := newTwins(f.by)
+	for l := range rows {
+		h, t := &rows[l], tests[l]
+		h.EstimatedLoss = 1 - f.x[l]
+		h.LossPValue = t.p
+		h.Verdict = VerdictOK
+		enough := t.observed-t.explained >= c.MinExcess && h.EstimatedLoss > c.NegligibleLoss
+		switch {
+		case enough && faulty[l]:
+			h.Verdict = VerdictFaulty
+		case enough && suspect[l]:
+			h.Verdict = VerdictSuspect
+		}
+		h.Evidence = "no samples"
+		if t.trials > 0 {
+			h.Evidence = fmt.Sprintf("estimated %.2f%% loss: %.0f of %.0f probes lost on %d routes through it, %.1f explained by other links (p=%.2g)",
+				100*h.EstimatedLoss, t.observed, t.trials, len(f.by.of(l)), t.explained, t.p)
+		}
+		if h.Verdict != VerdictOK {
+			h.Evidence += tw.note(l, rows)
+		}
+	}
+}
+
+// twins groups links that carry exactly the same observations: they cannot
+// be told apart (e.g. a host's uplink and the one leaf uplink it uses), so
+// the fit gives the loss to one of them and the evidence names the others.
+type twins struct {
+	by    *csr
+	group map[uint64][]int
+}
+
+func obsHash(rs []int32) uint64 {
+	h := fnv.New64a()
+	var b [4]byte
+	for _, p := range rs {
+		binary.LittleEndian.PutUint32(b[:], uint32(p))
+		h.Write(b[:])
+	}
+	return h.Sum64()
+}
+
+func newTwins(by *csr) *twins {
+	t := &twins{by: by, group: make(map[uint64][]int)}
+	for l := 0; l+1 < len(by.off); l++ {
+		if rs := by.of(l); len(rs) > 0 {
+			k := obsHash(rs)
+			t.group[k] = append(t.group[k], l)
+		}
+	}
+	return t
+}
+
+// note is the evidence suffix naming up to three twins of l.
+func (t *twins) note(l int, rows []Row) string {
+	rs := t.by.of(l)
+	if len(rs) == 0 {
+		return ""
+	}
+	var names []string
+	for _, o := range t.group[obsHash(rs)] {
+		if o != l && len(names) < 3 && slices.Equal(t.by.of(o), rs) {
+			names = append(names, rows[o].Src+"→"+rows[o].Dst)
+		}
+	}
+	if len(names) == 0 {
+		return ""
+	}
+	return "; indistinguishable from " + strings.Join(names, ", ") + " (same routes)"
+}
