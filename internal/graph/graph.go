@@ -63,7 +63,7 @@ type Graph struct {
 	subs     map[*Subscription]struct{}
 	// baselines outlive their routes: by routeEntry.ikey (origin + hop
 	// list), so a path that comes back keeps its RTT baseline.
-	baselines map[string]*baseline
+	baselines map[baselineKey]*baseline
 
 	health healthCache
 }
@@ -90,7 +90,7 @@ type routeEntry struct {
 
 	lastUpdate time.Time
 	now        func() time.Time
-	base       *baseline // local routes only
+	bases      map[RouteKey]*baseline // local keys' RTT baselines
 
 	mmu      sync.Mutex // guards the lazily computed fields below for readers
 	metrics  Metrics
@@ -115,6 +115,11 @@ func (r *routeEntry) delKey(k RouteKey) {
 func (r *routeEntry) keysOf() []RouteKey {
 	r.mmu.Lock()
 	defer r.mmu.Unlock()
+	return r.sortedKeysLocked()
+}
+
+// sortedKeysLocked is keysOf under r.mmu.
+func (r *routeEntry) sortedKeysLocked() []RouteKey {
 	if r.keyStale || r.keyList == nil {
 		ks := make([]RouteKey, 0, len(r.keys))
 		for k := range r.keys {
@@ -160,7 +165,7 @@ func New(cfg Config) *Graph {
 		events:   newEventLog(cfg.EventBuffer),
 		subs:     make(map[*Subscription]struct{}),
 
-		baselines: make(map[string]*baseline),
+		baselines: make(map[baselineKey]*baseline),
 	}
 }
 
@@ -517,6 +522,7 @@ func (g *Graph) attachLocked(key RouteKey, id, origin string, local bool, src, d
 	r := g.routes[ikey]
 	if r == nil {
 		r = g.createLocked(ikey, id, origin, local, src, dst, hops)
+		g.keyBaselineLocked(r, key, ring)
 		r.setKey(key, ring)
 		r.dirty = true
 		g.keys[key] = r
@@ -524,6 +530,7 @@ func (g *Graph) attachLocked(key RouteKey, id, origin string, local bool, src, d
 		r.lastUpdate = g.cfg.Now()
 		return r
 	}
+	g.keyBaselineLocked(r, key, ring)
 	r.setKey(key, ring)
 	g.keys[key] = r
 	r.mmu.Lock()
@@ -563,9 +570,6 @@ func (g *Graph) createLocked(ikey, id, origin string, local bool, src, dst netip
 		src: src, dst: dst, hops: hops,
 		keys: make(map[RouteKey]*sampleRing),
 		now:  g.cfg.Now,
-	}
-	if local {
-		r.base = g.baselineLocked(ikey)
 	}
 	g.routes[ikey] = r
 	for i, h := range hops {
@@ -690,14 +694,42 @@ func (r *routeEntry) metricsOf() Metrics {
 				all = ring.ordered(all)
 			}
 		}
-		m, p10 := computeMetrics(all)
-		if r.base != nil {
-			m.RTTBaseline = r.base.observe(r.now(), p10)
-		}
+		m := ComputeMetrics(all)
+		m.RTTBaseline, m.RTTExcessByKey = r.keyExcessLocked()
 		r.metrics = m
 		r.dirty = false
 	}
 	return r.metrics
+}
+
+// keyExcessLocked folds every key's ring into its RTT baseline and returns
+// the route's baseline (the lowest of its keys') and each key's excess
+// (ring p50 − baseline; -1 when the key has no RTT or no baseline), in
+// key order. Under r.mmu.
+func (r *routeEntry) keyExcessLocked() (float64, []float64) {
+	keys := r.sortedKeysLocked()
+	out := make([]float64, len(keys))
+	now := r.now()
+	low := 0.0
+	var buf []Sample
+	for i, k := range keys {
+		out[i] = -1
+		ring, b := r.keys[k], r.bases[k]
+		if ring == nil || b == nil {
+			continue
+		}
+		buf = ring.ordered(buf[:0])
+		km, p10 := computeMetrics(buf)
+		base := b.observe(now, p10)
+		if base <= 0 || km.Samples == km.Lost {
+			continue
+		}
+		out[i] = max(km.RTTP50-base, 0)
+		if low == 0 || base < low {
+			low = base
+		}
+	}
+	return low, out
 }
 
 // routeCopyLocked returns a deep copy of r with current metrics.
@@ -822,21 +854,36 @@ func (g *Graph) snapshotLocked() Snapshot {
 	return s
 }
 
-// baselineLocked returns the RTT baseline of ikey, creating it; stale
-// baselines of gone routes are dropped when the map has grown.
-func (g *Graph) baselineLocked(ikey string) *baseline {
-	if b := g.baselines[ikey]; b != nil {
-		return b
+// keyBaselineLocked gives a local key of r its RTT baseline: the one of
+// (r's hop list, key), kept across path changes, created when new. Stale
+// baselines are dropped when the map has grown past twice the keys.
+func (g *Graph) keyBaselineLocked(r *routeEntry, k RouteKey, ring *sampleRing) {
+	if ring == nil {
+		return
 	}
-	if len(g.baselines) > 2*len(g.routes)+64 {
-		now := g.cfg.Now()
-		for k, b := range g.baselines {
-			if g.routes[k] == nil && b.stale(now) {
-				delete(g.baselines, k)
+	bk := baselineKey{ikey: r.ikey, key: k}
+	b := g.baselines[bk]
+	if b == nil {
+		if len(g.baselines) > 2*len(g.keys)+64 {
+			now := g.cfg.Now()
+			for k, b := range g.baselines {
+				if b.stale(now) {
+					delete(g.baselines, k)
+				}
 			}
 		}
+		b = newBaseline(g.cfg.BaselineWindow)
+		g.baselines[bk] = b
 	}
-	b := newBaseline(g.cfg.BaselineWindow)
-	g.baselines[ikey] = b
-	return b
+	if r.bases == nil {
+		r.bases = make(map[RouteKey]*baseline)
+	}
+	r.bases[k] = b
+}
+
+// baselineKey names a round trip: the forward hop list (the route's
+// internal key) and the flow, whose reverse path the flow's port picks.
+type baselineKey struct {
+	ikey string
+	key  RouteKey
 }

@@ -87,6 +87,9 @@ func Validate(s Snapshot) error {
 				return fmt.Errorf("%s: metric value %v out of range", name, f)
 			}
 		}
+		if err := validExcess(m.RTTExcessByKey, len(r.Keys)); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
 	}
 	return nil
 }
@@ -117,8 +120,8 @@ func inputOf(hops []string, keys []RouteKey, m Metrics, ports []uint16) (localiz
 		LostForward: m.LostForward,
 		LostReverse: m.LostReverse,
 	}
-	if m.RTTBaseline > 0 && m.Samples > m.Lost {
-		in.DelayExcess, in.HasDelay = m.RTTP50-m.RTTBaseline, true
+	if len(m.RTTExcessByKey) == len(keys) {
+		in.Excess = m.RTTExcessByKey
 	}
 	return in, ports
 }
@@ -134,4 +137,18 @@ func inputsOf(routes []Route) []localize.Input {
 		in[i], ports = inputOf(r.Hops, r.Keys, r.Metrics, ports)
 	}
 	return in
+}
+
+// validExcess checks a route's per-key RTT excess: none, or one finite
+// value per key (-1 for unknown).
+func validExcess(ex []float64, keys int) error {
+	if len(ex) != 0 && len(ex) != keys {
+		return fmt.Errorf("%d rttExcessByKeySeconds values for %d keys", len(ex), keys)
+	}
+	for _, e := range ex {
+		if math.IsNaN(e) || math.IsInf(e, 0) || (e < 0 && e != -1) {
+			return fmt.Errorf("rttExcessByKeySeconds value %v out of range (want >= 0, or -1 for unknown)", e)
+		}
+	}
+	return nil
 }

@@ -97,10 +97,15 @@ type Metrics struct {
 	JitterRFC3550 float64    `json:"jitterRfc3550Seconds"`
 	JitterStddev  float64    `json:"jitterStddevSeconds"`
 	Source        TimeSource `json:"source,omitempty"`
-	// RTTBaseline is the route's RTT baseline: the lowest 10th percentile
-	// of its ring over the graph's BaselineWindow, kept per hop list (a
-	// path change starts a new one). 0 when unknown.
+	// RTTBaseline is the route's RTT baseline: the lowest of its keys'
+	// baselines (see RTTExcessByKey), kept per hop list and flow (a path
+	// change starts a new one). 0 when unknown.
 	RTTBaseline float64 `json:"rttBaselineSeconds,omitempty"`
+	// RTTExcessByKey is, per key of the route (in Route.Keys order), the
+	// ring's p50 RTT minus the key's baseline (the lowest ring 10th
+	// percentile of that flow on these hops over BaselineWindow), in
+	// seconds; -1 when unknown. The delay localization reads it.
+	RTTExcessByKey []float64 `json:"rttExcessByKeySeconds,omitempty"`
 }
 
 // Route is one full hop list, source host to destination host, endpoints

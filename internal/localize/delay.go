@@ -11,33 +11,45 @@ type delayObs struct {
 	off    []int32
 	links  []int32
 	excess []float64
+	route  []int32 // the route of each observation (one per key)
 }
 
 func (d *delayObs) of(p int) []int32 { return d.links[d.off[p]:d.off[p+1]] }
 
-// delayObservations makes one observation per route with a delay figure,
-// over its links and those of its (first) reverse route: an RTT excess is
-// added somewhere on the round trip. Without a reverse route in the set the
-// observation covers the forward links only. The median excess over all
+// delayObservations makes one observation per key with a delay figure,
+// over its route's links and those of its reverse route: an RTT excess is
+// added somewhere on the round trip. A key whose reverse route is not in
+// the set is left out: its excess may come from links nobody can name
+// (charging it to the forward links blames them for the reverse path; an
+// agent alone knows no reverse routes, so delay is localized where the
+// routes of both ends meet, on the aggregator). The median excess over all
 // observations is subtracted first: what every route sees (the probing
 // hosts' own load) is no link's fault.
-func delayObservations(in []Input, ix *index, revOff, rev []int32) *delayObs {
+func delayObservations(in []Input, ix *index, keyOff, rev []int32) *delayObs {
 	d := &delayObs{off: []int32{0}}
 	for p, r := range in {
-		if !r.HasDelay || len(r.Hops) < 2 || math.IsNaN(r.DelayExcess) {
+		if len(r.Excess) != len(r.Ports) || len(r.Hops) < 2 {
 			continue
 		}
-		start := len(d.links)
-		d.links = append(d.links, ix.routeLinks(p)...)
-		if revOff[p] < revOff[p+1] {
-			for _, l := range ix.routeLinks(int(rev[revOff[p]])) {
+		for i, e := range r.Excess {
+			if math.IsNaN(e) || math.IsInf(e, 0) || e < 0 {
+				continue
+			}
+			q := rev[int(keyOff[p])+i]
+			if q < 0 {
+				continue
+			}
+			start := len(d.links)
+			d.links = append(d.links, ix.routeLinks(p)...)
+			for _, l := range ix.routeLinks(int(q)) {
 				if !slices.Contains(d.links[start:], l) {
 					d.links = append(d.links, l)
 				}
 			}
+			d.off = append(d.off, int32(len(d.links)))
+			d.excess = append(d.excess, e)
+			d.route = append(d.route, int32(p))
 		}
-		d.off = append(d.off, int32(len(d.links)))
-		d.excess = append(d.excess, max(r.DelayExcess, 0))
 	}
 	if len(d.excess) > 0 {
 		med := median(d.excess)
@@ -123,23 +135,38 @@ func sweepDelay(by *csr, est, resid []float64, active []int, forgive float64, sw
 }
 
 // delayVerdicts sets EstimatedDelaySeconds and turns an OK link slow when
-// its estimate reaches SlowMinSeconds over at least SlowMinRoutes routes.
-func delayVerdicts(est []float64, by *csr, c Config, rows []Row) {
+// its estimate reaches SlowMinSeconds over at least SlowMinRoutes distinct
+// routes (a link only one route crosses, like a silent hop's placeholder,
+// is that route's excess, not evidence about a link).
+func delayVerdicts(d *delayObs, est []float64, by *csr, c Config, rows []Row) {
 	for l := range rows {
 		rows[l].EstimatedDelaySeconds = est[l]
-		if rows[l].Verdict == VerdictOK && est[l] >= c.SlowMinSeconds && len(by.of(l)) >= c.SlowMinRoutes {
+		if rows[l].Verdict == VerdictOK && est[l] >= c.SlowMinSeconds && distinctRoutes(d, by.of(l), c.SlowMinRoutes) >= c.SlowMinRoutes {
 			rows[l].Verdict = VerdictSlow
 		}
 	}
 }
 
+// distinctRoutes counts the routes of the observations ps, up to enough.
+func distinctRoutes(d *delayObs, ps []int32, enough int) int {
+	var seen []int32
+	for _, p := range ps {
+		if r := d.route[p]; !slices.Contains(seen, r) {
+			if seen = append(seen, r); len(seen) >= enough {
+				break
+			}
+		}
+	}
+	return len(seen)
+}
+
 // localizeDelay is the delay half of Run.
-func localizeDelay(in []Input, ix *index, revOff, rev []int32, c Config, rows []Row) {
-	d := delayObservations(in, ix, revOff, rev)
+func localizeDelay(in []Input, ix *index, keyOff, rev []int32, c Config, rows []Row) {
+	d := delayObservations(in, ix, keyOff, rev)
 	if len(d.excess) == 0 {
 		return
 	}
 	by := byLink(len(d.excess), len(rows), d.of, func(int) bool { return true })
 	delaySeed(d, by, rows)
-	delayVerdicts(fitDelay(d, by, len(rows), c), by, c, rows)
+	delayVerdicts(d, fitDelay(d, by, len(rows), c), by, c, rows)
 }

@@ -44,24 +44,27 @@ func (o *obs) addUnion(a, b []int32, trials, losses float64) {
 // splitLoss divides a route's lost probes into forward and reverse losses.
 // Losses of unknown direction are split in the proportion of the route's
 // known-direction losses (a lost ack is as likely among them as among the
-// known ones); when no direction is known, or the reverse route is not in
-// the set, they count as forward.
-func splitLoss(r Input, haveReverse bool) (fwd, rev float64) {
+// known ones), whether or not the reverse route is in the set (without it
+// the reverse part is dropped by the caller: a dead reverse path must not
+// leak its unknown-direction share onto the forward links); when no
+// direction is known at all they count as forward.
+func splitLoss(r Input) (fwd, rev float64) {
 	lost := min(max(r.Lost, 0), r.Samples)
 	kf := min(max(r.LostForward, 0), lost)
 	kr := min(max(r.LostReverse, 0), lost-kf)
 	unknown := float64(lost - kf - kr)
 	fwd, rev = float64(kf), float64(kr)
-	if haveReverse && kf+kr > 0 {
+	if kf+kr > 0 {
 		share := fwd / (fwd + rev)
 		return fwd + unknown*share, rev + unknown*(1-share)
 	}
 	return fwd + unknown, rev
 }
 
-// reverses finds, for every route, the routes of its keys' reverse keys
-// (dst→src, same port), matched by endpoint nodes. revOff/rev are CSR.
-func reverses(in []Input, ix *index) (revOff, rev []int32) {
+// reverses finds the reverse route of every key (dst→src, same port),
+// matched by endpoint nodes: rev[keyOff[p]+i] is the route of the reverse
+// of route p's i-th port, or -1 when it is not in the set.
+func reverses(in []Input, ix *index) (keyOff, rev []int32) {
 	byKey := make(map[uint64]int32)
 	key := func(src, dst int32, port uint16) uint64 {
 		return uint64(src)<<40 | uint64(dst)<<16 | uint64(port)
@@ -77,21 +80,31 @@ func reverses(in []Input, ix *index) (revOff, rev []int32) {
 			}
 		}
 	}
-	revOff = make([]int32, len(in)+1)
+	keyOff = make([]int32, len(in)+1)
 	for p, r := range in {
-		revOff[p] = int32(len(rev))
-		if len(r.Hops) < 2 {
-			continue
+		keyOff[p] = int32(len(rev))
+		s, d := int32(-1), int32(-1)
+		if len(r.Hops) >= 2 {
+			s, d = ix.ends(p)
 		}
-		s, d := ix.ends(p)
 		for _, port := range r.Ports {
-			if q, ok := byKey[key(d, s, port)]; ok {
-				rev = append(rev, q)
+			q, ok := byKey[key(d, s, port)]
+			if !ok || s < 0 {
+				q = -1
 			}
+			rev = append(rev, q)
 		}
 	}
-	revOff[len(in)] = int32(len(rev))
-	return revOff, rev
+	keyOff[len(in)] = int32(len(rev))
+	return keyOff, rev
+}
+
+// found drops the -1s of a reverses list.
+func found(rev []int32) []int32 {
+	if !slices.Contains(rev, -1) {
+		return rev
+	}
+	return slices.DeleteFunc(slices.Clone(rev), func(q int32) bool { return q < 0 })
 }
 
 // splitDirections turns routes into loss observations.
@@ -117,7 +130,7 @@ func splitDirections(in []Input, ix *index, revOff, rev []int32) *obs {
 		if r.Samples <= 0 || len(r.Hops) < 2 {
 			continue
 		}
-		targets := rev[revOff[p]:revOff[p+1]]
+		targets := found(rev[revOff[p]:revOff[p+1]])
 		if r.LostForward <= 0 && r.LostReverse <= 0 && r.Lost > 0 && len(targets) > 0 {
 			frac := 1 / float64(len(targets))
 			for _, q := range targets {
@@ -125,7 +138,7 @@ func splitDirections(in []Input, ix *index, revOff, rev []int32) *obs {
 			}
 			continue
 		}
-		fwd, rv := splitLoss(r, len(targets) > 0)
+		fwd, rv := splitLoss(r)
 		o.trials[p] += float64(r.Samples)
 		o.losses[p] += fwd
 		if len(targets) == 0 {

@@ -12,11 +12,11 @@ type Input struct {
 	// reflector counted them, LostReverse as acks; the rest of unknown
 	// direction.
 	Samples, Lost, LostForward, LostReverse int
-	// DelayExcess is the route's current round-trip excess over its
-	// baseline, in seconds (recent p50 − long-window low percentile); valid
-	// only when HasDelay.
-	DelayExcess float64
-	HasDelay    bool
+	// Excess, when not nil, is parallel to Ports: each key's current
+	// round-trip excess over its baseline in seconds (recent p50 −
+	// long-window low percentile), negative or NaN when unknown. Per key, because the
+	// keys of one route share its forward hops but not their reverse paths.
+	Excess []float64
 }
 
 // Verdict is the estimator's call on one link.

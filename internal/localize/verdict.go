@@ -19,34 +19,41 @@ type lossTest struct {
 }
 
 // testLink runs the one-sided likelihood-ratio test for link l: under the
-// null hypothesis the link loses at most q0, so the observed losses are
-// Poisson with mean Σ trials·(1 − c·(1−q0)), c the success the other links
-// give each observation.
+// null hypothesis the link loses at most q0. Each observation p of the link
+// is binomial: its trials succeed with probability c_p·x, c_p the success
+// the other links give it, x the link's. The statistic compares the
+// log-likelihood at the fitted x with that at x = 1−q0 (χ² with one degree
+// of freedom, halved for one side). Observations the other links already
+// lose entirely (c ≈ 0) weigh nothing, as they should.
 func testLink(f *lossFit, l int, q0 float64) lossTest {
 	var t lossTest
-	var null float64
+	x0, x1 := 1-q0, min(max(f.x[l], 1e-9), 1-q0)
+	var g float64
 	for _, p := range f.by.of(l) {
 		c := f.others(p, l)
 		w := f.o.trials[p]
-		t.observed += f.o.losses[p]
+		k := f.o.losses[p]
+		t.observed += k
 		t.explained += w * (1 - c)
-		null += w * (1 - c*(1-q0))
 		t.trials += w
+		g += binomLogRatio(w-k, k, c*x1, c*x0)
 	}
-	t.p = poissonUpperLR(t.observed, null)
+	t.p = 1
+	if g > 0 && f.x[l] < x0 {
+		t.p = 0.5 * math.Erfc(math.Sqrt(g))
+	}
 	return t
 }
 
-// poissonUpperLR is the one-sided p-value of observing k events when the
-// mean is mu, from the likelihood-ratio statistic G = 2(k ln(k/mu) − (k−mu))
-// (χ² with one degree of freedom under the null, halved for one side).
-func poissonUpperLR(k, mu float64) float64 {
-	if k <= mu || k <= 0 {
-		return 1
+// binomLogRatio is log L(π1) − log L(π0) for s successes and k failures.
+func binomLogRatio(s, k, pi1, pi0 float64) float64 {
+	term := func(n, a, b float64) float64 {
+		if n <= 0 || a == b {
+			return 0
+		}
+		return n * (math.Log(max(a, 1e-300)) - math.Log(max(b, 1e-300)))
 	}
-	mu = max(mu, 1e-12)
-	g := 2 * (k*math.Log(k/mu) - (k - mu))
-	return 0.5 * math.Erfc(math.Sqrt(g/2))
+	return term(s, pi1, pi0) + term(k, 1-pi1, 1-pi0)
 }
 
 // bhReject returns which of the p-values the Benjamini–Hochberg procedure
