@@ -68,9 +68,11 @@
 // would otherwise break the other direction when a neighbour entry
 // expires).
 //
-//   - Loss: an nftables netdev table on the receiving interface's ingress
+//   - Loss: an nftables netdev table on the sending interface's egress
 //     hook, `meta protocol { ip, ip6 } numgen random mod 1000 < N drop`
-//     (plain drop at 100%). Steps of 0.1%.
+//     (plain drop at 100%). Steps of 0.1%. The packet is lost on the wire
+//     as far as the receiver can tell: on a leaf→host link the host's TC
+//     ingress (and the eBPF reflector there) never sees it.
 //   - Delay: a userspace delay element (see delay.go). If the receiver is
 //     a router, an AF_PACKET tap on its interface copies each frame and an
 //     ingress rule drops the original; after the delay the copy is sent

@@ -78,26 +78,31 @@ func nftScript(name, hook, dev string, rules []string) string {
 // Only IP frames are touched: ARP must survive, or a one-way fault would
 // also kill the reverse direction once the neighbour entry expired.
 func (df *dirFault) ingressRules() []string {
-	var r []string
 	if df.de != nil && df.de.mode == modeIngress {
 		// Originals are captured by the delay element's tap and dropped
 		// here; its delayed copies carry delayMAC as source.
-		r = append(r, fmt.Sprintf("meta protocol { ip, ip6 } ether saddr != %s drop", delayMAC))
+		return []string{fmt.Sprintf("meta protocol { ip, ip6 } ether saddr != %s drop", delayMAC)}
 	}
+	return nil
+}
+
+// egressRules are the rules on the sender's egress: the loss, then the
+// delay element's tap. Loss sits on the sender's egress so a dropped packet
+// never reaches the receiving interface: on a leaf→host link a drop at the
+// host's ingress would run after the host's TC ingress hook, where the
+// eBPF reflector has already answered (50% loss there looked like none).
+func (df *dirFault) egressRules() []string {
+	var r []string
 	switch {
 	case df.permille >= 1000:
 		r = append(r, "meta protocol { ip, ip6 } drop")
 	case df.permille > 0:
 		r = append(r, fmt.Sprintf("meta protocol { ip, ip6 } numgen random mod 1000 < %d drop", df.permille))
 	}
-	return r
-}
-
-func (df *dirFault) egressRules() []string {
 	if df.de != nil && df.de.mode == modeEgress {
-		return []string{fmt.Sprintf("meta mark != %#x meta protocol { ip, ip6 } fwd to %q", delayMark, df.de.capIf)}
+		r = append(r, fmt.Sprintf("meta mark != %#x meta protocol { ip, ip6 } fwd to %q", delayMark, df.de.capIf))
 	}
-	return nil
+	return r
 }
 
 func nft(ns, script string) error {
@@ -122,8 +127,9 @@ func (f *Fabric) applyRules(df *dirFault) error {
 
 // SetLoss drops pct percent (0..100, in steps of 0.1) of the IP packets
 // leaving node from on link l. 0 removes the loss. The drop happens on the
-// receiving interface's netdev ingress hook, so it hits exactly that
-// direction of that link.
+// sending interface's netdev egress hook (before its TC egress), so it hits
+// exactly that direction of that link, and the receiver, its TC hooks and
+// any in-kernel reflector never see the packet.
 func (f *Fabric) SetLoss(l Link, from string, pct float64) error {
 	if math.IsNaN(pct) || pct < 0 || pct > 100 {
 		return fmt.Errorf("lab: loss %v%%: want 0..100", pct)

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -229,6 +230,52 @@ func TestFabric(t *testing.T) {
 		sink2.reset()
 		sendFlows(t, f, "host1", h2.Addr, dport, sports, 10)
 		waitCounts(t, sink2, sports, func(sp uint16, got int) bool { return got == 10 }, "host1→host2 after ClearFaults")
+	})
+
+	t.Run("loss-before-the-receiver", func(t *testing.T) {
+		// leaf1→host1 at 100%: host1's interface receives nothing, so no
+		// hook on the host (TC ingress, the eBPF reflector) can see or
+		// answer the dropped packets.
+		l := f.LinkBetween("leaf1", "host1")
+		end := l.B
+		if l.A.Node == "host1" {
+			end = l.A
+		}
+		rx := func() int {
+			out, err := f.Exec(end.NS, "cat", "/sys/class/net/"+end.Ifname+"/statistics/rx_packets")
+			if err != nil {
+				t.Fatal(err)
+			}
+			n, err := strconv.Atoi(strings.TrimSpace(string(out)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+		if err := f.SetLoss(l, "leaf1", 100); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { f.ClearFaults(l) })
+		sink1.reset()
+		sink2.reset()
+		before := rx()
+		sendFlows(t, f, "host2", h1.Addr, dport, sports[:4], 25)
+		// The flows pass leaf1's egress (or are dropped there) at once;
+		// after a round of pings through the healthy reverse they are done.
+		sendFlows(t, f, "host1", h2.Addr, dport, sports[:1], 1)
+		waitCounts(t, sink2, sports[:1], func(_ uint16, got int) bool { return got >= 1 }, "host1→host2 marker")
+		if got := rx() - before; got > 5 {
+			t.Errorf("host1 received %d packets while leaf1→host1 dropped everything (want ≤ 5: ARP only)", got)
+		}
+		sink1.mu.Lock()
+		n := 0
+		for _, c := range sink1.n {
+			n += c
+		}
+		sink1.mu.Unlock()
+		if n != 0 {
+			t.Errorf("host1's socket got %d datagrams through a 100%% loss", n)
+		}
 	})
 
 	t.Run("partial-loss", func(t *testing.T) {
