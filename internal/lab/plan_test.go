@@ -185,18 +185,26 @@ func TestGroundTruthGolden(t *testing.T) {
 }
 
 func TestNftScript(t *testing.T) {
+	// Loss is on the sender's egress, never on the receiver's ingress.
 	df := &dirFault{permille: 1000}
-	if r := df.ingressRules(); len(r) != 1 || r[0] != "meta protocol { ip, ip6 } drop" {
+	if r := df.egressRules(); len(r) != 1 || r[0] != "meta protocol { ip, ip6 } drop" {
 		t.Fatalf("100%%: %q", r)
+	}
+	if r := df.ingressRules(); r != nil {
+		t.Fatalf("loss has ingress rules %q", r)
 	}
 	df.permille = 305
 	df.de = &delayElement{mode: modeIngress}
 	r := df.ingressRules()
-	if len(r) != 2 || !strings.Contains(r[0], "ether saddr != "+delayMAC) || !strings.Contains(r[1], "mod 1000 < 305") {
-		t.Fatalf("delay+loss: %q", r)
+	if len(r) != 1 || !strings.Contains(r[0], "ether saddr != "+delayMAC) {
+		t.Fatalf("ingress-mode delay: %q", r)
 	}
-	if df.egressRules() != nil {
-		t.Fatalf("ingress-mode delay has egress rules")
+	if r := df.egressRules(); len(r) != 1 || !strings.Contains(r[0], "mod 1000 < 305") {
+		t.Fatalf("loss with ingress-mode delay: egress %q", r)
+	}
+	df.de = &delayElement{mode: modeEgress, capIf: "cap0"}
+	if r := df.egressRules(); len(r) != 2 || !strings.Contains(r[0], "mod 1000 < 305") || !strings.Contains(r[1], `fwd to "cap0"`) {
+		t.Fatalf("loss then egress-mode delay: %q", r)
 	}
 	s := nftScript("t", "ingress", "eth0", nil)
 	if s != "table netdev t\ndelete table netdev t\n" {
