@@ -58,6 +58,8 @@ func runAgent(cfg *config) error {
 
 	gcfg := graph.DefaultConfig()
 	gcfg.RingSize = cfg.MetricRingSize
+	gcfg.Health.SlowMinSeconds = cfg.SlowMinDelay.Seconds()
+	gcfg.BaselineWindow = cfg.BaselineWindow
 	g := graph.New(gcfg)
 
 	probes, err := startProbes(cfg, log, reg, g)

@@ -29,6 +29,8 @@ type config struct {
 	PingRouteIntv   time.Duration
 	PingTimeout     time.Duration
 	MetricRingSize  int
+	SlowMinDelay    time.Duration // localization: least delay of a slow link
+	BaselineWindow  time.Duration // localization: RTT baseline look-back
 	HTTPAllowOrigin string
 	HTTPToken       string
 	AggregatorToken string
@@ -80,6 +82,9 @@ func parseFlags(args []string, out io.Writer, localIP func() (netip.Addr, error)
 	fs.StringVar(&gossipKey, "gossipKey", "", "base64 memberlist encryption key (16, 24 or 32 bytes)")
 	fs.StringVar(&nodeName, "nodeName", "", "cluster node name (default: hostname-gossipAddr)")
 	fs.StringVar(&logLevel, "logLevel", "info", "log level: debug, info, warn or error")
+	// Localization (issue 14).
+	slowMin := fs.Duration("slowMinDelay", 100*time.Microsecond, "least one-way delay the estimator attributes to a link before calling it slow")
+	baseWin := fs.Duration("baselineWindow", 10*time.Minute, "how far back a flow's RTT baseline (its lowest ring 10th percentile) looks")
 	fs.Usage = func() {
 		fmt.Fprintf(out, "usage: dnms [flags]            run an agent (sudo dnms -peer seed:33434)\n")
 		fmt.Fprintf(out, "       dnms health -f FILE    rank links in a saved /v1/graph document\n")
@@ -103,6 +108,10 @@ func parseFlags(args []string, out io.Writer, localIP func() (netip.Addr, error)
 	if c.AggregatorToken == "" {
 		c.AggregatorToken = c.HTTPToken
 	}
+	if *slowMin <= 0 || *baseWin <= 0 {
+		return nil, fmt.Errorf("-slowMinDelay %s and -baselineWindow %s must be positive", *slowMin, *baseWin)
+	}
+	c.SlowMinDelay, c.BaselineWindow = *slowMin, *baseWin
 
 	var err error
 	if c.PingPort, err = port("-pingPort", pingPort); err != nil {

@@ -66,6 +66,8 @@ func TestParseFlagsRejects(t *testing.T) {
 		{[]string{"-pingPeerInterval", "0"}, "-pingPeerInterval must be positive"},
 		{[]string{"-pingRouteInterval", "0"}, "-pingRouteInterval must be positive"},
 		{[]string{"-metricRingSize", "0"}, "-metricRingSize"},
+		{[]string{"-slowMinDelay", "0s"}, "-slowMinDelay"},
+		{[]string{"-baselineWindow", "-1m"}, "-baselineWindow"},
 		{[]string{"-gossipAddr", "not-an-ip"}, "is not an IP address"},
 		{[]string{"-gossipAddr", "0.0.0.0"}, "cannot be used"},
 		{[]string{"-peer", "seed"}, "must be host:port"},

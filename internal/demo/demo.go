@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -137,12 +138,28 @@ func (c *Cluster) StartAgent(name string) error {
 	cmd := exec.Command("ip", argv...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	// Pdeathsig fires when the OS thread that forked the agent exits, not
+	// the process: start and wait on one locked thread that lives as long
+	// as the agent. Otherwise a goroutine that locks that thread and exits
+	// (the lab's real-time delay element does) SIGKILLs the agent.
+	started := make(chan error)
+	done := make(chan struct{})
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with the agent
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
+		a.waitErr = cmd.Wait()
+		logf.Close()
+		close(done)
+	}()
+	if err := <-started; err != nil {
 		logf.Close()
 		return fmt.Errorf("start dnms on %s: %w", name, err)
 	}
-	a.cmd, a.done = cmd, make(chan struct{})
-	go func(done chan struct{}) { a.waitErr = cmd.Wait(); logf.Close(); close(done) }(a.done)
+	a.cmd, a.done = cmd, done
 	return nil
 }
 

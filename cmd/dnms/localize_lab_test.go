@@ -1,0 +1,172 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dnms/dnms/internal/demo"
+	"github.com/dnms/dnms/internal/graph"
+	"github.com/dnms/dnms/internal/lab"
+)
+
+// TestLocalizeHardAndSlow runs dnms on a small lab fabric (eBPF stamps) and
+// checks issue 14's promises at the aggregator: a dead link direction gives
+// exactly one faulty link within 10 s and none within a ring turnover of
+// its repair; 1 ms of delay on one direction of a leaf–spine link makes it
+// the only slow link and the top one by estimated delay within 60 s, and
+// clears within a turnover.
+func TestLocalizeHardAndSlow(t *testing.T) {
+	lab.RequireRoot(t)
+	bin := buildDNMS(t)
+	f := lab.New(t, lab.Config{Prefix: lab.UniquePrefix(t), Spines: 2, Leaves: 3, HostsPerLeaf: 1})
+	const interval, ring = 100 * time.Millisecond, 100
+	turnover := interval * ring
+	c, err := demo.Start(demo.Config{Binary: bin, Fabric: f, LogDir: t.TempDir(),
+		Args: []string{"-pingRouteInterval", interval.String(), "-mapInterval", "100ms", "-metricRingSize", fmt.Sprint(ring)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Stop)
+	ctx := context.Background()
+	agg := c.AggregatorHost().Name
+	fail := func(format string, a ...any) {
+		t.Helper()
+		t.Fatalf("%s\n--- aggregator %s log tail:\n%s", fmt.Sprintf(format, a...), agg, c.Tail(agg, 30))
+	}
+	pairs := len(f.Hosts) * (len(f.Hosts) - 1)
+	// Every pair measured, and a ring's worth of healthy samples so the
+	// baselines are set before any fault.
+	if err := demo.WaitFor(ctx, 120*time.Second, time.Second, func() error {
+		cov, err := c.Coverage(ring, "")
+		if err != nil {
+			return err
+		}
+		if cov.Pairs < pairs {
+			return fmt.Errorf("%d of %d host pairs with a full ring at the aggregator", cov.Pairs, pairs)
+		}
+		return nil
+	}); err != nil {
+		fail("warm-up: %v", err)
+	}
+	if rows, err := c.Health(); err != nil || len(verdicts(rows, "")) > 0 {
+		fail("healthy fabric: %v %v", verdicts(rows, ""), err)
+	}
+
+	leaf1, spine1 := router(t, f, "leaf", 0), router(t, f, "spine", 0)
+	link := f.LinkBetween(leaf1.Name, spine1.Name)
+	want := leaf1.Loopback.String() + "→" + spine1.Loopback.String()
+
+	t.Run("dead-link", func(t *testing.T) {
+		if err := f.SetLoss(link, leaf1.Name, 100); err != nil {
+			t.Fatal(err)
+		}
+		at := time.Now()
+		waitVerdicts(t, c, 10*time.Second, graph.VerdictFaulty, want, false)
+		t.Logf("100%% loss on %s: the only faulty link after %s", want, time.Since(at).Round(time.Millisecond))
+		if err := f.ClearFaults(link); err != nil {
+			t.Fatal(err)
+		}
+		at = time.Now()
+		waitVerdicts(t, c, turnover+5*time.Second, graph.VerdictFaulty, "", false)
+		t.Logf("repaired: no faulty link after %s (ring turnover %s)", time.Since(at).Round(time.Millisecond), turnover)
+	})
+
+	t.Run("leaf-to-host-loss", func(t *testing.T) {
+		// 30% on a leaf→host link: dropped at the leaf's egress, so the
+		// host's eBPF reflector never answers the lost probes.
+		h := f.Hosts[len(f.Hosts)-1]
+		if h.Name == agg {
+			h = f.Hosts[1]
+		}
+		var leaf lab.Router
+		for _, r := range f.Routers {
+			if l := f.LinkBetween(r.Name, h.Name); l.ID != "" {
+				leaf = r
+			}
+		}
+		hl := f.LinkBetween(leaf.Name, h.Name)
+		if err := f.SetLoss(hl, leaf.Name, 30); err != nil {
+			t.Fatal(err)
+		}
+		at := time.Now()
+		waitVerdicts(t, c, 20*time.Second, graph.VerdictFaulty, leaf.Loopback.String()+"→"+h.Addr.String(), false)
+		t.Logf("30%% loss on %s→%s: the only faulty link after %s", leaf.Name, h.Name, time.Since(at).Round(time.Millisecond))
+		if err := f.ClearFaults(hl); err != nil {
+			t.Fatal(err)
+		}
+		waitVerdicts(t, c, turnover+5*time.Second, graph.VerdictFaulty, "", false)
+	})
+
+	t.Run("slow-link", func(t *testing.T) {
+		if err := f.SetDelay(link, leaf1.Name, time.Millisecond); err != nil {
+			t.Fatal(err)
+		}
+		at := time.Now()
+		waitVerdicts(t, c, 60*time.Second, graph.VerdictSlow, want, true)
+		t.Logf("1 ms on %s: the only slow link and top by estimated delay after %s", want, time.Since(at).Round(time.Millisecond))
+		if err := f.ClearFaults(link); err != nil {
+			t.Fatal(err)
+		}
+		at = time.Now()
+		waitVerdicts(t, c, turnover+10*time.Second, graph.VerdictSlow, "", false)
+		t.Logf("cleared: no slow link after %s", time.Since(at).Round(time.Millisecond))
+	})
+}
+
+// verdicts lists the links with verdict v ("" : any but ok), as "src→dst".
+func verdicts(rows []graph.LinkHealth, v graph.Verdict) []string {
+	var out []string
+	for _, r := range rows {
+		if (v == "" && r.Verdict != graph.VerdictOK) || (v != "" && r.Verdict == v) {
+			out = append(out, r.Src+"→"+r.Dst)
+		}
+	}
+	return out
+}
+
+// waitVerdicts polls the aggregator's health until the links with verdict v
+// are exactly [want] (none when want is ""), and, with topDelay, want is the
+// row with the largest estimated delay.
+func waitVerdicts(t *testing.T, c *demo.Cluster, timeout time.Duration, v graph.Verdict, want string, topDelay bool) {
+	t.Helper()
+	err := demo.WaitFor(context.Background(), timeout, 250*time.Millisecond, func() error {
+		rows, err := c.Health()
+		if err != nil {
+			return err
+		}
+		got := verdicts(rows, v)
+		if (want == "" && len(got) > 0) || (want != "" && (len(got) != 1 || got[0] != want)) {
+			return fmt.Errorf("%s links %v, want [%s]; %s", v, got, want, describe(rows))
+		}
+		if !topDelay {
+			return nil
+		}
+		top := rows[0]
+		for _, r := range rows {
+			if r.EstimatedDelaySeconds > top.EstimatedDelaySeconds {
+				top = r
+			}
+		}
+		if top.Src+"→"+top.Dst != want {
+			return fmt.Errorf("top by estimated delay %s→%s (%.0f µs), want %s", top.Src, top.Dst, 1e6*top.EstimatedDelaySeconds, want)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("%s: %v\n--- aggregator log tail:\n%s", v, err, c.Tail(c.AggregatorHost().Name, 20))
+	}
+}
+
+// describe summarises the rows that are not ok, and the top delay rows.
+func describe(rows []graph.LinkHealth) string {
+	var b strings.Builder
+	for _, r := range rows {
+		if r.Verdict != graph.VerdictOK || r.EstimatedDelaySeconds > 50e-6 {
+			fmt.Fprintf(&b, "\n  %s→%s %s loss %.3f delay %.0f µs: %s", r.Src, r.Dst, r.Verdict, r.EstimatedLoss, 1e6*r.EstimatedDelaySeconds, r.Evidence)
+		}
+	}
+	return b.String()
+}
