@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/local/go/bin"
 
 want() { [ $# -eq 0 ] || [[ " ${SECTIONS} " == *" $1 "* ]]; }
-SECTIONS="${*:-probe ebpf graph mapper api aggregator lab}"
+SECTIONS="${*:-probe ebpf graph localize mapper api aggregator lab}"
 root=$([ "$(id -u)" -eq 0 ] && echo yes || echo no)
 section() { printf '\n=== %s\n' "$*"; }
 gobench() { go test -run '^$' -count=1 "$@" 2>&1 | grep -vE '^(goos|goarch|pkg|cpu):'; }
@@ -45,6 +45,21 @@ fi
 if want graph; then
 	section "graph: localization on synthetic Clos fabrics (seed score vs estimator; precision@1, F1, compute time)"
 	gobench -bench Localization -benchtime 1x -timeout 30m -v ./internal/graph | grep -vE '^=== RUN'
+fi
+if want localize; then
+	section "localize: scenario tables (independent generator: gray loss, 5 faults, smallest delay per time source) and one run at 12k links / 340k routes"
+	gobench -bench 'Scenarios|Run$' -benchtime 1x -timeout 60m -v ./internal/localize | grep -vE '^=== RUN'
+	section "localize: dnms health -f end to end on 12k links / ~330k routes (wall time, peak RSS)"
+	tmp=$(mktemp -d)
+	DNMS_BENCH_SNAPSHOT="$tmp" go test -run '^$' -bench 'Localization/time-10k-300k' -benchtime 1x -timeout 30m ./internal/graph >/dev/null
+	go build -o "$tmp/dnms" ./cmd/dnms
+	if [ -x /usr/bin/time ]; then
+		/usr/bin/time -f 'health -f: %e s wall, %U s user, %M KiB peak RSS' "$tmp/dnms" health -f "$tmp/10k-300k.json" -top 5 >/dev/null
+	else
+		TIMEFORMAT='health -f: %R s wall, %U s user (install Debian time for peak RSS)'
+		time "$tmp/dnms" health -f "$tmp/10k-300k.json" -top 5 >/dev/null
+	fi
+	rm -rf "$tmp"
 fi
 if want mapper; then
 	section "mapper: MDA coverage cost"

@@ -153,6 +153,8 @@ func (f *closFabric) routes(rng *rand.Rand, loss map[LinkID]float64) []Route {
 		m.Lost += lf + lr
 		m.LostForward += lf - uf
 		m.LostReverse += lr - ur
+		// RTT excess over the baseline: a few µs of noise per key.
+		m.RTTExcessByKey = append(m.RTTExcessByKey, rng.ExpFloat64()*3e-6)
 	}
 	out := make([]Route, 0, len(order))
 	for _, id := range order {

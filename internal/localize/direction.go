@@ -65,7 +65,11 @@ func splitLoss(r Input) (fwd, rev float64) {
 // matched by endpoint nodes: rev[keyOff[p]+i] is the route of the reverse
 // of route p's i-th port, or -1 when it is not in the set.
 func reverses(in []Input, ix *index) (keyOff, rev []int32) {
-	byKey := make(map[uint64]int32)
+	nports := 0
+	for _, r := range in {
+		nports += len(r.Ports)
+	}
+	byKey := make(map[uint64]int32, nports)
 	key := func(src, dst int32, port uint16) uint64 {
 		return uint64(src)<<40 | uint64(dst)<<16 | uint64(port)
 	}
@@ -81,6 +85,7 @@ func reverses(in []Input, ix *index) (keyOff, rev []int32) {
 		}
 	}
 	keyOff = make([]int32, len(in)+1)
+	rev = make([]int32, 0, nports)
 	for p, r := range in {
 		keyOff[p] = int32(len(rev))
 		s, d := int32(-1), int32(-1)

@@ -87,7 +87,7 @@ func indexNodes(in []Input) *index {
 // for our purpose) and numbers them in (src, dst) order.
 func indexLinks(in []Input) *index {
 	ix := indexNodes(in)
-	seen := make(map[uint64]int32)
+	seen := make(map[uint64]int32, len(ix.names)*4)
 	ix.linkOff = make([]int32, len(in)+1)
 	ix.links = make([]int32, 0, len(ix.nodes))
 	for p := range in {

@@ -28,6 +28,7 @@ type lossTest struct {
 func testLink(f *lossFit, l int, q0 float64) lossTest {
 	var t lossTest
 	x0, x1 := 1-q0, min(max(f.x[l], 1e-9), 1-q0)
+	lossy := f.x[l] < x0 // else the fit found no more than q0: nothing to test
 	var g float64
 	for _, p := range f.by.of(l) {
 		c := f.others(p, l)
@@ -36,10 +37,12 @@ func testLink(f *lossFit, l int, q0 float64) lossTest {
 		t.observed += k
 		t.explained += w * (1 - c)
 		t.trials += w
-		g += binomLogRatio(w-k, k, c*x1, c*x0)
+		if lossy {
+			g += binomLogRatio(w-k, k, c*x1, c*x0)
+		}
 	}
 	t.p = 1
-	if g > 0 && f.x[l] < x0 {
+	if g > 0 {
 		t.p = 0.5 * math.Erfc(math.Sqrt(g))
 	}
 	return t
