@@ -122,8 +122,8 @@ func runAgent(cfg *config) error {
 		MapperPeers:    func() any { return mp.Peers() },
 		MapperRouteMap: func() any { return mp.RouteMap() },
 		Meta: func() any {
-			return map[string]any{"version": version, "role": role, "node": cl.Name(),
-				"timestamps": probes.source, "ebpf": probes.ebpfState}
+			return healthMeta{Version: version, Role: role, Node: cl.Name(),
+				TimeSource: string(probes.source), EBPF: probes.ebpf}
 		},
 	}
 	if aggGraph != nil {

@@ -19,11 +19,11 @@ import (
 // probes is the probe engine, the optional eBPF loader feeding it kernel
 // stamps, and the pinger scheduling pings over the graph's routes.
 type probes struct {
-	eng       *probe.Engine
-	ld        *loader.Loader
-	pg        *pinger.Pinger
-	source    probe.Source
-	ebpfState string
+	eng    *probe.Engine
+	ld     *loader.Loader
+	pg     *pinger.Pinger
+	source probe.Source
+	ebpf   ebpfHealth
 }
 
 // startProbes picks the time source once: eBPF when asked for (or on auto)
@@ -31,7 +31,7 @@ type probes struct {
 // host without CAP_BPF, or an old kernel, gets one clear log line and keeps
 // running.
 func startProbes(cfg *config, log *slog.Logger, reg prometheus.Registerer, g *graph.Graph) (*probes, error) {
-	p := &probes{ebpfState: "off"}
+	p := &probes{ebpf: ebpfHealth{Ifaces: []string{}}}
 	ts := cfg.Timestamps
 	if ts == "auto" || ts == "ebpf" {
 		ifaces := cfg.Ifaces
@@ -50,12 +50,12 @@ func startProbes(cfg *config, log *slog.Logger, reg prometheus.Registerer, g *gr
 		case err == nil:
 			p.ld = ld
 			st := ld.Status()
-			p.ebpfState = fmt.Sprintf("%s on %v, reflector %v", st.Mode, ifaces, cfg.EBPFReflector)
+			p.ebpf = ebpfHealth{Attached: true, Mode: st.Mode, Ifaces: st.Ifaces, Reflector: st.Reflect}
 		case ts == "ebpf":
 			return nil, fmt.Errorf("-timestamps=ebpf: %w", err)
 		default:
 			log.Warn("eBPF unavailable, using kernel or user timestamps instead", "err", err)
-			p.ebpfState = "unavailable: " + err.Error()
+			p.ebpf.Error = err.Error()
 		}
 	}
 
