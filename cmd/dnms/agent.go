@@ -104,6 +104,7 @@ func runAgent(cfg *config) error {
 	}
 	ccfg.NodeName, ccfg.Role, ccfg.Version = cfg.NodeName, role, version
 	ccfg.HTTPPort, ccfg.PingPort, ccfg.GossipKey = uint16(httpPort), cfg.PingPort, cfg.GossipKey
+	ccfg.HTTPAddr = cfg.HTTPAdvertise
 	ccfg.Logger, ccfg.Registerer = log, reg
 	cl, err := cluster.New(ccfg)
 	if err != nil {
@@ -140,7 +141,7 @@ func runAgent(cfg *config) error {
 	log.Info("dnms started", "version", version, "role", role, "node", cl.Name(),
 		"addr", cfg.GossipAddr, "gossipPort", cfg.GossipPort, "pingPort", cfg.PingPort,
 		"srcPorts", fmt.Sprintf("%d-%d", cfg.MapSrcPortStart, cfg.MapSrcPortEnd),
-		"http", cfg.HTTPAddr, "timestamps", probes.source, "seed", cfg.Peer)
+		"http", cfg.HTTPAddr, "httpAdvertise", cfg.HTTPAdvertise, "timestamps", probes.source, "seed", cfg.Peer)
 
 	eg, ctx := errgroup.WithContext(ctx)
 	eg.Go(func() error { return g.Run(ctx) })

@@ -21,6 +21,7 @@ type config struct {
 	Peer            string // seed host:port, "" = standalone
 	Aggregator      bool
 	HTTPAddr        string
+	HTTPAdvertise   netip.Addr // where aggregators reach our API (in the node meta)
 	PingPort        uint16
 	MapInterval     time.Duration
 	MapSrcPortStart uint16
@@ -62,6 +63,7 @@ func parseFlags(args []string, out io.Writer, localIP func() (netip.Addr, error)
 	fs.StringVar(&peer, "peer", "", "seed `host:port` to join; empty runs a standalone node")
 	fs.BoolVar(&aggregator, "aggregator", false, "also aggregate every member's graph and serve /v1/aggregator/...")
 	fs.StringVar(&httpAddr, "httpAddr", ":12345", "HTTP listen address for the API, SSE and /metrics")
+	httpAdvertise := fs.String("httpAdvertise", "", "IP address aggregators reach the API on, advertised to the cluster (default: the host of -httpAddr when it names one, else -gossipAddr)")
 	fs.IntVar(&pingPort, "pingPort", 33435, "UDP port that receives pings, trace probes and acks")
 	fs.DurationVar(&mapIntv, "mapInterval", time.Second, "pause between traces inside one sweep")
 	fs.IntVar(&portStart, "mapSrcPortStart", 0, "first UDP source port swept for ECMP paths (default pingPort+1)")
@@ -187,6 +189,10 @@ func parseFlags(args []string, out io.Writer, localIP func() (netip.Addr, error)
 		return nil, err
 	}
 
+	if c.HTTPAdvertise, err = advertiseAddr(*httpAdvertise, httpAddr, c.GossipAddr); err != nil {
+		return nil, err
+	}
+
 	if ifaces != "" {
 		for _, s := range strings.Split(ifaces, ",") {
 			if s = strings.TrimSpace(s); s != "" {
@@ -241,4 +247,28 @@ func key(name, s string, sizes []int) ([]byte, error) {
 		}
 	}
 	return nil, fmt.Errorf("%s must decode to 16, 24 or 32 bytes, got %d", name, len(b))
+}
+
+// advertiseAddr is -httpAdvertise, or the host -httpAddr listens on when it
+// names one address, or the gossip address (the API listens on all of them).
+func advertiseAddr(flagVal, httpAddr string, gossip netip.Addr) (netip.Addr, error) {
+	if flagVal != "" {
+		a, err := netip.ParseAddr(flagVal)
+		if err != nil || a.IsUnspecified() || a.IsMulticast() {
+			return netip.Addr{}, fmt.Errorf("-httpAdvertise %q must be a unicast IP address", flagVal)
+		}
+		return a.Unmap(), nil
+	}
+	host, _, _ := net.SplitHostPort(httpAddr)
+	if host == "" {
+		return gossip, nil
+	}
+	a, err := netip.ParseAddr(host)
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("-httpAddr host %q is not an IP address: set -httpAdvertise to the address aggregators should use", host)
+	}
+	if a.IsUnspecified() {
+		return gossip, nil
+	}
+	return a.Unmap(), nil
 }
