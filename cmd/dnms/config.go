@@ -40,6 +40,9 @@ type config struct {
 	GossipKey       []byte
 	NodeName        string
 	LogLevel        string
+	// PrintConfig, when set, is the effective configuration as YAML
+	// (-print-config): main prints it and exits.
+	PrintConfig string
 }
 
 // errHelp is returned when the user asked for -h; main exits 0.
@@ -49,6 +52,12 @@ var errHelp = flag.ErrHelp
 // every error here is reported before any socket, eBPF program or goroutine
 // exists.
 func parseFlags(args []string, out io.Writer, localIP func() (netip.Addr, error)) (*config, error) {
+	fromFile := map[string]string{} // flag name -> "FILE:LINE" it was set from
+	c, err := parseFlagSet(args, out, localIP, fromFile)
+	return c, blameConfigFile(err, fromFile)
+}
+
+func parseFlagSet(args []string, out io.Writer, localIP func() (netip.Addr, error), fromFile map[string]string) (*config, error) {
 	fs := flag.NewFlagSet("dnms", flag.ContinueOnError)
 	fs.SetOutput(out)
 	var (
@@ -82,6 +91,8 @@ func parseFlags(args []string, out io.Writer, localIP func() (netip.Addr, error)
 	fs.StringVar(&gossipKey, "gossipKey", "", "base64 memberlist encryption key (16, 24 or 32 bytes)")
 	fs.StringVar(&nodeName, "nodeName", "", "cluster node name (default: hostname-gossipAddr)")
 	fs.StringVar(&logLevel, "logLevel", "info", "log level: debug, info, warn or error")
+	configPath := fs.String("config", "", "YAML `file` with one key per flag (same names); flags on the command line win")
+	printCfg := fs.Bool("print-config", false, "print the effective configuration as YAML (a valid -config file) and exit")
 	fs.Usage = func() {
 		fmt.Fprintf(out, "usage: dnms [flags]            run an agent (sudo dnms -peer seed:33434)\n")
 		fmt.Fprintf(out, "       dnms health -f FILE    rank links in a saved /v1/graph document\n")
@@ -93,6 +104,11 @@ func parseFlags(args []string, out io.Writer, localIP func() (netip.Addr, error)
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q (flags start with -)", fs.Arg(0))
+	}
+	if *configPath != "" {
+		if err := applyConfigFile(fs, *configPath, fromFile); err != nil {
+			return nil, err
+		}
 	}
 
 	c := &config{
@@ -205,6 +221,17 @@ func parseFlags(args []string, out io.Writer, localIP func() (netip.Addr, error)
 	}
 	if c.GossipKey, err = key("-gossipKey", gossipKey, []int{16, 24, 32}); err != nil {
 		return nil, err
+	}
+	if *printCfg {
+		// Show the values derived from others, not the empty defaults.
+		for name, v := range map[string]string{
+			"gossipAddr": c.GossipAddr.String(), "httpAdvertise": c.HTTPAdvertise.String(),
+			"mapSrcPortStart": strconv.Itoa(int(c.MapSrcPortStart)), "mapSrcPortEnd": strconv.Itoa(int(c.MapSrcPortEnd)),
+			"aggregatorToken": c.AggregatorToken,
+		} {
+			fs.Set(name, v)
+		}
+		c.PrintConfig = printConfig(fs)
 	}
 	return c, nil
 }
