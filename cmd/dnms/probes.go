@@ -66,7 +66,10 @@ func startProbes(cfg *config, log *slog.Logger, reg prometheus.Registerer, g *gr
 	if p.ld != nil {
 		ec.StampKick = p.ld.Kick
 	}
-	ec.Reflect = !(p.ld != nil && cfg.EBPFReflector)
+	// The userspace reflector stays on next to the kernel's: it answers
+	// what the kernel reflector passes up (no route for the ack, a ping
+	// arriving on an interface without the programs).
+	ec.Reflect = true
 	ec.Timeout = cfg.PingTimeout
 	ec.Registerer, ec.Logger = reg, log.With("component", "probe")
 	eng, err := probe.New(ec)

@@ -165,6 +165,8 @@ func (l *Loader) register() error {
 			"Pings and trace probes answered by the in-kernel reflector.", bpfDnmsStatDNMS_STAT_REFLECTED),
 		counter("dnms_ebpf_reflect_errors_total",
 			"In-kernel reflections that failed half way (packet dropped).", bpfDnmsStatDNMS_STAT_REFLECT_ERR),
+		counter("dnms_ebpf_reflect_passed_total",
+			"Pings the in-kernel reflector left to the userspace reflector (the FIB had no route for the ack).", bpfDnmsStatDNMS_STAT_REFLECT_PASS),
 		&statsCollector{l: l},
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "dnms_ebpf_rx_arrival_stamps_total",

@@ -98,6 +98,7 @@ type Status struct {
 	ReserveFailures uint64   `json:"reserve_failures"` // events lost to a full ring buffer
 	Reflected       uint64   `json:"reflected"`        // pings answered in the kernel
 	ReflectErrors   uint64   `json:"reflect_errors"`   // reflections that failed half way (dropped)
+	ReflectPassed   uint64   `json:"reflect_passed"`   // pings left to the userspace reflector (no FIB result)
 	TxStamps        uint64   `json:"tx_stamps"`
 	RxAckStamps     uint64   `json:"rx_ack_stamps"`
 	RxICMPStamps    uint64   `json:"rx_icmp_stamps"`
@@ -188,6 +189,9 @@ func Load(cfg Config) (*Loader, error) {
 	if err := spec.LoadAndAssign(&l.objs, nil); err != nil {
 		nl.Close()
 		return nil, fmt.Errorf("ebpf unavailable: load programs: %v", oneLine(err))
+	}
+	if cfg.Reflect {
+		enableLoForwarding(cfg.Logger)
 	}
 	// Addresses first: the reflector is live as soon as ingress attaches.
 	if err := l.refreshAddrs(); err != nil {
@@ -469,6 +473,7 @@ func (l *Loader) Status() Status {
 		ReserveFailures: l.stat(bpfDnmsStatDNMS_STAT_RESERVE_FAIL),
 		Reflected:       l.stat(bpfDnmsStatDNMS_STAT_REFLECTED),
 		ReflectErrors:   l.stat(bpfDnmsStatDNMS_STAT_REFLECT_ERR),
+		ReflectPassed:   l.stat(bpfDnmsStatDNMS_STAT_REFLECT_PASS),
 		TxStamps:        l.stat(bpfDnmsStatDNMS_STAT_TX),
 		RxAckStamps:     l.stat(bpfDnmsStatDNMS_STAT_RX_ACK),
 		RxICMPStamps:    l.stat(bpfDnmsStatDNMS_STAT_RX_ICMP),
