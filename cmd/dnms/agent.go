@@ -124,7 +124,7 @@ func runAgent(cfg *config) error {
 		MapperRouteMap: func() any { return mp.RouteMap() },
 		Meta: func() any {
 			return healthMeta{Version: version, Role: role, Node: cl.Name(),
-				TimeSource: string(probes.source), EBPF: probes.ebpf}
+				TimeSource: string(probes.source), EBPF: probes.health()}
 		},
 	}
 	if aggGraph != nil {

@@ -86,7 +86,7 @@ func parseFlagSet(args []string, out io.Writer, localIP func() (netip.Addr, erro
 	fs.StringVar(&aggToken, "aggregatorToken", "", "token the aggregator sends to members (default: -httpToken)")
 	fs.StringVar(&timestamps, "timestamps", "auto", "timestamp source: auto, ebpf, kernel or user")
 	fs.BoolVar(&reflector, "ebpfReflector", true, "answer pings in the kernel (eBPF) when the ebpf time source is in use")
-	fs.StringVar(&ifaces, "ifaces", "", "comma-separated interfaces for the eBPF programs (default: the interface holding -gossipAddr)")
+	fs.StringVar(&ifaces, "ifaces", "", "comma-separated interfaces for the eBPF programs (default: every interface carrying a default route, followed as links and routes change)")
 	fs.StringVar(&probeKey, "probeKey", "", "base64 cluster probe key: pings and acks carry an HMAC and unauthenticated ones are dropped")
 	fs.StringVar(&gossipKey, "gossipKey", "", "base64 memberlist encryption key (16, 24 or 32 bytes)")
 	fs.StringVar(&nodeName, "nodeName", "", "cluster node name (default: hostname-gossipAddr)")

@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/netip"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
@@ -34,16 +32,8 @@ func startProbes(cfg *config, log *slog.Logger, reg prometheus.Registerer, g *gr
 	p := &probes{ebpf: ebpfHealth{Ifaces: []string{}}}
 	ts := cfg.Timestamps
 	if ts == "auto" || ts == "ebpf" {
-		ifaces := cfg.Ifaces
-		if len(ifaces) == 0 {
-			name, err := ifaceOf(cfg.GossipAddr)
-			if err != nil {
-				return nil, err
-			}
-			ifaces = []string{name}
-		}
 		lc := loader.DefaultConfig()
-		lc.Ifaces, lc.PingPort, lc.Reflect, lc.HMAC = ifaces, cfg.PingPort, cfg.EBPFReflector, len(cfg.ProbeKey) > 0
+		lc.Ifaces, lc.PingPort, lc.Reflect, lc.HMAC = cfg.Ifaces, cfg.PingPort, cfg.EBPFReflector, len(cfg.ProbeKey) > 0
 		lc.Registerer, lc.Logger = reg, log.With("component", "loader")
 		ld, err := loader.Load(lc)
 		switch {
@@ -108,24 +98,12 @@ func (p *probes) Close() {
 	}
 }
 
-// ifaceOf names the interface that holds addr: where the probes leave and
-// the acks arrive, so where the TC programs go.
-func ifaceOf(addr netip.Addr) (string, error) {
-	ifs, err := net.Interfaces()
-	if err != nil {
-		return "", err
+// health is the eBPF part of /healthz; the interfaces follow link and route
+// changes.
+func (p *probes) health() ebpfHealth {
+	h := p.ebpf
+	if p.ld != nil {
+		h.Ifaces = p.ld.Status().Ifaces
 	}
-	for _, ifc := range ifs {
-		addrs, _ := ifc.Addrs()
-		for _, a := range addrs {
-			ipn, ok := a.(*net.IPNet)
-			if !ok {
-				continue
-			}
-			if ip, ok := netip.AddrFromSlice(ipn.IP); ok && ip.Unmap() == addr {
-				return ifc.Name, nil
-			}
-		}
-	}
-	return "", fmt.Errorf("no interface holds %s (set -gossipAddr to one of this host's addresses, or -ifaces)", addr)
+	return h
 }

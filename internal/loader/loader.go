@@ -27,6 +27,7 @@ import (
 	"github.com/cilium/ebpf/rlimit"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/dnms/dnms/internal/probe"
@@ -48,7 +49,9 @@ const DefaultPingPort = 33435
 // Config configures Load.
 type Config struct {
 	// Ifaces are the interfaces to attach to, by name, in the current
-	// network namespace of the calling thread.
+	// network namespace of the calling thread. Empty: every interface that
+	// carries a default route, followed as links and routes change
+	// (ifaces.go).
 	Ifaces []string
 	// PingPort is the UDP port dnms pings, acks and trace probes go to.
 	PingPort uint16
@@ -114,12 +117,16 @@ type Loader struct {
 	objs     bpfObjects
 	nlMu     sync.Mutex      // guards nl against Close while Run refreshes addresses
 	nl       *netlink.Handle // bound to the namespace Load ran in; nil once closed
+	ns       netns.NsHandle  // the namespace Load ran in (link and route subscriptions)
 	mode     string
-	attached []attachment
-	rd       *ringbuf.Reader
-	kick     chan struct{} // Kick: read the ring now
-	metrics  []prometheus.Collector
-	reg      prometheus.Registerer
+	attached []attachment    // guarded by nlMu
+	refused  map[string]bool // interfaces refused (logged once), guarded by nlMu
+	// following: the first reconcile is done (nlMu)
+	following bool
+	rd        *ringbuf.Reader
+	kick      chan struct{} // Kick: read the ring now
+	metrics   []prometheus.Collector
+	reg       prometheus.Registerer
 
 	skbStamps atomic.Uint64 // RX stamps that used the stack's arrival time
 
@@ -152,9 +159,6 @@ func Supported() error {
 // network namespace the interfaces live in. The error is one line, meant to
 // be logged by a caller that then falls back to another time source.
 func Load(cfg Config) (*Loader, error) {
-	if len(cfg.Ifaces) == 0 {
-		return nil, errors.New("ebpf loader: no interfaces to attach to")
-	}
 	if cfg.PingPort == 0 {
 		return nil, errors.New("ebpf loader: ping port is 0")
 	}
@@ -185,7 +189,12 @@ func Load(cfg Config) (*Loader, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ebpf loader: netlink: %v", err)
 	}
-	l := &Loader{cfg: cfg, nl: nl, kick: make(chan struct{}, 1)}
+	ns, err := netns.Get()
+	if err != nil {
+		nl.Close()
+		return nil, fmt.Errorf("ebpf loader: current network namespace: %v", err)
+	}
+	l := &Loader{cfg: cfg, nl: nl, ns: ns, mode: cfg.Mode, kick: make(chan struct{}, 1), refused: map[string]bool{}}
 	if err := spec.LoadAndAssign(&l.objs, nil); err != nil {
 		nl.Close()
 		return nil, fmt.Errorf("ebpf unavailable: load programs: %v", oneLine(err))
@@ -198,9 +207,17 @@ func Load(cfg Config) (*Loader, error) {
 		l.Close()
 		return nil, fmt.Errorf("ebpf loader: %v", oneLine(err))
 	}
-	if err := l.attachAll(); err != nil {
+	ifaces, err := l.reconcile()
+	if err != nil {
 		l.Close()
 		return nil, err
+	}
+	if len(ifaces) == 0 {
+		l.Close()
+		if len(cfg.Ifaces) > 0 {
+			return nil, fmt.Errorf("ebpf loader: none of the interfaces %s can take the programs", strings.Join(cfg.Ifaces, ","))
+		}
+		return nil, errors.New("ebpf loader: no interface carries a default route (set -ifaces)")
 	}
 	l.rd, err = ringbuf.NewReader(l.objs.Events)
 	if err != nil {
@@ -211,7 +228,7 @@ func Load(cfg Config) (*Loader, error) {
 		l.Close()
 		return nil, fmt.Errorf("ebpf loader: register metrics: %v", oneLine(err))
 	}
-	cfg.Logger.Info("ebpf timestamps attached", "mode", l.mode, "ifaces", strings.Join(cfg.Ifaces, ","),
+	cfg.Logger.Info("ebpf timestamps attached", "mode", l.mode, "ifaces", strings.Join(ifaces, ","),
 		"reflector", cfg.Reflect, "ping_port", cfg.PingPort)
 	return l, nil
 }
@@ -323,6 +340,10 @@ func (l *Loader) Run(ctx context.Context, fn func(probe.Stamp)) error {
 
 	const addrEvery = 5 * time.Second
 	nextAddrs := time.Now().Add(addrEvery)
+	linksChanged := make(chan struct{}, 1)
+	wctx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	go l.watchLinks(wctx, l.ns, linksChanged)
 	// A deadline long gone: ReadInto returns what is there and never blocks.
 	l.rd.SetDeadline(time.Unix(1, 0))
 	var rec ringbuf.Record
@@ -355,6 +376,7 @@ func (l *Loader) Run(ctx context.Context, fn func(probe.Stamp)) error {
 			if err := l.refreshAddrs(); err != nil {
 				l.cfg.Logger.Warn("ebpf loader: refresh local addresses", "err", err)
 			}
+			l.follow()
 		}
 		t.Reset(l.cfg.Poll)
 		select {
@@ -362,7 +384,19 @@ func (l *Loader) Run(ctx context.Context, fn func(probe.Stamp)) error {
 			return nil
 		case <-t.C:
 		case <-l.kick:
+		case <-linksChanged:
+			l.follow()
+			if err := l.refreshAddrs(); err != nil {
+				l.cfg.Logger.Warn("ebpf loader: refresh local addresses", "err", err)
+			}
 		}
+	}
+}
+
+// follow moves the programs to the interfaces wanted now (reconcile).
+func (l *Loader) follow() {
+	if _, err := l.reconcile(); err != nil {
+		l.cfg.Logger.Warn("ebpf loader: following interface changes", "err", oneLine(err))
 	}
 }
 
@@ -468,7 +502,7 @@ func (l *Loader) stat(idx bpfDnmsStat) uint64 {
 func (l *Loader) Status() Status {
 	return Status{
 		Mode:            l.mode,
-		Ifaces:          append([]string(nil), l.cfg.Ifaces...),
+		Ifaces:          l.ifaceNames(),
 		Reflect:         l.cfg.Reflect,
 		ReserveFailures: l.stat(bpfDnmsStatDNMS_STAT_RESERVE_FAIL),
 		Reflected:       l.stat(bpfDnmsStatDNMS_STAT_REFLECTED),
@@ -485,13 +519,10 @@ func (l *Loader) Status() Status {
 // unloads everything. It is safe to call more than once.
 func (l *Loader) Close() error {
 	l.closeOnce.Do(func() {
-		var errs []error
-		for i := len(l.attached) - 1; i >= 0; i-- {
-			if err := l.attached[i].detach(); err != nil {
-				errs = append(errs, err)
-			}
-		}
+		l.nlMu.Lock()
+		errs := detachAll(l.attached)
 		l.attached = nil
+		l.nlMu.Unlock()
 		if l.rd != nil {
 			if err := l.rd.Close(); err != nil {
 				errs = append(errs, fmt.Errorf("close ring buffer: %w", err))
@@ -513,6 +544,7 @@ func (l *Loader) Close() error {
 			errs = append(errs, fmt.Errorf("close eBPF objects: %w", err))
 		}
 		l.nlMu.Unlock()
+		l.ns.Close()
 		l.closeErr = errors.Join(errs...)
 	})
 	return l.closeErr
