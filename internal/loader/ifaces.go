@@ -22,6 +22,9 @@ import (
 // re-evaluated whenever a link or a route changes (netlink subscriptions,
 // plus a periodic check), and the programs follow it.
 
+// unusable next hops: their interface is down or has no carrier.
+const unusable = unix.RTNH_F_DEAD | unix.RTNH_F_LINKDOWN
+
 // routeIfaces lists the interfaces of the default routes' next hops.
 func routeIfaces(nl *netlink.Handle) ([]string, error) {
 	seen := map[int]bool{}
@@ -36,11 +39,13 @@ func routeIfaces(nl *netlink.Handle) ([]string, error) {
 					continue // not a default route
 				}
 			}
-			if r.LinkIndex > 0 {
+			if r.LinkIndex > 0 && r.Flags&unusable == 0 {
 				seen[r.LinkIndex] = true
 			}
 			for _, nh := range r.MultiPath {
-				seen[nh.LinkIndex] = true
+				if nh.Flags&unusable == 0 {
+					seen[nh.LinkIndex] = true
+				}
 			}
 		}
 	}
