@@ -1,7 +1,6 @@
 package loader
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -9,7 +8,6 @@ import (
 	"strings"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -181,45 +179,48 @@ func (l *Loader) attachments() []attachment {
 	return slices.Clone(l.attached)
 }
 
-// watchLinks signals changed (without blocking) on every link or route
-// change in the loader's namespace until ctx is done. Subscription errors
-// are logged once; the periodic reconcile still follows changes.
-func (l *Loader) watchLinks(ctx context.Context, ns netns.NsHandle, changed chan<- struct{}) {
-	done := make(chan struct{})
-	go func() { <-ctx.Done(); close(done) }()
+// watchLinks subscribes to link and route changes and signals
+// l.linksChanged (without blocking) on each until l.stopWatch closes.
+// It must run on the thread Load runs on: the netlink sockets belong to that
+// thread's network namespace (entering another one would need
+// CAP_SYS_ADMIN). Subscription errors are logged once; the periodic
+// reconcile still follows changes.
+func (l *Loader) watchLinks() {
 	links := make(chan netlink.LinkUpdate, 16)
 	routes := make(chan netlink.RouteUpdate, 64)
 	errCb := func(err error) { l.cfg.Logger.Debug("ebpf loader: netlink subscription", "err", err) }
-	if err := netlink.LinkSubscribeWithOptions(links, done, netlink.LinkSubscribeOptions{Namespace: &ns, ErrorCallback: errCb}); err != nil {
+	if err := netlink.LinkSubscribeWithOptions(links, l.stopWatch, netlink.LinkSubscribeOptions{ErrorCallback: errCb}); err != nil {
 		l.cfg.Logger.Warn("ebpf loader: cannot follow link changes; checking every few seconds instead", "err", err)
 	}
-	if err := netlink.RouteSubscribeWithOptions(routes, done, netlink.RouteSubscribeOptions{Namespace: &ns, ErrorCallback: errCb}); err != nil {
+	if err := netlink.RouteSubscribeWithOptions(routes, l.stopWatch, netlink.RouteSubscribeOptions{ErrorCallback: errCb}); err != nil {
 		l.cfg.Logger.Warn("ebpf loader: cannot follow route changes; checking every few seconds instead", "err", err)
 	}
 	signal := func() {
 		select {
-		case changed <- struct{}{}:
+		case l.linksChanged <- struct{}{}:
 		default:
 		}
 	}
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case _, ok := <-links:
-			if !ok {
-				links = nil
-				continue
+	go func() {
+		for links != nil || routes != nil {
+			select {
+			case <-l.stopWatch:
+				return
+			case _, ok := <-links:
+				if !ok {
+					links = nil
+					continue
+				}
+				signal()
+			case _, ok := <-routes:
+				if !ok {
+					routes = nil
+					continue
+				}
+				signal()
 			}
-			signal()
-		case _, ok := <-routes:
-			if !ok {
-				routes = nil
-				continue
-			}
-			signal()
 		}
-	}
+	}()
 }
 
 // ifaceNames lists the interfaces with programs now.

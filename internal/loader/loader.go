@@ -27,7 +27,6 @@ import (
 	"github.com/cilium/ebpf/rlimit"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/dnms/dnms/internal/probe"
@@ -113,14 +112,17 @@ type Status struct {
 
 // Loader holds the loaded programs, their attachments and the ring buffer.
 type Loader struct {
-	cfg      Config
-	objs     bpfObjects
-	nlMu     sync.Mutex      // guards nl against Close while Run refreshes addresses
-	nl       *netlink.Handle // bound to the namespace Load ran in; nil once closed
-	ns       netns.NsHandle  // the namespace Load ran in (link and route subscriptions)
-	mode     string
-	attached []attachment    // guarded by nlMu
-	refused  map[string]bool // interfaces refused (logged once), guarded by nlMu
+	cfg  Config
+	objs bpfObjects
+	nlMu sync.Mutex      // guards nl against Close while Run refreshes addresses
+	nl   *netlink.Handle // bound to the namespace Load ran in; nil once closed
+	// linksChanged is signalled on link and route changes (watchLinks)
+	// until stopWatch closes (Close).
+	linksChanged chan struct{}
+	stopWatch    chan struct{}
+	mode         string
+	attached     []attachment    // guarded by nlMu
+	refused      map[string]bool // interfaces refused (logged once), guarded by nlMu
 	// following: the first reconcile is done (nlMu)
 	following bool
 	rd        *ringbuf.Reader
@@ -189,12 +191,8 @@ func Load(cfg Config) (*Loader, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ebpf loader: netlink: %v", err)
 	}
-	ns, err := netns.Get()
-	if err != nil {
-		nl.Close()
-		return nil, fmt.Errorf("ebpf loader: current network namespace: %v", err)
-	}
-	l := &Loader{cfg: cfg, nl: nl, ns: ns, mode: cfg.Mode, kick: make(chan struct{}, 1), refused: map[string]bool{}}
+	l := &Loader{cfg: cfg, nl: nl, mode: cfg.Mode, kick: make(chan struct{}, 1), refused: map[string]bool{},
+		linksChanged: make(chan struct{}, 1), stopWatch: make(chan struct{})}
 	if err := spec.LoadAndAssign(&l.objs, nil); err != nil {
 		nl.Close()
 		return nil, fmt.Errorf("ebpf unavailable: load programs: %v", oneLine(err))
@@ -207,6 +205,7 @@ func Load(cfg Config) (*Loader, error) {
 		l.Close()
 		return nil, fmt.Errorf("ebpf loader: %v", oneLine(err))
 	}
+	l.watchLinks() // before the first reconcile: no change is missed
 	ifaces, err := l.reconcile()
 	if err != nil {
 		l.Close()
@@ -340,10 +339,6 @@ func (l *Loader) Run(ctx context.Context, fn func(probe.Stamp)) error {
 
 	const addrEvery = 5 * time.Second
 	nextAddrs := time.Now().Add(addrEvery)
-	linksChanged := make(chan struct{}, 1)
-	wctx, stopWatch := context.WithCancel(ctx)
-	defer stopWatch()
-	go l.watchLinks(wctx, l.ns, linksChanged)
 	// A deadline long gone: ReadInto returns what is there and never blocks.
 	l.rd.SetDeadline(time.Unix(1, 0))
 	var rec ringbuf.Record
@@ -384,7 +379,7 @@ func (l *Loader) Run(ctx context.Context, fn func(probe.Stamp)) error {
 			return nil
 		case <-t.C:
 		case <-l.kick:
-		case <-linksChanged:
+		case <-l.linksChanged:
 			l.follow()
 			if err := l.refreshAddrs(); err != nil {
 				l.cfg.Logger.Warn("ebpf loader: refresh local addresses", "err", err)
@@ -544,7 +539,7 @@ func (l *Loader) Close() error {
 			errs = append(errs, fmt.Errorf("close eBPF objects: %w", err))
 		}
 		l.nlMu.Unlock()
-		l.ns.Close()
+		close(l.stopWatch)
 		l.closeErr = errors.Join(errs...)
 	})
 	return l.closeErr
