@@ -138,6 +138,10 @@ func runAgent(cfg *config) error {
 	if err := cl.Start(); err != nil {
 		return fmt.Errorf("cluster: %w", err)
 	}
+	// Everything privileged is done: eBPF loaded and attached, sockets open.
+	if err := dropCapabilities(keptCaps(httpPort), log); err != nil {
+		log.Warn("capabilities not dropped (a binary built with cgo cannot; build with CGO_ENABLED=0)", "err", err)
+	}
 	log.Info("dnms started", "version", version, "role", role, "node", cl.Name(),
 		"addr", cfg.GossipAddr, "gossipPort", cfg.GossipPort, "pingPort", cfg.PingPort,
 		"srcPorts", fmt.Sprintf("%d-%d", cfg.MapSrcPortStart, cfg.MapSrcPortEnd),

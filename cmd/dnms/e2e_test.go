@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -266,7 +267,9 @@ func router(t *testing.T, f *lab.Fabric, role string, i int) lab.Router {
 func buildDNMS(t *testing.T) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "dnms")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+	cmd := exec.Command("go", "build", "-o", bin, ".")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0") // as make build: capabilities are dropped on every thread
+	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	return bin

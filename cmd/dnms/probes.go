@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
@@ -31,6 +32,7 @@ type probes struct {
 func startProbes(cfg *config, log *slog.Logger, reg prometheus.Registerer, g *graph.Graph) (*probes, error) {
 	p := &probes{ebpf: ebpfHealth{Ifaces: []string{}}}
 	ts := cfg.Timestamps
+	var ebpfErr error
 	if ts == "auto" || ts == "ebpf" {
 		lc := loader.DefaultConfig()
 		lc.Ifaces, lc.PingPort, lc.Reflect, lc.HMAC = cfg.Ifaces, cfg.PingPort, cfg.EBPFReflector, len(cfg.ProbeKey) > 0
@@ -44,7 +46,7 @@ func startProbes(cfg *config, log *slog.Logger, reg prometheus.Registerer, g *gr
 		case ts == "ebpf":
 			return nil, fmt.Errorf("-timestamps=ebpf: %w", err)
 		default:
-			log.Warn("eBPF unavailable, using kernel or user timestamps instead", "err", err)
+			ebpfErr = err
 			p.ebpf.Error = err.Error()
 		}
 	}
@@ -68,6 +70,15 @@ func startProbes(cfg *config, log *slog.Logger, reg prometheus.Registerer, g *gr
 		return nil, fmt.Errorf("probe engine: %w", err)
 	}
 	p.eng, p.source = eng, eng.Source()
+	if ebpfErr != nil {
+		// One line: what is missing and what dnms uses instead.
+		var missing []string
+		if c, err := readCaps(); err == nil {
+			missing = missingCaps(c.eff, ebpfCaps)
+		}
+		log.Warn(fmt.Sprintf("eBPF unavailable, using %s timestamps instead", p.source),
+			"missingCapabilities", strings.Join(missing, ","), "err", ebpfErr)
+	}
 
 	pc := pinger.DefaultConfig()
 	pc.PeerInterval, pc.RouteInterval, pc.Timeout = cfg.PingPeerIntv, cfg.PingRouteIntv, cfg.PingTimeout
