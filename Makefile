@@ -17,8 +17,8 @@ deps: ## install (as root) or name the Debian packages the tests and demo need
 	scripts/deps.sh test
 
 .PHONY: build
-build: ## build bin/dnms
-	$(GO) build -ldflags "$(LDFLAGS)" -o bin/dnms ./cmd/dnms
+build: ## build bin/dnms (static, no cgo: dnms drops capabilities from every thread)
+	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o bin/dnms ./cmd/dnms
 
 .PHONY: generate
 generate: ## regenerate the eBPF objects with bpf2go (needs clang)

@@ -15,11 +15,14 @@
 //                to the ping port: KIND_RX_ICMP event, OK;
 //              - a ping / trace probe to the ping port addressed to one of our
 //                addresses, with the reflector on: rewritten in place into the
-//                mirrored ack and redirected out of the same interface
-//                (TC_ACT_REDIRECT); userspace never sees it, nor does
-//                netfilter (the ack skips OUTPUT/POSTROUTING). Only if a
-//                rewrite helper fails half way is that ping dropped
-//                (TC_ACT_SHOT, counted);
+//                mirrored ack and redirected to the interface and next hop
+//                the host's FIB picks for it, as for an ack userspace sends
+//                (ack_route: bpf_fib_lookup, then bpf_redirect with the
+//                neighbour's MAC or bpf_redirect_neigh); userspace never sees
+//                it, nor does netfilter (the ack skips OUTPUT/POSTROUTING). A
+//                ping the FIB gives no route for passes to the userspace
+//                reflector (TC_ACT_OK, counted). Only if a rewrite helper
+//                fails half way is that ping dropped (TC_ACT_SHOT, counted);
 //              - anything else: TC_ACT_OK untouched.
 //              RX events also carry skb->tstamp, the stack's arrival time
 //              (CLOCK_REALTIME) when a socket asked for timestamps.
@@ -74,6 +77,9 @@ char __license[] SEC("license") = "Dual BSD/GPL";
 #define PAYLOAD_OFF (ETH_LEN + IP_LEN + UDP_LEN)
 #define PAYLOAD6_OFF (ETH_LEN + IP6_LEN + UDP_LEN)
 #define REFLECT_TTL 64
+#define AF_INET_ 2
+#define AF_INET6_ 10
+#define LOOPBACK_IFINDEX 1
 
 /* Load-time settings, set on the CollectionSpec before load. */
 volatile const __u16 ping_port = 33435;     /* host byte order */
@@ -97,7 +103,8 @@ enum dnms_stat {
 	DNMS_STAT_RX_ICMP = 3,      /* KIND_RX_ICMP events emitted */
 	DNMS_STAT_REFLECTED = 4,    /* pings answered in the kernel */
 	DNMS_STAT_REFLECT_ERR = 5,  /* reflection failed half way: packet dropped */
-	DNMS_STAT_MAX = 6,
+	DNMS_STAT_REFLECT_PASS = 6, /* no FIB result for the ack: left to userspace */
+	DNMS_STAT_MAX = 7,
 };
 
 /*
@@ -405,8 +412,80 @@ struct dnms_tail {
 };
 
 /*
- * Turn the ping in skb into its mirrored ack and send it back out of the
- * interface it came in on. Returns a TC action. On a failure before the first
+ * Where the mirrored ack of the ping in u leaves: the FIB's answer for a
+ * packet this host sends (input interface lo, the way the stack looks up
+ * locally generated traffic; our address to the peer; the ack's 5-tuple, so
+ * the ECMP hash picks the next hop a userspace ack would get).
+ */
+struct ack_route {
+	__u32 ifindex;      /* egress interface */
+	__u8 macs[12];      /* dmac, smac: valid when neigh */
+	__u8 neigh;         /* 1: neighbour resolved (bpf_redirect); 0: bpf_redirect_neigh */
+	__u8 pad[3];
+	struct bpf_redir_neigh nh; /* next hop for bpf_redirect_neigh */
+};
+
+/*
+ * Fill r for the ack of the ping in u; -1 when the FIB has no unicast route
+ * for it (or forwarding is off on lo, which bpf_fib_lookup requires: the
+ * loader turns it on), and the userspace reflector should answer instead.
+ */
+static __always_inline int ack_route(struct __sk_buff *skb, struct udp_info *u, struct ack_route *r)
+{
+	struct bpf_fib_lookup p = {};
+	p.l4_protocol = IPPROTO_UDP;
+	p.sport = bpf_htons(u->sport); /* mirrored: B:S -> A:ping_port */
+	p.dport = bpf_htons(ping_port);
+	p.ifindex = LOOPBACK_IFINDEX;
+	if (u->family == 4) {
+		p.family = AF_INET_;
+		p.tot_len = IP_LEN + u->udp_len;
+		__builtin_memcpy(&p.ipv4_src, u->daddr, 4);
+		__builtin_memcpy(&p.ipv4_dst, u->saddr, 4);
+	} else {
+		p.family = AF_INET6_;
+		p.tot_len = IP6_LEN + u->udp_len;
+		__builtin_memcpy(p.ipv6_src, u->daddr, 16);
+		__builtin_memcpy(p.ipv6_dst, u->saddr, 16);
+	}
+	long rc = bpf_fib_lookup(skb, &p, sizeof(p), 0);
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
+		return -1;
+	r->ifindex = p.ifindex;
+	r->neigh = rc == BPF_FIB_LKUP_RET_SUCCESS;
+	__builtin_memcpy(r->macs, p.dmac, 6);
+	__builtin_memcpy(r->macs + 6, p.smac, 6);
+	/* The next hop: the gateway if the route has one, else the peer. */
+	__builtin_memset(&r->nh, 0, sizeof(r->nh));
+	if (p.family == AF_INET_) {
+		r->nh.nh_family = AF_INET_;
+		r->nh.ipv4_nh = p.ipv4_dst;
+	} else {
+		r->nh.nh_family = AF_INET6_;
+		__builtin_memcpy(r->nh.ipv6_nh, p.ipv6_dst, 16);
+	}
+	return 0;
+}
+
+/* Set the ack's Ethernet addresses for r (before the redirect). */
+static __always_inline int ack_l2(struct __sk_buff *skb, struct ack_route *r)
+{
+	if (!r->neigh)
+		return 0; /* bpf_redirect_neigh writes them */
+	return bpf_skb_store_bytes(skb, 0, r->macs, 12, 0);
+}
+
+/* Send the rewritten ack the way r says. */
+static __always_inline int ack_redirect(struct ack_route *r)
+{
+	if (r->neigh)
+		return bpf_redirect(r->ifindex, 0);
+	return bpf_redirect_neigh(r->ifindex, &r->nh, sizeof(r->nh), 0);
+}
+
+/*
+ * Turn the ping in skb into its mirrored ack and send it where the host's
+ * routing table sends our packets to the peer. Returns a TC action. On a failure before the first
  * write the packet passes to userspace (whose reflector answers it); after a
  * write it is dropped, since a half-rewritten packet must not go anywhere.
  */
@@ -425,6 +504,12 @@ static __always_inline int reflect_ping(struct __sk_buff *skb, __u64 now, struct
 		__builtin_memcpy(d6.a, u->daddr, 16);
 		if (!bpf_map_lookup_elem(&local_v6, &d6))
 			return TC_ACT_OK;
+	}
+
+	struct ack_route r;
+	if (ack_route(skb, u, &r) < 0) {
+		count(DNMS_STAT_REFLECT_PASS);
+		return TC_ACT_OK;
 	}
 
 	/* Per-flow counters, reset when the prober's epoch changes. */
@@ -448,13 +533,8 @@ static __always_inline int reflect_ping(struct __sk_buff *skb, __u64 now, struct
 	__u64 rx = __sync_fetch_and_add(&v->rx, 1) + 1;
 	__u64 ack = __sync_fetch_and_add(&v->ack, 1) + 1;
 
-	/* Ethernet: swap MACs. No checksum covers them. */
-	__u8 macs[12], swapped[12];
-	if (bpf_skb_load_bytes(skb, 0, macs, 12) < 0)
-		return TC_ACT_OK;
-	__builtin_memcpy(swapped, macs + 6, 6);
-	__builtin_memcpy(swapped + 6, macs, 6);
-	if (bpf_skb_store_bytes(skb, 0, swapped, 12, 0) < 0)
+	/* Ethernet: the next hop's and the egress interface's MACs. */
+	if (ack_l2(skb, &r) < 0)
 		goto drop;
 
 	/* IP: swap addresses (sum-neutral for the IPv4 and UDP checksums) and
@@ -514,7 +594,7 @@ static __always_inline int reflect_ping(struct __sk_buff *skb, __u64 now, struct
 	count(DNMS_STAT_REFLECTED);
 	if (reflect_events)
 		emit(skb, u, now, DNMS_KIND_REFLECT, h, 1);
-	return bpf_redirect(skb->ifindex, 0);
+	return ack_redirect(&r);
 
 drop:
 	count(DNMS_STAT_REFLECT_ERR);

@@ -6,7 +6,7 @@ set -euo pipefail
 
 common=(iproute2 nftables ethtool iputils-ping procps)
 case "${1:-test}" in
-test)     pkgs=("${common[@]}" traceroute tcpdump prometheus) ;;
+test)     pkgs=("${common[@]}" traceroute tcpdump prometheus systemd util-linux) ;;
 bench)    pkgs=("${common[@]}" traceroute tcpdump stress-ng scamper) ;;
 demo)     pkgs=("${common[@]}" curl) ;;
 generate) pkgs=(clang llvm libbpf-dev gcc-multilib bpftool) ;;

@@ -106,6 +106,7 @@ func runAgent(cfg *config) error {
 	}
 	ccfg.NodeName, ccfg.Role, ccfg.Version = cfg.NodeName, role, version
 	ccfg.HTTPPort, ccfg.PingPort, ccfg.GossipKey = uint16(httpPort), cfg.PingPort, cfg.GossipKey
+	ccfg.HTTPAddr = cfg.HTTPAdvertise
 	ccfg.Logger, ccfg.Registerer = log, reg
 	cl, err := cluster.New(ccfg)
 	if err != nil {
@@ -124,8 +125,8 @@ func runAgent(cfg *config) error {
 		MapperPeers:    func() any { return mp.Peers() },
 		MapperRouteMap: func() any { return mp.RouteMap() },
 		Meta: func() any {
-			return map[string]any{"version": version, "role": role, "node": cl.Name(),
-				"timestamps": probes.source, "ebpf": probes.ebpfState}
+			return healthMeta{Version: version, Role: role, Node: cl.Name(),
+				TimeSource: string(probes.source), EBPF: probes.health()}
 		},
 	}
 	if aggGraph != nil {
@@ -139,10 +140,14 @@ func runAgent(cfg *config) error {
 	if err := cl.Start(); err != nil {
 		return fmt.Errorf("cluster: %w", err)
 	}
+	// Everything privileged is done: eBPF loaded and attached, sockets open.
+	if err := dropCapabilities(keptCaps(httpPort), log); err != nil {
+		log.Warn("capabilities not dropped (a binary built with cgo cannot; build with CGO_ENABLED=0)", "err", err)
+	}
 	log.Info("dnms started", "version", version, "role", role, "node", cl.Name(),
 		"addr", cfg.GossipAddr, "gossipPort", cfg.GossipPort, "pingPort", cfg.PingPort,
 		"srcPorts", fmt.Sprintf("%d-%d", cfg.MapSrcPortStart, cfg.MapSrcPortEnd),
-		"http", cfg.HTTPAddr, "timestamps", probes.source, "seed", cfg.Peer)
+		"http", cfg.HTTPAddr, "httpAdvertise", cfg.HTTPAdvertise, "timestamps", probes.source, "seed", cfg.Peer)
 
 	eg, ctx := errgroup.WithContext(ctx)
 	eg.Go(func() error { return g.Run(ctx) })

@@ -21,6 +21,7 @@ type config struct {
 	Peer            string // seed host:port, "" = standalone
 	Aggregator      bool
 	HTTPAddr        string
+	HTTPAdvertise   netip.Addr // where aggregators reach our API (in the node meta)
 	PingPort        uint16
 	MapInterval     time.Duration
 	MapSrcPortStart uint16
@@ -41,6 +42,9 @@ type config struct {
 	GossipKey       []byte
 	NodeName        string
 	LogLevel        string
+	// PrintConfig, when set, is the effective configuration as YAML
+	// (-print-config): main prints it and exits.
+	PrintConfig string
 }
 
 // errHelp is returned when the user asked for -h; main exits 0.
@@ -50,6 +54,12 @@ var errHelp = flag.ErrHelp
 // every error here is reported before any socket, eBPF program or goroutine
 // exists.
 func parseFlags(args []string, out io.Writer, localIP func() (netip.Addr, error)) (*config, error) {
+	fromFile := map[string]string{} // flag name -> "FILE:LINE" it was set from
+	c, err := parseFlagSet(args, out, localIP, fromFile)
+	return c, blameConfigFile(err, fromFile)
+}
+
+func parseFlagSet(args []string, out io.Writer, localIP func() (netip.Addr, error), fromFile map[string]string) (*config, error) {
 	fs := flag.NewFlagSet("dnms", flag.ContinueOnError)
 	fs.SetOutput(out)
 	var (
@@ -64,6 +74,7 @@ func parseFlags(args []string, out io.Writer, localIP func() (netip.Addr, error)
 	fs.StringVar(&peer, "peer", "", "seed `host:port` to join; empty runs a standalone node")
 	fs.BoolVar(&aggregator, "aggregator", false, "also aggregate every member's graph and serve /v1/aggregator/...")
 	fs.StringVar(&httpAddr, "httpAddr", ":12345", "HTTP listen address for the API, SSE and /metrics")
+	httpAdvertise := fs.String("httpAdvertise", "", "IP address aggregators reach the API on, advertised to the cluster (default: the host of -httpAddr when it names one, else -gossipAddr)")
 	fs.IntVar(&pingPort, "pingPort", 33435, "UDP port that receives pings, trace probes and acks")
 	fs.DurationVar(&mapIntv, "mapInterval", time.Second, "pause between traces inside one sweep")
 	fs.IntVar(&portStart, "mapSrcPortStart", 0, "first UDP source port swept for ECMP paths (default pingPort+1)")
@@ -77,7 +88,7 @@ func parseFlags(args []string, out io.Writer, localIP func() (netip.Addr, error)
 	fs.StringVar(&aggToken, "aggregatorToken", "", "token the aggregator sends to members (default: -httpToken)")
 	fs.StringVar(&timestamps, "timestamps", "auto", "timestamp source: auto, ebpf, kernel or user")
 	fs.BoolVar(&reflector, "ebpfReflector", true, "answer pings in the kernel (eBPF) when the ebpf time source is in use")
-	fs.StringVar(&ifaces, "ifaces", "", "comma-separated interfaces for the eBPF programs (default: the interface holding -gossipAddr)")
+	fs.StringVar(&ifaces, "ifaces", "", "comma-separated interfaces for the eBPF programs (default: every interface carrying a default route, followed as links and routes change)")
 	fs.StringVar(&probeKey, "probeKey", "", "base64 cluster probe key: pings and acks carry an HMAC and unauthenticated ones are dropped")
 	fs.StringVar(&gossipKey, "gossipKey", "", "base64 memberlist encryption key (16, 24 or 32 bytes)")
 	fs.StringVar(&nodeName, "nodeName", "", "cluster node name (default: hostname-gossipAddr)")
@@ -85,6 +96,8 @@ func parseFlags(args []string, out io.Writer, localIP func() (netip.Addr, error)
 	// Localization (issue 14).
 	slowMin := fs.Duration("slowMinDelay", 100*time.Microsecond, "least one-way delay the estimator attributes to a link before calling it slow")
 	baseWin := fs.Duration("baselineWindow", 10*time.Minute, "how far back a flow's RTT baseline (its lowest ring 10th percentile) looks")
+	configPath := fs.String("config", "", "YAML `file` with one key per flag (same names); flags on the command line win")
+	printCfg := fs.Bool("print-config", false, "print the effective configuration as YAML (a valid -config file) and exit")
 	fs.Usage = func() {
 		fmt.Fprintf(out, "usage: dnms [flags]            run an agent (sudo dnms -peer seed:33434)\n")
 		fmt.Fprintf(out, "       dnms health -f FILE    rank links in a saved /v1/graph document\n")
@@ -96,6 +109,11 @@ func parseFlags(args []string, out io.Writer, localIP func() (netip.Addr, error)
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q (flags start with -)", fs.Arg(0))
+	}
+	if *configPath != "" {
+		if err := applyConfigFile(fs, *configPath, fromFile); err != nil {
+			return nil, err
+		}
 	}
 
 	c := &config{
@@ -196,6 +214,10 @@ func parseFlags(args []string, out io.Writer, localIP func() (netip.Addr, error)
 		return nil, err
 	}
 
+	if c.HTTPAdvertise, err = advertiseAddr(*httpAdvertise, httpAddr, c.GossipAddr); err != nil {
+		return nil, err
+	}
+
 	if ifaces != "" {
 		for _, s := range strings.Split(ifaces, ",") {
 			if s = strings.TrimSpace(s); s != "" {
@@ -208,6 +230,17 @@ func parseFlags(args []string, out io.Writer, localIP func() (netip.Addr, error)
 	}
 	if c.GossipKey, err = key("-gossipKey", gossipKey, []int{16, 24, 32}); err != nil {
 		return nil, err
+	}
+	if *printCfg {
+		// Show the values derived from others, not the empty defaults.
+		for name, v := range map[string]string{
+			"gossipAddr": c.GossipAddr.String(), "httpAdvertise": c.HTTPAdvertise.String(),
+			"mapSrcPortStart": strconv.Itoa(int(c.MapSrcPortStart)), "mapSrcPortEnd": strconv.Itoa(int(c.MapSrcPortEnd)),
+			"aggregatorToken": c.AggregatorToken,
+		} {
+			fs.Set(name, v)
+		}
+		c.PrintConfig = printConfig(fs)
 	}
 	return c, nil
 }
@@ -250,4 +283,28 @@ func key(name, s string, sizes []int) ([]byte, error) {
 		}
 	}
 	return nil, fmt.Errorf("%s must decode to 16, 24 or 32 bytes, got %d", name, len(b))
+}
+
+// advertiseAddr is -httpAdvertise, or the host -httpAddr listens on when it
+// names one address, or the gossip address (the API listens on all of them).
+func advertiseAddr(flagVal, httpAddr string, gossip netip.Addr) (netip.Addr, error) {
+	if flagVal != "" {
+		a, err := netip.ParseAddr(flagVal)
+		if err != nil || a.IsUnspecified() || a.IsMulticast() {
+			return netip.Addr{}, fmt.Errorf("-httpAdvertise %q must be a unicast IP address", flagVal)
+		}
+		return a.Unmap(), nil
+	}
+	host, _, _ := net.SplitHostPort(httpAddr)
+	if host == "" {
+		return gossip, nil
+	}
+	a, err := netip.ParseAddr(host)
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("-httpAddr host %q is not an IP address: set -httpAdvertise to the address aggregators should use", host)
+	}
+	if a.IsUnspecified() {
+		return gossip, nil
+	}
+	return a.Unmap(), nil
 }

@@ -47,6 +47,27 @@ func TestParseFlagsDerived(t *testing.T) {
 	}
 }
 
+func TestHTTPAdvertise(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "198.18.0.10"}, // API on every address: the gossip address
+		{[]string{"-httpAddr", "0.0.0.0:9000"}, "198.18.0.10"}, // same
+		{[]string{"-httpAddr", "198.18.5.5:9000"}, "198.18.5.5"},
+		{[]string{"-httpAddr", "[fd00::5]:9000"}, "fd00::5"},
+		{[]string{"-httpAddr", "198.18.5.5:9000", "-httpAdvertise", "198.18.6.6"}, "198.18.6.6"},
+	} {
+		c, err := parseFlags(tc.args, io.Discard, fixedIP)
+		if err != nil {
+			t.Fatalf("%v: %v", tc.args, err)
+		}
+		if c.HTTPAdvertise.String() != tc.want {
+			t.Errorf("%v: -httpAdvertise %s, want %s", tc.args, c.HTTPAdvertise, tc.want)
+		}
+	}
+}
+
 func TestParseFlagsRejects(t *testing.T) {
 	noIP := func() (netip.Addr, error) { return netip.Addr{}, errors.New("no default route") }
 	for _, tc := range []struct {
@@ -78,6 +99,9 @@ func TestParseFlagsRejects(t *testing.T) {
 		{[]string{"-gossipKey", "AAAA"}, "16, 24 or 32 bytes"},
 		{[]string{"-probeKey", "AAAA"}, "at least 16 bytes"},
 		{[]string{"-logLevel", "loud"}, "-logLevel"},
+		{[]string{"-httpAdvertise", "0.0.0.0"}, "-httpAdvertise"},
+		{[]string{"-httpAdvertise", "mgmt"}, "-httpAdvertise"},
+		{[]string{"-httpAddr", "localhost:9000"}, "set -httpAdvertise"},
 		{[]string{"extra"}, "unexpected argument"},
 		{[]string{"-nosuchflag"}, "flag provided but not defined"},
 	} {

@@ -36,5 +36,9 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
+	if cfg.PrintConfig != "" {
+		fmt.Print(cfg.PrintConfig)
+		return nil
+	}
 	return runAgent(cfg)
 }

@@ -4,8 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/netip"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
@@ -19,11 +18,11 @@ import (
 // probes is the probe engine, the optional eBPF loader feeding it kernel
 // stamps, and the pinger scheduling pings over the graph's routes.
 type probes struct {
-	eng       *probe.Engine
-	ld        *loader.Loader
-	pg        *pinger.Pinger
-	source    probe.Source
-	ebpfState string
+	eng    *probe.Engine
+	ld     *loader.Loader
+	pg     *pinger.Pinger
+	source probe.Source
+	ebpf   ebpfHealth
 }
 
 // startProbes picks the time source once: eBPF when asked for (or on auto)
@@ -31,31 +30,24 @@ type probes struct {
 // host without CAP_BPF, or an old kernel, gets one clear log line and keeps
 // running.
 func startProbes(cfg *config, log *slog.Logger, reg prometheus.Registerer, g *graph.Graph) (*probes, error) {
-	p := &probes{ebpfState: "off"}
+	p := &probes{ebpf: ebpfHealth{Ifaces: []string{}}}
 	ts := cfg.Timestamps
+	var ebpfErr error
 	if ts == "auto" || ts == "ebpf" {
-		ifaces := cfg.Ifaces
-		if len(ifaces) == 0 {
-			name, err := ifaceOf(cfg.GossipAddr)
-			if err != nil {
-				return nil, err
-			}
-			ifaces = []string{name}
-		}
 		lc := loader.DefaultConfig()
-		lc.Ifaces, lc.PingPort, lc.Reflect, lc.HMAC = ifaces, cfg.PingPort, cfg.EBPFReflector, len(cfg.ProbeKey) > 0
+		lc.Ifaces, lc.PingPort, lc.Reflect, lc.HMAC = cfg.Ifaces, cfg.PingPort, cfg.EBPFReflector, len(cfg.ProbeKey) > 0
 		lc.Registerer, lc.Logger = reg, log.With("component", "loader")
 		ld, err := loader.Load(lc)
 		switch {
 		case err == nil:
 			p.ld = ld
 			st := ld.Status()
-			p.ebpfState = fmt.Sprintf("%s on %v, reflector %v", st.Mode, ifaces, cfg.EBPFReflector)
+			p.ebpf = ebpfHealth{Attached: true, Mode: st.Mode, Ifaces: st.Ifaces, Reflector: st.Reflect}
 		case ts == "ebpf":
 			return nil, fmt.Errorf("-timestamps=ebpf: %w", err)
 		default:
-			log.Warn("eBPF unavailable, using kernel or user timestamps instead", "err", err)
-			p.ebpfState = "unavailable: " + err.Error()
+			ebpfErr = err
+			p.ebpf.Error = err.Error()
 		}
 	}
 
@@ -66,7 +58,10 @@ func startProbes(cfg *config, log *slog.Logger, reg prometheus.Registerer, g *gr
 	if p.ld != nil {
 		ec.StampKick = p.ld.Kick
 	}
-	ec.Reflect = !(p.ld != nil && cfg.EBPFReflector)
+	// The userspace reflector stays on next to the kernel's: it answers
+	// what the kernel reflector passes up (no route for the ack, a ping
+	// arriving on an interface without the programs).
+	ec.Reflect = true
 	ec.Timeout = cfg.PingTimeout
 	ec.Registerer, ec.Logger = reg, log.With("component", "probe")
 	eng, err := probe.New(ec)
@@ -75,6 +70,15 @@ func startProbes(cfg *config, log *slog.Logger, reg prometheus.Registerer, g *gr
 		return nil, fmt.Errorf("probe engine: %w", err)
 	}
 	p.eng, p.source = eng, eng.Source()
+	if ebpfErr != nil {
+		// One line: what is missing and what dnms uses instead.
+		var missing []string
+		if c, err := readCaps(); err == nil {
+			missing = missingCaps(c.eff, ebpfCaps)
+		}
+		log.Warn(fmt.Sprintf("eBPF unavailable, using %s timestamps instead", p.source),
+			"missingCapabilities", strings.Join(missing, ","), "err", ebpfErr)
+	}
 
 	pc := pinger.DefaultConfig()
 	pc.PeerInterval, pc.RouteInterval, pc.Timeout = cfg.PingPeerIntv, cfg.PingRouteIntv, cfg.PingTimeout
@@ -105,24 +109,12 @@ func (p *probes) Close() {
 	}
 }
 
-// ifaceOf names the interface that holds addr: where the probes leave and
-// the acks arrive, so where the TC programs go.
-func ifaceOf(addr netip.Addr) (string, error) {
-	ifs, err := net.Interfaces()
-	if err != nil {
-		return "", err
+// health is the eBPF part of /healthz; the interfaces follow link and route
+// changes.
+func (p *probes) health() ebpfHealth {
+	h := p.ebpf
+	if p.ld != nil {
+		h.Ifaces = p.ld.Status().Ifaces
 	}
-	for _, ifc := range ifs {
-		addrs, _ := ifc.Addrs()
-		for _, a := range addrs {
-			ipn, ok := a.(*net.IPNet)
-			if !ok {
-				continue
-			}
-			if ip, ok := netip.AddrFromSlice(ipn.IP); ok && ip.Unmap() == addr {
-				return ifc.Name, nil
-			}
-		}
-	}
-	return "", fmt.Errorf("no interface holds %s (set -gossipAddr to one of this host's addresses, or -ifaces)", addr)
+	return h
 }

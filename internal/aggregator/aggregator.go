@@ -136,9 +136,16 @@ func BaseURL(addr netip.Addr, httpPort uint16) string {
 }
 
 // PeerJoin makes the Aggregator a cluster.Handler: a member is subscribed
-// to at BaseURL(p.Addr, p.HTTPPort). Register it with AddHandlerWithSelf so
-// this node's own agent is merged too.
-func (a *Aggregator) PeerJoin(p cluster.Peer) { a.AddMember(p.Name, BaseURL(p.Addr, p.HTTPPort)) }
+// to at BaseURL(p.HTTPAddr, p.HTTPPort), the address it advertises for its
+// API (its gossip address when it advertises none). Register it with
+// AddHandlerWithSelf so this node's own agent is merged too.
+func (a *Aggregator) PeerJoin(p cluster.Peer) {
+	addr := p.HTTPAddr
+	if !addr.IsValid() {
+		addr = p.Addr
+	}
+	a.AddMember(p.Name, BaseURL(addr, p.HTTPPort))
+}
 
 // PeerLeave removes the member's contribution.
 func (a *Aggregator) PeerLeave(p cluster.Peer) { a.RemoveMember(p.Name) }

@@ -3,11 +3,13 @@ package aggregator
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"net/url"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -21,7 +23,6 @@ import (
 // way cmd/dnms does: members found by gossip on loopback are subscribed to
 // (this node included), and a member that leaves has its routes removed.
 func TestClusterDrivesAggregator(t *testing.T) {
-	lo := netip.MustParseAddr("127.0.0.1")
 	a := startLiveAgent(t, "aggr", nil) // the aggregator node's own agent
 	b := startLiveAgent(t, "agentB", nil)
 	kA := graph.RouteKey{Src: hA, Dst: hB, SrcPort: 33436}
@@ -30,44 +31,9 @@ func TestClusterDrivesAggregator(t *testing.T) {
 	b.g.SetRoute(kA.Reverse(), hopsOf(hB, leaf2, sp1, leaf1, hA))
 	addSamples(b.g, kA.Reverse(), 0, 20, 0)
 
-	httpPort := func(l *liveAgent) uint16 {
-		u, err := url.Parse(l.srv.URL)
-		if err != nil {
-			t.Fatal(err)
-		}
-		p, _ := strconv.Atoi(u.Port())
-		return uint16(p)
-	}
+	httpPort := func(l *liveAgent) uint16 { return l.httpAddr(t).Port() }
 	node := func(name, role string, port uint16, seeds ...string) (*cluster.Cluster, context.CancelFunc) {
-		cfg := cluster.DefaultConfig()
-		cfg.NodeName, cfg.Role, cfg.HTTPPort = name, role, port
-		cfg.BindAddr, cfg.AdvertiseAddr, cfg.Port = lo, lo, 0
-		cfg.Seeds = seeds
-		cfg.JoinBackoffMin, cfg.JoinBackoffMax, cfg.LeaveTimeout = 50*time.Millisecond, time.Second, time.Second
-		cfg.Logger = testLogger()
-		cfg.Tune = func(mc *memberlist.Config) {
-			mc.ProbeInterval, mc.ProbeTimeout, mc.GossipInterval = 400*time.Millisecond, 300*time.Millisecond, 50*time.Millisecond
-		}
-		c, err := cluster.New(cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := c.Start(); err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() { defer close(done); c.Run(ctx) }()
-		stop := func() {
-			cancel()
-			select {
-			case <-done:
-			case <-time.After(15 * time.Second):
-				t.Errorf("cluster node %s did not stop", name)
-			}
-		}
-		t.Cleanup(stop)
-		return c, stop
+		return startNode(t, name, role, netip.Addr{}, port, seeds...)
 	}
 
 	h := startAggregator(t, func(c *Config) { c.Token = "tok" })
@@ -95,4 +61,79 @@ func statusNames(a *Aggregator) []string {
 		n = append(n, s.Name)
 	}
 	return n
+}
+
+// TestAggregatesAdvertisedHTTPAddr: an agent gossips on 127.0.0.1 but
+// serves its API on another loopback address it advertises
+// (-httpAdvertise); the aggregator connects there and merges its routes.
+func TestAggregatesAdvertisedHTTPAddr(t *testing.T) {
+	second := fmt.Sprintf("127.%d.%d.%d", 1+rand.IntN(250), rand.IntN(250), 1+rand.IntN(250))
+	a := startLiveAgent(t, "aggr", nil)
+	b := startLiveAgentOn(t, "agentB", net.JoinHostPort(second, "0"), nil)
+	kA := graph.RouteKey{Src: hA, Dst: hB, SrcPort: 33436}
+	b.g.SetRoute(kA.Reverse(), hopsOf(hB, leaf2, sp1, leaf1, hA))
+	addSamples(b.g, kA.Reverse(), 0, 20, 0)
+
+	h := startAggregator(t, func(c *Config) { c.Token = "tok" })
+	ca, _ := startNode(t, "aggr", cluster.RoleAggregator, netip.Addr{}, a.httpAddr(t).Port())
+	ca.AddHandlerWithSelf(h.a)
+	bAddr := b.httpAddr(t)
+	startNode(t, "agentB", cluster.RoleAgent, bAddr.Addr(), bAddr.Port(), net.JoinHostPort("127.0.0.1", strconv.Itoa(ca.Port())))
+
+	waitMirrors(t, h.g, b)
+	for _, s := range h.a.Status() {
+		if s.Name == "agentB" && !strings.Contains(s.URL, second) {
+			t.Errorf("agentB aggregated at %s, want its advertised %s", s.URL, second)
+		}
+	}
+}
+
+// httpAddr is where the agent's API listens.
+func (l *liveAgent) httpAddr(t *testing.T) netip.AddrPort {
+	t.Helper()
+	u, err := url.Parse(l.srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ap, err := netip.ParseAddrPort(u.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ap
+}
+
+// startNode starts a cluster member on 127.0.0.1 advertising its API at
+// httpAddr:port (zero httpAddr: its gossip address), joined to seeds.
+func startNode(t *testing.T, name, role string, httpAddr netip.Addr, port uint16, seeds ...string) (*cluster.Cluster, context.CancelFunc) {
+	t.Helper()
+	lo := netip.MustParseAddr("127.0.0.1")
+	cfg := cluster.DefaultConfig()
+	cfg.NodeName, cfg.Role, cfg.HTTPPort, cfg.HTTPAddr = name, role, port, httpAddr
+	cfg.BindAddr, cfg.AdvertiseAddr, cfg.Port = lo, lo, 0
+	cfg.Seeds = seeds
+	cfg.JoinBackoffMin, cfg.JoinBackoffMax, cfg.LeaveTimeout = 50*time.Millisecond, time.Second, time.Second
+	cfg.Logger = testLogger()
+	cfg.Tune = func(mc *memberlist.Config) {
+		mc.ProbeInterval, mc.ProbeTimeout, mc.GossipInterval = 400*time.Millisecond, 300*time.Millisecond, 50*time.Millisecond
+	}
+	c, err := cluster.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); c.Run(ctx) }()
+	stop := func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(15 * time.Second):
+			t.Errorf("cluster node %s did not stop", name)
+		}
+	}
+	t.Cleanup(stop)
+	return c, stop
 }

@@ -3,6 +3,7 @@ package aggregator
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -39,9 +40,19 @@ func (l *liveAgent) requests() []http.Header {
 
 func startLiveAgent(t *testing.T, name string, mod func(*api.Config)) *liveAgent {
 	t.Helper()
+	return startLiveAgentOn(t, name, "127.0.0.1:0", mod)
+}
+
+// startLiveAgentOn is startLiveAgent with the API listening on listen.
+func startLiveAgentOn(t *testing.T, name, listen string, mod func(*api.Config)) *liveAgent {
+	t.Helper()
 	l := &liveAgent{name: name, mod: mod}
 	l.newInstance(t, nil)
-	l.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		l.mu.Lock()
 		if r.URL.Path == EventsPath {
 			l.reqs = append(l.reqs, r.Header.Clone())
@@ -50,6 +61,9 @@ func startLiveAgent(t *testing.T, name string, mod func(*api.Config)) *liveAgent
 		l.mu.Unlock()
 		h.ServeHTTP(w, r)
 	}))
+	l.srv.Listener.Close()
+	l.srv.Listener = ln
+	l.srv.Start()
 	t.Cleanup(func() {
 		l.mu.Lock()
 		s := l.api

@@ -23,8 +23,11 @@ type Peer struct {
 	GossipPort uint16
 	Role       string
 	HTTPPort   uint16
-	PingPort   uint16
-	Version    string
+	// HTTPAddr is where the member's API listens (its -httpAdvertise);
+	// Addr when the member did not advertise one.
+	HTTPAddr netip.Addr
+	PingPort uint16
+	Version  string
 }
 
 // Handler receives membership changes, in order, from one goroutine. A
@@ -74,7 +77,7 @@ func New(cfg Config) (*Cluster, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cluster: register metrics: %w", err)
 	}
-	local := NodeMeta{Role: cfg.Role, HTTPPort: cfg.HTTPPort, PingPort: cfg.PingPort, Version: cfg.Version}
+	local := NodeMeta{Role: cfg.Role, HTTPPort: cfg.HTTPPort, PingPort: cfg.PingPort, Version: cfg.Version, HTTPAddr: cfg.HTTPAddr}
 	enc, err := local.Encode()
 	if err != nil {
 		return nil, fmt.Errorf("cluster: %w", err)
@@ -391,6 +394,9 @@ func (c *Cluster) peerOf(name string, ip net.IP, port uint16, meta []byte) (Peer
 		return p, metaReason(err), err.Error()
 	}
 	p.Role, p.HTTPPort, p.PingPort, p.Version = m.Role, m.HTTPPort, m.PingPort, m.Version
+	if p.HTTPAddr = m.HTTPAddr; !p.HTTPAddr.IsValid() {
+		p.HTTPAddr = p.Addr
+	}
 	if !p.Addr.IsValid() {
 		return p, "address", fmt.Sprintf("invalid address %v", ip)
 	}
@@ -517,7 +523,7 @@ func (c *Cluster) handle(e rawEvent) {
 	}
 	delete(c.ignored, e.name)
 	if wasKnown {
-		if old.Addr == p.Addr && old.Role == p.Role && old.HTTPPort == p.HTTPPort && old.PingPort == p.PingPort {
+		if old.Addr == p.Addr && old.Role == p.Role && old.HTTPPort == p.HTTPPort && old.HTTPAddr == p.HTTPAddr && old.PingPort == p.PingPort {
 			c.known[e.name] = p // e.g. a version-only change: nothing to redo
 			return
 		}

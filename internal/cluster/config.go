@@ -40,6 +40,9 @@ type Config struct {
 	// HTTPPort and PingPort are advertised in the node meta.
 	HTTPPort uint16
 	PingPort uint16
+	// HTTPAddr is the address members' aggregators reach our API on
+	// (-httpAdvertise), advertised in the node meta. Zero: AdvertiseAddr.
+	HTTPAddr netip.Addr
 	// Version is the software version advertised in the node meta.
 	Version string
 	// GossipKey enables memberlist encryption (AES-128/192/256): it must be

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net/netip"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -49,13 +50,22 @@ var (
 //	4..5  ping port
 //	6     n = length of the software version string (≤ 255)
 //	7..   software version, n bytes of UTF-8
-//	...   ignored: later minor additions to layout 1 are appended here, so
-//	      older nodes keep decoding newer meta
+//
+// Optional trailing fields (minor additions to layout 1: older nodes ignore
+// them, and a newer node reading older meta leaves them zero):
+//
+//	+0    a = length of the HTTP advertise address: 0, 4 or 16
+//	+1..  HTTP advertise address, a bytes (absent or 0: same as the gossip
+//	      address)
+//	...   ignored: later additions are appended here
 type NodeMeta struct {
 	Role     string
 	HTTPPort uint16
 	PingPort uint16
 	Version  string
+	// HTTPAddr is where the member's API is reached (-httpAdvertise); the
+	// zero Addr means the member's gossip address.
+	HTTPAddr netip.Addr
 }
 
 func roleCode(role string) (byte, bool) {
@@ -98,6 +108,7 @@ func (m NodeMeta) Encode() ([]byte, error) {
 	binary.BigEndian.PutUint16(b[4:], m.PingPort)
 	b[6] = byte(len(m.Version))
 	b = append(b, m.Version...)
+	b = appendAddr(b, m.HTTPAddr)
 	if len(b) > MetaMaxSize {
 		return nil, fmt.Errorf("encode node meta: %w: %d > %d bytes", ErrMetaTooLarge, len(b), MetaMaxSize)
 	}
@@ -138,7 +149,41 @@ func DecodeMeta(b []byte) (NodeMeta, error) {
 	if m.HTTPPort == 0 || m.PingPort == 0 {
 		return NodeMeta{}, fmt.Errorf("decode node meta: %w: zero port (http %d, ping %d)", ErrMetaField, m.HTTPPort, m.PingPort)
 	}
+	var err error
+	if m.HTTPAddr, err = decodeAddr(b[metaFixedLen+n:]); err != nil {
+		return NodeMeta{}, fmt.Errorf("decode node meta: HTTP address: %w", err)
+	}
 	return m, nil
+}
+
+// appendAddr appends an optional address as a length byte and its bytes.
+func appendAddr(b []byte, a netip.Addr) []byte {
+	if !a.IsValid() {
+		return append(b, 0)
+	}
+	a = a.Unmap()
+	b = append(b, byte(a.BitLen()/8))
+	return append(b, a.AsSlice()...)
+}
+
+// decodeAddr reads what appendAddr wrote at the start of b; an empty b
+// (meta from a node that predates the field) is the zero Addr.
+func decodeAddr(b []byte) (netip.Addr, error) {
+	if len(b) == 0 || b[0] == 0 {
+		return netip.Addr{}, nil
+	}
+	n := int(b[0])
+	if n != 4 && n != 16 {
+		return netip.Addr{}, fmt.Errorf("%w: address length %d", ErrMetaField, n)
+	}
+	if len(b) < 1+n {
+		return netip.Addr{}, fmt.Errorf("%w: address needs %d bytes, have %d", ErrMetaTruncated, n, len(b)-1)
+	}
+	a, _ := netip.AddrFromSlice(b[1 : 1+n])
+	if a.IsUnspecified() || a.IsMulticast() {
+		return netip.Addr{}, fmt.Errorf("%w: address %s", ErrMetaField, a)
+	}
+	return a.Unmap(), nil
 }
 
 // metaReason is the bounded label for a decode error.

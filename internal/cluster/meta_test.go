@@ -3,6 +3,7 @@ package cluster
 import (
 	"bytes"
 	"errors"
+	"net/netip"
 	"strings"
 	"testing"
 )
@@ -13,6 +14,8 @@ func TestMetaRoundTrip(t *testing.T) {
 		{Role: RoleAggregator, HTTPPort: 1, PingPort: 65535, Version: ""},
 		{Role: RoleAgent, HTTPPort: 80, PingPort: 443, Version: strings.Repeat("x", 255)},
 		{Role: RoleAgent, HTTPPort: 80, PingPort: 443, Version: "dev-ünïcode"},
+		{Role: RoleAgent, HTTPPort: 12345, PingPort: 33435, Version: "v1", HTTPAddr: netip.MustParseAddr("198.18.9.1")},
+		{Role: RoleAggregator, HTTPPort: 12345, PingPort: 33435, Version: "v1", HTTPAddr: netip.MustParseAddr("fd00::9")},
 	} {
 		b, err := m.Encode()
 		if err != nil {
@@ -72,7 +75,10 @@ func TestMetaDecodeRejects(t *testing.T) {
 		{"meta version 2", mod(func(b []byte) []byte { b[0] = 2; return b }), ErrMetaVersion},
 		{"only version byte", []byte{MetaVersion}, ErrMetaTruncated},
 		{"fixed part short", valid[:metaFixedLen-1], ErrMetaTruncated},
-		{"version string short", valid[:len(valid)-1], ErrMetaTruncated},
+		{"version string short", valid[:metaFixedLen+len("v1.0.0")-1], ErrMetaTruncated},
+		{"http addr length 5", append(valid[:len(valid)-1:len(valid)-1], 5, 1, 2, 3, 4, 5), ErrMetaField},
+		{"http addr short", append(valid[:len(valid)-1:len(valid)-1], 4, 198, 18), ErrMetaTruncated},
+		{"http addr unspecified", append(valid[:len(valid)-1:len(valid)-1], 4, 0, 0, 0, 0), ErrMetaField},
 		{"role 0", mod(func(b []byte) []byte { b[1] = 0; return b }), ErrMetaRole},
 		{"role 9", mod(func(b []byte) []byte { b[1] = 9; return b }), ErrMetaRole},
 		{"zero http port", mod(func(b []byte) []byte { b[2], b[3] = 0, 0; return b }), ErrMetaField},
@@ -88,6 +94,25 @@ func TestMetaDecodeRejects(t *testing.T) {
 				t.Fatalf("reason for %v is unlabelled", err)
 			}
 		})
+	}
+}
+
+// TestMetaDecodesOlderLayout: meta from a node that predates the HTTP
+// address field (it ends after the version string) decodes with a zero
+// HTTPAddr, and a node that predates the field skips it (trailing bytes).
+func TestMetaDecodesOlderLayout(t *testing.T) {
+	m := NodeMeta{Role: RoleAgent, HTTPPort: 12345, PingPort: 33435, Version: "v1.0.0", HTTPAddr: netip.MustParseAddr("198.18.9.1")}
+	b, err := m.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := b[:metaFixedLen+len(m.Version)]
+	got, err := DecodeMeta(old)
+	if err != nil || got.HTTPAddr.IsValid() || got.Version != m.Version {
+		t.Fatalf("older meta: got %+v, %v; want no HTTP address", got, err)
+	}
+	if b[len(old)] != 4 || len(b) != len(old)+5 {
+		t.Fatalf("HTTP address not appended after the version string: % x", b)
 	}
 }
 

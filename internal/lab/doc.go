@@ -7,7 +7,7 @@
 //
 //	func RequireRoot(t testing.TB)               // t.Skip with a clear message unless root
 //	func UniquePrefix(t testing.TB) string       // "l" + 6 hex digits
-//	type Config struct{ Prefix string; Spines, Leaves, HostsPerLeaf int }
+//	type Config struct{ Prefix string; Spines, Leaves, HostsPerLeaf, DualHomed int }
 //	func DefaultConfig() Config                  // dlab, 2 spines, 3 leaves, 2 hosts per leaf
 //	func New(t testing.TB, cfg Config) *Fabric  // RequireRoot, Build, t.Cleanup(Close + leftover check); empty Prefix → UniquePrefix
 //	func Build(cfg Config) (*Fabric, error)
@@ -15,7 +15,7 @@
 //	func Destroy(prefix string) error           // delete every "<prefix>-*" namespace
 //	func LeftoverNamespaces(prefix string) ([]string, error)
 //	func (f *Fabric) Close() error              // stops processes and delay elements, deletes every namespace it made; idempotent
-//	f.Hosts []Host   // Host{Name, NS string; Addr netip.Addr; Ifname string; Leaf string}
+//	f.Hosts []Host   // Host{Name, NS string; Addr netip.Addr; Ifname string; Leaf string; Leaves []string}
 //	f.Routers []Router // Router{Name, NS string; Loopback netip.Addr; Role "spine"|"leaf"}
 //	f.Links []Link   // Link{ID string; A, B Endpoint{Node, NS, Ifname string; Addr netip.Addr}}
 //	func (f *Fabric) Host(name string) Host
@@ -51,6 +51,8 @@
 //	leaf j loopback    198.18.1.j/32
 //	leaf–spine /31s    198.18.16.0/20
 //	leaf j hosts       198.19.j.(9+n)/32, gateway 198.19.j.1 (on every host port of the leaf)
+//	dual-homed host k  198.18.2.k/32 on lo; eth0 to leaf k, eth1 to leaf k+1 (wrapping),
+//	                   unnumbered, ECMP default route over both (hash policy 1)
 //
 // Hosts have a /32 and a default route via their leaf, so even same-leaf
 // traffic goes through the leaf (one hop, the leaf loopback). Every router

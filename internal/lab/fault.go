@@ -148,7 +148,9 @@ func (f *Fabric) SetLoss(l Link, from string, pct float64) error {
 // kernel then drops the routes through it (a multipath route loses that
 // next hop); there is no routing protocol, so a spine that loses a leaf
 // link black-holes (ICMP net unreachable) what other leaves still hash to
-// it. Bringing the link up re-installs the routes.
+// it. Bringing the link up re-installs the routes. The uplinks of a
+// dual-homed host are the exception: the routers' routes to it follow its
+// links as a routing protocol would (reannounce).
 func (f *Fabric) SetDown(l Link, down bool) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -166,7 +168,29 @@ func (f *Fabric) SetDown(l Link, down bool) error {
 	}
 	f.downed[l.ID] = down
 	if !down {
-		return f.reapplyRoutes(l.A.NS, l.B.NS)
+		if err := f.reapplyRoutes(l.A.NS, l.B.NS); err != nil {
+			return err
+		}
+	}
+	if h, ok := f.topo.host(l.A.Node); ok && len(h.Leaves) > 0 {
+		return f.reannounce(h)
+	}
+	return nil
+}
+
+// reannounce installs the routes to dual-homed host h that the leaves
+// still wired to it (links not down) imply (topology.dualRoutes).
+func (f *Fabric) reannounce(h Host) error {
+	up := map[string]bool{}
+	for _, l := range f.topo.Links {
+		if l.A.Node == h.Name && !f.downed[l.ID] {
+			up[l.B.Node] = true
+		}
+	}
+	for ns, lines := range f.topo.dualRoutes(h, up) {
+		cmd := exec.Command("ip", "-n", ns, "-force", "-batch", "-")
+		cmd.Stdin = strings.NewReader(strings.Join(lines, "\n") + "\n")
+		_, _ = cmd.CombinedOutput() // "route del" of a route already gone fails harmlessly
 	}
 	return nil
 }

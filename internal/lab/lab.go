@@ -175,6 +175,8 @@ func Discover(prefix string) (Config, error) {
 			cfg.Leaves = max(cfg.Leaves, i)
 		case scan(node, "host%d", &i):
 			hosts = max(hosts, i)
+		case scan(node, "dual%d", &i):
+			cfg.DualHomed = max(cfg.DualHomed, i)
 		}
 	}
 	if cfg.Spines == 0 || cfg.Leaves == 0 || hosts == 0 || hosts%cfg.Leaves != 0 {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"regexp"
+	"slices"
 )
 
 // Config describes a fabric.
@@ -13,6 +14,11 @@ type Config struct {
 	Prefix string
 	// Spines, Leaves and HostsPerLeaf size the leaf-spine fabric.
 	Spines, Leaves, HostsPerLeaf int
+	// DualHomed adds hosts "dual1".."dualK", each wired to two leaves
+	// (dual k to leaf k and leaf k+1, wrapping) with eth0 and eth1, an ECMP
+	// default route over both and its address on lo (routing on the host).
+	// 0 (the default) adds none.
+	DualHomed int
 }
 
 // DefaultConfig is the demo fabric: 2 spines, 3 leaves, 2 hosts per leaf.
@@ -26,13 +32,26 @@ const (
 	RoleLeaf  = "leaf"
 )
 
-// Host is an end host: one uplink (Ifname, always "eth0") to its leaf.
+// Host is an end host: one uplink (Ifname, always "eth0") to its leaf. A
+// dual-homed host (Config.DualHomed) has Addr on lo, eth0 to Leaf and eth1
+// to the second of Leaves.
 type Host struct {
 	Name   string     `json:"name"`
 	NS     string     `json:"ns"`
 	Addr   netip.Addr `json:"addr"`
 	Ifname string     `json:"ifname"`
 	Leaf   string     `json:"leaf"`
+	// Leaves are a dual-homed host's two leaves (eth0's, eth1's); nil for
+	// a host with one uplink.
+	Leaves []string `json:"leaves,omitempty"`
+}
+
+// leaves are the leaves h is wired to.
+func (h Host) leaves() []string {
+	if len(h.Leaves) > 0 {
+		return h.Leaves
+	}
+	return []string{h.Leaf}
 }
 
 // Router is a spine or a leaf. It sources every ICMP error from Loopback.
@@ -86,12 +105,14 @@ type GroundTruth struct {
 //	leaf–spine /31s       198.18.16.0/20, link k=(j-1)*spines+(i-1): spine .2k, leaf .2k+1
 //	leaf j host subnet    198.19.j.0/24, leaf side 198.19.j.1/32 on every host port,
 //	                      host n of leaf j 198.19.j.(9+n)/32
+//	dual-homed host k     198.18.2.k/32 on its lo
 const (
 	maxSpines       = 254
 	maxLeaves       = 254
 	maxHostsPerLeaf = 240
 	maxFabricLinks  = 2048 // /31s in 198.18.16.0/20
 	maxPrefixLen    = 10
+	maxDualHomed    = 254
 )
 
 var prefixRE = regexp.MustCompile(`^[a-z][a-z0-9]*$`)
@@ -108,6 +129,9 @@ func (c Config) validate() error {
 	}
 	if c.HostsPerLeaf < 1 || c.HostsPerLeaf > maxHostsPerLeaf {
 		return fmt.Errorf("lab: %d hosts per leaf: want 1..%d", c.HostsPerLeaf, maxHostsPerLeaf)
+	}
+	if c.DualHomed < 0 || c.DualHomed > maxDualHomed || c.DualHomed > 0 && c.Leaves < 2 {
+		return fmt.Errorf("lab: %d dual-homed hosts: want 0..%d, and at least 2 leaves", c.DualHomed, maxDualHomed)
 	}
 	if c.Spines*c.Leaves > maxFabricLinks {
 		return fmt.Errorf("lab: %d leaf-spine links: want at most %d", c.Spines*c.Leaves, maxFabricLinks)
@@ -126,6 +150,8 @@ func hostSubnet(j int) netip.Prefix {
 	return netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 19, byte(j), 0}), 24)
 }
 func hostAddr(j, n int) netip.Addr { return netip.AddrFrom4([4]byte{198, 19, byte(j), byte(9 + n)}) }
+func dualName(k int) string        { return fmt.Sprintf("dual%d", k) }
+func dualAddr(k int) netip.Addr    { return netip.AddrFrom4([4]byte{198, 18, 2, byte(k)}) }
 
 // p2p returns the spine-side and leaf-side addresses of the /31 between
 // spine i and leaf j.
@@ -175,6 +201,20 @@ func plan(cfg Config) (*topology, error) {
 				ID: h.Name + "-" + leaf,
 				A:  Endpoint{Node: h.Name, NS: h.NS, Ifname: "eth0", Addr: h.Addr},
 				B:  Endpoint{Node: leaf, NS: nsName(cfg.Prefix, leaf), Ifname: h.Name, Addr: leafGateway(j)},
+			})
+		}
+	}
+	for k := 1; k <= cfg.DualHomed; k++ {
+		j1 := (k-1)%cfg.Leaves + 1
+		j2 := j1%cfg.Leaves + 1
+		h := Host{Name: dualName(k), NS: nsName(cfg.Prefix, dualName(k)), Addr: dualAddr(k), Ifname: "eth0",
+			Leaf: leafName(j1), Leaves: []string{leafName(j1), leafName(j2)}}
+		t.Hosts = append(t.Hosts, h)
+		for u, j := range []int{j1, j2} {
+			t.Links = append(t.Links, Link{
+				ID: h.Name + "-" + leafName(j),
+				A:  Endpoint{Node: h.Name, NS: h.NS, Ifname: fmt.Sprintf("eth%d", u), Addr: h.Addr},
+				B:  Endpoint{Node: leafName(j), NS: nsName(cfg.Prefix, leafName(j)), Ifname: h.Name, Addr: leafGateway(j)},
 			})
 		}
 	}
@@ -257,16 +297,20 @@ func (t *topology) groundTruth() GroundTruth {
 				continue
 			}
 			ps := PathSet{Src: src.Name, Dst: dst.Name, SrcAddr: src.Addr, DstAddr: dst.Addr}
-			sl, _ := t.router(src.Leaf)
-			dl, _ := t.router(dst.Leaf)
-			if src.Leaf == dst.Leaf {
-				ps.Paths = [][]netip.Addr{{sl.Loopback, dst.Addr}}
-			} else {
+			for _, sln := range src.leaves() {
+				sl, _ := t.router(sln)
+				if slices.Contains(dst.leaves(), sln) {
+					ps.Paths = append(ps.Paths, []netip.Addr{sl.Loopback, dst.Addr})
+					continue
+				}
 				for _, r := range t.Routers {
 					if r.Role != RoleSpine {
 						continue
 					}
-					ps.Paths = append(ps.Paths, []netip.Addr{sl.Loopback, r.Loopback, dl.Loopback, dst.Addr})
+					for _, dln := range dst.leaves() {
+						dl, _ := t.router(dln)
+						ps.Paths = append(ps.Paths, []netip.Addr{sl.Loopback, r.Loopback, dl.Loopback, dst.Addr})
+					}
 				}
 			}
 			g.Pairs = append(g.Pairs, ps)

@@ -2,6 +2,7 @@ package lab
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -63,6 +64,7 @@ func (t *topology) setups() []nsSetup {
 					fmt.Sprintf("route replace %s/32 via %s dev %s src %s", leaf.Loopback, l.A.Addr, l.B.Ifname, lo),
 				)
 			}
+			s.Routes = append(s.Routes, t.spineDualRoutes(r)...)
 		case RoleLeaf:
 
 			var uplinks []Link
@@ -92,11 +94,20 @@ func (t *topology) setups() []nsSetup {
 					fmt.Sprintf("route replace %s/32 src %s%s", other.Loopback, lo, nh.String()),
 				)
 			}
+			for _, h := range t.Hosts {
+				if len(h.Leaves) > 0 && !slices.Contains(h.Leaves, r.Name) {
+					s.Routes = append(s.Routes, fmt.Sprintf("route replace %s/32 src %s%s", h.Addr, lo, nh.String()))
+				}
+			}
 
 		}
 		out = append(out, s)
 	}
 	for _, h := range t.Hosts {
+		if len(h.Leaves) > 0 {
+			out = append(out, t.dualSetup(h))
+			continue
+		}
 		s := nsSetup{NS: h.NS, Ifaces: []string{h.Ifname}}
 		s.Sysctls = commonSysctls(s.Ifaces)
 		gw := leafGateway(leafIndex(h.Leaf))
@@ -112,6 +123,86 @@ func (t *topology) setups() []nsSetup {
 		out = append(out, s)
 	}
 	return out
+}
+
+// spineDualRoutes reach each dual-homed host through both of its leaves
+// (ECMP on the spine).
+func (t *topology) spineDualRoutes(spine Router) []string {
+	var out []string
+	for _, h := range t.Hosts {
+		if len(h.Leaves) == 0 {
+			continue
+		}
+		var nh strings.Builder
+		for _, l := range t.Links {
+			if l.B.Node == spine.Name && slices.Contains(h.Leaves, l.A.Node) {
+				fmt.Fprintf(&nh, " nexthop via %s dev %s", l.A.Addr, l.B.Ifname)
+			}
+		}
+		out = append(out, fmt.Sprintf("route replace %s/32 src %s%s", h.Addr, spine.Loopback, nh.String()))
+	}
+	return out
+}
+
+// dualRoutes are the routers' routes to dual-homed host h when only the
+// leaves in up still reach it: what a routing protocol would converge to
+// when the host (announcing its lo address to each leaf it is wired to)
+// loses an uplink. A leaf that lost its link reaches h through the spines,
+// and spines reach h only through the leaves in up. Lines per namespace,
+// for `ip -batch`.
+func (t *topology) dualRoutes(h Host, up map[string]bool) map[string][]string {
+	out := map[string][]string{}
+	anyUp := len(up) > 0
+	for _, r := range t.Routers {
+		var nh strings.Builder
+		for _, l := range t.Links {
+			switch {
+			case r.Role == RoleSpine && l.B.Node == r.Name && up[l.A.Node]:
+				fmt.Fprintf(&nh, " nexthop via %s dev %s", l.A.Addr, l.B.Ifname)
+			case r.Role == RoleLeaf && l.A.Node == r.Name && strings.HasPrefix(l.B.Node, "spine"):
+				fmt.Fprintf(&nh, " nexthop via %s dev %s", l.B.Addr, l.A.Ifname)
+			}
+		}
+		switch {
+		case r.Role == RoleLeaf && up[r.Name]:
+			for _, l := range t.Links {
+				if l.A.Node == h.Name && l.B.Node == r.Name {
+					out[r.NS] = append(out[r.NS], fmt.Sprintf("route replace %s/32 dev %s scope link src %s", h.Addr, l.B.Ifname, r.Loopback))
+				}
+			}
+		case anyUp && nh.Len() > 0:
+			out[r.NS] = append(out[r.NS], fmt.Sprintf("route replace %s/32 src %s%s", h.Addr, r.Loopback, nh.String()))
+		default:
+			out[r.NS] = append(out[r.NS], fmt.Sprintf("route del %s/32", h.Addr))
+		}
+	}
+	return out
+}
+
+// dualSetup wires a dual-homed host: its address on lo, eth0 and eth1
+// unnumbered towards its two leaves' gateways, and an ECMP default route
+// over both, hashed on the 5-tuple like a host with L4 hashing.
+func (t *topology) dualSetup(h Host) nsSetup {
+	var ups []Link
+	for _, l := range t.Links {
+		if l.A.Node == h.Name {
+			ups = append(ups, l)
+		}
+	}
+	s := nsSetup{NS: h.NS}
+	for _, l := range ups {
+		s.Ifaces = append(s.Ifaces, l.A.Ifname)
+	}
+	s.Sysctls = append(commonSysctls(s.Ifaces), sysctl{"net/ipv4/fib_multipath_hash_policy", "1"})
+	s.Addrs = append(s.Addrs, "link set dev lo up", fmt.Sprintf("address add %s/32 dev lo", h.Addr))
+	var nh strings.Builder
+	for _, l := range ups {
+		s.Addrs = append(s.Addrs, fmt.Sprintf("link set dev %s up", l.A.Ifname))
+		s.Routes = append(s.Routes, fmt.Sprintf("route replace %s/32 dev %s scope link src %s", l.B.Addr, l.A.Ifname, h.Addr))
+		fmt.Fprintf(&nh, " nexthop via %s dev %s", l.B.Addr, l.A.Ifname)
+	}
+	s.Routes = append(s.Routes, fmt.Sprintf("route replace default src %s%s", h.Addr, nh.String()))
+	return s
 }
 
 // commonSysctls apply to routers and hosts: no ICMP rate limit (traceroute

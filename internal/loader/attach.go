@@ -18,10 +18,13 @@ const clsactPriority = 0x4d53 // "MS"
 // attachment is one program attached to one hook of one interface.
 type attachment struct {
 	iface, hook, mode string
+	ifindex           int
 	detach            func() error
 }
 
-func (l *Loader) attachAll() error {
+// attachIface attaches both programs to one interface, deciding the attach
+// mode on the first one. The caller holds nlMu.
+func (l *Loader) attachIface(name string, lnk netlink.Link) ([]attachment, error) {
 	type hook struct {
 		name string
 		prog *ebpf.Program
@@ -32,38 +35,46 @@ func (l *Loader) attachAll() error {
 		{"ingress", l.objs.DnmsIngress, ebpf.AttachTCXIngress, netlink.HANDLE_MIN_INGRESS},
 		{"egress", l.objs.DnmsEgress, ebpf.AttachTCXEgress, netlink.HANDLE_MIN_EGRESS},
 	}
-	l.mode = l.cfg.Mode
-	for _, name := range l.cfg.Ifaces {
-		lnk, err := l.nl.LinkByName(name)
-		if err != nil {
-			return fmt.Errorf("ebpf loader: interface %s: %v", name, err)
+	idx := lnk.Attrs().Index
+	var done []attachment
+	fail := func(err error) ([]attachment, error) {
+		detachAll(done)
+		return nil, err
+	}
+	for _, h := range hooks {
+		if l.mode == ModeAuto || l.mode == ModeTCX {
+			a, err := attachTCX(name, idx, h.name, h.prog, h.tcx)
+			switch {
+			case err == nil:
+				l.mode = ModeTCX
+				done = append(done, a)
+				continue
+			case l.mode == ModeAuto && errors.Is(err, ebpf.ErrNotSupported):
+				// Decided once: this kernel has no tcx.
+				l.cfg.Logger.Info("ebpf loader: tcx unsupported, falling back to clsact", "err", oneLine(err))
+				l.mode = ModeClsact
+			default:
+				return fail(fmt.Errorf("ebpf unavailable: %v", oneLine(err)))
+			}
 		}
-		idx := lnk.Attrs().Index
-		for _, h := range hooks {
-			if l.mode == ModeAuto || l.mode == ModeTCX {
-				a, err := attachTCX(name, idx, h.name, h.prog, h.tcx)
-				switch {
-				case err == nil:
-					l.mode = ModeTCX
-					l.attached = append(l.attached, a)
-					continue
-				case l.mode == ModeAuto && errors.Is(err, ebpf.ErrNotSupported):
-					// Decided once: this kernel has no tcx.
-					l.cfg.Logger.Info("ebpf loader: tcx unsupported, falling back to clsact", "err", oneLine(err))
-					l.mode = ModeClsact
-				default:
-					return fmt.Errorf("ebpf unavailable: %v", oneLine(err))
-				}
-			}
-			a, err := attachClsact(l.nl, name, idx, h.name, h.prog, h.tc)
-			if err != nil {
-				return fmt.Errorf("ebpf unavailable: %v", oneLine(err))
-			}
-			l.mode = ModeClsact
-			l.attached = append(l.attached, a)
+		a, err := attachClsact(l.nl, name, idx, h.name, h.prog, h.tc)
+		if err != nil {
+			return fail(fmt.Errorf("ebpf unavailable: %v", oneLine(err)))
+		}
+		l.mode = ModeClsact
+		done = append(done, a)
+	}
+	return done, nil
+}
+
+func detachAll(as []attachment) []error {
+	var errs []error
+	for i := len(as) - 1; i >= 0; i-- {
+		if err := as[i].detach(); err != nil {
+			errs = append(errs, err)
 		}
 	}
-	return nil
+	return errs
 }
 
 func attachTCX(iface string, idx int, hook string, prog *ebpf.Program, at ebpf.AttachType) (attachment, error) {
@@ -71,7 +82,7 @@ func attachTCX(iface string, idx int, hook string, prog *ebpf.Program, at ebpf.A
 	if err != nil {
 		return attachment{}, fmt.Errorf("attach tcx %s to %s: %w", hook, iface, err)
 	}
-	return attachment{iface: iface, hook: hook, mode: ModeTCX, detach: func() error {
+	return attachment{iface: iface, hook: hook, mode: ModeTCX, ifindex: idx, detach: func() error {
 		if err := lk.Close(); err != nil {
 			return fmt.Errorf("detach tcx %s from %s: %w", hook, iface, err)
 		}
@@ -117,7 +128,7 @@ func attachClsact(nl *netlink.Handle, iface string, idx int, hook string, prog *
 		}
 		return attachment{}, fmt.Errorf("add clsact %s filter to %s: %w", hook, iface, err)
 	}
-	return attachment{iface: iface, hook: hook, mode: ModeClsact, detach: func() error {
+	return attachment{iface: iface, hook: hook, mode: ModeClsact, ifindex: idx, detach: func() error {
 		if err := nl.FilterDel(filter); err != nil && !errors.Is(err, unix.ENOENT) {
 			return fmt.Errorf("delete clsact %s filter from %s: %w", hook, iface, err)
 		}
@@ -146,25 +157,21 @@ func (l *Loader) register() error {
 	if l.cfg.Registerer == nil {
 		return nil
 	}
-	attached := prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "dnms_ebpf_attached",
-		Help: "1 for every eBPF program dnms has attached, by interface, hook (ingress, egress) and mode (tcx, clsact).",
-	}, []string{"iface", "hook", "mode"})
-	for _, a := range l.attached {
-		attached.WithLabelValues(a.iface, a.hook, a.mode).Set(1)
-	}
+
 	counter := func(name, help string, idx bpfDnmsStat) prometheus.Collector {
 		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help},
 			func() float64 { return float64(l.stat(idx)) })
 	}
 	cs := []prometheus.Collector{
-		attached,
+		&attachedCollector{l: l},
 		counter("dnms_ebpf_ringbuf_reserve_failures_total",
 			"eBPF events lost because the ring buffer was full.", bpfDnmsStatDNMS_STAT_RESERVE_FAIL),
 		counter("dnms_ebpf_reflected_total",
 			"Pings and trace probes answered by the in-kernel reflector.", bpfDnmsStatDNMS_STAT_REFLECTED),
 		counter("dnms_ebpf_reflect_errors_total",
 			"In-kernel reflections that failed half way (packet dropped).", bpfDnmsStatDNMS_STAT_REFLECT_ERR),
+		counter("dnms_ebpf_reflect_passed_total",
+			"Pings the in-kernel reflector left to the userspace reflector (the FIB had no route for the ack).", bpfDnmsStatDNMS_STAT_REFLECT_PASS),
 		&statsCollector{l: l},
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "dnms_ebpf_rx_arrival_stamps_total",
@@ -204,5 +211,21 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 		{"rx_icmp", bpfDnmsStatDNMS_STAT_RX_ICMP},
 	} {
 		ch <- prometheus.MustNewConstMetric(stampDesc, prometheus.CounterValue, float64(c.l.stat(k.idx)), k.kind)
+	}
+}
+
+// attachedCollector exports dnms_ebpf_attached{iface,hook,mode}: the
+// attachments of the moment (they follow link and route changes).
+type attachedCollector struct{ l *Loader }
+
+var attachedDesc = prometheus.NewDesc("dnms_ebpf_attached",
+	"1 for every eBPF program dnms has attached, by interface, hook (ingress, egress) and mode (tcx, clsact).",
+	[]string{"iface", "hook", "mode"}, nil)
+
+func (c *attachedCollector) Describe(ch chan<- *prometheus.Desc) { ch <- attachedDesc }
+
+func (c *attachedCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, a := range c.l.attachments() {
+		ch <- prometheus.MustNewConstMetric(attachedDesc, prometheus.GaugeValue, 1, a.iface, a.hook, a.mode)
 	}
 }

@@ -58,7 +58,8 @@ const (
 	bpfDnmsStatDNMS_STAT_RX_ICMP      bpfDnmsStat = 3
 	bpfDnmsStatDNMS_STAT_REFLECTED    bpfDnmsStat = 4
 	bpfDnmsStatDNMS_STAT_REFLECT_ERR  bpfDnmsStat = 5
-	bpfDnmsStatDNMS_STAT_MAX          bpfDnmsStat = 6
+	bpfDnmsStatDNMS_STAT_REFLECT_PASS bpfDnmsStat = 6
+	bpfDnmsStatDNMS_STAT_MAX          bpfDnmsStat = 7
 )
 
 type bpfFlowKey struct {

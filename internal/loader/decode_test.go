@@ -71,7 +71,6 @@ func FuzzDecode(f *testing.F) {
 
 func TestLoadErrorsAreOneLine(t *testing.T) {
 	cases := []Config{
-		{Ifaces: nil, PingPort: 33435},
 		{Ifaces: []string{"eth0"}, PingPort: 0},
 		{Ifaces: []string{"eth0"}, PingPort: 33435, Mode: "xdp"},
 	}

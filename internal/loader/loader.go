@@ -48,7 +48,9 @@ const DefaultPingPort = 33435
 // Config configures Load.
 type Config struct {
 	// Ifaces are the interfaces to attach to, by name, in the current
-	// network namespace of the calling thread.
+	// network namespace of the calling thread. Empty: every interface that
+	// carries a default route, followed as links and routes change
+	// (ifaces.go).
 	Ifaces []string
 	// PingPort is the UDP port dnms pings, acks and trace probes go to.
 	PingPort uint16
@@ -98,6 +100,7 @@ type Status struct {
 	ReserveFailures uint64   `json:"reserve_failures"` // events lost to a full ring buffer
 	Reflected       uint64   `json:"reflected"`        // pings answered in the kernel
 	ReflectErrors   uint64   `json:"reflect_errors"`   // reflections that failed half way (dropped)
+	ReflectPassed   uint64   `json:"reflect_passed"`   // pings left to the userspace reflector (no FIB result)
 	TxStamps        uint64   `json:"tx_stamps"`
 	RxAckStamps     uint64   `json:"rx_ack_stamps"`
 	RxICMPStamps    uint64   `json:"rx_icmp_stamps"`
@@ -109,16 +112,23 @@ type Status struct {
 
 // Loader holds the loaded programs, their attachments and the ring buffer.
 type Loader struct {
-	cfg      Config
-	objs     bpfObjects
-	nlMu     sync.Mutex      // guards nl against Close while Run refreshes addresses
-	nl       *netlink.Handle // bound to the namespace Load ran in; nil once closed
-	mode     string
-	attached []attachment
-	rd       *ringbuf.Reader
-	kick     chan struct{} // Kick: read the ring now
-	metrics  []prometheus.Collector
-	reg      prometheus.Registerer
+	cfg  Config
+	objs bpfObjects
+	nlMu sync.Mutex      // guards nl against Close while Run refreshes addresses
+	nl   *netlink.Handle // bound to the namespace Load ran in; nil once closed
+	// linksChanged is signalled on link and route changes (watchLinks)
+	// until stopWatch closes (Close).
+	linksChanged chan struct{}
+	stopWatch    chan struct{}
+	mode         string
+	attached     []attachment    // guarded by nlMu
+	refused      map[string]bool // interfaces refused (logged once), guarded by nlMu
+	// following: the first reconcile is done (nlMu)
+	following bool
+	rd        *ringbuf.Reader
+	kick      chan struct{} // Kick: read the ring now
+	metrics   []prometheus.Collector
+	reg       prometheus.Registerer
 
 	skbStamps atomic.Uint64 // RX stamps that used the stack's arrival time
 
@@ -151,9 +161,6 @@ func Supported() error {
 // network namespace the interfaces live in. The error is one line, meant to
 // be logged by a caller that then falls back to another time source.
 func Load(cfg Config) (*Loader, error) {
-	if len(cfg.Ifaces) == 0 {
-		return nil, errors.New("ebpf loader: no interfaces to attach to")
-	}
 	if cfg.PingPort == 0 {
 		return nil, errors.New("ebpf loader: ping port is 0")
 	}
@@ -184,19 +191,32 @@ func Load(cfg Config) (*Loader, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ebpf loader: netlink: %v", err)
 	}
-	l := &Loader{cfg: cfg, nl: nl, kick: make(chan struct{}, 1)}
+	l := &Loader{cfg: cfg, nl: nl, mode: cfg.Mode, kick: make(chan struct{}, 1), refused: map[string]bool{},
+		linksChanged: make(chan struct{}, 1), stopWatch: make(chan struct{})}
 	if err := spec.LoadAndAssign(&l.objs, nil); err != nil {
 		nl.Close()
 		return nil, fmt.Errorf("ebpf unavailable: load programs: %v", oneLine(err))
+	}
+	if cfg.Reflect {
+		enableLoForwarding(cfg.Logger)
 	}
 	// Addresses first: the reflector is live as soon as ingress attaches.
 	if err := l.refreshAddrs(); err != nil {
 		l.Close()
 		return nil, fmt.Errorf("ebpf loader: %v", oneLine(err))
 	}
-	if err := l.attachAll(); err != nil {
+	l.watchLinks() // before the first reconcile: no change is missed
+	ifaces, err := l.reconcile()
+	if err != nil {
 		l.Close()
 		return nil, err
+	}
+	if len(ifaces) == 0 {
+		l.Close()
+		if len(cfg.Ifaces) > 0 {
+			return nil, fmt.Errorf("ebpf loader: none of the interfaces %s can take the programs", strings.Join(cfg.Ifaces, ","))
+		}
+		return nil, errors.New("ebpf loader: no interface carries a default route (set -ifaces)")
 	}
 	l.rd, err = ringbuf.NewReader(l.objs.Events)
 	if err != nil {
@@ -207,7 +227,7 @@ func Load(cfg Config) (*Loader, error) {
 		l.Close()
 		return nil, fmt.Errorf("ebpf loader: register metrics: %v", oneLine(err))
 	}
-	cfg.Logger.Info("ebpf timestamps attached", "mode", l.mode, "ifaces", strings.Join(cfg.Ifaces, ","),
+	cfg.Logger.Info("ebpf timestamps attached", "mode", l.mode, "ifaces", strings.Join(ifaces, ","),
 		"reflector", cfg.Reflect, "ping_port", cfg.PingPort)
 	return l, nil
 }
@@ -351,6 +371,7 @@ func (l *Loader) Run(ctx context.Context, fn func(probe.Stamp)) error {
 			if err := l.refreshAddrs(); err != nil {
 				l.cfg.Logger.Warn("ebpf loader: refresh local addresses", "err", err)
 			}
+			l.follow()
 		}
 		t.Reset(l.cfg.Poll)
 		select {
@@ -358,7 +379,19 @@ func (l *Loader) Run(ctx context.Context, fn func(probe.Stamp)) error {
 			return nil
 		case <-t.C:
 		case <-l.kick:
+		case <-l.linksChanged:
+			l.follow()
+			if err := l.refreshAddrs(); err != nil {
+				l.cfg.Logger.Warn("ebpf loader: refresh local addresses", "err", err)
+			}
 		}
+	}
+}
+
+// follow moves the programs to the interfaces wanted now (reconcile).
+func (l *Loader) follow() {
+	if _, err := l.reconcile(); err != nil {
+		l.cfg.Logger.Warn("ebpf loader: following interface changes", "err", oneLine(err))
 	}
 }
 
@@ -464,11 +497,12 @@ func (l *Loader) stat(idx bpfDnmsStat) uint64 {
 func (l *Loader) Status() Status {
 	return Status{
 		Mode:            l.mode,
-		Ifaces:          append([]string(nil), l.cfg.Ifaces...),
+		Ifaces:          l.ifaceNames(),
 		Reflect:         l.cfg.Reflect,
 		ReserveFailures: l.stat(bpfDnmsStatDNMS_STAT_RESERVE_FAIL),
 		Reflected:       l.stat(bpfDnmsStatDNMS_STAT_REFLECTED),
 		ReflectErrors:   l.stat(bpfDnmsStatDNMS_STAT_REFLECT_ERR),
+		ReflectPassed:   l.stat(bpfDnmsStatDNMS_STAT_REFLECT_PASS),
 		TxStamps:        l.stat(bpfDnmsStatDNMS_STAT_TX),
 		RxAckStamps:     l.stat(bpfDnmsStatDNMS_STAT_RX_ACK),
 		RxICMPStamps:    l.stat(bpfDnmsStatDNMS_STAT_RX_ICMP),
@@ -480,13 +514,10 @@ func (l *Loader) Status() Status {
 // unloads everything. It is safe to call more than once.
 func (l *Loader) Close() error {
 	l.closeOnce.Do(func() {
-		var errs []error
-		for i := len(l.attached) - 1; i >= 0; i-- {
-			if err := l.attached[i].detach(); err != nil {
-				errs = append(errs, err)
-			}
-		}
+		l.nlMu.Lock()
+		errs := detachAll(l.attached)
 		l.attached = nil
+		l.nlMu.Unlock()
 		if l.rd != nil {
 			if err := l.rd.Close(); err != nil {
 				errs = append(errs, fmt.Errorf("close ring buffer: %w", err))
@@ -508,6 +539,7 @@ func (l *Loader) Close() error {
 			errs = append(errs, fmt.Errorf("close eBPF objects: %w", err))
 		}
 		l.nlMu.Unlock()
+		close(l.stopWatch)
 		l.closeErr = errors.Join(errs...)
 	})
 	return l.closeErr

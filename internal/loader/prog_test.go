@@ -73,12 +73,17 @@ func testObjs(t testing.TB, cfg Config) (*bpfObjects, *ringbuf.Reader) {
 	return &objs, rd
 }
 
-// run runs prog once on in and returns the verdict and the output packet.
+// run runs prog once on in, inside fibNS (the reflector's route lookups
+// need it), and returns the verdict and the output packet.
 func run(t testing.TB, prog *ebpf.Program, in []byte) (uint32, []byte) {
 	t.Helper()
 	out := make([]byte, len(in)+256)
 	opts := ebpf.RunOptions{Data: in, DataOut: out}
-	ret, err := prog.Run(&opts)
+	var (
+		ret uint32
+		err error
+	)
+	inFibNS(t, func() { ret, err = prog.Run(&opts) })
 	if err != nil {
 		t.Fatalf("run %v: %v", prog, err)
 	}

@@ -81,10 +81,11 @@ func up(args []string) error {
 	spines := fs.Int("spines", def.Spines, "spine routers")
 	leaves := fs.Int("leaves", def.Leaves, "leaf routers")
 	hosts := fs.Int("hosts", def.HostsPerLeaf, "hosts per leaf")
+	dual := fs.Int("dual", 0, "dual-homed hosts (each wired to two leaves, address on lo, ECMP default route)")
 	asJSON := fs.Bool("json", false, "print the ground truth as JSON instead of a summary")
 	fs.Parse(args)
 	start := time.Now()
-	f, err := lab.Build(lab.Config{Prefix: *prefix, Spines: *spines, Leaves: *leaves, HostsPerLeaf: *hosts})
+	f, err := lab.Build(lab.Config{Prefix: *prefix, Spines: *spines, Leaves: *leaves, HostsPerLeaf: *hosts, DualHomed: *dual})
 	if err != nil {
 		return err
 	}
