@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/dnms/dnms/internal/graph"
+	"github.com/dnms/dnms/internal/sseid"
 )
 
 // Graph is what the API reads from a graph. *graph.Graph implements it; the
@@ -52,6 +53,9 @@ type Config struct {
 	StreamWriteTimeout time.Duration
 	// Retry is the reconnect delay suggested to SSE clients ("retry:").
 	Retry time.Duration
+	// Instance names this server's process in SSE event ids
+	// ("<instance>-<seq>"). Empty: random, which is what a process wants.
+	Instance string
 
 	ReadHeaderTimeout time.Duration
 	ReadTimeout       time.Duration
@@ -116,6 +120,7 @@ type Server struct {
 	gatherer prometheus.Gatherer
 	metrics  *apiMetrics
 	started  time.Time
+	instance string // SSE id prefix
 
 	streams chan struct{} // semaphore: one token per open SSE stream
 
@@ -154,11 +159,15 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		log:      cfg.Logger,
 		gatherer: cfg.Gatherer,
 		started:  time.Now(),
+		instance: cfg.Instance,
 		streams:  make(chan struct{}, cfg.MaxStreams),
 		closing:  make(chan struct{}),
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.instance == "" {
+		s.instance = sseid.NewInstance()
 	}
 	if cfg.Registerer != nil {
 		m, err := newAPIMetrics(cfg.Registerer)
