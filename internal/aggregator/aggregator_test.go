@@ -1,6 +1,7 @@
 package aggregator
 
 import (
+	"crypto/tls"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -98,8 +99,15 @@ const hangup = "\x00hangup"
 
 func newFakeAgent(t *testing.T, script ...string) *fakeAgent {
 	t.Helper()
+	return newFakeAgentTLS(t, nil, script...)
+}
+
+// newFakeAgentTLS is newFakeAgent serving https with tc when it is set.
+func newFakeAgentTLS(t *testing.T, tc *tls.Config, script ...string) *fakeAgent {
+	t.Helper()
 	f := &fakeAgent{t: t, script: script}
-	f.srv = httptest.NewServer(http.HandlerFunc(f.serve))
+	f.srv = httptest.NewUnstartedServer(http.HandlerFunc(f.serve))
+	startHTTPTest(f.srv, tc)
 	t.Cleanup(f.srv.Close)
 	return f
 }

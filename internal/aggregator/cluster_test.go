@@ -21,7 +21,6 @@ import (
 // way cmd/dnms does: members found by gossip on loopback are subscribed to
 // (this node included), and a member that leaves has its routes removed.
 func TestClusterDrivesAggregator(t *testing.T) {
-	lo := netip.MustParseAddr("127.0.0.1")
 	a := startLiveAgent(t, "aggr", nil) // the aggregator node's own agent
 	b := startLiveAgent(t, "agentB", nil)
 	kA := graph.RouteKey{Src: hA, Dst: hB, SrcPort: 33436}
@@ -30,50 +29,10 @@ func TestClusterDrivesAggregator(t *testing.T) {
 	b.g.SetRoute(kA.Reverse(), hopsOf(hB, leaf2, sp1, leaf1, hA))
 	addSamples(b.g, kA.Reverse(), 0, 20, 0)
 
-	httpPort := func(l *liveAgent) uint16 {
-		u, err := url.Parse(l.srv.URL)
-		if err != nil {
-			t.Fatal(err)
-		}
-		p, _ := strconv.Atoi(u.Port())
-		return uint16(p)
-	}
-	node := func(name, role string, port uint16, seeds ...string) (*cluster.Cluster, context.CancelFunc) {
-		cfg := cluster.DefaultConfig()
-		cfg.NodeName, cfg.Role, cfg.HTTPPort = name, role, port
-		cfg.BindAddr, cfg.AdvertiseAddr, cfg.Port = lo, lo, 0
-		cfg.Seeds = seeds
-		cfg.JoinBackoffMin, cfg.JoinBackoffMax, cfg.LeaveTimeout = 50*time.Millisecond, time.Second, time.Second
-		cfg.Logger = testLogger()
-		cfg.Tune = func(mc *memberlist.Config) {
-			mc.ProbeInterval, mc.ProbeTimeout, mc.GossipInterval = 400*time.Millisecond, 300*time.Millisecond, 50*time.Millisecond
-		}
-		c, err := cluster.New(cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := c.Start(); err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() { defer close(done); c.Run(ctx) }()
-		stop := func() {
-			cancel()
-			select {
-			case <-done:
-			case <-time.After(15 * time.Second):
-				t.Errorf("cluster node %s did not stop", name)
-			}
-		}
-		t.Cleanup(stop)
-		return c, stop
-	}
-
 	h := startAggregator(t, func(c *Config) { c.Token = "tok" })
-	ca, _ := node("aggr", cluster.RoleAggregator, httpPort(a))
+	ca, _ := startNode(t, "aggr", cluster.RoleAggregator, portOf(t, a.srv.URL), nil)
 	ca.AddHandlerWithSelf(h.a)
-	_, stopB := node("agentB", cluster.RoleAgent, httpPort(b), net.JoinHostPort("127.0.0.1", strconv.Itoa(ca.Port())))
+	_, stopB := startNode(t, "agentB", cluster.RoleAgent, portOf(t, b.srv.URL), nil, seedOf(ca))
 
 	waitMirrors(t, h.g, a)
 	waitMirrors(t, h.g, b)
@@ -95,4 +54,56 @@ func statusNames(a *Aggregator) []string {
 		n = append(n, s.Name)
 	}
 	return n
+}
+
+// portOf is the port of a test server's URL.
+func portOf(t *testing.T, u string) uint16 {
+	t.Helper()
+	pu, err := url.Parse(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, _ := strconv.Atoi(pu.Port())
+	return uint16(p)
+}
+
+// seedOf is a node's gossip address, to join it.
+func seedOf(c *cluster.Cluster) string {
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(c.Port()))
+}
+
+// startNode runs a real memberlist node on loopback with fast timings,
+// advertising httpPort, encrypted with key when set. stop leaves the cluster.
+func startNode(t *testing.T, name, role string, httpPort uint16, key []byte, seeds ...string) (c *cluster.Cluster, stop func()) {
+	t.Helper()
+	lo := netip.MustParseAddr("127.0.0.1")
+	cfg := cluster.DefaultConfig()
+	cfg.NodeName, cfg.Role, cfg.HTTPPort, cfg.GossipKey = name, role, httpPort, key
+	cfg.BindAddr, cfg.AdvertiseAddr, cfg.Port = lo, lo, 0
+	cfg.Seeds = seeds
+	cfg.JoinBackoffMin, cfg.JoinBackoffMax, cfg.LeaveTimeout = 50*time.Millisecond, time.Second, time.Second
+	cfg.Logger = testLogger()
+	cfg.Tune = func(mc *memberlist.Config) {
+		mc.ProbeInterval, mc.ProbeTimeout, mc.GossipInterval = 400*time.Millisecond, 300*time.Millisecond, 50*time.Millisecond
+	}
+	c, err := cluster.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); c.Run(ctx) }()
+	stop = func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(15 * time.Second):
+			t.Errorf("cluster node %s did not stop", name)
+		}
+	}
+	t.Cleanup(stop)
+	return c, stop
 }

@@ -2,6 +2,7 @@ package aggregator
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -40,9 +41,15 @@ func (l *liveAgent) requests() []http.Header {
 
 func startLiveAgent(t *testing.T, name string, mod func(*api.Config)) *liveAgent {
 	t.Helper()
+	return startLive(t, name, mod, nil)
+}
+
+// startLive is startLiveAgent serving https with tc when it is set.
+func startLive(t *testing.T, name string, mod func(*api.Config), tc *tls.Config) *liveAgent {
+	t.Helper()
 	l := &liveAgent{name: name, mod: mod}
 	l.newInstance(t, nil)
-	l.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	l.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		l.mu.Lock()
 		if r.URL.Path == EventsPath {
 			l.reqs = append(l.reqs, r.Header.Clone())
@@ -51,6 +58,7 @@ func startLiveAgent(t *testing.T, name string, mod func(*api.Config)) *liveAgent
 		l.mu.Unlock()
 		h.ServeHTTP(w, r)
 	}))
+	startHTTPTest(l.srv, tc)
 	t.Cleanup(func() {
 		l.mu.Lock()
 		s := l.api
@@ -93,6 +101,16 @@ func (l *liveAgent) newInstance(t *testing.T, populate func(*graph.Graph)) {
 		old.Close()
 		l.srv.CloseClientConnections()
 	}
+}
+
+// startHTTPTest starts srv, with TLS config tc when set.
+func startHTTPTest(srv *httptest.Server, tc *tls.Config) {
+	if tc == nil {
+		srv.Start()
+		return
+	}
+	srv.TLS = tc
+	srv.StartTLS()
 }
 
 func hopsOf(as ...netip.Addr) []graph.Hop {
