@@ -1,8 +1,8 @@
 package aggregator
 
 import (
-	"crypto/tls"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
