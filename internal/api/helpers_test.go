@@ -124,7 +124,11 @@ func newTestServer(t *testing.T, cfg Config, deps Deps) *testServer {
 			t.Errorf("Serve did not return within 10s of cancel")
 		}
 	})
-	return &testServer{Server: s, URL: "http://" + ln.Addr().String(), reg: reg}
+	scheme := "http://"
+	if cfg.TLS != nil || cfg.WebConfigFile != "" {
+		scheme = "https://"
+	}
+	return &testServer{Server: s, URL: scheme + ln.Addr().String(), reg: reg}
 }
 
 // do runs one request against h in memory.

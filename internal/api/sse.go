@@ -49,16 +49,16 @@ func (s *Server) lastEventID(r *http.Request) uint64 {
 // the stream ends; the graph never waits for it.
 func (s *Server) eventsHandler(g Graph, view string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		select {
-		case s.streams <- struct{}{}:
-		default:
-			s.metrics.streamsRejected.Inc()
+		reason, release := s.streams.acquire(clientAddr(r), isAggregator(r))
+		if reason != "" {
+			s.metrics.streamsRejected.WithLabelValues(reason).Inc()
 			w.Header().Set("Retry-After", "5")
 			writeError(w, http.StatusServiceUnavailable,
-				fmt.Sprintf("too many event streams (limit %d)", s.cfg.MaxStreams))
+				fmt.Sprintf("too many event streams (%s limit: %d in all, %d reserved for aggregators, %d per client)",
+					reason, s.cfg.MaxStreams, s.cfg.ReservedStreams, s.cfg.MaxStreamsPerClient))
 			return
 		}
-		defer func() { <-s.streams }()
+		defer release()
 		select {
 		case <-s.closing:
 			writeError(w, http.StatusServiceUnavailable, "server shutting down")

@@ -214,7 +214,7 @@ func TestSSESlowClient(t *testing.T) {
 
 func TestSSEStreamLimit(t *testing.T) {
 	cfg := DefaultConfig()
-	cfg.MaxStreams = 2
+	cfg.MaxStreams, cfg.ReservedStreams = 2, 0
 	g := graph.New(graph.DefaultConfig())
 	ts := newTestServer(t, cfg, Deps{Graph: g, Aggregator: g})
 	a := openSSE(t, ts.URL+"/v1/events/graph", nil)
