@@ -37,7 +37,7 @@ func TestStreamLimiter(t *testing.T) {
 	take("c", true, "")           // for an aggregator
 	take("d", true, rejectTotal)
 	rel[0]()
-	rel[0]() // idempotent
+	rel[0]()                      // idempotent
 	take("c", false, rejectTotal) // the aggregator holds a slot
 	rel[1]()
 	take("c", false, "")
