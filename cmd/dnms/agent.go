@@ -60,6 +60,7 @@ func runAgent(cfg *config) error {
 	gcfg.RingSize = cfg.MetricRingSize
 	g := graph.New(gcfg)
 
+	cfg.logTrust(log)
 	probes, err := startProbes(cfg, log, reg, g)
 	if err != nil {
 		return err
@@ -92,6 +93,10 @@ func runAgent(cfg *config) error {
 		aggGraph = graph.New(gcfg)
 		acfg := aggregator.DefaultConfig()
 		acfg.Token, acfg.Logger, acfg.Registerer = cfg.AggregatorToken, log, reg
+		acfg.Trust, acfg.TLS, acfg.Self = cfg.trust(), cfg.ClusterTLS, cfg.NodeName
+		if acfg.Self == "" {
+			acfg.Self = cluster.DefaultNodeName(cfg.GossipAddr)
+		}
 		if agg, err = aggregator.New(acfg, aggGraph); err != nil {
 			return fmt.Errorf("aggregator: %w", err)
 		}
@@ -117,6 +122,10 @@ func runAgent(cfg *config) error {
 	acfg := api.DefaultConfig()
 	acfg.Addr, acfg.AllowOrigin, acfg.Token = cfg.HTTPAddr, cfg.HTTPAllowOrigin, cfg.HTTPToken
 	acfg.Registerer, acfg.Gatherer, acfg.Logger = reg, reg, log.With("component", "api")
+	acfg.MaxConns, acfg.WebConfigFile = cfg.HTTPMaxConns, cfg.WebConfigFile
+	if cfg.ClusterTLS != nil {
+		acfg.TLS = cfg.ClusterTLS.ServerConfig()
+	}
 	deps := api.Deps{
 		Graph:          g,
 		MapperPeers:    func() any { return mp.Peers() },
@@ -128,6 +137,7 @@ func runAgent(cfg *config) error {
 	}
 	if aggGraph != nil {
 		deps.Aggregator = aggGraph
+		deps.AggregatorMembers = func() any { return agg.Status() }
 	}
 	srv, err := api.New(acfg, deps)
 	if err != nil {

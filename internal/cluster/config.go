@@ -126,11 +126,7 @@ func (c *Config) validate() error {
 		return fmt.Errorf("cluster: advertise address %s is unspecified", c.AdvertiseAddr)
 	}
 	if c.NodeName == "" {
-		h, err := os.Hostname()
-		if err != nil || h == "" {
-			h = "dnms"
-		}
-		c.NodeName = h + "-" + c.AdvertiseAddr.String()
+		c.NodeName = DefaultNodeName(c.AdvertiseAddr)
 	}
 	for _, s := range c.Seeds {
 		if strings.TrimSpace(s) == "" {
@@ -234,4 +230,14 @@ func firstGlobal(ifi *net.Interface) (netip.Addr, bool) {
 		}
 	}
 	return v6, v6.IsValid()
+}
+
+// DefaultNodeName is the node name when none is given:
+// "<hostname>-<advertise addr>".
+func DefaultNodeName(advertise netip.Addr) string {
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		h = "dnms"
+	}
+	return h + "-" + advertise.String()
 }
