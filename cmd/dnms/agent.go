@@ -115,6 +115,9 @@ func runAgent(cfg *config) error {
 		return fmt.Errorf("cluster: %w", err)
 	}
 	cl.AddHandler(peerHandler{mp: mp})
+	if probes.ld != nil && cfg.EBPFReflector && len(cfg.ProbeKey) > 0 {
+		cl.AddHandlerWithSelf(newMemberSync(probes.ld, log.With("component", "loader")))
+	}
 	if agg != nil {
 		cl.AddHandlerWithSelf(agg)
 	}

@@ -44,6 +44,7 @@ func startProbes(cfg *config, log *slog.Logger, reg prometheus.Registerer, g *gr
 		}
 		lc := loader.DefaultConfig()
 		lc.Ifaces, lc.PingPort, lc.Reflect, lc.HMAC = ifaces, cfg.PingPort, cfg.EBPFReflector, len(cfg.ProbeKey) > 0
+		lc.Keyed = len(cfg.ProbeKey) > 0
 		lc.Registerer, lc.Logger = reg, log.With("component", "loader")
 		ld, err := loader.Load(lc)
 		switch {
@@ -67,6 +68,11 @@ func startProbes(cfg *config, log *slog.Logger, reg prometheus.Registerer, g *gr
 		ec.StampKick = p.ld.Kick
 	}
 	ec.Reflect = !(p.ld != nil && cfg.EBPFReflector)
+	if p.ld != nil && cfg.EBPFReflector && len(cfg.ProbeKey) > 0 {
+		// The keyed kernel reflector leaves to userspace what it cannot
+		// authenticate; userspace answers and confirms the epoch.
+		ec.Reflect, ec.ConfirmEpoch = true, p.confirmEpoch(log)
+	}
 	ec.Timeout = cfg.PingTimeout
 	ec.Registerer, ec.Logger = reg, log.With("component", "probe")
 	eng, err := probe.New(ec)

@@ -166,6 +166,7 @@ func (l *Loader) register() error {
 		counter("dnms_ebpf_reflect_errors_total",
 			"In-kernel reflections that failed half way (packet dropped).", bpfDnmsStatDNMS_STAT_REFLECT_ERR),
 		&statsCollector{l: l},
+		l.keyedMetrics(),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "dnms_ebpf_rx_arrival_stamps_total",
 			Help: "RX stamps whose time is the stack's arrival stamp (before backlog queueing) rather than TC ingress.",

@@ -62,6 +62,9 @@ type Config struct {
 	// HMAC says our probes carry an HMAC. Only used to compute the TTL from
 	// an ICMP error whose quote ends at the UDP header (RFC 792 routers).
 	HMAC bool
+	// Keyed: a probe key is set, so the reflector answers only members'
+	// authenticated pings of confirmed epochs (keyed.go).
+	Keyed bool
 	// Mode forces an attach mode (ModeTCX or ModeClsact); ModeAuto decides
 	// with a tcx attach attempt.
 	Mode string
@@ -105,6 +108,9 @@ type Status struct {
 	// arrival stamp (skb->tstamp, taken before backlog queueing) rather
 	// than the TC ingress time (Config.ArrivalStamps).
 	RxArrivalStamps uint64 `json:"rx_arrival_stamps"`
+	// Declined counts pings the keyed reflector left to userspace, by
+	// reason (no_hmac, not_member, epoch); nil when not keyed.
+	Declined map[string]uint64 `json:"declined,omitempty"`
 }
 
 // Loader holds the loaded programs, their attachments and the ring buffer.
@@ -224,6 +230,7 @@ func setVariables(spec *ebpf.CollectionSpec, cfg Config) error {
 		bpfVarReflect:       b(cfg.Reflect),
 		bpfVarReflectEvents: b(cfg.ReflectEvents),
 		bpfVarHmacDefault:   b(cfg.HMAC),
+		bpfVarKeyed:         b(cfg.Keyed),
 	} {
 		vs, ok := spec.Variables[name]
 		if !ok {
@@ -473,6 +480,7 @@ func (l *Loader) Status() Status {
 		RxAckStamps:     l.stat(bpfDnmsStatDNMS_STAT_RX_ACK),
 		RxICMPStamps:    l.stat(bpfDnmsStatDNMS_STAT_RX_ICMP),
 		RxArrivalStamps: l.skbStamps.Load(),
+		Declined:        l.declined(),
 	}
 }
 
