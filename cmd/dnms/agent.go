@@ -110,6 +110,7 @@ func runAgent(cfg *config) error {
 	ccfg.NodeName, ccfg.Role, ccfg.Version = cfg.NodeName, role, version
 	ccfg.HTTPPort, ccfg.PingPort, ccfg.GossipKey = uint16(httpPort), cfg.PingPort, cfg.GossipKey
 	ccfg.Logger, ccfg.Registerer = log, reg
+	ccfg.StateDir = cfg.StateDir
 	cl, err := cluster.New(ccfg)
 	if err != nil {
 		return fmt.Errorf("cluster: %w", err)

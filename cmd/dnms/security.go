@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"log/slog"
+	"os"
 
 	"github.com/dnms/dnms/internal/aggregator"
 	"github.com/dnms/dnms/internal/api"
@@ -27,6 +28,11 @@ func (c *config) security(sec config) error {
 			return err
 		}
 		c.ClusterTLS = t
+	}
+	if c.StateDir != "" {
+		if err := os.MkdirAll(c.StateDir, 0o700); err != nil {
+			return fmt.Errorf("-stateDir: %w", err)
+		}
 	}
 	if c.WebConfigFile != "" {
 		if err := api.ValidateWebConfig(c.WebConfigFile); err != nil {

@@ -53,6 +53,9 @@ type Config struct {
 	JoinBackoffMax time.Duration
 	// LeaveTimeout bounds the leave broadcast on shutdown.
 	LeaveTimeout time.Duration
+	// StateDir, when set, keeps the known members across restarts
+	// (-stateDir): a restarted node joins them itself (state.go).
+	StateDir string
 
 	// Logger receives our logs and memberlist's. Nil: slog.Default().
 	Logger *slog.Logger
