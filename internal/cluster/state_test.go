@@ -45,4 +45,3 @@ func TestRestartedSeedRejoinsFromState(t *testing.T) {
 	})
 	t.Logf("restarted seed rejoined in %v", time.Since(start).Round(time.Millisecond))
 }
-
