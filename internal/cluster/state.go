@@ -84,18 +84,27 @@ func (c *Cluster) loadState() []string {
 		}
 		return nil
 	}
+	out, err := parseState(b, c.cfg.NodeName)
+	if err != nil {
+		c.log.Warn("state: members file is not valid, ignoring it", "file", filepath.Join(c.cfg.StateDir, stateFile), "err", err)
+	}
+	return out
+}
+
+// parseState reads a members file: the gossip addresses of the members but
+// self. Entries that are not addr:port are skipped.
+func parseState(b []byte, self string) ([]string, error) {
 	var st memberState
 	if err := json.Unmarshal(b, &st); err != nil {
-		c.log.Warn("state: members file is not valid, ignoring it", "file", filepath.Join(c.cfg.StateDir, stateFile), "err", err)
-		return nil
+		return nil, err
 	}
 	var out []string
 	for _, m := range st.Members {
-		if ap, err := netip.ParseAddrPort(m.Gossip); err == nil && m.Name != c.cfg.NodeName {
+		if ap, err := netip.ParseAddrPort(m.Gossip); err == nil && m.Name != self && ap.Port() != 0 {
 			out = append(out, ap.String())
 		}
 	}
-	return out
+	return out, nil
 }
 
 // rejoinKnown joins the members from the state file after a restart,
