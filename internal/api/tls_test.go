@@ -20,16 +20,28 @@ import (
 // (TLS, client CA, a bcrypt basic-auth user) and checks that https with the
 // right certificate and password works, and that plain http, a certificate
 // from another CA, no certificate and a wrong password are refused.
-func TestWebConfigTLS(t *testing.T) {
+// webFixture is an exporter-toolkit web config requiring a client
+// certificate from its CA and basic auth (user prom), with the files a
+// client needs.
+type webFixture struct {
+	ca                                    *testcert.CA
+	config, caFile, clientCert, clientKey string
+	password                              string
+}
+
+func newWebFixture(t *testing.T) webFixture {
+	t.Helper()
 	dir := t.TempDir()
 	lo := net.ParseIP("127.0.0.1")
-	ca := testcert.NewCA(t, "web ca")
-	caFile, certFile, keyFile := testcert.Files(t, dir, ca, ca.Leaf(t, "localhost", lo), "srv-")
-	hash, err := bcrypt.GenerateFromPassword([]byte("s3cret"), bcrypt.MinCost)
+	w := webFixture{ca: testcert.NewCA(t, "web ca"), password: "s3cret"}
+	var certFile, keyFile string
+	w.caFile, certFile, keyFile = testcert.Files(t, dir, w.ca, w.ca.Leaf(t, "localhost", lo), "srv-")
+	_, w.clientCert, w.clientKey = testcert.Files(t, dir, w.ca, w.ca.Leaf(t, "prometheus", lo), "client-")
+	hash, err := bcrypt.GenerateFromPassword([]byte(w.password), bcrypt.MinCost)
 	if err != nil {
 		t.Fatal(err)
 	}
-	webCfg := filepath.Join(dir, "web.yml")
+	w.config = filepath.Join(dir, "web.yml")
 	yml := fmt.Sprintf(`tls_server_config:
   cert_file: %s
   key_file: %s
@@ -37,19 +49,26 @@ func TestWebConfigTLS(t *testing.T) {
   client_ca_file: %s
 basic_auth_users:
   prom: %s
-`, certFile, keyFile, caFile, hash)
-	if err := os.WriteFile(webCfg, []byte(yml), 0o600); err != nil {
+`, certFile, keyFile, w.caFile, hash)
+	if err := os.WriteFile(w.config, []byte(yml), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := ValidateWebConfig(webCfg); err != nil {
+	return w
+}
+
+func TestWebConfigTLS(t *testing.T) {
+	w := newWebFixture(t)
+	ca := w.ca
+	lo := net.ParseIP("127.0.0.1")
+	if err := ValidateWebConfig(w.config); err != nil {
 		t.Fatal(err)
 	}
-	if err := ValidateWebConfig(filepath.Join(dir, "missing.yml")); err == nil {
+	if err := ValidateWebConfig(filepath.Join(t.TempDir(), "missing.yml")); err == nil {
 		t.Error("a missing web config validated")
 	}
 
 	cfg := DefaultConfig()
-	cfg.WebConfigFile = webCfg
+	cfg.WebConfigFile = w.config
 	ts := newTestServer(t, cfg, Deps{Graph: graph.New(graph.DefaultConfig())})
 
 	pool := x509.NewCertPool()
