@@ -17,6 +17,19 @@ import (
 // SetMembers makes the reflector's member set equal addrs (the cluster's
 // members, this node included). Call it on every membership change.
 func (l *Loader) SetMembers(addrs []netip.Addr) error {
+	want4, want6 := addrSets(addrs)
+	if err := syncSet(l.objs.MembersV4, want4); err != nil {
+		return fmt.Errorf("members_v4: %w", err)
+	}
+	if err := syncSet(l.objs.MembersV6, want6); err != nil {
+		return fmt.Errorf("members_v6: %w", err)
+	}
+	return nil
+}
+
+// addrSets splits addresses into the keys of the program's IPv4 and IPv6
+// address maps (IPv4-mapped IPv6 counts as IPv4).
+func addrSets(addrs []netip.Addr) (map[[4]byte]bool, map[[16]byte]bool) {
 	want4 := make(map[[4]byte]bool, len(addrs))
 	want6 := make(map[[16]byte]bool)
 	for _, a := range addrs {
@@ -28,13 +41,7 @@ func (l *Loader) SetMembers(addrs []netip.Addr) error {
 			want6[a.As16()] = true
 		}
 	}
-	if err := syncSet(l.objs.MembersV4, want4); err != nil {
-		return fmt.Errorf("members_v4: %w", err)
-	}
-	if err := syncSet(l.objs.MembersV6, want6); err != nil {
-		return fmt.Errorf("members_v6: %w", err)
-	}
-	return nil
+	return want4, want6
 }
 
 // ConfirmEpoch tells the kernel reflector that userspace verified an

@@ -256,18 +256,13 @@ func (l *Loader) refreshAddrs() error {
 	if err != nil {
 		return fmt.Errorf("list addresses: %w", err)
 	}
-	want4 := make(map[[4]byte]bool, len(addrs))
-	want6 := make(map[[16]byte]bool, len(addrs))
+	ips := make([]netip.Addr, 0, len(addrs))
 	for _, a := range addrs {
-		ip, ok := netip.AddrFromSlice(a.IP)
-		switch {
-		case !ok:
-		case ip.Is4() || ip.Is4In6():
-			want4[ip.Unmap().As4()] = true
-		default:
-			want6[ip.As16()] = true
+		if ip, ok := netip.AddrFromSlice(a.IP); ok {
+			ips = append(ips, ip)
 		}
 	}
+	want4, want6 := addrSets(ips)
 	if err := syncSet(l.objs.LocalV4, want4); err != nil {
 		return fmt.Errorf("local_v4: %w", err)
 	}
