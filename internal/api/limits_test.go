@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -203,4 +204,55 @@ func TestMaxConns(t *testing.T) {
 	if d := time.Since(start); d < 300*time.Millisecond {
 		t.Fatalf("fifth connection served after %v: the cap of 4 did not hold", d)
 	}
+}
+
+// TestSlowConnectionsBounded: 2,000 connections that send half a request
+// header and stall cost the server at most -httpMaxConns goroutines and a
+// bounded heap (the rest wait in the accept queue, in the kernel), and a
+// real request is served once the header timeout frees slots.
+func TestSlowConnectionsBounded(t *testing.T) {
+	if testing.Short() {
+		t.Skip("opens 2,000 sockets")
+	}
+	cfg := DefaultConfig()
+	cfg.MaxConns = 256
+	cfg.ReadHeaderTimeout = 500 * time.Millisecond
+	ts := newTestServer(t, cfg, Deps{Graph: graph.New(graph.DefaultConfig())})
+	addr := ts.URL[len("http://"):]
+	runtime.GC()
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+	g0 := runtime.NumGoroutine()
+	const n = 2000
+	conns := make([]net.Conn, 0, n)
+	t.Cleanup(func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	for range n {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatalf("dial %d: %v", len(conns), err)
+		}
+		c.Write([]byte("GET /healthz HTTP/1.1\r\nHost: x\r\n")) // and never the end
+		conns = append(conns, c)
+	}
+	g1 := runtime.NumGoroutine()
+	var after runtime.MemStats
+	runtime.ReadMemStats(&after)
+	heap := int64(after.HeapAlloc) - int64(before.HeapAlloc)
+	t.Logf("%d slow connections: +%d goroutines, heap +%d KiB", n, g1-g0, heap>>10)
+	if g1-g0 > cfg.MaxConns+50 {
+		t.Errorf("%d goroutines for %d slow connections with a cap of %d", g1-g0, n, cfg.MaxConns)
+	}
+	if heap > 64<<20 {
+		t.Errorf("heap grew by %d MiB", heap>>20)
+	}
+	c := &http.Client{Timeout: 30 * time.Second}
+	resp, err := c.Get(ts.URL + "/healthz")
+	if err != nil {
+		t.Fatalf("a real request behind 2,000 slow ones: %v", err)
+	}
+	resp.Body.Close()
 }
