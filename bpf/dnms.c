@@ -86,6 +86,7 @@ volatile const __u16 ping_port = 33435;     /* host byte order */
 volatile const __u8 reflect = 1;            /* in-kernel reflector on */
 volatile const __u8 reflect_events = 0;     /* emit KIND_REFLECT events */
 volatile const __u8 hmac_default = 0;       /* our probes carry an HMAC (for short ICMP quotes) */
+volatile const __u8 keyed = 0;              /* cluster probe key set: see keyed_admit */
 
 /* Event kinds; values equal probe.StampKind. */
 enum dnms_kind {
@@ -104,7 +105,10 @@ enum dnms_stat {
 	DNMS_STAT_REFLECTED = 4,    /* pings answered in the kernel */
 	DNMS_STAT_REFLECT_ERR = 5,  /* reflection failed half way: packet dropped */
 	DNMS_STAT_REFLECT_PASS = 6, /* no FIB result for the ack: left to userspace */
-	DNMS_STAT_MAX = 7,
+	DNMS_STAT_KEYED_NO_HMAC = 7,  /* keyed: ping without the HMAC flag, left to userspace */
+	DNMS_STAT_KEYED_NOT_MEMBER = 8, /* keyed: source not a member, left to userspace */
+	DNMS_STAT_KEYED_EPOCH = 9,  /* keyed: epoch userspace has not confirmed, left to userspace */
+	DNMS_STAT_MAX = 10,
 };
 
 /*
@@ -222,6 +226,74 @@ static __always_inline void count(__u32 idx)
 	__u64 *v = bpf_map_lookup_elem(&stats, &idx);
 	if (v)
 		*v += 1;
+}
+
+/*
+ * Keyed reflector (-probeKey, or derived from -gossipKey). The kernel cannot
+ * compute the HMAC, so with a key it answers a ping only when
+ *   - the ping carries the HMAC flag (the tag is echoed; the prober checks
+ *     it is the one it sent),
+ *   - the source is a cluster member (members_v4/v6, kept equal to the
+ *     memberlist members by the agent), and
+ *   - the flow's epoch is one userspace confirmed from an authenticated ping
+ *     (confirmed_epochs), before it may start or restart the flow's counters.
+ * Anything else goes up to the userspace reflector, which verifies the HMAC,
+ * answers, and confirms the epoch. So a spoofed ping never resets counters
+ * and a non-member never gets an answer from the kernel.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, __u8);
+} members_v4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct addr6);
+	__type(value, __u8);
+} members_v6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct flow_key);
+	__type(value, __u32);
+} confirmed_epochs SEC(".maps");
+
+/* keyed_admit: may the kernel answer this ping at all (see above)? */
+static __always_inline int keyed_admit(const struct dnms_hdr *h, const __u8 *saddr, __u8 family)
+{
+	if (!(h->flags & DNMS_F_HMAC)) {
+		count(DNMS_STAT_KEYED_NO_HMAC);
+		return 0;
+	}
+	if (family == 4) {
+		__u32 s4;
+		__builtin_memcpy(&s4, saddr, 4);
+		if (!bpf_map_lookup_elem(&members_v4, &s4))
+			goto not_member;
+	} else {
+		struct addr6 s6;
+		__builtin_memcpy(s6.a, saddr, 16);
+		if (!bpf_map_lookup_elem(&members_v6, &s6))
+			goto not_member;
+	}
+	return 1;
+not_member:
+	count(DNMS_STAT_KEYED_NOT_MEMBER);
+	return 0;
+}
+
+/* keyed_epoch_ok: may the flow's counters (re)start at epoch? */
+static __always_inline int keyed_epoch_ok(const struct flow_key *k, __u32 epoch)
+{
+	__u32 *c = bpf_map_lookup_elem(&confirmed_epochs, k);
+	if (c && *c == epoch)
+		return 1;
+	count(DNMS_STAT_KEYED_EPOCH);
+	return 0;
 }
 
 static __always_inline struct dnms_event *reserve(__u8 family)
@@ -506,6 +578,9 @@ static __always_inline int reflect_ping(struct __sk_buff *skb, __u64 now, struct
 			return TC_ACT_OK;
 	}
 
+	if (keyed && !keyed_admit(h, u->saddr, u->family))
+		return TC_ACT_OK;
+
 	struct ack_route r;
 	if (ack_route(skb, u, &r) < 0) {
 		count(DNMS_STAT_REFLECT_PASS);
@@ -518,6 +593,8 @@ static __always_inline int reflect_ping(struct __sk_buff *skb, __u64 now, struct
 	k.sport = u->sport;
 	__u32 epoch = bpf_ntohl(h->epoch);
 	struct flow_val *v = bpf_map_lookup_elem(&flows, &k);
+	if ((!v || v->epoch != epoch) && keyed && !keyed_epoch_ok(&k, epoch))
+		return TC_ACT_OK;
 	if (!v) {
 		struct flow_val nv = {.epoch = epoch};
 		bpf_map_update_elem(&flows, &k, &nv, BPF_NOEXIST);

@@ -62,6 +62,7 @@ func runAgent(cfg *config) error {
 	gcfg.BaselineWindow = cfg.BaselineWindow
 	g := graph.New(gcfg)
 
+	cfg.logTrust(log)
 	probes, err := startProbes(cfg, log, reg, g)
 	if err != nil {
 		return err
@@ -94,6 +95,10 @@ func runAgent(cfg *config) error {
 		aggGraph = graph.New(gcfg)
 		acfg := aggregator.DefaultConfig()
 		acfg.Token, acfg.Logger, acfg.Registerer = cfg.AggregatorToken, log, reg
+		acfg.Trust, acfg.TLS, acfg.Self = cfg.trust(), cfg.ClusterTLS, cfg.NodeName
+		if acfg.Self == "" {
+			acfg.Self = cluster.DefaultNodeName(cfg.GossipAddr)
+		}
 		if agg, err = aggregator.New(acfg, aggGraph); err != nil {
 			return fmt.Errorf("aggregator: %w", err)
 		}
@@ -108,11 +113,15 @@ func runAgent(cfg *config) error {
 	ccfg.HTTPPort, ccfg.PingPort, ccfg.GossipKey = uint16(httpPort), cfg.PingPort, cfg.GossipKey
 	ccfg.HTTPAddr = cfg.HTTPAdvertise
 	ccfg.Logger, ccfg.Registerer = log, reg
+	ccfg.StateDir = cfg.StateDir
 	cl, err := cluster.New(ccfg)
 	if err != nil {
 		return fmt.Errorf("cluster: %w", err)
 	}
 	cl.AddHandler(peerHandler{mp: mp})
+	if probes.ld != nil && cfg.EBPFReflector && len(cfg.ProbeKey) > 0 {
+		cl.AddHandlerWithSelf(newMemberSync(probes.ld, log.With("component", "loader")))
+	}
 	if agg != nil {
 		cl.AddHandlerWithSelf(agg)
 	}
@@ -120,6 +129,10 @@ func runAgent(cfg *config) error {
 	acfg := api.DefaultConfig()
 	acfg.Addr, acfg.AllowOrigin, acfg.Token = cfg.HTTPAddr, cfg.HTTPAllowOrigin, cfg.HTTPToken
 	acfg.Registerer, acfg.Gatherer, acfg.Logger = reg, reg, log.With("component", "api")
+	acfg.MaxConns, acfg.WebConfigFile = cfg.HTTPMaxConns, cfg.WebConfigFile
+	if cfg.ClusterTLS != nil {
+		acfg.TLS = cfg.ClusterTLS.ServerConfig()
+	}
 	deps := api.Deps{
 		Graph:          g,
 		MapperPeers:    func() any { return mp.Peers() },
@@ -131,6 +144,7 @@ func runAgent(cfg *config) error {
 	}
 	if aggGraph != nil {
 		deps.Aggregator = aggGraph
+		deps.AggregatorMembers = func() any { return agg.Status() }
 	}
 	srv, err := api.New(acfg, deps)
 	if err != nil {

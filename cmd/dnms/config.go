@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/dnms/dnms/internal/cluster"
 )
 
 // config is everything the flags say. cmd/dnms is the only place that knows
@@ -45,6 +47,14 @@ type config struct {
 	// PrintConfig, when set, is the effective configuration as YAML
 	// (-print-config): main prints it and exits.
 	PrintConfig string
+
+	// Trust and resilience (docs/security.md).
+	ProbeKeyDerived bool                // ProbeKey came from GossipKey
+	TLS             cluster.TLSFiles    // -tlsCAFile, -tlsCertFile, -tlsKeyFile
+	ClusterTLS      *cluster.ClusterTLS // loaded TLS, nil without
+	WebConfigFile   string              // -web.config.file
+	HTTPMaxConns    int                 // -httpMaxConns
+	StateDir        string              // -stateDir: "" writes nothing
 }
 
 // errHelp is returned when the user asked for -h; main exits 0.
@@ -89,7 +99,7 @@ func parseFlagSet(args []string, out io.Writer, localIP func() (netip.Addr, erro
 	fs.StringVar(&timestamps, "timestamps", "auto", "timestamp source: auto, ebpf, kernel or user")
 	fs.BoolVar(&reflector, "ebpfReflector", true, "answer pings in the kernel (eBPF) when the ebpf time source is in use")
 	fs.StringVar(&ifaces, "ifaces", "", "comma-separated interfaces for the eBPF programs (default: every interface carrying a default route, followed as links and routes change)")
-	fs.StringVar(&probeKey, "probeKey", "", "base64 cluster probe key: pings and acks carry an HMAC and unauthenticated ones are dropped")
+	fs.StringVar(&probeKey, "probeKey", "", "base64 cluster probe key: pings and acks carry an HMAC and unauthenticated ones are dropped (default: derived from -gossipKey; with neither, probes are UNAUTHENTICATED and acks can be forged)")
 	fs.StringVar(&gossipKey, "gossipKey", "", "base64 memberlist encryption key (16, 24 or 32 bytes)")
 	fs.StringVar(&nodeName, "nodeName", "", "cluster node name (default: hostname-gossipAddr)")
 	fs.StringVar(&logLevel, "logLevel", "info", "log level: debug, info, warn or error")
@@ -98,6 +108,13 @@ func parseFlagSet(args []string, out io.Writer, localIP func() (netip.Addr, erro
 	baseWin := fs.Duration("baselineWindow", 10*time.Minute, "how far back a flow's RTT baseline (its lowest ring 10th percentile) looks")
 	configPath := fs.String("config", "", "YAML `file` with one key per flag (same names); flags on the command line win")
 	printCfg := fs.Bool("print-config", false, "print the effective configuration as YAML (a valid -config file) and exit")
+	var sec config
+	fs.StringVar(&sec.TLS.CA, "tlsCAFile", "", "cluster CA (PEM): members' APIs serve -tlsCertFile and the aggregator trusts only members with a certificate from this CA naming them (mTLS)")
+	fs.StringVar(&sec.TLS.Cert, "tlsCertFile", "", "this node's certificate (PEM), signed by -tlsCAFile, naming -nodeName (CN or DNS SAN) and -gossipAddr (IP SAN)")
+	fs.StringVar(&sec.TLS.Key, "tlsKeyFile", "", "key of -tlsCertFile (PEM)")
+	fs.StringVar(&sec.WebConfigFile, "web.config.file", "", "Prometheus exporter-toolkit web config (TLS, client CA, basic auth) for the HTTP API")
+	fs.IntVar(&sec.HTTPMaxConns, "httpMaxConns", 1024, "maximum open HTTP connections; more wait in the accept queue")
+	fs.StringVar(&sec.StateDir, "stateDir", "", "directory for state kept across restarts (known members); empty writes nothing")
 	fs.Usage = func() {
 		fmt.Fprintf(out, "usage: dnms [flags]            run an agent (sudo dnms -peer seed:33434)\n")
 		fmt.Fprintf(out, "       dnms health -f FILE    rank links in a saved /v1/graph document\n")
@@ -229,6 +246,9 @@ func parseFlagSet(args []string, out io.Writer, localIP func() (netip.Addr, erro
 		return nil, err
 	}
 	if c.GossipKey, err = key("-gossipKey", gossipKey, []int{16, 24, 32}); err != nil {
+		return nil, err
+	}
+	if err := c.security(sec); err != nil {
 		return nil, err
 	}
 	if *printCfg {

@@ -92,7 +92,7 @@ func TestEndToEnd(t *testing.T) {
 			for _, target := range []struct {
 				network string
 				port    int
-			}{{"udp", 33434}, {"tcp", 33434}, {"udp", 33435}} {
+			}{{"udp", 33434}, {"tcp", 33434}, {"udp", 33435}, {"udp", 33436}, {"tcp", 12345}} {
 				src := f.Hosts[0]
 				err := f.Do(src.NS, func() error {
 					conn, err := net.DialTimeout(target.network, net.JoinHostPort(h.Addr.String(), fmt.Sprint(target.port)), 2*time.Second)
@@ -123,6 +123,16 @@ func TestEndToEnd(t *testing.T) {
 				return c.Get(h.Name, "/healthz", nil)
 			}); err != nil {
 				t.Errorf("after garbage: %v", err)
+			}
+			// Every rejection is counted by reason.
+			body, err := c.GetRaw(h.Name, "/metrics")
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, m := range []string{"dnms_packets_rejected_total", "dnms_probe_stray_packets_total"} {
+				if sumSeries(body, m) == 0 {
+					t.Errorf("%s: garbage not counted in %s", h.Name, m)
+				}
 			}
 		}
 	})
@@ -335,4 +345,20 @@ func TestRunsWithoutEBPF(t *testing.T) {
 	}); err != nil {
 		t.Fatalf("without eBPF: %v\n%s", err, c.Tail(c.AggregatorHost().Name, 20))
 	}
+}
+
+// sumSeries adds up every sample of metric name in Prometheus text.
+func sumSeries(body []byte, name string) float64 {
+	var sum float64
+	for _, line := range strings.Split(string(body), "\n") {
+		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
+			continue
+		}
+		f := strings.Fields(line)
+		var v float64
+		if _, err := fmt.Sscan(f[len(f)-1], &v); err == nil {
+			sum += v
+		}
+	}
+	return sum
 }

@@ -36,6 +36,7 @@ func startProbes(cfg *config, log *slog.Logger, reg prometheus.Registerer, g *gr
 	if ts == "auto" || ts == "ebpf" {
 		lc := loader.DefaultConfig()
 		lc.Ifaces, lc.PingPort, lc.Reflect, lc.HMAC = cfg.Ifaces, cfg.PingPort, cfg.EBPFReflector, len(cfg.ProbeKey) > 0
+		lc.Keyed = len(cfg.ProbeKey) > 0
 		lc.Registerer, lc.Logger = reg, log.With("component", "loader")
 		ld, err := loader.Load(lc)
 		switch {
@@ -60,8 +61,14 @@ func startProbes(cfg *config, log *slog.Logger, reg prometheus.Registerer, g *gr
 	}
 	// The userspace reflector stays on next to the kernel's: it answers
 	// what the kernel reflector passes up (no route for the ack, a ping
-	// arriving on an interface without the programs).
+	// arriving on an interface without the programs, and with a key what
+	// it cannot authenticate).
 	ec.Reflect = true
+	if p.ld != nil && cfg.EBPFReflector && len(cfg.ProbeKey) > 0 {
+		// Userspace answers and confirms the epoch the keyed kernel
+		// reflector may then trust.
+		ec.ConfirmEpoch = p.confirmEpoch(log)
+	}
 	ec.Timeout = cfg.PingTimeout
 	ec.Registerer, ec.Logger = reg, log.With("component", "probe")
 	eng, err := probe.New(ec)

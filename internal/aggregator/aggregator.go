@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"net/netip"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -22,6 +21,7 @@ import (
 
 	"github.com/dnms/dnms/internal/cluster"
 	"github.com/dnms/dnms/internal/graph"
+	"github.com/dnms/dnms/internal/sseid"
 )
 
 // EventsPath is the member endpoint the aggregator subscribes to.
@@ -40,8 +40,16 @@ var _ Graph = (*graph.Graph)(nil)
 // Config configures an Aggregator.
 type Config struct {
 	// Token, when set, is sent as "Authorization: Bearer <token>"
-	// (-aggregatorToken, defaulting to -httpToken).
+	// (-aggregatorToken, defaulting to -httpToken) to members that proved
+	// they belong (Trust) and to Self.
 	Token string
+	// Trust says how members prove membership; TLS set means TrustMTLS.
+	Trust Trust
+	// TLS, when set, is the cluster CA and this node's certificate: members
+	// are reached over https and must present a certificate naming them.
+	TLS *cluster.ClusterTLS
+	// Self is this node's member name: its own agent is always trusted.
+	Self string
 	// BackoffMin and BackoffMax bound the exponential backoff (with jitter)
 	// between connection attempts to one member.
 	BackoffMin time.Duration
@@ -105,6 +113,12 @@ func New(cfg Config, g Graph) (*Aggregator, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.TLS != nil {
+		cfg.Trust = TrustMTLS
+	}
+	if cfg.Trust == TrustOpen {
+		cfg.Logger.Warn("open cluster (no -gossipKey, no -tlsCAFile): members are not authenticated, so the aggregator sends them no token and imports whatever graph any gossip member serves; see docs/security.md")
+	}
 	met, err := newMetrics(cfg.Registerer)
 	if err != nil {
 		return nil, fmt.Errorf("aggregator: register metrics: %w", err)
@@ -120,14 +134,23 @@ func New(cfg Config, g Graph) (*Aggregator, error) {
 			IdleConnTimeout:       90 * time.Second,
 		}}
 	}
-	return &Aggregator{
+	a := &Aggregator{
 		cfg:     cfg,
 		g:       g,
 		log:     cfg.Logger, // the caller names the component
 		met:     met,
 		client:  client,
 		members: map[string]*member{},
-	}, nil
+	}
+	if cfg.Registerer != nil {
+		if err := cfg.Registerer.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "dnms_aggregator_stale_routes",
+			Help: "Routes kept from members whose event stream is down (they stop changing until it is back); see /v1/aggregator/members.",
+		}, a.staleRoutes)); err != nil {
+			return nil, fmt.Errorf("aggregator: register metrics: %w", err)
+		}
+	}
+	return a, nil
 }
 
 // BaseURL is the HTTP base of a member's API.
@@ -136,16 +159,10 @@ func BaseURL(addr netip.Addr, httpPort uint16) string {
 }
 
 // PeerJoin makes the Aggregator a cluster.Handler: a member is subscribed
-// to at BaseURL(p.HTTPAddr, p.HTTPPort), the address it advertises for its
-// API (its gossip address when it advertises none). Register it with
+// to at the API address it advertises (-httpAdvertise; its gossip address
+// when it advertises none), see memberURL. Register it with
 // AddHandlerWithSelf so this node's own agent is merged too.
-func (a *Aggregator) PeerJoin(p cluster.Peer) {
-	addr := p.HTTPAddr
-	if !addr.IsValid() {
-		addr = p.Addr
-	}
-	a.AddMember(p.Name, BaseURL(addr, p.HTTPPort))
-}
+func (a *Aggregator) PeerJoin(p cluster.Peer) { a.AddMember(p.Name, a.memberURL(p)) }
 
 // PeerLeave removes the member's contribution.
 func (a *Aggregator) PeerLeave(p cluster.Peer) { a.RemoveMember(p.Name) }
@@ -171,6 +188,9 @@ func (a *Aggregator) AddMember(name, baseURL string) {
 		return
 	}
 	m := newMember(a, name, baseURL)
+	if m.client, m.idErr = a.clientFor(name, baseURL); m.idErr != nil {
+		m.client = a.client
+	}
 	a.members[name] = m
 	ctx := a.runCtx
 	a.mu.Unlock()
@@ -243,110 +263,20 @@ func (a *Aggregator) memberList() []*member {
 	return ms
 }
 
-// MemberStatus is one member stream as Status reports it.
-type MemberStatus struct {
-	Name        string `json:"name"`
-	URL         string `json:"url"`
-	State       string `json:"state"`
-	LastEventID uint64 `json:"lastEventId"`
-	Routes      int    `json:"routes"`
-	Reconnects  uint64 `json:"reconnects"`
-}
-
-// Status lists the members and their streams, sorted by name.
-func (a *Aggregator) Status() []MemberStatus {
-	a.mu.Lock()
-	ms := a.memberList()
-	a.mu.Unlock()
-	out := make([]MemberStatus, 0, len(ms))
-	for _, m := range ms {
-		st, _ := m.state.Load().(string)
-		out = append(out, MemberStatus{
-			Name: m.name, URL: m.url, State: st,
-			LastEventID: m.lastSeen.Load(), Routes: int(m.nroutes.Load()), Reconnects: m.reconnects.Load(),
-		})
-	}
-	slices.SortFunc(out, func(x, y MemberStatus) int { return strings.Compare(x.Name, y.Name) })
-	return out
-}
-
 // --- one member's stream ----------------------------------------------------
 
 // Reasons to take a fresh snapshot.
 const (
-	reasonResync      = "resync"      // the member told us to
-	reasonGap         = "gap"         // an event id was skipped
-	reasonBadEvent    = "bad_event"   // an event we need could not be decoded
-	reasonUnreachable = "unreachable" // the member was down: it may have restarted
+	reasonResync   = "resync"    // the member told us to
+	reasonGap      = "gap"       // an event id was skipped
+	reasonBadEvent = "bad_event" // an event we need could not be decoded
 	// An event contradicts what the stream told us so far: a route-add for
-	// a route we have, an update or remove for one we do not. It happens when
-	// a member restarted and its new graph's event ids overlap the ones we
-	// resumed from.
+	// a route we have, an update or remove for one we do not. Event ids name
+	// their process, so this means a member bug; start over.
 	reasonInconsistent = "inconsistent"
-	// The member's uptime went backwards: a new process, whose event ids
-	// mean something else.
+	// An event's id names another process than the stream's snapshot.
 	reasonRestarted = "restarted"
 )
-
-// HealthPath is the member endpoint whose uptime tells a restarted process
-// from the one a stream would resume.
-const HealthPath = "/healthz"
-
-// restartSlack absorbs request latency and clock-rate differences when
-// comparing a member's uptime with the time we measured locally.
-const restartSlack = 100 * time.Millisecond
-
-// checkInstance asks the member for its uptime. When we are about to resume
-// and the uptime is less than it must be if the process were the one we
-// streamed from, it drops the resume point: event ids of a new process's
-// graph restart at 1 and would overlap ours. A member without the endpoint
-// (or an answer we cannot read) is not checked. It returns an error only
-// when the member cannot be reached at all.
-func (m *member) checkInstance(ctx context.Context, log *slog.Logger) error {
-	cfg := m.a.cfg
-	hctx, cancel := context.WithTimeout(ctx, cfg.ConnectTimeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(hctx, http.MethodGet, m.url+HealthPath, nil)
-	if err != nil {
-		return fmt.Errorf("build request: %w", err)
-	}
-	if cfg.Token != "" {
-		req.Header.Set("Authorization", "Bearer "+cfg.Token)
-	}
-	sent := time.Now()
-	resp, err := m.a.client.Do(req)
-	if err != nil {
-		return fmt.Errorf("get %s: %w", req.URL, err)
-	}
-	defer resp.Body.Close()
-	var h struct {
-		Uptime *float64 `json:"uptimeSeconds"`
-	}
-	if resp.StatusCode != http.StatusOK ||
-		json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&h) != nil || h.Uptime == nil {
-		m.mark = uptimeMark{}
-		return nil
-	}
-	now := time.Now()
-	up := time.Duration(*h.Uptime * float64(time.Second))
-	if m.lastID > 0 && m.mark.valid {
-		expected := m.mark.uptime + now.Sub(m.mark.at)
-		if up+restartSlack+now.Sub(sent) < expected {
-			m.a.met.resyncs.WithLabelValues(reasonRestarted).Inc()
-			log.Info("member restarted, taking a fresh snapshot", "uptime", up, "expected", expected.Round(time.Millisecond))
-			m.lastID, m.synced = 0, false
-		}
-	}
-	m.mark = uptimeMark{uptime: up, at: now, valid: true}
-	return nil
-}
-
-// uptimeMark is a member's uptime and when we read it.
-type uptimeMark struct {
-	uptime time.Duration
-	at     time.Time
-	valid  bool
-}
 
 type member struct {
 	a    *Aggregator
@@ -356,15 +286,20 @@ type member struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 
+	client *http.Client // with TLS: checks this member's identity
+	idErr  error        // the member's URL cannot be verified: never connect
+
 	// Owned by the stream goroutine (or by AddMember before it starts).
-	lastID  uint64                      // last applied event id
-	synced  bool                        // a snapshot was applied on this stream
-	keys    map[graph.RouteKey]string   // imported key -> route id
-	byRoute map[string][]graph.RouteKey // route id -> its imported keys
-	has     map[string]bool             // route ids the member has, per its stream
-	mark    uptimeMark                  // the member's uptime at our last connect
+	instance string                      // the member process our ids come from
+	lastID   uint64                      // last applied event seq of instance
+	synced   bool                        // a snapshot was applied on this stream
+	keys     map[graph.RouteKey]string   // imported key -> route id
+	byRoute  map[string][]graph.RouteKey // route id -> its imported keys
+	has      map[string]bool             // route ids the member has, per its stream
 
 	state      atomic.Value // string
+	reason     atomic.Value // string: why the last attempt failed, "" when connected
+	lastEvent  atomic.Int64 // unix ns of the last applied event, 0 before any
 	lastSeen   atomic.Uint64
 	nroutes    atomic.Int64
 	reconnects atomic.Uint64
@@ -373,6 +308,7 @@ type member struct {
 func newMember(a *Aggregator, name, url string) *member {
 	m := &member{a: a, name: name, url: url, keys: map[graph.RouteKey]string{}, byRoute: map[string][]graph.RouteKey{}, has: map[string]bool{}}
 	m.state.Store("idle")
+	m.reason.Store("")
 	return m
 }
 
@@ -406,10 +342,10 @@ func (m *member) setState(s string) {
 	if old == s {
 		return
 	}
-	if old == stateConnecting || old == stateConnected || old == stateBackoff {
+	if old == stateConnecting || old == stateConnected || old == stateBackoff || old == stateRejected {
 		m.a.met.streams.WithLabelValues(old).Dec()
 	}
-	if s == stateConnecting || s == stateConnected || s == stateBackoff {
+	if s == stateConnecting || s == stateConnected || s == stateBackoff || s == stateRejected {
 		m.a.met.streams.WithLabelValues(s).Inc()
 	}
 	m.state.Store(s)
@@ -426,11 +362,12 @@ func (m *member) run(ctx context.Context) {
 			m.reconnects.Add(1)
 		}
 		m.setState(stateConnecting)
-		resumed := m.lastID > 0
 		r := m.stream(ctx, log)
 		if ctx.Err() != nil {
 			return
 		}
+		// A member that restarted answers our resume point (which names
+		// the old process) with a snapshot: no guessing needed here.
 		switch {
 		case r.resync != "":
 			m.a.met.resyncs.WithLabelValues(r.resync).Inc()
@@ -442,17 +379,14 @@ func (m *member) run(ctx context.Context) {
 		case r.connected && r.progressed:
 			log.Info("stream ended, resuming", "last_event_id", m.lastID, "err", r.err)
 			wait = cfg.BackoffMin
-		case !r.connected && resumed:
-			// The member could not be reached: it may have restarted with a
-			// new graph whose event ids mean something else. Start over.
-			m.a.met.resyncs.WithLabelValues(reasonUnreachable).Inc()
-			log.Warn("member unreachable, will take a fresh snapshot", "err", r.err, "retry_in", wait)
-			m.lastID, m.synced = 0, false
 		default:
 			log.Warn("member stream failed", "err", r.err, "retry_in", wait)
 		}
-		m.setState(stateBackoff)
+		m.failed(r, log)
 		d := wait/2 + rand.N(wait/2+1) // jitter in [wait/2, wait]
+		if r.retryAfter > 0 && r.retryAfter < d {
+			d = r.retryAfter // a busy member said when to come back
+		}
 		t := time.NewTimer(d)
 		select {
 		case <-ctx.Done():
@@ -470,6 +404,8 @@ type streamResult struct {
 	connected  bool   // got a 200 response
 	progressed bool   // applied at least one event
 	resync     string // reason to drop lastID, or ""
+	status     int    // HTTP status of a refused request, else 0
+	retryAfter time.Duration
 	err        error
 }
 
@@ -478,8 +414,8 @@ func (m *member) stream(ctx context.Context, log *slog.Logger) streamResult {
 	cfg := m.a.cfg
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	if err := m.checkInstance(ctx, log); err != nil {
-		return streamResult{err: err}
+	if m.idErr != nil {
+		return streamResult{err: m.idErr}
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, m.url+EventsPath, nil)
 	if err != nil {
@@ -487,13 +423,13 @@ func (m *member) stream(ctx context.Context, log *slog.Logger) streamResult {
 	}
 	req.Header.Set("Accept", "text/event-stream")
 	req.Header.Set("Cache-Control", "no-store")
-	if cfg.Token != "" {
+	if m.a.sendsToken(m.name) {
 		req.Header.Set("Authorization", "Bearer "+cfg.Token)
 	}
-	if m.lastID > 0 {
-		req.Header.Set("Last-Event-ID", strconv.FormatUint(m.lastID, 10))
+	if m.synced && m.instance != "" {
+		req.Header.Set("Last-Event-ID", sseid.Format(m.instance, m.lastID))
 	}
-	resp, err := m.a.client.Do(req)
+	resp, err := m.client.Do(req)
 	if err != nil {
 		return streamResult{err: fmt.Errorf("get %s: %w", req.URL, err)}
 	}
@@ -504,12 +440,13 @@ func (m *member) stream(ctx context.Context, log *slog.Logger) streamResult {
 		if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
 			err = fmt.Errorf("%w (check -aggregatorToken)", err)
 		}
-		return streamResult{err: err}
+		return streamResult{err: err, status: resp.StatusCode, retryAfter: retryAfter(resp)}
 	}
 	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/event-stream") {
 		return streamResult{err: fmt.Errorf("get %s: content type %q, want text/event-stream", req.URL, ct)}
 	}
 	m.setState(stateConnected)
+	m.reason.Store("")
 	log.Debug("stream connected", "last_event_id", m.lastID)
 
 	idle := time.AfterFunc(cfg.IdleTimeout, cancel)
@@ -559,14 +496,17 @@ func (m *member) apply(ev sseEvent) (string, error) {
 		}
 		return "", errors.New("over-long event dropped")
 	}
-	var id uint64
+	var (
+		id   uint64
+		inst string
+	)
 	if ev.HasID {
-		var err error
-		if id, err = strconv.ParseUint(strings.TrimSpace(ev.ID), 10, 64); err != nil {
+		var ok bool
+		if inst, id, ok = sseid.Parse(strings.TrimSpace(ev.ID)); !ok {
 			if known {
-				return reasonBadEvent, fmt.Errorf("%s event id %q: %w", ev.Name, ev.ID, err)
+				return reasonBadEvent, fmt.Errorf("%s event id %q is not <instance>-<seq>", ev.Name, ev.ID)
 			}
-			return "", fmt.Errorf("event id %q: %w", ev.ID, err)
+			return "", fmt.Errorf("event id %q is not <instance>-<seq>", ev.ID)
 		}
 	}
 	if ev.Name == "snapshot" {
@@ -574,9 +514,12 @@ func (m *member) apply(ev sseEvent) (string, error) {
 		if err := json.Unmarshal(ev.Data, &s); err != nil {
 			return reasonBadEvent, fmt.Errorf("decode snapshot: %w", err)
 		}
+		if !ev.HasID {
+			return reasonBadEvent, errors.New("snapshot without an id")
+		}
 		m.applySnapshot(s)
-		m.lastID, m.synced = s.EventID, true
-		m.lastSeen.Store(m.lastID)
+		m.instance, m.lastID, m.synced = inst, s.EventID, true
+		m.seen(m.lastID)
 		return "", nil
 	}
 	if !ev.HasID {
@@ -584,6 +527,9 @@ func (m *member) apply(ev sseEvent) (string, error) {
 	}
 	if !m.synced {
 		return "", fmt.Errorf("%s event %d before any snapshot ignored", ev.Name, id)
+	}
+	if inst != m.instance {
+		return reasonRestarted, fmt.Errorf("%s event from instance %q, our snapshot is from %q", ev.Name, inst, m.instance)
 	}
 	if id <= m.lastID {
 		return "", fmt.Errorf("duplicate %s event %d (have %d)", ev.Name, id, m.lastID)
@@ -612,7 +558,7 @@ func (m *member) apply(ev sseEvent) (string, error) {
 	}
 	// path-change, node-* and link-*: the graph derives them from routes.
 	m.lastID = id
-	m.lastSeen.Store(id)
+	m.seen(id)
 	return "", nil
 }
 

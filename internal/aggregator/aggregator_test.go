@@ -2,6 +2,7 @@ package aggregator
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -20,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/dnms/dnms/internal/graph"
+	"github.com/dnms/dnms/internal/sseid"
 )
 
 // Addresses from 198.18.0.0/15.
@@ -53,6 +55,9 @@ var (
 	rSp2 = route(33437, 0.05, leaf1, sp2, leaf2)
 )
 
+// fakeInstance is the SSE instance of the scripted agents' ids.
+const fakeInstance = "f"
+
 // frame renders one SSE event as the api package does.
 func frame(t *testing.T, name string, id uint64, v any) string {
 	t.Helper()
@@ -62,8 +67,8 @@ func frame(t *testing.T, name string, id uint64, v any) string {
 	}
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "event: %s\n", name)
-	if id != 0 {
-		fmt.Fprintf(&sb, "id: %d\n", id)
+	if id != 0 || name == "snapshot" {
+		fmt.Fprintf(&sb, "id: %s\n", sseid.Format(fakeInstance, id))
 	}
 	fmt.Fprintf(&sb, "data: %s\n\n", b)
 	return sb.String()
@@ -94,8 +99,15 @@ const hangup = "\x00hangup"
 
 func newFakeAgent(t *testing.T, script ...string) *fakeAgent {
 	t.Helper()
+	return newFakeAgentTLS(t, nil, script...)
+}
+
+// newFakeAgentTLS is newFakeAgent serving https with tc when it is set.
+func newFakeAgentTLS(t *testing.T, tc *tls.Config, script ...string) *fakeAgent {
+	t.Helper()
 	f := &fakeAgent{t: t, script: script}
-	f.srv = httptest.NewServer(http.HandlerFunc(f.serve))
+	f.srv = httptest.NewUnstartedServer(http.HandlerFunc(f.serve))
+	startHTTPTest(f.srv, tc)
 	t.Cleanup(f.srv.Close)
 	return f
 }
@@ -179,6 +191,7 @@ func startAggregator(t *testing.T, mod ...func(*Config)) *harness {
 	cfg.Logger = testLogger()
 	reg := prometheus.NewRegistry()
 	cfg.Registerer = reg
+	cfg.Trust = TrustGossipKey // the members here are taken to have proved membership
 	for _, m := range mod {
 		m(&cfg)
 	}
@@ -245,7 +258,7 @@ func TestSnapshotAndEvents(t *testing.T) {
 		frame(t, "route-update", 13, ev(graph.EventRouteUpdate, upd)) +
 		frame(t, "path-change", 14, graph.Event{Type: graph.EventPathChange}) +
 		frame(t, "route-remove", 15, ev(graph.EventRouteRemove, rSp1)) +
-		"event: future-thing\nid: 16\ndata: whatever\n\n"
+		"event: future-thing\nid: f-16\ndata: whatever\n\n"
 	f := newFakeAgent(t, script)
 	h := startAggregator(t, func(c *Config) { c.Token = "s3cret" })
 	h.a.AddMember("agentA", f.srv.URL+"/")
@@ -294,8 +307,8 @@ func TestResumeWithLastEventID(t *testing.T) {
 	if len(reqs) != 2 {
 		t.Fatalf("%d connections, want 2", len(reqs))
 	}
-	if got := reqs[1].Get("Last-Event-ID"); got != "6" {
-		t.Fatalf("reconnect Last-Event-ID = %q, want 6", got)
+	if got := reqs[1].Get("Last-Event-ID"); got != "f-6" {
+		t.Fatalf("reconnect Last-Event-ID = %q, want f-6", got)
 	}
 	if n := testutil.ToFloat64(h.a.met.reconnects); n != 1 {
 		t.Fatalf("reconnects = %v", n)
@@ -430,7 +443,7 @@ func TestIdleStreamIsDropped(t *testing.T) {
 	h.a.AddMember("a", f.srv.URL)
 	eventually(t, 10*time.Second, "reconnect after idle", func() (bool, string) {
 		r := f.requests()
-		return len(r) >= 2 && r[1].Get("Last-Event-ID") == "2", fmt.Sprint(len(r))
+		return len(r) >= 2 && r[1].Get("Last-Event-ID") == "f-2", fmt.Sprint(len(r))
 	})
 	waitRoutes(t, h.g, "a", rSp1)
 }

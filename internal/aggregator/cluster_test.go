@@ -31,15 +31,10 @@ func TestClusterDrivesAggregator(t *testing.T) {
 	b.g.SetRoute(kA.Reverse(), hopsOf(hB, leaf2, sp1, leaf1, hA))
 	addSamples(b.g, kA.Reverse(), 0, 20, 0)
 
-	httpPort := func(l *liveAgent) uint16 { return l.httpAddr(t).Port() }
-	node := func(name, role string, port uint16, seeds ...string) (*cluster.Cluster, context.CancelFunc) {
-		return startNode(t, name, role, netip.Addr{}, port, seeds...)
-	}
-
 	h := startAggregator(t, func(c *Config) { c.Token = "tok" })
-	ca, _ := node("aggr", cluster.RoleAggregator, httpPort(a))
+	ca, _ := startNode(t, "aggr", cluster.RoleAggregator, portOf(t, a.srv.URL), nil)
 	ca.AddHandlerWithSelf(h.a)
-	_, stopB := node("agentB", cluster.RoleAgent, httpPort(b), net.JoinHostPort("127.0.0.1", strconv.Itoa(ca.Port())))
+	_, stopB := startNode(t, "agentB", cluster.RoleAgent, portOf(t, b.srv.URL), nil, seedOf(ca))
 
 	waitMirrors(t, h.g, a)
 	waitMirrors(t, h.g, b)
@@ -75,10 +70,10 @@ func TestAggregatesAdvertisedHTTPAddr(t *testing.T) {
 	addSamples(b.g, kA.Reverse(), 0, 20, 0)
 
 	h := startAggregator(t, func(c *Config) { c.Token = "tok" })
-	ca, _ := startNode(t, "aggr", cluster.RoleAggregator, netip.Addr{}, a.httpAddr(t).Port())
+	ca, _ := startNode(t, "aggr", cluster.RoleAggregator, a.httpAddr(t).Port(), nil)
 	ca.AddHandlerWithSelf(h.a)
 	bAddr := b.httpAddr(t)
-	startNode(t, "agentB", cluster.RoleAgent, bAddr.Addr(), bAddr.Port(), net.JoinHostPort("127.0.0.1", strconv.Itoa(ca.Port())))
+	startNodeAt(t, "agentB", cluster.RoleAgent, bAddr.Addr(), bAddr.Port(), nil, seedOf(ca))
 
 	waitMirrors(t, h.g, b)
 	for _, s := range h.a.Status() {
@@ -102,13 +97,36 @@ func (l *liveAgent) httpAddr(t *testing.T) netip.AddrPort {
 	return ap
 }
 
-// startNode starts a cluster member on 127.0.0.1 advertising its API at
-// httpAddr:port (zero httpAddr: its gossip address), joined to seeds.
-func startNode(t *testing.T, name, role string, httpAddr netip.Addr, port uint16, seeds ...string) (*cluster.Cluster, context.CancelFunc) {
+// portOf is the port of a test server's URL.
+func portOf(t *testing.T, u string) uint16 {
+	t.Helper()
+	pu, err := url.Parse(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, _ := strconv.Atoi(pu.Port())
+	return uint16(p)
+}
+
+// seedOf is a node's gossip address, to join it.
+func seedOf(c *cluster.Cluster) string {
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(c.Port()))
+}
+
+// startNode runs a real memberlist node on loopback with fast timings,
+// advertising httpPort, encrypted with key when set. stop leaves the cluster.
+func startNode(t *testing.T, name, role string, httpPort uint16, key []byte, seeds ...string) (c *cluster.Cluster, stop func()) {
+	t.Helper()
+	return startNodeAt(t, name, role, netip.Addr{}, httpPort, key, seeds...)
+}
+
+// startNodeAt is startNode advertising its API at httpAddr (zero: its
+// gossip address), as -httpAdvertise does.
+func startNodeAt(t *testing.T, name, role string, httpAddr netip.Addr, httpPort uint16, key []byte, seeds ...string) (c *cluster.Cluster, stop func()) {
 	t.Helper()
 	lo := netip.MustParseAddr("127.0.0.1")
 	cfg := cluster.DefaultConfig()
-	cfg.NodeName, cfg.Role, cfg.HTTPPort, cfg.HTTPAddr = name, role, port, httpAddr
+	cfg.NodeName, cfg.Role, cfg.HTTPPort, cfg.GossipKey, cfg.HTTPAddr = name, role, httpPort, key, httpAddr
 	cfg.BindAddr, cfg.AdvertiseAddr, cfg.Port = lo, lo, 0
 	cfg.Seeds = seeds
 	cfg.JoinBackoffMin, cfg.JoinBackoffMax, cfg.LeaveTimeout = 50*time.Millisecond, time.Second, time.Second
@@ -126,7 +144,7 @@ func startNode(t *testing.T, name, role string, httpAddr netip.Addr, port uint16
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); c.Run(ctx) }()
-	stop := func() {
+	stop = func() {
 		cancel()
 		select {
 		case <-done:

@@ -31,9 +31,9 @@ func FuzzStream(f *testing.F) {
 	s, _ := json.Marshal(graph.Snapshot{EventID: 3, Routes: []graph.Route{r}})
 	e, _ := json.Marshal(graph.Event{Type: graph.EventRouteAdd, Route: &rSp2})
 	rm, _ := json.Marshal(graph.Event{Type: graph.EventRouteRemove, Route: &r})
-	f.Add([]byte(fmt.Sprintf("event: snapshot\nid: 3\ndata: %s\n\nevent: route-add\nid: 4\ndata: %s\n\nevent: route-remove\nid: 5\ndata: %s\n\n", s, e, rm)))
-	f.Add([]byte("event: route-update\nid: 1\ndata: {\"route\":{\"hops\":[\"a\",\"b\"],\"keys\":[{}]}}\n\n"))
-	f.Add([]byte("event: snapshot\ndata: {\"routes\":[{\"hops\":[\"x\"]},{\"hops\":[\"*\",\"*\"],\"keys\":[{\"srcPort\":1}]}]}\n\n"))
+	f.Add([]byte(fmt.Sprintf("event: snapshot\nid: f-3\ndata: %s\n\nevent: route-add\nid: f-4\ndata: %s\n\nevent: route-remove\nid: g-5\ndata: %s\n\n", s, e, rm)))
+	f.Add([]byte("event: route-update\nid: f-1\ndata: {\"route\":{\"hops\":[\"a\",\"b\"],\"keys\":[{}]}}\n\n"))
+	f.Add([]byte("event: snapshot\nid: x-0\ndata: {\"routes\":[{\"hops\":[\"x\"]},{\"hops\":[\"*\",\"*\"],\"keys\":[{\"srcPort\":1}]}]}\n\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		g := graph.New(graph.DefaultConfig())
 		m := newTestMember(t, g)

@@ -7,6 +7,7 @@ const (
 	stateConnecting = "connecting" // dialing or waiting for the response
 	stateConnected  = "connected"  // reading events
 	stateBackoff    = "backoff"    // waiting before the next attempt
+	stateRejected   = "rejected"   // the member did not prove it belongs; retried after backoff
 )
 
 type metrics struct {
@@ -15,13 +16,14 @@ type metrics struct {
 	reconnects prometheus.Counter
 	resyncs    *prometheus.CounterVec // reason
 	garbage    prometheus.Counter
+	rejections *prometheus.CounterVec // reason
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		streams: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "dnms_aggregator_streams",
-			Help: "Member event streams by state (connecting, connected, backoff).",
+			Help: "Member event streams by state (connecting, connected, backoff, rejected).",
 		}, []string{"state"}),
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dnms_aggregator_events_total",
@@ -33,21 +35,28 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 		resyncs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dnms_aggregator_resyncs_total",
-			Help: "Fresh snapshots requested because the view of a member may be stale, by reason (resync, gap, bad_event, unreachable, inconsistent, restarted).",
+			Help: "Fresh snapshots requested because the view of a member may be stale, by reason (resync, gap, bad_event, inconsistent, restarted).",
 		}, []string{"reason"}),
 		garbage: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "dnms_aggregator_sse_garbage_lines_total",
 			Help: "SSE lines ignored because they were not a known field, or were over-long.",
 		}),
+		rejections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dnms_aggregator_member_rejections_total",
+			Help: "Connection attempts to members that did not prove they belong to the cluster, by reason (tls, identity): no token was sent and nothing imported.",
+		}, []string{"reason"}),
 	}
-	for _, s := range []string{stateConnecting, stateConnected, stateBackoff} {
+	for _, r := range []string{rejectTLS, rejectIdentity} {
+		m.rejections.WithLabelValues(r)
+	}
+	for _, s := range []string{stateConnecting, stateConnected, stateBackoff, stateRejected} {
 		m.streams.WithLabelValues(s)
 	}
-	for _, r := range []string{reasonResync, reasonGap, reasonBadEvent, reasonUnreachable, reasonInconsistent, reasonRestarted} {
+	for _, r := range []string{reasonResync, reasonGap, reasonBadEvent, reasonInconsistent, reasonRestarted} {
 		m.resyncs.WithLabelValues(r)
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.streams, m.events, m.reconnects, m.resyncs, m.garbage} {
+		for _, c := range []prometheus.Collector{m.streams, m.events, m.reconnects, m.resyncs, m.garbage, m.rejections} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}

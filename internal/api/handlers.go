@@ -158,12 +158,12 @@ func mergeMeta(out map[string]any, m any) {
 }
 
 func (s *Server) metricsHandler() http.Handler {
-	return promhttp.HandlerFor(s.gatherer, promhttp.HandlerOpts{
-		ErrorLog:            promErrorLog{s},
-		ErrorHandling:       promhttp.ContinueOnError,
-		MaxRequestsInFlight: 4,
-		Timeout:             s.cfg.WriteTimeout,
+	h := promhttp.HandlerFor(s.gatherer, promhttp.HandlerOpts{
+		ErrorLog:      promErrorLog{s},
+		ErrorHandling: promhttp.ContinueOnError,
+		Timeout:       s.cfg.WriteTimeout,
 	})
+	return newQueue(s.cfg.MaxScrapes, s.cfg.ScrapeQueueWait).wrap(h, s.metrics.scrapesRejected.Inc)
 }
 
 type promErrorLog struct{ s *Server }

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/dnms/dnms/internal/graph"
+	"github.com/dnms/dnms/internal/sseid"
 )
 
 // Fixture fabric (addresses from 198.18.0.0/15): hosts h1,h2 under leaf1,
@@ -99,6 +99,9 @@ func newTestServer(t *testing.T, cfg Config, deps Deps) *testServer {
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	cfg.Registerer, cfg.Gatherer = reg, reg
+	if cfg.Instance == "" {
+		cfg.Instance = testInstance
+	}
 	s, err := New(cfg, deps)
 	if err != nil {
 		t.Fatalf("New: %v", err)
@@ -121,7 +124,11 @@ func newTestServer(t *testing.T, cfg Config, deps Deps) *testServer {
 			t.Errorf("Serve did not return within 10s of cancel")
 		}
 	})
-	return &testServer{Server: s, URL: "http://" + ln.Addr().String(), reg: reg}
+	scheme := "http://"
+	if cfg.TLS != nil || cfg.WebConfigFile != "" {
+		scheme = "https://"
+	}
+	return &testServer{Server: s, URL: scheme + ln.Addr().String(), reg: reg}
 }
 
 // do runs one request against h in memory.
@@ -292,11 +299,14 @@ func last(evs []sseEvent) sseEvent {
 	return evs[len(evs)-1]
 }
 
+// testInstance is the SSE instance of newTestServer's servers.
+const testInstance = "t1"
+
 func idOf(t *testing.T, ev sseEvent) uint64 {
 	t.Helper()
-	n, err := strconv.ParseUint(ev.ID, 10, 64)
-	if err != nil {
-		t.Fatalf("event %q: bad id %q", ev.Event, ev.ID)
+	inst, n, ok := sseid.Parse(ev.ID)
+	if !ok || inst != testInstance {
+		t.Fatalf("event %q: bad id %q (want %s-<seq>)", ev.Event, ev.ID, testInstance)
 	}
 	return n
 }

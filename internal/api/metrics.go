@@ -16,12 +16,13 @@ type apiMetrics struct {
 	streams         *prometheus.GaugeVec
 	events          *prometheus.CounterVec
 	resyncs         *prometheus.CounterVec
-	streamsRejected prometheus.Counter
+	streamsRejected *prometheus.CounterVec // reason
 	authFailures    prometheus.Counter
+	scrapesRejected prometheus.Counter
 }
 
 func newUnregisteredMetrics() *apiMetrics {
-	return &apiMetrics{
+	m := &apiMetrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dnms_api_requests_total",
 			Help: "HTTP requests answered by the dnms API, by handler and status code.",
@@ -38,20 +39,28 @@ func newUnregisteredMetrics() *apiMetrics {
 			Name: "dnms_api_event_resyncs_total",
 			Help: "Event streams ended with a resync event because the client fell behind, by graph view.",
 		}, []string{"view"}),
-		streamsRejected: prometheus.NewCounter(prometheus.CounterOpts{
+		streamsRejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dnms_api_event_streams_rejected_total",
-			Help: "Event stream requests refused because the stream limit was reached.",
+			Help: "Event stream requests refused, by reason: total (every slot open to the client is taken) or per_client (the client address holds its share).",
+		}, []string{"reason"}),
+		scrapesRejected: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "dnms_api_scrapes_rejected_total",
+			Help: "/metrics requests refused after waiting in the scrape queue.",
 		}),
 		authFailures: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "dnms_api_auth_failures_total",
 			Help: "Requests refused for a missing or wrong bearer token.",
 		}),
 	}
+	for _, r := range []string{rejectTotal, rejectPerClient} {
+		m.streamsRejected.WithLabelValues(r)
+	}
+	return m
 }
 
 func newAPIMetrics(reg prometheus.Registerer) (*apiMetrics, error) {
 	m := newUnregisteredMetrics()
-	for _, c := range []prometheus.Collector{m.requests, m.streams, m.events, m.resyncs, m.streamsRejected, m.authFailures} {
+	for _, c := range []prometheus.Collector{m.requests, m.streams, m.events, m.resyncs, m.streamsRejected, m.authFailures, m.scrapesRejected} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -153,32 +153,56 @@ func scrape(t *testing.T, url, token string) []byte {
 }
 
 // TestRealPrometheus starts the Debian package's Prometheus server on
-// loopback, lets it scrape the API (with the bearer token), and reads a
-// dnms series back through its query API.
+// loopback, lets it scrape the API, and reads a dnms series back through its
+// query API: over plain http with the bearer token, and over https through
+// a web config (client certificate and bcrypt basic auth), the way a
+// Prometheus user sets up an exporter.
 func TestRealPrometheus(t *testing.T) {
+	t.Run("bearer", func(t *testing.T) {
+		cfg := DefaultConfig()
+		cfg.Token = "prom-token"
+		scrapeWithPrometheus(t, cfg, fmt.Sprintf(`    authorization:
+      type: Bearer
+      credentials: %s
+`, cfg.Token))
+	})
+	t.Run("tls", func(t *testing.T) {
+		w := newWebFixture(t)
+		cfg := DefaultConfig()
+		cfg.WebConfigFile = w.config
+		scrapeWithPrometheus(t, cfg, fmt.Sprintf(`    scheme: https
+    basic_auth:
+      username: prom
+      password: %s
+    tls_config:
+      ca_file: %s
+      cert_file: %s
+      key_file: %s
+`, w.password, w.caFile, w.clientCert, w.clientKey))
+	})
+}
+
+// scrapeWithPrometheus serves the fixture graph with cfg and has a real
+// Prometheus scrape it with job (extra scrape_config lines).
+func scrapeWithPrometheus(t *testing.T, cfg Config, job string) {
 	const bin = "/usr/bin/prometheus"
 	if _, err := os.Stat(bin); err != nil {
 		t.Skipf("%s not installed (Debian package prometheus); CI installs it", bin)
 	}
 	g := fixtureGraph(t)
-	cfg := DefaultConfig()
-	cfg.Token = "prom-token"
 	ts := newTestServer(t, cfg, Deps{Graph: g})
 
 	dir := t.TempDir()
-	target := strings.TrimPrefix(ts.URL, "http://")
+	target := ts.URL[strings.Index(ts.URL, "//")+2:]
 	conf := fmt.Sprintf(`global:
   scrape_interval: 1s
   scrape_timeout: 1s
   evaluation_interval: 1m
 scrape_configs:
   - job_name: dnms
-    authorization:
-      type: Bearer
-      credentials: %s
-    static_configs:
+%s    static_configs:
       - targets: ['%s']
-`, cfg.Token, target)
+`, job, target)
 	confPath := filepath.Join(dir, "prometheus.yml")
 	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)

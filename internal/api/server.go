@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -13,8 +14,10 @@ import (
 
 	"github.com/julienschmidt/httprouter"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/net/netutil"
 
 	"github.com/dnms/dnms/internal/graph"
+	"github.com/dnms/dnms/internal/sseid"
 )
 
 // Graph is what the API reads from a graph. *graph.Graph implements it; the
@@ -39,8 +42,25 @@ type Config struct {
 	Token string
 
 	// MaxStreams bounds concurrent SSE streams over all graphs; the next
-	// client gets 503.
-	MaxStreams int
+	// client gets 503. ReservedStreams of them are only for authenticated
+	// aggregators (a verified cluster client certificate), and one client
+	// address holds at most MaxStreamsPerClient.
+	MaxStreams          int
+	ReservedStreams     int
+	MaxStreamsPerClient int
+	// MaxConns caps open HTTP connections (-httpMaxConns); more wait in
+	// the kernel's accept queue. Keep-alive connections are reused.
+	MaxConns int
+	// MaxScrapes bounds concurrent /metrics requests; more wait up to
+	// ScrapeQueueWait for a turn, then get 503.
+	MaxScrapes      int
+	ScrapeQueueWait time.Duration
+	// TLS, when set, serves https with it (the cluster certificate, see
+	// cluster.ClusterTLS.ServerConfig).
+	TLS *tls.Config
+	// WebConfigFile, when set, is a Prometheus exporter-toolkit web config
+	// (TLS, client CA, basic auth): -web.config.file. It replaces TLS.
+	WebConfigFile string
 	// StreamBuffer is each stream's event buffer in the graph subscription;
 	// a client that falls further behind is told to resync.
 	StreamBuffer int
@@ -52,6 +72,9 @@ type Config struct {
 	StreamWriteTimeout time.Duration
 	// Retry is the reconnect delay suggested to SSE clients ("retry:").
 	Retry time.Duration
+	// Instance names this server's process in SSE event ids
+	// ("<instance>-<seq>"). Empty: random, which is what a process wants.
+	Instance string
 
 	ReadHeaderTimeout time.Duration
 	ReadTimeout       time.Duration
@@ -74,19 +97,24 @@ type Config struct {
 // DefaultConfig returns the seed defaults.
 func DefaultConfig() Config {
 	return Config{
-		Addr:               ":12345",
-		AllowOrigin:        "*",
-		MaxStreams:         64,
-		StreamBuffer:       1024,
-		Heartbeat:          15 * time.Second,
-		StreamWriteTimeout: 30 * time.Second,
-		Retry:              2 * time.Second,
-		ReadHeaderTimeout:  5 * time.Second,
-		ReadTimeout:        10 * time.Second,
-		WriteTimeout:       30 * time.Second,
-		IdleTimeout:        120 * time.Second,
-		MaxHeaderBytes:     16 << 10,
-		ShutdownTimeout:    5 * time.Second,
+		Addr:                ":12345",
+		AllowOrigin:         "*",
+		MaxStreams:          64,
+		ReservedStreams:     4,
+		MaxStreamsPerClient: 8,
+		MaxConns:            1024,
+		MaxScrapes:          4,
+		ScrapeQueueWait:     5 * time.Second,
+		StreamBuffer:        1024,
+		Heartbeat:           15 * time.Second,
+		StreamWriteTimeout:  30 * time.Second,
+		Retry:               2 * time.Second,
+		ReadHeaderTimeout:   5 * time.Second,
+		ReadTimeout:         10 * time.Second,
+		WriteTimeout:        30 * time.Second,
+		IdleTimeout:         120 * time.Second,
+		MaxHeaderBytes:      16 << 10,
+		ShutdownTimeout:     5 * time.Second,
 	}
 }
 
@@ -101,6 +129,9 @@ type Deps struct {
 	// /v1/mapper/peers and /v1/mapper/routemap; nil answers 404.
 	MapperPeers    func() any
 	MapperRouteMap func() any
+	// AggregatorMembers returns the aggregator's member streams (state,
+	// last event, reason, stale routes) for /v1/aggregator/members.
+	AggregatorMembers func() any
 	// Meta returns extra /healthz fields (version, time source, eBPF state).
 	// A JSON object is merged into the /healthz object; anything else is
 	// served under "meta".
@@ -116,8 +147,9 @@ type Server struct {
 	gatherer prometheus.Gatherer
 	metrics  *apiMetrics
 	started  time.Time
+	instance string // SSE id prefix
 
-	streams chan struct{} // semaphore: one token per open SSE stream
+	streams *streamLimiter
 
 	closeOnce sync.Once
 	closing   chan struct{} // closed by Close: SSE streams end
@@ -154,11 +186,15 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		log:      cfg.Logger,
 		gatherer: cfg.Gatherer,
 		started:  time.Now(),
-		streams:  make(chan struct{}, cfg.MaxStreams),
+		instance: cfg.Instance,
+		streams:  newStreamLimiter(cfg.MaxStreams, cfg.MaxStreamsPerClient, cfg.ReservedStreams),
 		closing:  make(chan struct{}),
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.instance == "" {
+		s.instance = sseid.NewInstance()
 	}
 	if cfg.Registerer != nil {
 		m, err := newAPIMetrics(cfg.Registerer)
@@ -180,6 +216,21 @@ func withDefaults(cfg Config) Config {
 	d := DefaultConfig()
 	if cfg.MaxStreams <= 0 {
 		cfg.MaxStreams = d.MaxStreams
+	}
+	if cfg.ReservedStreams < 0 {
+		cfg.ReservedStreams = 0
+	}
+	if cfg.MaxStreamsPerClient <= 0 {
+		cfg.MaxStreamsPerClient = d.MaxStreamsPerClient
+	}
+	if cfg.MaxConns <= 0 {
+		cfg.MaxConns = d.MaxConns
+	}
+	if cfg.MaxScrapes <= 0 {
+		cfg.MaxScrapes = d.MaxScrapes
+	}
+	if cfg.ScrapeQueueWait <= 0 {
+		cfg.ScrapeQueueWait = d.ScrapeQueueWait
 	}
 	if cfg.StreamBuffer <= 0 {
 		cfg.StreamBuffer = d.StreamBuffer
@@ -248,8 +299,10 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	s.log.Info("http api listening", "addr", ln.Addr().String(), "auth", s.cfg.Token != "")
+	ln = netutil.LimitListener(ln, s.cfg.MaxConns)
+	go func() { errc <- s.serve(srv, ln) }()
+	s.log.Info("http api listening", "addr", ln.Addr().String(), "auth", s.cfg.Token != "",
+		"tls", s.cfg.TLS != nil || s.cfg.WebConfigFile != "", "maxConns", s.cfg.MaxConns)
 
 	select {
 	case err := <-errc:
@@ -298,6 +351,11 @@ func (s *Server) routes() http.Handler {
 	s.graphRoutes(r, "/v1/graph", "/v1/events/graph", s.deps.Graph, "agent")
 	if s.deps.Aggregator != nil {
 		s.graphRoutes(r, "/v1/aggregator/graph", "/v1/aggregator/events/graph", s.deps.Aggregator, "aggregator")
+	}
+	if s.deps.AggregatorMembers != nil {
+		s.get(r, "/v1/aggregator/members", "aggregator_members", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			writeJSON(w, r, s.deps.AggregatorMembers())
+		}))
 	}
 	s.get(r, "/v1/mapper/peers", "mapper_peers", s.mapperHandler("peers", s.deps.MapperPeers))
 	s.get(r, "/v1/mapper/routemap", "mapper_routemap", s.mapperHandler("routemap", s.deps.MapperRouteMap))

@@ -6,9 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
+
+	"github.com/dnms/dnms/internal/sseid"
 )
 
 // SSE event names the API adds to graph.EventType.
@@ -20,28 +21,26 @@ const (
 // resyncBody is the data of a resync event.
 type resyncBody struct {
 	Reason string `json:"reason"`
-	// LastEventID is the id of the last event this stream delivered;
-	// reconnecting with it resumes if the graph still holds what follows.
-	LastEventID uint64 `json:"lastEventId"`
+	// LastEventID is the SSE id ("<instance>-<seq>") of the last event
+	// this stream delivered; reconnecting with it resumes if the graph still
+	// holds what follows.
+	LastEventID string `json:"lastEventId"`
 }
 
 // lastEventID reads the resume point: the Last-Event-ID header (what
 // EventSource sends on reconnect) or the lastEventId query parameter (for
-// clients that cannot set headers). Absent or unparsable means 0: start
-// with a snapshot.
-func lastEventID(r *http.Request) uint64 {
+// clients that cannot set headers). Absent, unparsable or from another
+// instance means 0: start with a snapshot.
+func (s *Server) lastEventID(r *http.Request) uint64 {
 	v := strings.TrimSpace(r.Header.Get("Last-Event-ID"))
 	if v == "" {
 		v = strings.TrimSpace(r.URL.Query().Get("lastEventId"))
 	}
-	if v == "" {
+	inst, seq, ok := sseid.Parse(v)
+	if !ok || inst != s.instance {
 		return 0
 	}
-	n, err := strconv.ParseUint(v, 10, 64)
-	if err != nil {
-		return 0
-	}
-	return n
+	return seq
 }
 
 // eventsHandler streams a graph's changes as server-sent events: a snapshot
@@ -50,16 +49,16 @@ func lastEventID(r *http.Request) uint64 {
 // the stream ends; the graph never waits for it.
 func (s *Server) eventsHandler(g Graph, view string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		select {
-		case s.streams <- struct{}{}:
-		default:
-			s.metrics.streamsRejected.Inc()
+		reason, release := s.streams.acquire(clientAddr(r), isAggregator(r))
+		if reason != "" {
+			s.metrics.streamsRejected.WithLabelValues(reason).Inc()
 			w.Header().Set("Retry-After", "5")
 			writeError(w, http.StatusServiceUnavailable,
-				fmt.Sprintf("too many event streams (limit %d)", s.cfg.MaxStreams))
+				fmt.Sprintf("too many event streams (%s limit: %d in all, %d reserved for aggregators, %d per client)",
+					reason, s.cfg.MaxStreams, s.cfg.ReservedStreams, s.cfg.MaxStreamsPerClient))
 			return
 		}
-		defer func() { <-s.streams }()
+		defer release()
 		select {
 		case <-s.closing:
 			writeError(w, http.StatusServiceUnavailable, "server shutting down")
@@ -69,7 +68,7 @@ func (s *Server) eventsHandler(g Graph, view string) http.Handler {
 		s.metrics.streams.WithLabelValues(view).Inc()
 		defer s.metrics.streams.WithLabelValues(view).Dec()
 
-		after := lastEventID(r)
+		after := s.lastEventID(r)
 		sub := g.Subscribe(after, s.cfg.StreamBuffer)
 		defer sub.Close()
 
@@ -90,7 +89,7 @@ func (s *Server) eventsHandler(g Graph, view string) http.Handler {
 		}
 		if sub.Snapshot != nil {
 			snap := normSnapshot(*sub.Snapshot)
-			if err := st.event(sseSnapshot, snap.EventID, snap); err != nil {
+			if err := st.eventID(sseSnapshot, snap.EventID, true, snap); err != nil {
 				s.log.Debug("sse write", "view", view, "err", err)
 				return
 			}
@@ -116,7 +115,7 @@ func (s *Server) eventsHandler(g Graph, view string) http.Handler {
 						reason = "client fell behind the event stream"
 						s.metrics.resyncs.WithLabelValues(view).Inc()
 					}
-					_ = st.event(sseResync, 0, resyncBody{Reason: reason, LastEventID: st.last})
+					_ = st.event(sseResync, 0, resyncBody{Reason: reason, LastEventID: sseid.Format(s.instance, st.last)})
 					return
 				}
 				if err := st.event(string(ev.Type), ev.ID, ev); err != nil {
@@ -140,6 +139,12 @@ type stream struct {
 // event writes one "event:/id:/data:" frame and flushes it. id 0 writes no
 // id line (the client keeps its previous one).
 func (st *stream) event(name string, id uint64, v any) error {
+	return st.eventID(name, id, id != 0, v)
+}
+
+// eventID is event with the id line forced on (a snapshot of an empty graph,
+// seq 0, still names its instance).
+func (st *stream) eventID(name string, id uint64, withID bool, v any) error {
 	if st.s.beforeEvent != nil {
 		st.s.beforeEvent()
 	}
@@ -151,9 +156,9 @@ func (st *stream) event(name string, id uint64, v any) error {
 		st.bw.WriteString("event: ")
 		st.bw.WriteString(name)
 		st.bw.WriteByte('\n')
-		if id != 0 {
+		if withID {
 			st.bw.WriteString("id: ")
-			st.bw.WriteString(strconv.FormatUint(id, 10))
+			st.bw.WriteString(sseid.Format(st.s.instance, id))
 			st.bw.WriteByte('\n')
 		}
 		// json.Marshal output holds no raw newlines, so one data line.

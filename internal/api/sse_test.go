@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/dnms/dnms/internal/graph"
+	"github.com/dnms/dnms/internal/sseid"
 )
 
 const streamWait = 15 * time.Second // generous: CI has two shared cores
@@ -77,9 +78,9 @@ func TestSSEResume(t *testing.T) {
 		t.Run(how, func(t *testing.T) {
 			url, hdr := ts.URL+"/v1/events/graph", map[string]string{}
 			if how == "header" {
-				hdr["Last-Event-ID"] = strconv.FormatUint(mark, 10)
+				hdr["Last-Event-ID"] = sseid.Format(testInstance, mark)
 			} else {
-				url += "?lastEventId=" + strconv.FormatUint(mark, 10)
+				url += "?lastEventId=" + sseid.Format(testInstance, mark)
 			}
 			c := openSSE(t, url, hdr)
 			want := mark + 1
@@ -100,7 +101,7 @@ func TestSSEResume(t *testing.T) {
 		for i := 3; i < 20; i++ { // push mark out of the 16-event buffer
 			addPeer(g, i)
 		}
-		c := openSSE(t, ts.URL+"/v1/events/graph", map[string]string{"Last-Event-ID": strconv.FormatUint(mark, 10)})
+		c := openSSE(t, ts.URL+"/v1/events/graph", map[string]string{"Last-Event-ID": sseid.Format(testInstance, mark)})
 		ev := c.next(t, streamWait)
 		if ev.Event != sseSnapshot {
 			t.Fatalf("resume from an id older than the buffer: first event %q, want snapshot", ev.Event)
@@ -115,12 +116,22 @@ func TestSSEResume(t *testing.T) {
 			t.Fatalf("first event %q, want snapshot", ev.Event)
 		}
 	})
-	t.Run("future id", func(t *testing.T) { // e.g. the agent restarted
-		c := openSSE(t, ts.URL+"/v1/events/graph", map[string]string{"Last-Event-ID": "999999"})
+	t.Run("future id", func(t *testing.T) {
+		c := openSSE(t, ts.URL+"/v1/events/graph", map[string]string{"Last-Event-ID": sseid.Format(testInstance, 999999)})
 		if ev := c.next(t, streamWait); ev.Event != sseSnapshot {
 			t.Fatalf("first event %q, want snapshot", ev.Event)
 		}
 	})
+	// An id from another process (the agent restarted) names a seq that
+	// this graph holds too: it must still get a snapshot, never a resume.
+	for _, id := range []string{sseid.Format("other", mark), strconv.FormatUint(mark, 10)} {
+		t.Run("other instance "+id, func(t *testing.T) {
+			c := openSSE(t, ts.URL+"/v1/events/graph", map[string]string{"Last-Event-ID": id})
+			if ev := c.next(t, streamWait); ev.Event != sseSnapshot {
+				t.Fatalf("first event %q, want snapshot", ev.Event)
+			}
+		})
+	}
 }
 
 func TestSSEHeartbeat(t *testing.T) {
@@ -192,7 +203,7 @@ func TestSSESlowClient(t *testing.T) {
 	}
 	var body resyncBody
 	mustUnmarshal(t, []byte(r.Data), &body)
-	if body.Reason == "" || body.LastEventID == 0 {
+	if inst, seq, ok := sseid.Parse(body.LastEventID); body.Reason == "" || !ok || inst != testInstance || seq == 0 {
 		t.Errorf("resync body %+v", body)
 	}
 	c.ended(t, streamWait)
@@ -203,7 +214,7 @@ func TestSSESlowClient(t *testing.T) {
 
 func TestSSEStreamLimit(t *testing.T) {
 	cfg := DefaultConfig()
-	cfg.MaxStreams = 2
+	cfg.MaxStreams, cfg.ReservedStreams = 2, 0
 	g := graph.New(graph.DefaultConfig())
 	ts := newTestServer(t, cfg, Deps{Graph: g, Aggregator: g})
 	a := openSSE(t, ts.URL+"/v1/events/graph", nil)

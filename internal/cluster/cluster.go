@@ -227,6 +227,9 @@ func (c *Cluster) Run(ctx context.Context) error {
 	if len(c.cfg.Seeds) > 0 {
 		go c.joinLoop(ctx)
 	}
+	if known := c.loadState(); len(known) > 0 {
+		go c.rejoinKnown(ctx, known)
+	}
 	<-ctx.Done()
 	if err := c.Leave(c.cfg.LeaveTimeout); err != nil {
 		c.log.Warn("leave cluster", "err", err)
@@ -538,6 +541,7 @@ func (c *Cluster) handle(e rawEvent) {
 }
 
 func (c *Cluster) deliver(p Peer, join bool) {
+	c.saveState()
 	self := p.Name == c.cfg.NodeName
 	c.mu.Lock()
 	hs := append([]handlerEntry(nil), c.handlers...)

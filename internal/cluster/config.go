@@ -56,6 +56,9 @@ type Config struct {
 	JoinBackoffMax time.Duration
 	// LeaveTimeout bounds the leave broadcast on shutdown.
 	LeaveTimeout time.Duration
+	// StateDir, when set, keeps the known members across restarts
+	// (-stateDir): a restarted node joins them itself (state.go).
+	StateDir string
 
 	// Logger receives our logs and memberlist's. Nil: slog.Default().
 	Logger *slog.Logger
@@ -129,11 +132,7 @@ func (c *Config) validate() error {
 		return fmt.Errorf("cluster: advertise address %s is unspecified", c.AdvertiseAddr)
 	}
 	if c.NodeName == "" {
-		h, err := os.Hostname()
-		if err != nil || h == "" {
-			h = "dnms"
-		}
-		c.NodeName = h + "-" + c.AdvertiseAddr.String()
+		c.NodeName = DefaultNodeName(c.AdvertiseAddr)
 	}
 	for _, s := range c.Seeds {
 		if strings.TrimSpace(s) == "" {
@@ -237,4 +236,14 @@ func firstGlobal(ifi *net.Interface) (netip.Addr, bool) {
 		}
 	}
 	return v6, v6.IsValid()
+}
+
+// DefaultNodeName is the node name when none is given:
+// "<hostname>-<advertise addr>".
+func DefaultNodeName(advertise netip.Addr) string {
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		h = "dnms"
+	}
+	return h + "-" + advertise.String()
 }

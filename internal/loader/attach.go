@@ -173,6 +173,7 @@ func (l *Loader) register() error {
 		counter("dnms_ebpf_reflect_passed_total",
 			"Pings the in-kernel reflector left to the userspace reflector (the FIB had no route for the ack).", bpfDnmsStatDNMS_STAT_REFLECT_PASS),
 		&statsCollector{l: l},
+		l.keyedMetrics(),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "dnms_ebpf_rx_arrival_stamps_total",
 			Help: "RX stamps whose time is the stack's arrival stamp (before backlog queueing) rather than TC ingress.",

@@ -52,14 +52,17 @@ const (
 type bpfDnmsStat uint32
 
 const (
-	bpfDnmsStatDNMS_STAT_RESERVE_FAIL bpfDnmsStat = 0
-	bpfDnmsStatDNMS_STAT_TX           bpfDnmsStat = 1
-	bpfDnmsStatDNMS_STAT_RX_ACK       bpfDnmsStat = 2
-	bpfDnmsStatDNMS_STAT_RX_ICMP      bpfDnmsStat = 3
-	bpfDnmsStatDNMS_STAT_REFLECTED    bpfDnmsStat = 4
-	bpfDnmsStatDNMS_STAT_REFLECT_ERR  bpfDnmsStat = 5
-	bpfDnmsStatDNMS_STAT_REFLECT_PASS bpfDnmsStat = 6
-	bpfDnmsStatDNMS_STAT_MAX          bpfDnmsStat = 7
+	bpfDnmsStatDNMS_STAT_RESERVE_FAIL     bpfDnmsStat = 0
+	bpfDnmsStatDNMS_STAT_TX               bpfDnmsStat = 1
+	bpfDnmsStatDNMS_STAT_RX_ACK           bpfDnmsStat = 2
+	bpfDnmsStatDNMS_STAT_RX_ICMP          bpfDnmsStat = 3
+	bpfDnmsStatDNMS_STAT_REFLECTED        bpfDnmsStat = 4
+	bpfDnmsStatDNMS_STAT_REFLECT_ERR      bpfDnmsStat = 5
+	bpfDnmsStatDNMS_STAT_REFLECT_PASS     bpfDnmsStat = 6
+	bpfDnmsStatDNMS_STAT_KEYED_NO_HMAC    bpfDnmsStat = 7
+	bpfDnmsStatDNMS_STAT_KEYED_NOT_MEMBER bpfDnmsStat = 8
+	bpfDnmsStatDNMS_STAT_KEYED_EPOCH      bpfDnmsStat = 9
+	bpfDnmsStatDNMS_STAT_MAX              bpfDnmsStat = 10
 )
 
 type bpfFlowKey struct {
@@ -81,20 +84,24 @@ type bpfFlowVal struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	bpfMapEvents        = "events"
-	bpfMapFlows         = "flows"
-	bpfMapLocalV4       = "local_v4"
-	bpfMapLocalV6       = "local_v6"
-	bpfMapStats         = "stats"
-	bpfProgDnmsEgress   = "dnms_egress"
-	bpfProgDnmsIngress  = "dnms_ingress"
-	bpfVarHmacDefault   = "hmac_default"
-	bpfVarPingPort      = "ping_port"
-	bpfVarReflect       = "reflect"
-	bpfVarReflectEvents = "reflect_events"
-	bpfVarUnusedEvent   = "unused_event"
-	bpfVarUnusedKind    = "unused_kind"
-	bpfVarUnusedStat    = "unused_stat"
+	bpfMapConfirmedEpochs = "confirmed_epochs"
+	bpfMapEvents          = "events"
+	bpfMapFlows           = "flows"
+	bpfMapLocalV4         = "local_v4"
+	bpfMapLocalV6         = "local_v6"
+	bpfMapMembersV4       = "members_v4"
+	bpfMapMembersV6       = "members_v6"
+	bpfMapStats           = "stats"
+	bpfProgDnmsEgress     = "dnms_egress"
+	bpfProgDnmsIngress    = "dnms_ingress"
+	bpfVarHmacDefault     = "hmac_default"
+	bpfVarKeyed           = "keyed"
+	bpfVarPingPort        = "ping_port"
+	bpfVarReflect         = "reflect"
+	bpfVarReflectEvents   = "reflect_events"
+	bpfVarUnusedEvent     = "unused_event"
+	bpfVarUnusedKind      = "unused_kind"
+	bpfVarUnusedStat      = "unused_stat"
 )
 
 // loadBpf returns the embedded CollectionSpec for bpf.
@@ -147,11 +154,14 @@ type bpfProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type bpfMapSpecs struct {
-	Events  *ebpf.MapSpec `ebpf:"events"`
-	Flows   *ebpf.MapSpec `ebpf:"flows"`
-	LocalV4 *ebpf.MapSpec `ebpf:"local_v4"`
-	LocalV6 *ebpf.MapSpec `ebpf:"local_v6"`
-	Stats   *ebpf.MapSpec `ebpf:"stats"`
+	ConfirmedEpochs *ebpf.MapSpec `ebpf:"confirmed_epochs"`
+	Events          *ebpf.MapSpec `ebpf:"events"`
+	Flows           *ebpf.MapSpec `ebpf:"flows"`
+	LocalV4         *ebpf.MapSpec `ebpf:"local_v4"`
+	LocalV6         *ebpf.MapSpec `ebpf:"local_v6"`
+	MembersV4       *ebpf.MapSpec `ebpf:"members_v4"`
+	MembersV6       *ebpf.MapSpec `ebpf:"members_v6"`
+	Stats           *ebpf.MapSpec `ebpf:"stats"`
 }
 
 // bpfVariableSpecs contains global variables before they are loaded into the kernel.
@@ -159,6 +169,7 @@ type bpfMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type bpfVariableSpecs struct {
 	HmacDefault   *ebpf.VariableSpec `ebpf:"hmac_default"`
+	Keyed         *ebpf.VariableSpec `ebpf:"keyed"`
 	PingPort      *ebpf.VariableSpec `ebpf:"ping_port"`
 	Reflect       *ebpf.VariableSpec `ebpf:"reflect"`
 	ReflectEvents *ebpf.VariableSpec `ebpf:"reflect_events"`
@@ -187,19 +198,25 @@ func (o *bpfObjects) Close() error {
 //
 // It can be passed to loadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type bpfMaps struct {
-	Events  *ebpf.Map `ebpf:"events"`
-	Flows   *ebpf.Map `ebpf:"flows"`
-	LocalV4 *ebpf.Map `ebpf:"local_v4"`
-	LocalV6 *ebpf.Map `ebpf:"local_v6"`
-	Stats   *ebpf.Map `ebpf:"stats"`
+	ConfirmedEpochs *ebpf.Map `ebpf:"confirmed_epochs"`
+	Events          *ebpf.Map `ebpf:"events"`
+	Flows           *ebpf.Map `ebpf:"flows"`
+	LocalV4         *ebpf.Map `ebpf:"local_v4"`
+	LocalV6         *ebpf.Map `ebpf:"local_v6"`
+	MembersV4       *ebpf.Map `ebpf:"members_v4"`
+	MembersV6       *ebpf.Map `ebpf:"members_v6"`
+	Stats           *ebpf.Map `ebpf:"stats"`
 }
 
 func (m *bpfMaps) Close() error {
 	return _BpfClose(
+		m.ConfirmedEpochs,
 		m.Events,
 		m.Flows,
 		m.LocalV4,
 		m.LocalV6,
+		m.MembersV4,
+		m.MembersV6,
 		m.Stats,
 	)
 }
@@ -209,6 +226,7 @@ func (m *bpfMaps) Close() error {
 // It can be passed to loadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type bpfVariables struct {
 	HmacDefault   *ebpf.Variable `ebpf:"hmac_default"`
+	Keyed         *ebpf.Variable `ebpf:"keyed"`
 	PingPort      *ebpf.Variable `ebpf:"ping_port"`
 	Reflect       *ebpf.Variable `ebpf:"reflect"`
 	ReflectEvents *ebpf.Variable `ebpf:"reflect_events"`

@@ -64,6 +64,9 @@ type Config struct {
 	// HMAC says our probes carry an HMAC. Only used to compute the TTL from
 	// an ICMP error whose quote ends at the UDP header (RFC 792 routers).
 	HMAC bool
+	// Keyed: a probe key is set, so the reflector answers only members'
+	// authenticated pings of confirmed epochs (keyed.go).
+	Keyed bool
 	// Mode forces an attach mode (ModeTCX or ModeClsact); ModeAuto decides
 	// with a tcx attach attempt.
 	Mode string
@@ -108,6 +111,9 @@ type Status struct {
 	// arrival stamp (skb->tstamp, taken before backlog queueing) rather
 	// than the TC ingress time (Config.ArrivalStamps).
 	RxArrivalStamps uint64 `json:"rx_arrival_stamps"`
+	// Declined counts pings the keyed reflector left to userspace, by
+	// reason (no_hmac, not_member, epoch); nil when not keyed.
+	Declined map[string]uint64 `json:"declined,omitempty"`
 }
 
 // Loader holds the loaded programs, their attachments and the ring buffer.
@@ -244,6 +250,7 @@ func setVariables(spec *ebpf.CollectionSpec, cfg Config) error {
 		bpfVarReflect:       b(cfg.Reflect),
 		bpfVarReflectEvents: b(cfg.ReflectEvents),
 		bpfVarHmacDefault:   b(cfg.HMAC),
+		bpfVarKeyed:         b(cfg.Keyed),
 	} {
 		vs, ok := spec.Variables[name]
 		if !ok {
@@ -269,18 +276,13 @@ func (l *Loader) refreshAddrs() error {
 	if err != nil {
 		return fmt.Errorf("list addresses: %w", err)
 	}
-	want4 := make(map[[4]byte]bool, len(addrs))
-	want6 := make(map[[16]byte]bool, len(addrs))
+	ips := make([]netip.Addr, 0, len(addrs))
 	for _, a := range addrs {
-		ip, ok := netip.AddrFromSlice(a.IP)
-		switch {
-		case !ok:
-		case ip.Is4() || ip.Is4In6():
-			want4[ip.Unmap().As4()] = true
-		default:
-			want6[ip.As16()] = true
+		if ip, ok := netip.AddrFromSlice(a.IP); ok {
+			ips = append(ips, ip)
 		}
 	}
+	want4, want6 := addrSets(ips)
 	if err := syncSet(l.objs.LocalV4, want4); err != nil {
 		return fmt.Errorf("local_v4: %w", err)
 	}
@@ -507,6 +509,7 @@ func (l *Loader) Status() Status {
 		RxAckStamps:     l.stat(bpfDnmsStatDNMS_STAT_RX_ACK),
 		RxICMPStamps:    l.stat(bpfDnmsStatDNMS_STAT_RX_ICMP),
 		RxArrivalStamps: l.skbStamps.Load(),
+		Declined:        l.declined(),
 	}
 }
 

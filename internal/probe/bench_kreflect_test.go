@@ -268,13 +268,16 @@ func schedNS(b *testing.B, pid int) int64 {
 // reflector on or off, and closes them at cleanup. A reflector needs no
 // reader (Load fills in the local addresses) and with ReflectEvents off
 // emits nothing; a stamper's ring is read by runLoader.
-func loadTC(b testing.TB, f *lab.Fabric, h lab.Host, pingPort uint16, reflect bool) *loader.Loader {
+func loadTC(b testing.TB, f *lab.Fabric, h lab.Host, pingPort uint16, reflect bool, mod ...func(*loader.Config)) *loader.Loader {
 	b.Helper()
 	var l *loader.Loader
 	err := f.Do(h.NS, func() (err error) {
 		cfg := loader.DefaultConfig()
 		cfg.Ifaces, cfg.PingPort, cfg.Reflect = []string{h.Ifname}, pingPort, reflect
 		cfg.Logger = slog.New(slog.DiscardHandler)
+		for _, m := range mod {
+			m(&cfg)
+		}
 		l, err = loader.Load(cfg)
 		return err
 	})

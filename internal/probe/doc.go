@@ -52,6 +52,16 @@
 //	forward lost = (b − a) − (rxCount_b − rxCount_a) [+ trace-acked probes]
 //	reverse lost = the other pings of the interval that timed out
 //
+// A reflector counts a probe once: per flow it remembers the last 64
+// sequence numbers (pings and trace probes apart), so a replayed probe is
+// RejectReplay and counts nothing. It restarts a flow's counters at a new
+// epoch only when the probe's T1 is later than any seen on the flow (a
+// restarted prober) or the flow was silent for 10 s (a rebooted one), so a
+// replayed old ping cannot reset them. With a key, the in-kernel reflector
+// answers only pings with the HMAC flag, from cluster members, at epochs
+// the userspace reflector confirmed (Config.ConfirmEpoch); it leaves
+// everything else to userspace.
+//
 // Trace probes on the flow are accounted for: one whose trace-ack came back
 // was counted; a silent one at or beyond the destination may or may not have
 // been, and makes that interval's split LossUnknown. Counters that go

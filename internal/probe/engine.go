@@ -31,6 +31,11 @@ type Config struct {
 	SrcPortStart, SrcPortEnd uint16
 	// Key is the cluster probe key; empty means no HMAC.
 	Key []byte
+	// ConfirmEpoch, when set with a Key, is told every (peer, source port,
+	// epoch) the userspace reflector answered an authenticated probe of:
+	// the keyed in-kernel reflector restarts a flow's counters only at a
+	// confirmed epoch (loader.ConfirmEpoch).
+	ConfirmEpoch func(peer netip.Addr, sport uint16, epoch uint32)
 	// Timestamps is "auto", "ebpf", "kernel" or "user". auto picks ebpf when
 	// EBPF is set, else kernel when SO_TIMESTAMPING works, else user.
 	Timestamps string

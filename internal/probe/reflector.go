@@ -3,12 +3,54 @@ package probe
 import (
 	"net/netip"
 	"sync"
+	"time"
 )
 
 // reflFlow is the reflector's state for one flow (peer, source port).
 type reflFlow struct {
 	epoch   uint32
 	rx, ack uint64
+	// lastT1 is the newest prober clock (T1) seen on the flow, lastSeen
+	// our clock then: an epoch change is taken only from a prober whose
+	// clock moved on (a restart on the same boot) or after the flow was
+	// quiet for epochQuiet (a reboot), never from a replayed old ping.
+	lastT1, lastSeen int64
+	// Sequence numbers seen recently, pings and trace probes apart (they
+	// have sequence spaces of their own): a replayed probe counts nothing.
+	pings, traces seqWindow
+}
+
+// epochQuiet is how long a flow must be silent before a probe with another
+// epoch and an older clock may restart its counters (a rebooted prober).
+const epochQuiet = 10 * time.Second
+
+// seqWindow remembers the highest sequence number and the 64 below it.
+type seqWindow struct {
+	top  uint64
+	bits uint64 // bit i: top-i was seen
+}
+
+// fresh records seq and reports whether it was new. A seq more than 63
+// below the highest is taken as a replay.
+func (w *seqWindow) fresh(seq uint64) bool {
+	switch {
+	case w.top == 0 || seq > w.top:
+		if d := seq - w.top; w.top == 0 || d >= 64 {
+			w.bits = 1
+		} else {
+			w.bits = w.bits<<d | 1
+		}
+		w.top = seq
+		return true
+	case w.top-seq >= 64:
+		return false
+	}
+	bit := uint64(1) << (w.top - seq)
+	if w.bits&bit != 0 {
+		return false
+	}
+	w.bits |= bit
+	return true
 }
 
 // maxReflFlows bounds the reflector's flow table: a spoofer cannot grow it
@@ -21,9 +63,11 @@ type reflector struct {
 	flows map[FlowKey]*reflFlow
 }
 
-// count updates the counters of flow k for a probe of epoch and returns them.
-// Pings and trace probes both count, as in the in-kernel reflector.
-func (r *reflector) count(k FlowKey, epoch uint32) (rx, ack uint64) {
+// count updates the counters of flow k for probe p (received at now, our
+// monotonic ns) and returns them. Pings and trace probes both count, as in
+// the in-kernel reflector. A replayed probe (a sequence number seen, or an
+// old epoch with an older clock) is RejectReplay and changes nothing.
+func (r *reflector) count(k FlowKey, p *Packet, now int64) (rx, ack uint64, rej RejectReason) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	f := r.flows[k]
@@ -34,15 +78,26 @@ func (r *reflector) count(k FlowKey, epoch uint32) (rx, ack uint64) {
 				break
 			}
 		}
-		f = &reflFlow{epoch: epoch}
+		f = &reflFlow{epoch: p.Epoch, lastT1: p.T1}
 		r.flows[k] = f
 	}
-	if f.epoch != epoch {
-		*f = reflFlow{epoch: epoch}
+	if f.epoch != p.Epoch {
+		if p.T1 <= f.lastT1 && now-f.lastSeen < int64(epochQuiet) {
+			return 0, 0, RejectReplay
+		}
+		*f = reflFlow{epoch: p.Epoch, lastT1: p.T1}
 	}
+	w := &f.pings
+	if p.Type == TypeTrace {
+		w = &f.traces
+	}
+	if !w.fresh(p.Seq) {
+		return 0, 0, RejectReplay
+	}
+	f.lastT1, f.lastSeen = max(f.lastT1, p.T1), now
 	f.rx++
 	f.ack++
-	return f.rx, f.ack
+	return f.rx, f.ack, RejectNone
 }
 
 // Reflect turns ping (or trace probe) p into its ack in place: the fields the
@@ -67,7 +122,14 @@ func (e *Engine) reflect(from netip.AddrPort, p *Packet, t2 int64) {
 		return
 	}
 	peer := from.Addr().Unmap()
-	rx, ack := e.refl.count(FlowKey{Peer: peer, SrcPort: from.Port()}, p.Epoch)
+	rx, ack, rej := e.refl.count(FlowKey{Peer: peer, SrcPort: from.Port()}, p, t2)
+	if rej != RejectNone {
+		e.met.reject(rej)
+		return
+	}
+	if e.cfg.ConfirmEpoch != nil && len(e.cfg.Key) > 0 {
+		e.cfg.ConfirmEpoch(peer, from.Port(), p.Epoch) // p passed the HMAC check
+	}
 	dst := netip.AddrPortFrom(peer, e.cfg.PingPort)
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
