@@ -1,0 +1,174 @@
+package ui_test
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/dnms/dnms/internal/api"
+	"github.com/dnms/dnms/internal/graph"
+)
+
+var updateDocs = flag.Bool("update-docs", false, "copy the faulty-link screenshot of the lab test to docs/ui-faulty.png")
+
+// browser starts headless Chromium (Debian's chromium package) for one test
+// and returns its context. It skips when the binary is missing.
+func browser(t testing.TB) context.Context {
+	t.Helper()
+	bin, err := exec.LookPath("chromium")
+	if err != nil {
+		t.Skip("chromium not installed (Debian package chromium; scripts/deps.sh test installs it)")
+	}
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(bin),
+		chromedp.WindowSize(1400, 1900),
+		chromedp.Flag("disable-dev-shm-usage", true),
+	)
+	if os.Geteuid() == 0 {
+		opts = append(opts, chromedp.NoSandbox) // Chromium refuses to run as root with its sandbox
+	}
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancel := chromedp.NewContext(actx)
+	t.Cleanup(func() { cancel(); cancelAlloc() })
+	if err := chromedp.Do(ctx); err != nil {
+		t.Fatalf("start chromium %s: %v", bin, err)
+	}
+	return ctx
+}
+
+// serve runs the API (page included) for g on a loopback port and returns
+// its base URL.
+func serve(t testing.TB, g *graph.Graph, token string) string {
+	t.Helper()
+	cfg := api.DefaultConfig()
+	cfg.Token = token
+	s, err := api.New(cfg, api.Deps{Graph: g, Aggregator: g})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx, ln) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return "http://" + ln.Addr().String()
+}
+
+// artifactDir is where screenshots go: the test's artifact directory (kept
+// with go test -artifacts, under the -outputdir), else a temp dir.
+func artifactDir(t *testing.T) string { return t.ArtifactDir() }
+
+func saveScreenshot(t *testing.T, ctx context.Context, name string) string {
+	t.Helper()
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		t.Fatalf("screenshot %s: %v", name, err)
+	}
+	p := filepath.Join(artifactDir(t), name)
+	if err := os.WriteFile(p, png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("screenshot: %s", p)
+	return p
+}
+
+// synth is a leaf-spine fabric in a graph built by the graph's own code:
+// every ordered host pair (or `peers` random peers per host) on one source
+// port, ECMP by a hash, `samples` samples per route with `loss` on the links
+// in lossy (dropping independently per link).
+type synth struct {
+	leaves, spines, hostsPerLeaf, peers, samples int
+	lossy                                        map[graph.LinkID]float64
+}
+
+func (c synth) hosts() (hosts []string, leafOf map[string]string) {
+	leafOf = map[string]string{}
+	for l := 0; l < c.leaves; l++ {
+		for h := 0; h < c.hostsPerLeaf; h++ {
+			a := fmt.Sprintf("198.18.%d.%d", l, h+1)
+			hosts = append(hosts, a)
+			leafOf[a] = fmt.Sprintf("198.19.0.%d", l+1)
+		}
+	}
+	return hosts, leafOf
+}
+
+func (c synth) build(t testing.TB) *graph.Graph {
+	t.Helper()
+	rng := rand.New(rand.NewPCG(1, 2))
+	g := graph.New(graph.DefaultConfig())
+	hosts, leafOf := c.hosts()
+	now := time.Now()
+	for i, s := range hosts {
+		dsts := hosts
+		if c.peers > 0 && c.peers < len(hosts)-1 {
+			dsts = nil
+			for k := 1; k <= c.peers; k++ {
+				dsts = append(dsts, hosts[(i+k*7)%len(hosts)])
+			}
+		}
+		for j, d := range dsts {
+			if s == d {
+				continue
+			}
+			path := []string{s, leafOf[s]}
+			if leafOf[s] != leafOf[d] {
+				path = append(path, fmt.Sprintf("198.19.1.%d", (i*31+j*17)%c.spines+1), leafOf[d])
+			}
+			path = append(path, d)
+			key := graph.RouteKey{Src: netip.MustParseAddr(s), Dst: netip.MustParseAddr(d), SrcPort: 40000}
+			hops := make([]graph.Hop, len(path))
+			for k, a := range path {
+				hops[k].Addr = netip.MustParseAddr(a)
+			}
+			g.SetRoute(key, hops)
+			for n := 0; n < c.samples; n++ {
+				lost := false
+				for k := 1; k < len(path); k++ {
+					if p := c.lossy[graph.LinkID{Src: path[k-1], Dst: path[k]}]; p > 0 && rng.Float64() < p {
+						lost = true
+					}
+				}
+				smp := graph.Sample{Seq: uint64(n), Sent: now, Lost: lost, Source: "ebpf"}
+				if lost {
+					smp.Dir = graph.LossForward
+				} else {
+					smp.RTT = time.Duration(40+rng.IntN(30)) * time.Microsecond
+				}
+				g.AddSample(key, smp)
+			}
+		}
+	}
+	g.Flush()
+	return g
+}
+
+// waitJS polls a JavaScript expression until it is true.
+func waitJS(ctx context.Context, timeout time.Duration, expr string) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	for {
+		ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool](expr))
+		if err == nil && ok {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("after %s, %s is not true (last error: %v)", timeout, expr, err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}

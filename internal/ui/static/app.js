@@ -1,0 +1,221 @@
+// app.js — the page: decides the view (the aggregator's when this node
+// aggregates, else the agent's), follows the event stream into a local copy
+// of the graph, and redraws the topology, health table, heatmap and
+// drill-down at most once per animation frame. The health rows and the tier
+// layout are derived on the server; they are refetched when the stream says
+// routes or links changed (at most once a second).
+
+import { getJSON, askToken, hasToken } from './api.js';
+import { EventStream } from './sse.js';
+import { Topology, pairKey } from './topology.js';
+import { HealthTable } from './table.js';
+import { Heatmap, pairMatrix } from './heatmap.js';
+import { renderRoutes } from './routes.js';
+import { renderTable } from './targets.js';
+
+const $ = (id) => document.getElementById(id);
+
+const state = {
+  base: '/v1/graph',
+  nodes: new Map(),
+  links: new Map(), // "src>dst" → link
+  routes: new Map(), // id → route
+  layout: null,
+  health: new Map(), // "src>dst" → row
+  healthRows: [],
+  selection: null, // {kind:'link', a, b} | {kind:'pair', src, dst}
+  gotSnapshot: false,
+  firstPaint: false,
+};
+
+let topo, table, heat;
+
+async function main() {
+  topo = new Topology($('topo-svg'), $('tooltip'), { onSelect: (l) => select(l ? { kind: 'link', a: l.a, b: l.b } : null) });
+  table = new HealthTable($('health-table').tBodies[0], {
+    filter: $('health-filter'), sort: $('health-sort'), count: $('health-count'),
+    onSelect: (r) => select({ kind: 'link', a: r.src, b: r.dst }),
+  });
+  heat = new Heatmap($('heatmap'), $('heat-tip'), {
+    onSelect: (src, dst) => select({ kind: 'pair', src, dst }),
+    onCursor: (text) => { $('heat-cursor').textContent = text; },
+  });
+  $('heat-metric').addEventListener('change', () => schedule('heat'));
+  $('clear-selection').addEventListener('click', () => select(null));
+  document.addEventListener('keydown', (e) => { if (e.key === 'Escape' && state.selection) select(null); });
+
+  // /healthz is open: it says whether this node aggregates and whether a
+  // token is needed, so the page asks for it before any data request.
+  const hz = await fetch('/healthz', { cache: 'no-store' }).then((r) => r.json()).catch(() => ({}));
+  if (hz.aggregator) state.base = '/v1/aggregator/graph';
+  $('view').textContent = hz.aggregator ? 'aggregator view: every agent\'s routes' : 'agent view: this node\'s routes';
+  if (hz.auth && !hasToken()) await askToken();
+
+  const events = hz.aggregator ? '/v1/aggregator/events/graph' : '/v1/events/graph';
+  new EventStream(events, { onEvent, onState }).start();
+  refresh.layout();
+  refresh.health();
+  setInterval(() => refresh.health(), 5000);
+  targets();
+}
+
+// --- stream ---------------------------------------------------------------
+
+function onState(s, detail) {
+  const el = $('stream');
+  el.dataset.state = s;
+  el.querySelector('.glyph').textContent = { live: '●', connecting: '◌', down: '✕' }[s];
+  el.querySelector('.text').textContent = { live: 'live', connecting: 'connecting', down: 'stream down' }[s] + (detail ? ` (${detail})` : '');
+}
+
+function onEvent(type, d) {
+  let topoChanged = false;
+  switch (type) {
+    case 'snapshot':
+      state.nodes = new Map((d.nodes || []).map((n) => [n.id, n]));
+      state.links = new Map((d.edges || []).map((l) => [l.src + '>' + l.dst, l]));
+      state.routes = new Map((d.routes || []).map((r) => [r.id, r]));
+      state.gotSnapshot = true;
+      topoChanged = true;
+      break;
+    case 'node-add': state.nodes.set(d.node.id, d.node); topoChanged = true; break;
+    case 'node-remove': state.nodes.delete(d.node.id); topoChanged = true; break;
+    case 'link-add': case 'link-update':
+      state.links.set(d.link.src + '>' + d.link.dst, d.link); topoChanged = true; break;
+    case 'link-remove': state.links.delete(d.link.src + '>' + d.link.dst); topoChanged = true; break;
+    case 'route-add': case 'route-update': if (d.route) state.routes.set(d.route.id, d.route); break;
+    case 'route-remove': if (d.route) state.routes.delete(d.route.id); break;
+    case 'resync': return; // the server ends the stream; the reader resumes
+    default: return; // path-change and anything newer: routes follow
+  }
+  if (topoChanged) refresh.layout();
+  refresh.health();
+  schedule('all');
+}
+
+// throttled refetches: at most one in flight and one per second each.
+function throttled(fn, gap = 1000) {
+  let running = false, again = false, last = 0;
+  const run = async () => {
+    if (running) { again = true; return; }
+    running = true;
+    const wait = last + gap - Date.now();
+    if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+    last = Date.now();
+    try { await fn(); } catch (e) { console.warn(e); }
+    running = false;
+    if (again) { again = false; run(); }
+  };
+  return run;
+}
+
+const refresh = {
+  layout: throttled(async () => { state.layout = await getJSON(state.base + '/layout'); schedule('all'); }),
+  health: throttled(async () => {
+    const rows = await getJSON(state.base + '/edges/health');
+    state.healthRows = rows || [];
+    state.health = new Map(state.healthRows.map((r) => [r.src + '>' + r.dst, r]));
+    schedule('all');
+  }),
+};
+
+// --- rendering --------------------------------------------------------------
+
+let pending = null;
+function schedule(what) {
+  if (pending) { if (what === 'all') pending = 'all'; return; }
+  pending = what;
+  requestAnimationFrame(() => { const w = pending; pending = null; render(w); });
+}
+
+function render(what) {
+  if (!state.layout || !state.gotSnapshot) return;
+  const hosts = state.layout.nodes.filter((n) => n.tier === 0);
+  if (what === 'all') {
+    $('topo-empty').hidden = state.layout.nodes.length > 0;
+    topo.render(state.layout, [...state.links.values()], state.health);
+    table.setRows(state.healthRows);
+    const bad = state.healthRows.filter((r) => r.verdict && r.verdict !== 'ok').length;
+    $('summary').textContent = `${hosts.length} hosts · ${state.links.size} links · ${state.routes.size} routes` + (bad ? ` · ${bad} links not ok` : '');
+  }
+  const metric = $('heat-metric').value;
+  heat.setData(hosts.map((h) => h.id), hosts.map((h) => h.rack || ''), pairMatrix(hosts.map((h) => h.id), [...state.routes.values()], metric), metric);
+  $('heat-scale').innerHTML = heat.scaleHTML();
+  heat.paintScale($('scale-bar'));
+  drill();
+  if (!state.firstPaint && state.layout.nodes.length) {
+    state.firstPaint = true;
+    performance.mark('dnms-first-paint');
+    document.body.dataset.ready = '1';
+  }
+}
+
+// --- selection --------------------------------------------------------------
+
+function select(sel) {
+  state.selection = sel;
+  $('clear-selection').disabled = !sel;
+  table.select(sel && sel.kind === 'link' ? sel : null);
+  drill();
+}
+
+function drill() {
+  const sel = state.selection, out = $('pair-routes');
+  if (!sel) {
+    topo.highlight(null);
+    $('pair-title').textContent = '— click a heatmap cell or a link';
+    out.replaceChildren();
+    return;
+  }
+  let routes, title;
+  if (sel.kind === 'pair') {
+    routes = [...state.routes.values()].filter((r) => (r.src === sel.src && r.dst === sel.dst) || (r.src === sel.dst && r.dst === sel.src));
+    routes.sort((x, y) => (x.src === sel.src ? 0 : 1) - (y.src === sel.src ? 0 : 1));
+    title = `${sel.src} ↔ ${sel.dst}`;
+  } else {
+    const k = pairKey(sel.a, sel.b);
+    routes = [...state.routes.values()].filter((r) => r.hops.some((h, i) => i > 0 && pairKey(r.hops[i - 1], h) === k));
+    title = `through ${sel.a} – ${sel.b}`;
+  }
+  $('pair-title').textContent = `— ${title} (${routes.length})`;
+  topo.highlight(routes.map((r) => r.hops), sel.kind === 'link' ? sel : null);
+  renderRoutes(out, title, routes, state.health);
+}
+
+// --- targets ----------------------------------------------------------------
+
+async function targets() {
+  const t = await getJSON('/v1/targets', { allow404: true }).catch(() => null);
+  if (t === null) { $('targets-section').hidden = true; return; }
+  const p = await getJSON('/v1/paths', { allow404: true }).catch(() => null);
+  $('targets-section').hidden = false;
+  renderTable($('targets'), t);
+  if (p === null) $('paths').innerHTML = '<p class="muted">no path history on this server</p>';
+  else renderTable($('paths'), p);
+  setTimeout(targets, 5000);
+}
+
+// Hooks for the browser tests and the benchmark.
+window.dnmsUI = {
+  state,
+  heatCell: (src, dst) => heat.cell(src, dst),
+  linkVerdict: (src, dst) => {
+    const l = document.querySelector(`line.half[data-src="${CSS.escape(src)}"][data-dst="${CSS.escape(dst)}"]`);
+    return l ? l.getAttribute('data-verdict') : null;
+  },
+  // benchHeatmap draws an n×n random matrix `runs` times, with the page's
+  // renderer and with one fillRect per cell, and returns the times in ms.
+  benchHeatmap: (n, runs) => {
+    const hosts = Array.from({ length: n }, (_, i) => `198.18.${i >> 8}.${i & 255}`);
+    const racks = hosts.map((_, i) => String(Math.floor(i / 40)));
+    const v = new Float32Array(n * n);
+    for (let c = 0; c < v.length; c++) v[c] = Math.random() < 0.01 ? Math.random() * 0.1 : 0;
+    const fast = [], naive = [];
+    heat.setData(hosts, racks, v, 'loss');
+    for (let i = 0; i < runs; i++) { v[i] = Math.random(); fast.push(heat.draw(true)); }
+    for (let i = 0; i < runs; i++) naive.push(heat.naiveDraw());
+    return { fast, naive };
+  },
+};
+
+main();
