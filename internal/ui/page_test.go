@@ -31,7 +31,7 @@ func TestPageSynthetic(t *testing.T) {
 	if err := waitJS(ctx, 15*time.Second, `document.body.dataset.ready === "1" && document.querySelectorAll("g.link").length > 0`); err != nil {
 		t.Fatal(err)
 	}
-	checkTopology(t, ctx, g.Snapshot())
+	checkTopology(t, ctx, snapshotLinks(g.Snapshot()))
 	saveScreenshot(t, ctx, "synthetic.png")
 
 	// The page shows the API's verdict for every direction.
@@ -68,18 +68,26 @@ func TestPageSynthetic(t *testing.T) {
 	}
 }
 
-// checkTopology asserts the page draws every link of snap exactly once (one
-// group per node pair) with its ends on the drawn nodes.
-func checkTopology(t *testing.T, ctx context.Context, snap graph.Snapshot) {
-	t.Helper()
+// snapshotLinks is the set of node pairs a snapshot links, "a|b" with a < b.
+func snapshotLinks(snap graph.Snapshot) map[string]bool {
 	want := map[string]bool{}
 	for _, l := range snap.Links {
-		a, b := l.Src, l.Dst
-		if b < a {
-			a, b = b, a
-		}
-		want[a+"|"+b] = true
+		want[pairKey(l.Src, l.Dst)] = true
 	}
+	return want
+}
+
+func pairKey(a, b string) string {
+	if b < a {
+		a, b = b, a
+	}
+	return a + "|" + b
+}
+
+// checkTopology asserts the page draws every link in want ("a|b", a < b)
+// exactly once, nothing else, with its ends on the drawn nodes.
+func checkTopology(t *testing.T, ctx context.Context, want map[string]bool) {
+	t.Helper()
 	drawn, err := chromedp.Run(ctx, chromedp.Evaluate[[]struct {
 		A, B           string
 		X1, Y1, X2, Y2 float64

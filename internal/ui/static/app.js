@@ -49,7 +49,10 @@ async function main() {
   const hz = await fetch('/healthz', { cache: 'no-store' }).then((r) => r.json()).catch(() => ({}));
   if (hz.aggregator) state.base = '/v1/aggregator/graph';
   $('view').textContent = hz.aggregator ? 'aggregator view: every agent\'s routes' : 'agent view: this node\'s routes';
-  if (hz.auth && !hasToken()) await askToken();
+  if (hz.auth && !hasToken()) {
+    onState('down', 'waiting for the API token');
+    await askToken();
+  }
 
   const events = hz.aggregator ? '/v1/aggregator/events/graph' : '/v1/events/graph';
   new EventStream(events, { onEvent, onState }).start();
