@@ -95,7 +95,7 @@ func TestPageLab(t *testing.T) {
 		if err := chromedp.Do(ctx, chromedp.SendKeys("#token-input", token), chromedp.Click("#token-form button")); err != nil {
 			t.Fatal(err)
 		}
-		if err := waitJS(ctx, 20*time.Second, `document.body.dataset.ready === "1" && document.getElementById("stream").dataset.state === "live"`); err != nil {
+		if err := waitJS(ctx, 20*time.Second, `document.body.dataset.routes === "1" && document.getElementById("stream").dataset.state === "live"`); err != nil {
 			t.Fatalf("with the token: %v", err)
 		}
 		urls, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](`performance.getEntriesByType("resource").map(e => e.name)`))

@@ -18,6 +18,10 @@ type Layout struct {
 	Tiers int `json:"tiers"`
 	// Nodes are in tier order, then Order.
 	Nodes []NodeLayout `json:"nodes"`
+	// Links are the graph's directed links with their route counts (as in
+	// /v1/graph/edges), so the page draws the fabric from this document
+	// alone, before the routes arrive.
+	Links []graph.Link `json:"edges"`
 }
 
 // NodeLayout is one node's place.
@@ -106,7 +110,10 @@ func ComputeLayout(s graph.Snapshot) Layout {
 		place(byTier[t])
 	}
 
-	out := Layout{Nodes: make([]NodeLayout, 0, len(tier))}
+	out := Layout{Nodes: make([]NodeLayout, 0, len(tier)), Links: s.Links}
+	if out.Links == nil {
+		out.Links = []graph.Link{}
+	}
 	if len(tier) > 0 {
 		out.Tiers = maxTier + 1
 	}

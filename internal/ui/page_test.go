@@ -35,7 +35,7 @@ func TestPageSynthetic(t *testing.T) {
 	saveScreenshot(t, ctx, "synthetic.png")
 
 	// The page shows the API's verdict for every direction.
-	if err := waitJS(ctx, 10*time.Second, `window.dnmsUI.state.healthRows.length > 0`); err != nil {
+	if err := waitJS(ctx, 10*time.Second, `document.body.dataset.routes === "1"`); err != nil {
 		t.Fatal(err)
 	}
 	for _, r := range g.Health() {

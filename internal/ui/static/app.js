@@ -17,15 +17,15 @@ const $ = (id) => document.getElementById(id);
 
 const state = {
   base: '/v1/graph',
-  nodes: new Map(),
-  links: new Map(), // "src>dst" → link
   routes: new Map(), // id → route
   layout: null,
   health: new Map(), // "src>dst" → row
   healthRows: [],
   selection: null, // {kind:'link', a, b} | {kind:'pair', src, dst}
   gotSnapshot: false,
-  firstPaint: false,
+  healthLoaded: false,
+  firstPaint: false, // topology and table drawn
+  routesPainted: false, // heatmap drawn from the snapshot's routes
 };
 
 let topo, table, heat;
@@ -54,10 +54,11 @@ async function main() {
     await askToken();
   }
 
+  // The fabric first (small documents), then the stream, whose snapshot
+  // carries every route and would otherwise compete with them.
+  await Promise.all([refresh.layout(), refresh.health()]);
   const events = hz.aggregator ? '/v1/aggregator/events/graph' : '/v1/events/graph';
   new EventStream(events, { onEvent, onState }).start();
-  refresh.layout();
-  refresh.health();
   setInterval(() => refresh.health(), 5000);
   targets();
 }
@@ -75,19 +76,15 @@ function onEvent(type, d) {
   let topoChanged = false;
   switch (type) {
     case 'snapshot':
-      state.nodes = new Map((d.nodes || []).map((n) => [n.id, n]));
-      state.links = new Map((d.edges || []).map((l) => [l.src + '>' + l.dst, l]));
       state.routes = new Map((d.routes || []).map((r) => [r.id, r]));
       state.gotSnapshot = true;
       topoChanged = true;
       break;
-    case 'node-add': state.nodes.set(d.node.id, d.node); topoChanged = true; break;
-    case 'node-remove': state.nodes.delete(d.node.id); topoChanged = true; break;
-    case 'link-add': case 'link-update':
-      state.links.set(d.link.src + '>' + d.link.dst, d.link); topoChanged = true; break;
-    case 'link-remove': state.links.delete(d.link.src + '>' + d.link.dst); topoChanged = true; break;
-    case 'route-add': case 'route-update': if (d.route) state.routes.set(d.route.id, d.route); break;
-    case 'route-remove': if (d.route) state.routes.delete(d.route.id); break;
+    // nodes and links come with the layout, refetched on any change
+    case 'node-add': case 'node-remove': case 'link-add': case 'link-remove': topoChanged = true; break;
+    case 'route-add': if (d.route) state.routes.set(d.route.id, d.route); topoChanged = true; break;
+    case 'route-update': if (d.route) state.routes.set(d.route.id, d.route); break;
+    case 'route-remove': if (d.route) state.routes.delete(d.route.id); topoChanged = true; break;
     case 'resync': return; // the server ends the stream; the reader resumes
     default: return; // path-change and anything newer: routes follow
   }
@@ -117,6 +114,7 @@ const refresh = {
   health: throttled(async () => {
     const rows = await getJSON(state.base + '/edges/health');
     state.healthRows = rows || [];
+    state.healthLoaded = true;
     state.health = new Map(state.healthRows.map((r) => [r.src + '>' + r.dst, r]));
     schedule('all');
   }),
@@ -131,25 +129,35 @@ function schedule(what) {
   requestAnimationFrame(() => { const w = pending; pending = null; render(w); });
 }
 
+// render paints what it has: the topology and table as soon as the layout
+// (which carries the links) and the health rows are in, the heatmap and
+// drill-down once the stream's snapshot brought the routes. So the fabric
+// shows before a large route snapshot has arrived.
 function render(what) {
-  if (!state.layout || !state.gotSnapshot) return;
+  if (!state.layout || !state.healthLoaded) return;
   const hosts = state.layout.nodes.filter((n) => n.tier === 0);
   if (what === 'all') {
     $('topo-empty').hidden = state.layout.nodes.length > 0;
-    topo.render(state.layout, [...state.links.values()], state.health);
+    topo.render(state.layout, state.layout.edges || [], state.health);
     table.setRows(state.healthRows);
     const bad = state.healthRows.filter((r) => r.verdict && r.verdict !== 'ok').length;
-    $('summary').textContent = `${hosts.length} hosts · ${state.links.size} links · ${state.routes.size} routes` + (bad ? ` · ${bad} links not ok` : '');
+    $('summary').textContent = `${hosts.length} hosts · ${(state.layout.edges || []).length} links · ${state.routes.size} routes` + (bad ? ` · ${bad} links not ok` : '');
+    if (!state.firstPaint && state.layout.nodes.length) {
+      state.firstPaint = true;
+      performance.mark('dnms-first-paint');
+      document.body.dataset.ready = '1';
+    }
   }
+  if (!state.gotSnapshot) return;
   const metric = $('heat-metric').value;
   heat.setData(hosts.map((h) => h.id), hosts.map((h) => h.rack || ''), pairMatrix(hosts.map((h) => h.id), [...state.routes.values()], metric), metric);
   $('heat-scale').innerHTML = heat.scaleHTML();
   heat.paintScale($('scale-bar'));
   drill();
-  if (!state.firstPaint && state.layout.nodes.length) {
-    state.firstPaint = true;
-    performance.mark('dnms-first-paint');
-    document.body.dataset.ready = '1';
+  if (!state.routesPainted && hosts.length) {
+    state.routesPainted = true;
+    performance.mark('dnms-routes-paint');
+    document.body.dataset.routes = '1';
   }
 }
 
@@ -206,9 +214,10 @@ window.dnmsUI = {
     const l = document.querySelector(`line.half[data-src="${CSS.escape(src)}"][data-dst="${CSS.escape(dst)}"]`);
     return l ? l.getAttribute('data-verdict') : null;
   },
-  // benchHeatmap draws an n×n random matrix `runs` times, with the page's
-  // renderer and with one fillRect per cell, and returns the times in ms.
-  benchHeatmap: (n, runs) => {
+  // benchHeatmap draws an n×n random matrix `runs` times with the page's
+  // renderer and `naiveRuns` times with one fillRect per cell (the
+  // baseline), and returns the times in ms.
+  benchHeatmap: (n, runs, naiveRuns) => {
     const hosts = Array.from({ length: n }, (_, i) => `198.18.${i >> 8}.${i & 255}`);
     const racks = hosts.map((_, i) => String(Math.floor(i / 40)));
     const v = new Float32Array(n * n);
@@ -216,7 +225,7 @@ window.dnmsUI = {
     const fast = [], naive = [];
     heat.setData(hosts, racks, v, 'loss');
     for (let i = 0; i < runs; i++) { v[i] = Math.random(); fast.push(heat.draw(true)); }
-    for (let i = 0; i < runs; i++) naive.push(heat.naiveDraw());
+    for (let i = 0; i < naiveRuns; i++) naive.push(heat.naiveDraw());
     return { fast, naive };
   },
 };
