@@ -196,6 +196,10 @@ func TestPageLab(t *testing.T) {
 		if err := waitJS(ctx, 5*time.Second, `document.querySelectorAll("#pair-routes .route").length > 0 && document.querySelectorAll("g.link.hl").length > 1`); err != nil {
 			t.Errorf("selecting the faulty link: %v", err)
 		}
+		// The listed routes show per-hop RTTs from the agents' traces.
+		if err := waitJS(ctx, 10*time.Second, `document.querySelectorAll("#pair-routes .rtt").length > 0`); err != nil {
+			t.Errorf("no per-hop RTT in the drill-down: %v", err)
+		}
 		saveScreenshot(t, ctx, "faulty-selected.png")
 		if *updateDocs {
 			b, err := os.ReadFile(shot)
