@@ -4,8 +4,10 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -47,8 +49,9 @@ func browser(t testing.TB) context.Context {
 }
 
 // serve runs the API (page included) for g on a loopback port and returns
-// its base URL.
-func serve(t testing.TB, g *graph.Graph, token string) string {
+// its base URL. extra maps more paths to JSON documents (endpoints other
+// issues add, such as /v1/targets).
+func serve(t testing.TB, g *graph.Graph, token string, extra map[string]string) string {
 	t.Helper()
 	cfg := api.DefaultConfig()
 	cfg.Token = token
@@ -62,7 +65,21 @@ func serve(t testing.TB, g *graph.Graph, token string) string {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx, ln) }()
+	h := s.Handler()
+	if len(extra) > 0 {
+		mux := http.NewServeMux()
+		mux.Handle("/", h)
+		for path, doc := range extra {
+			mux.HandleFunc(path, func(w http.ResponseWriter, _ *http.Request) {
+				w.Header().Set("Content-Type", "application/json")
+				io.WriteString(w, doc)
+			})
+		}
+		h = mux
+	}
+	srv := &http.Server{Handler: h}
+	go func() { <-ctx.Done(); s.Close(); srv.Close() }()
+	go func() { done <- srv.Serve(ln) }()
 	t.Cleanup(func() { cancel(); <-done })
 	return "http://" + ln.Addr().String()
 }

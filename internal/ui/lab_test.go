@@ -188,6 +188,20 @@ func TestPageLab(t *testing.T) {
 			t.Error(err)
 		}
 		shot := saveScreenshot(t, ctx, "faulty.png")
+		// Nothing moved while the data streamed in (cumulative layout shift
+		// since the first paint, input-driven shifts excluded).
+		shift, err := chromedp.Run(ctx, chromedp.Evaluate[struct {
+			Total, Table float64
+			Sources      []string
+		}](layoutShift, chromedp.EvalAwaitPromise))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("layout shift since the first paint: %.4f outside the health table %v, %.4f inside (rows re-sorted when a verdict changed)",
+			shift.Total, shift.Sources, shift.Table)
+		if shift.Total > 0.001 {
+			t.Errorf("the page's layout shifted by %.4f while streaming: %v", shift.Total, shift.Sources)
+		}
 		// Select the faulty link from the table: its routes are listed.
 		sel := fmt.Sprintf(`#health-table button[data-src=%q][data-dst=%q]`, broken.Src, broken.Dst)
 		if err := chromedp.Do(ctx, chromedp.Click(sel)); err != nil {
@@ -228,6 +242,25 @@ func TestPageLab(t *testing.T) {
 		}
 	})
 }
+
+// layoutShift sums the layout-shift entries after the first paint that no
+// input caused (Chromium's Layout Instability API), apart from those inside
+// the health table, whose rows move when a verdict changes (by design).
+const layoutShift = `new Promise(res => {
+	const after = performance.getEntriesByName("dnms-first-paint")[0].startTime;
+	const name = (n) => !n ? "?" : n.nodeType !== 1 ? n.nodeName : n.tagName.toLowerCase() + (n.id ? "#" + n.id : "") + (n.className && typeof n.className === "string" ? "." + n.className : "");
+	const o = new PerformanceObserver(l => {
+		o.disconnect();
+		const es = l.getEntries().filter(e => !e.hadRecentInput && e.startTime > after);
+		const inTable = (e) => e.sources.every(s => s.node && s.node.closest && s.node.closest("#health-table"));
+		const sum = (xs) => xs.reduce((s, e) => s + e.value, 0);
+		const rest = es.filter(e => !inTable(e));
+		res({Total: sum(rest), Table: sum(es.filter(inTable)),
+			Sources: rest.flatMap(e => e.sources.map(s => name(s.node) + " " + Math.round(s.previousRect.y) + "→" + Math.round(s.currentRect.y) + " (" + e.value.toFixed(4) + ")"))});
+	});
+	o.observe({type: "layout-shift", buffered: true});
+	setTimeout(() => res({Total: 0, Table: 0, Sources: []}), 1000); // no entries at all: no callback
+})`
 
 // dataRequestsOK lists the page's /v1/ requests that got a 2xx.
 const dataRequestsOK = `performance.getEntriesByType("resource").filter(e => e.name.includes("/v1/") && e.responseStatus >= 200 && e.responseStatus < 300).map(e => e.name)`

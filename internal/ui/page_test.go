@@ -23,7 +23,7 @@ func TestPageSynthetic(t *testing.T) {
 	}
 	lossy := graph.LinkID{Src: "198.19.0.1", Dst: "198.19.1.1"}
 	g := synth{leaves: 3, spines: 2, hostsPerLeaf: 2, samples: 100, lossy: map[graph.LinkID]float64{lossy: 0.2}}.build(t)
-	base := serve(t, g, "")
+	base := serve(t, g, "", nil)
 	ctx := browser(t)
 	if err := chromedp.Do(ctx, chromedp.Navigate(base+"/")); err != nil {
 		t.Fatal(err)
@@ -53,6 +53,11 @@ func TestPageSynthetic(t *testing.T) {
 	clean := heatCell(t, ctx, "198.18.1.1", "198.18.2.1")
 	if !(through.Value > 0.02) || clean.Value != 0 || sum(through.RGB) >= sum(clean.RGB) {
 		t.Errorf("heatmap: pair through the lossy link %+v, clean pair %+v: want the first lossy and darker", through, clean)
+	}
+
+	// No /v1/targets on this server: the section stays hidden.
+	if hidden, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`document.getElementById("targets-section").hidden`)); err != nil || !hidden {
+		t.Errorf("targets section shown without /v1/targets (hidden=%v, %v)", hidden, err)
 	}
 
 	// Keyboard: focus the heatmap, move to a pair, Enter lists its routes.
@@ -153,4 +158,36 @@ func heatCell(t *testing.T, ctx context.Context, src, dst string) cell {
 		t.Fatalf("heatmap cell %s→%s: %v", src, dst, err)
 	}
 	return c
+}
+
+// TestPageTargets: when the server has /v1/targets and /v1/paths, the page
+// shows them: a row per target with sparklines, the path history with the
+// change marked.
+func TestPageTargets(t *testing.T) {
+	if testing.Short() {
+		t.Skip("browser test (-short)")
+	}
+	g := synth{leaves: 2, spines: 1, hostsPerLeaf: 1, samples: 10}.build(t)
+	base := serve(t, g, "", map[string]string{
+		"/v1/targets": `{"targets": [{"name": "dns", "target": "198.18.9.9:53", "protocol": "udp", "loss": 0.01, "rttP50Seconds": 0.0012, "rttSeconds": [0.001, 0.0012, -1, 0.0011]}]}`,
+		"/v1/paths":   `[{"target": "198.18.9.9", "history": [{"hops": ["198.19.0.1", "198.19.1.1"]}, {"hops": ["198.19.0.1", "198.19.1.2"]}]}]`,
+	})
+	ctx := browser(t)
+	if err := chromedp.Do(ctx, chromedp.Navigate(base+"/")); err != nil {
+		t.Fatal(err)
+	}
+	if err := waitJS(ctx, 15*time.Second, `!document.getElementById("targets-section").hidden`); err != nil {
+		t.Fatal(err)
+	}
+	got, err := chromedp.Run(ctx, chromedp.Evaluate[struct {
+		Rows, Sparks int
+		Paths        string
+	}](`({Rows: document.querySelectorAll("#targets tbody tr").length, Sparks: document.querySelectorAll("#targets svg.spark").length,
+		Paths: document.getElementById("paths").textContent})`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Rows != 1 || got.Sparks != 1 || !strings.Contains(got.Paths, "changed") || !strings.Contains(got.Paths, "198.19.1.2") {
+		t.Errorf("targets section: %+v", got)
+	}
 }

@@ -12,6 +12,7 @@ import { HealthTable } from './table.js';
 import { Heatmap, pairMatrix } from './heatmap.js';
 import { renderRoutes } from './routes.js';
 import { renderTable } from './targets.js';
+import { esc } from './format.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -152,6 +153,7 @@ function render(what) {
   const metric = $('heat-metric').value;
   heat.setData(hosts.map((h) => h.id), hosts.map((h) => h.rack || ''), pairMatrix(hosts.map((h) => h.id), [...state.routes.values()], metric), metric);
   $('heat-scale').innerHTML = heat.scaleHTML();
+  racks(hosts);
   heat.paintScale($('scale-bar'));
   drill();
   if (!state.routesPainted && hosts.length) {
@@ -159,6 +161,23 @@ function render(what) {
     performance.mark('dnms-routes-paint');
     document.body.dataset.routes = '1';
   }
+}
+
+// racks lists the heatmap's row (and column) order: racks top to bottom,
+// their hosts in order. Rebuilt only when the host order changes.
+let rackKey = '';
+function racks(hosts) {
+  const key = hosts.map((h) => h.id + '@' + (h.rack || '')).join(',');
+  if (key === rackKey) return;
+  rackKey = key;
+  const groups = [];
+  for (const h of hosts) {
+    const r = h.rack || 'no known first hop';
+    if (!groups.length || groups[groups.length - 1].rack !== r) groups.push({ rack: r, hosts: [] });
+    groups[groups.length - 1].hosts.push(h.id);
+  }
+  $('heat-racks').innerHTML = '<b>rows and columns, top to bottom</b><ol>' + groups.map((g) =>
+    `<li>rack ${esc(g.rack)}: ${g.hosts.length > 6 ? esc(g.hosts[0]) + ' … ' + esc(g.hosts[g.hosts.length - 1]) + ` (${g.hosts.length} hosts)` : g.hosts.map(esc).join(', ')}</li>`).join('') + '</ol>';
 }
 
 // --- selection --------------------------------------------------------------

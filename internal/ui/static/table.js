@@ -16,6 +16,7 @@ export class HealthTable {
     this.onSelect = onSelect;
     this.rows = [];
     this.selected = null;
+    this.trs = new Map(); // "src>dst" → its <tr>
     filter.addEventListener('input', () => this.render());
     sort.addEventListener('change', () => this.render());
     tbody.addEventListener('click', (e) => {
@@ -31,26 +32,63 @@ export class HealthTable {
     const q = this.filter.value.trim().toLowerCase();
     const key = this.sort.value;
     let rows = this.rows.filter((r) => !q || r.src.toLowerCase().includes(q) || r.dst.toLowerCase().includes(q));
-    rows = rows.slice().sort((a, b) => {
-      const ra = RANK[verdictOf(a)] ?? 2, rb = RANK[verdictOf(b)] ?? 2;
-      if (ra !== rb) return ra - rb;
-      return (b[key] ?? -Infinity) - (a[key] ?? -Infinity) || (b.suspicion ?? 0) - (a.suspicion ?? 0);
-    });
+    // Re-sort only when what decides the order's meaning changed (filter,
+    // sort key, a verdict, the set of links); otherwise keep the rows where
+    // they are and update their values, so the table can be read while the
+    // figures stream.
+    const sig = q + '|' + key + '|' + rows.map((r) => r.src + '>' + r.dst + ':' + verdictOf(r)).sort().join(',');
+    if (sig !== this.sig) {
+      this.sig = sig;
+      rows = rows.slice().sort((a, b) => {
+        const ra = RANK[verdictOf(a)] ?? 2, rb = RANK[verdictOf(b)] ?? 2;
+        if (ra !== rb) return ra - rb;
+        return (b[key] ?? -Infinity) - (a[key] ?? -Infinity) || (b.suspicion ?? 0) - (a.suspicion ?? 0);
+      });
+      this.order = rows.map((r) => r.src + '>' + r.dst);
+    } else {
+      const byKey = new Map(rows.map((r) => [r.src + '>' + r.dst, r]));
+      rows = this.order.map((k) => byKey.get(k));
+    }
     const shown = rows.slice(0, MAX_ROWS);
     const sel = this.selected;
-    this.tbody.innerHTML = shown.map((r) => {
+    // Rows are kept per link and updated in place, so a focused button
+    // keeps its focus and nothing flickers as the rows refresh.
+    const want = shown.map((r) => {
+      const key = r.src + '>' + r.dst;
+      let tr = this.trs.get(key);
+      if (!tr) {
+        tr = document.createElement('tr');
+        tr.dataset.src = r.src;
+        tr.dataset.dst = r.dst;
+        tr.innerHTML = '<td></td><td><button type="button" title="show on the map and list the routes through it"></button></td>' +
+          '<td class="num"></td><td class="num"></td><td class="num"></td><td class="num"></td><td class="num"></td><td class="evidence"></td>';
+        const b = tr.querySelector('button');
+        b.dataset.src = r.src;
+        b.dataset.dst = r.dst;
+        b.textContent = `${r.src} → ${r.dst}`;
+        this.trs.set(key, tr);
+      }
       const v = verdictOf(r), vc = verdictClass(v);
-      const isSel = sel && ((sel.a === r.src && sel.b === r.dst) || (sel.a === r.dst && sel.b === r.src));
-      return `<tr data-verdict="${vc}" data-src="${esc(r.src)}" data-dst="${esc(r.dst)}"${isSel ? ' class="sel"' : ''}>
-<td><span class="v">${glyph(vc)} ${esc(v)}</span></td>
-<td><button type="button" data-src="${esc(r.src)}" data-dst="${esc(r.dst)}" title="show on the map and list the routes through it">${esc(r.src)} → ${esc(r.dst)}</button></td>
-<td class="num">${typeof r.suspicion === 'number' ? r.suspicion.toFixed(4) : '—'}</td>
-<td class="num">${pct(r.estimatedLoss)}</td>
-<td class="num">${ms(r.estimatedDelaySeconds)}</td>
-<td class="num">${pct(r.avgLossThrough)} / ${pct(r.avgLossNotThrough)}</td>
-<td class="num">${r.routesThrough ?? '—'}</td>
-<td class="evidence">${esc(r.evidence || '')}</td></tr>`;
-    }).join('');
+      const isSel = !!sel && ((sel.a === r.src && sel.b === r.dst) || (sel.a === r.dst && sel.b === r.src));
+      if (tr.dataset.verdict !== vc) tr.dataset.verdict = vc;
+      tr.classList.toggle('sel', isSel);
+      const cells = [
+        `<span class="v">${glyph(vc)} ${esc(v)}</span>`, null,
+        typeof r.suspicion === 'number' ? r.suspicion.toFixed(4) : '—',
+        pct(r.estimatedLoss), ms(r.estimatedDelaySeconds),
+        `${pct(r.avgLossThrough)} / ${pct(r.avgLossNotThrough)}`,
+        String(r.routesThrough ?? '—'), esc(r.evidence || ''),
+      ];
+      cells.forEach((html, i) => {
+        if (html !== null && tr.cells[i].innerHTML !== html) tr.cells[i].innerHTML = html;
+      });
+      return tr;
+    });
+    const keep = new Set(want);
+    for (const tr of [...this.tbody.children]) if (!keep.has(tr)) tr.remove();
+    want.forEach((tr, i) => {
+      if (this.tbody.children[i] !== tr) this.tbody.insertBefore(tr, this.tbody.children[i] || null);
+    });
     const bad = this.rows.filter((r) => verdictOf(r) !== 'ok').length;
     this.count.textContent = `${rows.length} of ${this.rows.length} links` + (bad ? `, ${bad} not ok` : '') + (rows.length > MAX_ROWS ? ` (first ${MAX_ROWS} shown)` : '');
   }
