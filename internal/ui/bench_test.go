@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"slices"
 	"testing"
-	"time"
 
 	"github.com/chromedp/chromedp"
 )
@@ -24,12 +23,7 @@ func BenchmarkPageFirstPaint(b *testing.B) {
 	ctx := browser(b)
 	var paints, routes, shells []float64
 	for b.Loop() {
-		if err := chromedp.Do(ctx, chromedp.Navigate(base+"/")); err != nil {
-			b.Fatal(err)
-		}
-		if err := waitJS(ctx, 30*time.Second, `document.body.dataset.routes === "1"`); err != nil {
-			b.Fatal(err)
-		}
+		load(b, ctx, base+"/", `document.body.dataset.routes === "1"`)
 		t, err := chromedp.Run(ctx, chromedp.Evaluate[[]float64](`["dnms-first-paint", "dnms-routes-paint", "first-contentful-paint"].map(n => (performance.getEntriesByName(n)[0] || {startTime: NaN}).startTime)`))
 		if err != nil {
 			b.Fatal(err)
@@ -53,12 +47,7 @@ func BenchmarkHeatmapRedraw(b *testing.B) {
 	g := synth{leaves: 2, spines: 1, hostsPerLeaf: 2, samples: 1}.build(b)
 	base := serve(b, g, "", nil)
 	ctx := browser(b)
-	if err := chromedp.Do(ctx, chromedp.Navigate(base+"/")); err != nil {
-		b.Fatal(err)
-	}
-	if err := waitJS(ctx, 30*time.Second, `document.body.dataset.ready === "1"`); err != nil {
-		b.Fatal(err)
-	}
+	load(b, ctx, base+"/", `document.body.dataset.ready === "1"`)
 	for _, n := range []int{100, 1000} {
 		b.Run(fmt.Sprintf("hosts=%d", n), func(b *testing.B) {
 			var fast, naive []float64

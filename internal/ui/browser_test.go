@@ -173,6 +173,18 @@ func (c synth) build(t testing.TB) *graph.Graph {
 	return g
 }
 
+// load opens url and waits (30 s at most) until the JavaScript expression
+// ready is true.
+func load(t testing.TB, ctx context.Context, url, ready string) {
+	t.Helper()
+	if err := chromedp.Do(ctx, chromedp.Navigate(url)); err != nil {
+		t.Fatalf("open %s: %v", url, err)
+	}
+	if err := waitJS(ctx, 30*time.Second, ready); err != nil {
+		t.Fatalf("open %s: %v", url, err)
+	}
+}
+
 // waitJS polls a JavaScript expression until it is true.
 func waitJS(ctx context.Context, timeout time.Duration, expr string) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)

@@ -74,12 +74,7 @@ func TestPageLab(t *testing.T) {
 	t.Logf("all %d pairs measured after %s", pairs, time.Since(start).Round(time.Millisecond))
 
 	t.Run("token", func(t *testing.T) {
-		if err := chromedp.Do(ctx, chromedp.Navigate(page)); err != nil {
-			t.Fatal(err)
-		}
-		if err := waitJS(ctx, 10*time.Second, `document.getElementById("token-dialog").open`); err != nil {
-			t.Fatalf("no token prompt: %v", err)
-		}
+		load(t, ctx, page, `document.getElementById("token-dialog").open`)
 		saveScreenshot(t, ctx, "token-prompt.png")
 		// A wrong token is refused and asked for again.
 		if err := chromedp.Do(ctx, chromedp.SendKeys("#token-input", "wrong-token"), chromedp.Click("#token-form button")); err != nil {

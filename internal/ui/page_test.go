@@ -25,12 +25,7 @@ func TestPageSynthetic(t *testing.T) {
 	g := synth{leaves: 3, spines: 2, hostsPerLeaf: 2, samples: 100, lossy: map[graph.LinkID]float64{lossy: 0.2}}.build(t)
 	base := serve(t, g, "", nil)
 	ctx := browser(t)
-	if err := chromedp.Do(ctx, chromedp.Navigate(base+"/")); err != nil {
-		t.Fatal(err)
-	}
-	if err := waitJS(ctx, 15*time.Second, `document.body.dataset.ready === "1" && document.querySelectorAll("g.link").length > 0`); err != nil {
-		t.Fatal(err)
-	}
+	load(t, ctx, base+"/", `document.body.dataset.ready === "1" && document.querySelectorAll("g.link").length > 0`)
 	checkTopology(t, ctx, snapshotLinks(g.Snapshot()))
 	saveScreenshot(t, ctx, "synthetic.png")
 
@@ -173,12 +168,7 @@ func TestPageTargets(t *testing.T) {
 		"/v1/paths":   `[{"target": "198.18.9.9", "history": [{"hops": ["198.19.0.1", "198.19.1.1"]}, {"hops": ["198.19.0.1", "198.19.1.2"]}]}]`,
 	})
 	ctx := browser(t)
-	if err := chromedp.Do(ctx, chromedp.Navigate(base+"/")); err != nil {
-		t.Fatal(err)
-	}
-	if err := waitJS(ctx, 15*time.Second, `!document.getElementById("targets-section").hidden`); err != nil {
-		t.Fatal(err)
-	}
+	load(t, ctx, base+"/", `!document.getElementById("targets-section").hidden`)
 	got, err := chromedp.Run(ctx, chromedp.Evaluate[struct {
 		Rows, Sparks int
 		Paths        string
