@@ -19,7 +19,7 @@ import (
 // shell), so paint/shell is the cost of the data over the page itself.
 func BenchmarkPageFirstPaint(b *testing.B) {
 	g := synth{leaves: 10, spines: 4, hostsPerLeaf: 10, samples: 20}.build(b)
-	base := serve(b, g, "", nil)
+	base := serve(b, g, served{})
 	ctx := browser(b)
 	var paints, routes, shells []float64
 	for b.Loop() {
@@ -45,7 +45,7 @@ func BenchmarkPageFirstPaint(b *testing.B) {
 // one fillRect per cell on the same canvas in the same run.
 func BenchmarkHeatmapRedraw(b *testing.B) {
 	g := synth{leaves: 2, spines: 1, hostsPerLeaf: 2, samples: 1}.build(b)
-	base := serve(b, g, "", nil)
+	base := serve(b, g, served{})
 	ctx := browser(b)
 	load(b, ctx, base+"/", `document.body.dataset.ready === "1"`)
 	for _, n := range []int{100, 1000} {

@@ -48,14 +48,24 @@ func browser(t testing.TB) context.Context {
 	return ctx
 }
 
+// served says what serve puts behind the page.
+type served struct {
+	// agent serves g as an agent only (no /v1/aggregator/...).
+	agent bool
+	// extra serves more paths (endpoints other issues add, such as
+	// /v1/targets, or a scripted event stream) in front of the API.
+	extra map[string]http.Handler
+}
+
 // serve runs the API (page included) for g on a loopback port and returns
-// its base URL. extra maps more paths to JSON documents (endpoints other
-// issues add, such as /v1/targets).
-func serve(t testing.TB, g *graph.Graph, token string, extra map[string]string) string {
+// its base URL.
+func serve(t testing.TB, g *graph.Graph, o served) string {
 	t.Helper()
-	cfg := api.DefaultConfig()
-	cfg.Token = token
-	s, err := api.New(cfg, api.Deps{Graph: g, Aggregator: g})
+	deps := api.Deps{Graph: g, Aggregator: g}
+	if o.agent {
+		deps.Aggregator = nil
+	}
+	s, err := api.New(api.DefaultConfig(), deps)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,25 +73,24 @@ func serve(t testing.TB, g *graph.Graph, token string, extra map[string]string) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	h := s.Handler()
-	if len(extra) > 0 {
-		mux := http.NewServeMux()
-		mux.Handle("/", h)
-		for path, doc := range extra {
-			mux.HandleFunc(path, func(w http.ResponseWriter, _ *http.Request) {
-				w.Header().Set("Content-Type", "application/json")
-				io.WriteString(w, doc)
-			})
-		}
-		h = mux
+	mux := http.NewServeMux()
+	mux.Handle("/", s.Handler())
+	for path, h := range o.extra {
+		mux.Handle(path, h)
 	}
-	srv := &http.Server{Handler: h}
-	go func() { <-ctx.Done(); s.Close(); srv.Close() }()
+	srv := &http.Server{Handler: mux}
+	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ln) }()
-	t.Cleanup(func() { cancel(); <-done })
+	t.Cleanup(func() { s.Close(); srv.Close(); <-done })
 	return "http://" + ln.Addr().String()
+}
+
+// jsonDoc serves a fixed JSON document.
+func jsonDoc(doc string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, doc)
+	})
 }
 
 // artifactDir is where screenshots go: the test's artifact directory (kept

@@ -2,9 +2,13 @@ package ui_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/netip"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -23,7 +27,7 @@ func TestPageSynthetic(t *testing.T) {
 	}
 	lossy := graph.LinkID{Src: "198.19.0.1", Dst: "198.19.1.1"}
 	g := synth{leaves: 3, spines: 2, hostsPerLeaf: 2, samples: 100, lossy: map[graph.LinkID]float64{lossy: 0.2}}.build(t)
-	base := serve(t, g, "", nil)
+	base := serve(t, g, served{})
 	ctx := browser(t)
 	load(t, ctx, base+"/", `document.body.dataset.ready === "1" && document.querySelectorAll("g.link").length > 0`)
 	checkTopology(t, ctx, snapshotLinks(g.Snapshot()))
@@ -163,12 +167,15 @@ func TestPageTargets(t *testing.T) {
 		t.Skip("browser test (-short)")
 	}
 	g := synth{leaves: 2, spines: 1, hostsPerLeaf: 1, samples: 10}.build(t)
-	base := serve(t, g, "", map[string]string{
-		"/v1/targets": `{"targets": [{"name": "dns", "target": "198.18.9.9:53", "protocol": "udp", "loss": 0.01, "rttP50Seconds": 0.0012, "rttSeconds": [0.001, 0.0012, -1, 0.0011]}]}`,
-		"/v1/paths":   `[{"target": "198.18.9.9", "history": [{"hops": ["198.19.0.1", "198.19.1.1"]}, {"hops": ["198.19.0.1", "198.19.1.2"]}]}]`,
-	})
+	base := serve(t, g, served{agent: true, extra: map[string]http.Handler{
+		"/v1/targets": jsonDoc(`{"targets": [{"name": "dns", "target": "198.18.9.9:53", "protocol": "udp", "loss": 0.01, "rttP50Seconds": 0.0012, "rttSeconds": [0.001, 0.0012, -1, 0.0011]}]}`),
+		"/v1/paths":   jsonDoc(`[{"target": "198.18.9.9", "history": [{"hops": ["198.19.0.1", "198.19.1.1"]}, {"hops": ["198.19.0.1", "198.19.1.2"]}]}]`),
+	}})
 	ctx := browser(t)
-	load(t, ctx, base+"/", `!document.getElementById("targets-section").hidden`)
+	load(t, ctx, base+"/", `!document.getElementById("targets-section").hidden && document.body.dataset.ready === "1"`)
+	if v, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.getElementById("view").textContent`)); !strings.HasPrefix(v, "agent view") {
+		t.Errorf("a server without -aggregator: the page says %q", v)
+	}
 	got, err := chromedp.Run(ctx, chromedp.Evaluate[struct {
 		Rows, Sparks int
 		Paths        string
@@ -179,5 +186,147 @@ func TestPageTargets(t *testing.T) {
 	}
 	if got.Rows != 1 || got.Sparks != 1 || !strings.Contains(got.Paths, "changed") || !strings.Contains(got.Paths, "198.19.1.2") {
 		t.Errorf("targets section: %+v", got)
+	}
+}
+
+// TestPageClos draws a 3-tier Clos (2 pods of 2 ToRs and 2 aggregation
+// routers, 2 cores) with a silent hop: every tier on its own row, upper
+// tiers above, the silent hop drawn as one, at its position's tier.
+func TestPageClos(t *testing.T) {
+	if testing.Short() {
+		t.Skip("browser test (-short)")
+	}
+	g := graph.New(graph.DefaultConfig())
+	tor := func(h int) string { return fmt.Sprintf("198.19.%d.%d", h/2, h%2+1) }
+	agg := func(h, i int) string { return fmt.Sprintf("198.19.%d.%d", 100+h/2, i+1) }
+	add := func(port uint16, path ...string) {
+		key := graph.RouteKey{Src: netip.MustParseAddr(path[0]), Dst: netip.MustParseAddr(path[len(path)-1]), SrcPort: port}
+		hops := make([]graph.Hop, len(path))
+		for i, a := range path {
+			if a != "*" {
+				hops[i].Addr = netip.MustParseAddr(a)
+			}
+		}
+		g.SetRoute(key, hops)
+	}
+	for s := 0; s < 4; s++ {
+		for d := 0; d < 4; d++ {
+			hs, hd := fmt.Sprintf("198.18.%d.1", s), fmt.Sprintf("198.18.%d.1", d)
+			switch {
+			case s == d:
+			case s/2 == d/2:
+				add(40000, hs, tor(s), agg(s, d%2), tor(d), hd)
+			default:
+				add(40000, hs, tor(s), agg(s, d%2), fmt.Sprintf("198.19.200.%d", (s+d)%2+1), agg(d, s%2), tor(d), hd)
+			}
+		}
+	}
+	add(40001, "198.18.0.1", tor(0), agg(0, 1), "*", agg(2, 1), tor(2), "198.18.2.1")
+	ctx := browser(t)
+	load(t, ctx, serve(t, g, served{})+"/", `document.body.dataset.ready === "1"`)
+	checkTopology(t, ctx, snapshotLinks(g.Snapshot()))
+	saveScreenshot(t, ctx, "clos.png")
+
+	nodes, err := chromedp.Run(ctx, chromedp.Evaluate[[]struct {
+		ID, Kind string
+		Tier     int
+		Y        float64
+	}](`window.dnmsUI.state.layout.nodes.map(n => ({ID: n.id, Kind: n.kind, Tier: n.tier,
+		Y: document.querySelector('g.node[data-node="' + CSS.escape(n.id) + '"]').transform.baseVal[0].matrix.f}))`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantTier := func(id, kind string) int {
+		switch {
+		case kind == "silent":
+			return 3 // the core's position
+		case strings.HasPrefix(id, "198.18."):
+			return 0
+		case strings.HasPrefix(id, "198.19.200."):
+			return 3
+		case strings.HasPrefix(id, "198.19.10"):
+			return 2
+		}
+		return 1
+	}
+	rowY := map[int]float64{}
+	silent := 0
+	for _, n := range nodes {
+		if want := wantTier(n.ID, n.Kind); n.Tier != want {
+			t.Errorf("%s (%s) in tier %d, want %d", n.ID, n.Kind, n.Tier, want)
+		}
+		if y, ok := rowY[n.Tier]; ok && y != n.Y {
+			t.Errorf("%s drawn at y=%.0f, its tier's row is y=%.0f", n.ID, n.Y, y)
+		}
+		rowY[n.Tier] = n.Y
+		if n.Kind == "silent" {
+			silent++
+		}
+	}
+	for tier := 1; tier < 4; tier++ {
+		if !(rowY[tier] < rowY[tier-1]) {
+			t.Errorf("tier %d at y=%.0f is not above tier %d at y=%.0f", tier, rowY[tier], tier-1, rowY[tier-1])
+		}
+	}
+	drawnSilent, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll('g.node[data-kind="silent"] path').length`))
+	if err != nil || silent != 1 || drawnSilent != 1 {
+		t.Errorf("silent hops: %d in the layout, %d drawn as diamonds (%v); want 1", silent, drawnSilent, err)
+	}
+}
+
+// TestPageStreamResume: when the event stream ends, the page reconnects
+// with Last-Event-ID set to the last id it saw, whatever its form (here
+// "<instance>-<seq>"), in a header and never in the URL, and applies what
+// follows.
+func TestPageStreamResume(t *testing.T) {
+	if testing.Short() {
+		t.Skip("browser test (-short)")
+	}
+	g := synth{leaves: 2, spines: 1, hostsPerLeaf: 2, samples: 10}.build(t)
+	snap := g.Snapshot()
+	snapJSON, err := json.Marshal(snap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	extra := snap.Routes[0]
+	extra.ID = "feedfacefeedface"
+	extra.Metrics.Samples, extra.Metrics.Lost, extra.Metrics.Loss = 10, 5, 0.5
+	addJSON, err := json.Marshal(graph.Event{ID: 6, Type: graph.EventRouteAdd, Route: &extra})
+	if err != nil {
+		t.Fatal(err)
+	}
+	type reconnect struct{ lastID, query string }
+	second := make(chan reconnect, 1)
+	var conns atomic.Int32
+	stream := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		rc := http.NewResponseController(w)
+		if conns.Add(1) == 1 {
+			fmt.Fprintf(w, "retry: 200\n\nevent: snapshot\nid: inst-a-5\ndata: %s\n\n", snapJSON)
+			rc.Flush()
+			return // the stream ends
+		}
+		select {
+		case second <- reconnect{r.Header.Get("Last-Event-ID"), r.URL.RawQuery}:
+		default:
+		}
+		fmt.Fprintf(w, "event: route-add\nid: inst-a-6\ndata: %s\n\n", addJSON)
+		rc.Flush()
+		<-r.Context().Done()
+	})
+	base := serve(t, g, served{extra: map[string]http.Handler{"/v1/aggregator/events/graph": stream}})
+	ctx := browser(t)
+	load(t, ctx, base+"/", `document.body.dataset.routes === "1"`)
+	select {
+	case rc := <-second:
+		if rc.lastID != "inst-a-5" || rc.query != "" {
+			t.Errorf("reconnect: Last-Event-ID %q, query %q; want inst-a-5 and no query", rc.lastID, rc.query)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("the page did not reconnect after the stream ended")
+	}
+	js := fmt.Sprintf(`window.dnmsUI.state.routes.has("feedfacefeedface") && window.dnmsUI.state.routes.size === %d && document.getElementById("stream").dataset.state === "live"`, len(snap.Routes)+1)
+	if err := waitJS(ctx, 10*time.Second, js); err != nil {
+		t.Errorf("after the reconnect: %v", err)
 	}
 }

@@ -2,7 +2,7 @@
 // filtered by node. Fields this page does not know yet (from newer servers)
 // are simply not shown; missing ones show "—".
 
-import { verdictOf, verdictClass, glyph, pct, ms, esc } from './format.js';
+import { verdictOf, verdictClass, glyph, pct, ms, esc, shortId } from './format.js';
 
 const RANK = { faulty: 0, slow: 1, suspect: 2, ok: 3 };
 const MAX_ROWS = 400;
@@ -65,7 +65,8 @@ export class HealthTable {
         const b = tr.querySelector('button');
         b.dataset.src = r.src;
         b.dataset.dst = r.dst;
-        b.textContent = `${r.src} → ${r.dst}`;
+        b.textContent = `${shortId(r.src)} → ${shortId(r.dst)}`;
+        if (r.src.startsWith('*') || r.dst.startsWith('*')) b.title += ` (* is a silent hop: ${r.src} → ${r.dst})`;
         this.trs.set(key, tr);
       }
       const v = verdictOf(r), vc = verdictClass(v);
