@@ -71,10 +71,10 @@ if want lab; then
 	fi
 fi
 if want ui; then
-	if command -v chromium >/dev/null; then
+	if [ "$root" = yes ] && command -v chromium >/dev/null; then
 		section "ui: first paint of the page for 100 hosts (9,900 routes) and heatmap redraw of 1,000 x 1,000 pairs, in headless Chromium (Performance API)"
 		gobench -bench 'FirstPaint|HeatmapRedraw' -benchtime 5x ./internal/ui
 	else
-		section "ui: SKIPPED (no chromium; scripts/deps.sh bench installs it)"
+		section "ui: SKIPPED (needs root and chromium; scripts/deps.sh bench installs it)"
 	fi
 fi

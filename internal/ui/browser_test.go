@@ -24,21 +24,27 @@ import (
 var updateDocs = flag.Bool("update-docs", false, "copy the faulty-link screenshot of the lab test to docs/ui-faulty.png")
 
 // browser starts headless Chromium (Debian's chromium package) for one test
-// and returns its context. It skips when the binary is missing.
+// and returns its context. Browser tests belong to the root tier: they skip
+// with -short, when not root (as root Chromium runs without its sandbox,
+// which containers often cannot provide) and when the binary is missing.
 func browser(t testing.TB) context.Context {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("browser test: skipped with -short (root tier)")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("browser test: root tier, run as root (sudo make test)")
+	}
 	bin, err := exec.LookPath("chromium")
 	if err != nil {
-		t.Skip("chromium not installed (Debian package chromium; scripts/deps.sh test installs it)")
+		t.Skip("browser test: chromium not installed (Debian package chromium; scripts/deps.sh test installs it)")
 	}
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(bin),
 		chromedp.WindowSize(1400, 1900),
 		chromedp.Flag("disable-dev-shm-usage", true),
 	)
-	if os.Geteuid() == 0 {
-		opts = append(opts, chromedp.NoSandbox) // Chromium refuses to run as root with its sandbox
-	}
+	opts = append(opts, chromedp.NoSandbox) // Chromium refuses to run as root with its sandbox
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancel := chromedp.NewContext(actx)
 	t.Cleanup(func() { cancel(); cancelAlloc() })

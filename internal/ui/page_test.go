@@ -22,9 +22,6 @@ import (
 // its endpoints, every direction's verdict, the heatmap's lossy pairs, the
 // drill-down of a pair.
 func TestPageSynthetic(t *testing.T) {
-	if testing.Short() {
-		t.Skip("browser test (-short)")
-	}
 	lossy := graph.LinkID{Src: "198.19.0.1", Dst: "198.19.1.1"}
 	g := synth{leaves: 3, spines: 2, hostsPerLeaf: 2, samples: 100, lossy: map[graph.LinkID]float64{lossy: 0.2}}.build(t)
 	base := serve(t, g, served{})
@@ -163,9 +160,6 @@ func heatCell(t *testing.T, ctx context.Context, src, dst string) cell {
 // shows them: a row per target with sparklines, the path history with the
 // change marked.
 func TestPageTargets(t *testing.T) {
-	if testing.Short() {
-		t.Skip("browser test (-short)")
-	}
 	g := synth{leaves: 2, spines: 1, hostsPerLeaf: 1, samples: 10}.build(t)
 	base := serve(t, g, served{agent: true, extra: map[string]http.Handler{
 		"/v1/targets": jsonDoc(`{"targets": [{"name": "dns", "target": "198.18.9.9:53", "protocol": "udp", "loss": 0.01, "rttP50Seconds": 0.0012, "rttSeconds": [0.001, 0.0012, -1, 0.0011]}]}`),
@@ -193,9 +187,6 @@ func TestPageTargets(t *testing.T) {
 // routers, 2 cores) with a silent hop: every tier on its own row, upper
 // tiers above, the silent hop drawn as one, at its position's tier.
 func TestPageClos(t *testing.T) {
-	if testing.Short() {
-		t.Skip("browser test (-short)")
-	}
 	g := graph.New(graph.DefaultConfig())
 	tor := func(h int) string { return fmt.Sprintf("198.19.%d.%d", h/2, h%2+1) }
 	agg := func(h, i int) string { return fmt.Sprintf("198.19.%d.%d", 100+h/2, i+1) }
@@ -279,9 +270,6 @@ func TestPageClos(t *testing.T) {
 // "<instance>-<seq>"), in a header and never in the URL, and applies what
 // follows.
 func TestPageStreamResume(t *testing.T) {
-	if testing.Short() {
-		t.Skip("browser test (-short)")
-	}
 	g := synth{leaves: 2, spines: 1, hostsPerLeaf: 2, samples: 10}.build(t)
 	snap := g.Snapshot()
 	snapJSON, err := json.Marshal(snap)
