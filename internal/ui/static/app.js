@@ -123,11 +123,20 @@ const refresh = {
 
 // --- rendering --------------------------------------------------------------
 
-let pending = null;
+// schedule coalesces redraws: one per animation frame at most, and at most
+// every 250 ms while events stream, so a busy aggregator (thousands of
+// route updates a second) costs a few redraws a second, not one per event.
+let pending = null, lastRender = 0;
 function schedule(what) {
   if (pending) { if (what === 'all') pending = 'all'; return; }
   pending = what;
-  requestAnimationFrame(() => { const w = pending; pending = null; render(w); });
+  const wait = Math.max(0, lastRender + 250 - performance.now());
+  setTimeout(() => requestAnimationFrame(() => {
+    const w = pending;
+    pending = null;
+    lastRender = performance.now();
+    render(w);
+  }), wait);
 }
 
 // render paints what it has: the topology and table as soon as the layout
