@@ -47,7 +47,14 @@ async function main() {
 
   // /healthz is open: it says whether this node aggregates and whether a
   // token is needed, so the page asks for it before any data request.
-  const hz = await fetch('/healthz', { cache: 'no-store' }).then((r) => r.json()).catch(() => ({}));
+  let hz;
+  while (!hz) {
+    hz = await fetch('/healthz', { cache: 'no-store' }).then((r) => (r.ok ? r.json() : null)).catch(() => null);
+    if (!hz) {
+      onState('down', 'node unreachable, retrying');
+      await new Promise((res) => setTimeout(res, 2000));
+    }
+  }
   if (hz.aggregator) state.base = '/v1/aggregator/graph';
   $('view').textContent = hz.aggregator ? 'aggregator view: every agent\'s routes' : 'agent view: this node\'s routes';
   if (hz.auth && !hasToken()) {
