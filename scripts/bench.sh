@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/local/go/bin"
 
 want() { [ $# -eq 0 ] || [[ " ${SECTIONS} " == *" $1 "* ]]; }
-SECTIONS="${*:-probe ebpf graph localize mapper api aggregator lab}"
+SECTIONS="${*:-probe ebpf graph localize mapper api aggregator lab ui}"
 root=$([ "$(id -u)" -eq 0 ] && echo yes || echo no)
 section() { printf '\n=== %s\n' "$*"; }
 gobench() { go test -run '^$' -count=1 "$@" 2>&1 | grep -vE '^(goos|goarch|pkg|cpu):'; }
@@ -83,5 +83,13 @@ if want lab; then
 		gobench -bench 'Build|DelayElement' -benchtime 5x ./internal/lab
 	else
 		section "lab: SKIPPED (needs root)"
+	fi
+fi
+if want ui; then
+	if [ "$root" = yes ] && command -v chromium >/dev/null; then
+		section "ui: first paint of the page for 100 hosts (9,900 routes) and heatmap redraw of 1,000 x 1,000 pairs, in headless Chromium (Performance API)"
+		gobench -bench 'FirstPaint|HeatmapRedraw' -benchtime 5x ./internal/ui
+	else
+		section "ui: SKIPPED (needs root and chromium; scripts/deps.sh bench installs it)"
 	fi
 fi

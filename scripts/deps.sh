@@ -6,8 +6,8 @@ set -euo pipefail
 
 common=(iproute2 nftables ethtool iputils-ping procps)
 case "${1:-test}" in
-test)     pkgs=("${common[@]}" traceroute tcpdump prometheus systemd util-linux) ;;
-bench)    pkgs=("${common[@]}" traceroute tcpdump stress-ng scamper) ;;
+test)     pkgs=("${common[@]}" traceroute tcpdump prometheus systemd util-linux chromium) ;;
+bench)    pkgs=("${common[@]}" traceroute tcpdump stress-ng scamper chromium) ;;
 demo)     pkgs=("${common[@]}" curl) ;;
 generate) pkgs=(clang llvm libbpf-dev gcc-multilib bpftool) ;;
 *) echo "usage: $0 test|bench|demo|generate" >&2; exit 2 ;;

@@ -94,7 +94,7 @@ func parseFlagSet(args []string, out io.Writer, localIP func() (netip.Addr, erro
 	fs.DurationVar(&timeout, "pingTimeout", time.Second, "a ping without an ack after this long is lost")
 	fs.IntVar(&ringSize, "metricRingSize", 100, "samples kept per route for loss, latency and jitter")
 	fs.StringVar(&allowOrigin, "httpAllowOrigin", "*", "Access-Control-Allow-Origin on every HTTP response")
-	fs.StringVar(&httpToken, "httpToken", "", "when set, every endpoint but /healthz requires Authorization: Bearer <token>")
+	fs.StringVar(&httpToken, "httpToken", "", "when set, every endpoint but /healthz and the web page (/, /ui/) requires Authorization: Bearer <token>")
 	fs.StringVar(&aggToken, "aggregatorToken", "", "token the aggregator sends to members (default: -httpToken)")
 	fs.StringVar(&timestamps, "timestamps", "auto", "timestamp source: auto, ebpf, kernel or user")
 	fs.BoolVar(&reflector, "ebpfReflector", true, "answer pings in the kernel (eBPF) when the ebpf time source is in use")

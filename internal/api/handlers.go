@@ -12,6 +12,7 @@ import (
 
 	"github.com/dnms/dnms/internal/graph"
 	"github.com/dnms/dnms/internal/localize"
+	"github.com/dnms/dnms/internal/ui"
 )
 
 // normSnapshot makes nil slices empty so the JSON says [] rather than null.
@@ -77,6 +78,13 @@ func (s *Server) routesHandler(g Graph) http.Handler {
 			routes = kept
 		}
 		writeJSON(w, r, orEmpty(routes))
+	})
+}
+
+// layoutHandler serves the tier layout of the graph for the web page.
+func (s *Server) layoutHandler(g Graph) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, r, ui.ComputeLayout(g.Snapshot()))
 	})
 }
 

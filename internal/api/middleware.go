@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/dnms/dnms/internal/ui"
 )
 
 // Paths that never need the token.
@@ -43,7 +45,7 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		if s.cfg.Token != "" && !openPaths[r.URL.Path] {
+		if s.cfg.Token != "" && !openPaths[r.URL.Path] && !ui.IsPath(r.URL.Path) {
 			if !s.authorized(r, want) {
 				s.metrics.authFailures.Inc()
 				h.Set("WWW-Authenticate", `Bearer realm="dnms"`)

@@ -18,6 +18,7 @@ import (
 
 	"github.com/dnms/dnms/internal/graph"
 	"github.com/dnms/dnms/internal/sseid"
+	"github.com/dnms/dnms/internal/ui"
 )
 
 // Graph is what the API reads from a graph. *graph.Graph implements it; the
@@ -361,6 +362,11 @@ func (s *Server) routes() http.Handler {
 	s.get(r, "/v1/mapper/routemap", "mapper_routemap", s.mapperHandler("routemap", s.deps.MapperRouteMap))
 	s.get(r, "/healthz", "healthz", http.HandlerFunc(s.healthz))
 	s.get(r, "/metrics", "metrics", s.metricsHandler())
+	// The web page: open without the token (it holds no data; its data
+	// requests carry the token).
+	page := ui.Handler()
+	s.get(r, "/", "ui", page)
+	s.get(r, "/ui/*file", "ui", page)
 
 	return s.middleware(r)
 }
@@ -371,6 +377,7 @@ func (s *Server) graphRoutes(r *httprouter.Router, prefix, events string, g Grap
 	s.get(r, prefix+"/edges", view+"_edges", s.edgesHandler(g))
 	s.get(r, prefix+"/edges/health", view+"_health", s.healthHandler(g))
 	s.get(r, prefix+"/routes", view+"_routes", s.routesHandler(g))
+	s.get(r, prefix+"/layout", view+"_layout", s.layoutHandler(g))
 	// SSE is registered for GET only (HEAD makes no sense on a stream).
 	r.Handler(http.MethodGet, events, s.metrics.instrument(view+"_events", s.eventsHandler(g, view)))
 }

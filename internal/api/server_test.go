@@ -254,6 +254,7 @@ func TestAuth(t *testing.T) {
 	paths := []string{
 		"/v1/graph", "/v1/graph/nodes", "/v1/graph/edges", "/v1/graph/edges/health", "/v1/graph/routes",
 		"/v1/aggregator/graph", "/v1/aggregator/graph/edges/health",
+		"/v1/graph/layout", "/v1/aggregator/graph/layout",
 		"/v1/mapper/peers", "/v1/mapper/routemap", "/metrics",
 	}
 	deps := Deps{Graph: g, Aggregator: g, MapperPeers: func() any { return []string{} }, MapperRouteMap: func() any { return []string{} }}

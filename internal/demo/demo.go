@@ -34,6 +34,7 @@ type Config struct {
 	Args       []string    // extra flags for every agent
 	Wrap       []string    // command prefix inside the namespace, e.g. setpriv dropping capabilities
 	LogDir     string      // one log file per agent (default: a temp dir)
+	Token      string      // when set, every agent runs with -httpToken and the client sends it
 }
 
 // Agent is one dnms process in one host namespace.
@@ -75,10 +76,10 @@ func Start(cfg Config) (*Cluster, error) {
 		cfg.LogDir = d
 	}
 	c := &Cluster{cfg: cfg, Agents: map[string]*Agent{}}
-	c.client = &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+	c.client = &http.Client{Timeout: 5 * time.Second, Transport: bearer{cfg.Token, &http.Transport{
 		DialContext:       c.dial,
 		DisableKeepAlives: true,
-	}}
+	}}}
 	hosts := append([]lab.Host(nil), cfg.Fabric.Hosts...)
 	for i, h := range hosts {
 		if h.Name == cfg.Aggregator && i != 0 {
@@ -109,6 +110,9 @@ func (c *Cluster) args(a *Agent) []string {
 		"-gossipAddr", a.Host.Addr.String(),
 		"-httpAddr", net.JoinHostPort(a.Host.Addr.String(), fmt.Sprint(c.cfg.HTTPPort)),
 		"-nodeName", a.Host.Name,
+	}
+	if c.cfg.Token != "" {
+		args = append(args, "-httpToken", c.cfg.Token)
 	}
 	if a.Aggregator {
 		args = append(args, "-aggregator")
@@ -254,6 +258,21 @@ func (c *Cluster) dial(ctx context.Context, network, addr string) (net.Conn, err
 		return err
 	})
 	return conn, err
+}
+
+// bearer adds the API token to every request when there is one.
+type bearer struct {
+	token string
+	next  http.RoundTripper
+}
+
+func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
+	if b.token == "" {
+		return b.next.RoundTrip(r)
+	}
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+b.token)
+	return b.next.RoundTrip(r)
 }
 
 // URL is the base URL of the named agent's API.

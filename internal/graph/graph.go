@@ -86,6 +86,7 @@ type routeEntry struct {
 	src    netip.Addr
 	dst    netip.Addr
 	hops   []string
+	hopRTT []float64                // latest trace's per-hop RTT (seconds), aligned with hops; nil if none
 	keys   map[RouteKey]*sampleRing // local: per-key rings; imported: nil values
 
 	lastUpdate time.Time
@@ -216,6 +217,28 @@ func normalizeHops(key RouteKey, hops []Hop) []string {
 	return out
 }
 
+// hopRTTs are a trace's per-hop RTTs in seconds, aligned with what
+// normalizeHops makes of the same hops; nil when no hop was timed.
+func hopRTTs(key RouteKey, hops []Hop) []float64 {
+	out := make([]float64, 0, len(hops)+2)
+	timed := false
+	if len(hops) == 0 || hops[0].Addr.Unmap() != key.Src {
+		out = append(out, 0)
+	}
+	for _, h := range hops {
+		s := max(h.RTT.Seconds(), 0)
+		timed = timed || s > 0
+		out = append(out, s)
+	}
+	if len(hops) == 0 || hops[len(hops)-1].Addr.Unmap() != key.Dst {
+		out = append(out, 0)
+	}
+	if !timed {
+		return nil
+	}
+	return out
+}
+
 // nodeIDs turns hop strings into node IDs, giving silent hops their
 // placeholder IDs under route id.
 func nodeIDs(id string, hops []string) []string {
@@ -247,9 +270,17 @@ func (g *Graph) SetRoute(key RouteKey, hops []Hop) (string, *PathChange) {
 	}
 	key.Src, key.Dst = key.Src.Unmap(), key.Dst.Unmap()
 	newHops := normalizeHops(key, hops)
+	rtts := hopRTTs(key, hops)
 
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	// The route the key ends on keeps this trace's hop RTTs (a trace that
+	// timed nothing leaves the previous ones).
+	defer func() {
+		if r := g.keys[key]; r != nil && len(rtts) == len(r.hops) {
+			r.hopRTT = rtts
+		}
+	}()
 
 	old := g.keys[key]
 	if old == nil {
@@ -455,6 +486,11 @@ func (g *Graph) ImportRoute(origin string, r Route) {
 		delete(byKey, k)
 	}
 	cur := g.routes[ikey]
+	defer func() {
+		if len(r.HopRTTs) == len(cur.hops) {
+			cur.hopRTT = slices.Clone(r.HopRTTs)
+		}
+	}()
 	if cur == nil {
 		cur = g.createLocked(ikey, id, origin, false, src, dst, slices.Clone(r.Hops))
 		cur.metrics = r.Metrics
@@ -742,6 +778,7 @@ func (g *Graph) routeCopyLocked(r *routeEntry) *Route {
 		Keys:    slices.Clone(r.keysOf()),
 		Metrics: r.metricsOf(),
 		Origin:  r.origin,
+		HopRTTs: slices.Clone(r.hopRTT),
 	}
 	return &rt
 }

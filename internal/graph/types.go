@@ -120,6 +120,11 @@ type Route struct {
 	Keys    []RouteKey `json:"keys"`
 	Metrics Metrics    `json:"metrics"`
 	Origin  string     `json:"origin,omitempty"` // aggregator: which agent reported it
+	// HopRTTs are the latest trace's RTT to each hop in seconds, aligned
+	// with Hops (0 where unknown: the source, silent or inferred hops);
+	// absent when the trace timed no hop. Informational: routers answer
+	// ICMP on their slow path.
+	HopRTTs []float64 `json:"hopRttSeconds,omitempty"`
 }
 
 // PathChange is emitted when a re-trace of a key yields different hops.

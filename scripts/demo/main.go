@@ -34,7 +34,7 @@ func run() error {
 		bin                   = flag.String("bin", "bin/dnms", "dnms binary to run on every host")
 		spines, leaves, hosts = flag.Int("spines", 2, "spine routers"), flag.Int("leaves", 3, "leaf routers"), flag.Int("hosts", 2, "hosts per leaf")
 		loss                  = flag.Float64("loss", 5, "loss in percent injected on one leaf→spine link")
-		listen                = flag.String("listen", "127.0.0.1:12345", "where to serve the aggregator's API while holding")
+		listen                = flag.String("listen", "127.0.0.1:12345", "where to serve the aggregator's API and web page while the demo runs")
 		hold                  = flag.Bool("hold", isTerminal(os.Stdin), "keep running for exploration until Ctrl-C (default when run from a terminal)")
 		timeout               = flag.Duration("timeout", 3*time.Minute, "give up waiting after this long")
 		prefix                = flag.String("prefix", "dd", "namespace name prefix")
@@ -65,6 +65,15 @@ func run() error {
 	defer c.Stop()
 	agg := c.AggregatorHost()
 	fmt.Printf("    aggregator on %s (%s), agent logs in %s\n", agg.Name, agg.Addr, c.LogDir())
+	// Serve the aggregator's API and web page from the start, so the fault
+	// can be watched on the page as it happens.
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return fmt.Errorf("serve the aggregator API on %s: %w", *listen, err)
+	}
+	proxied := make(chan error, 1)
+	go func() { proxied <- c.Proxy(ctx, ln) }()
+	fmt.Printf("    the web page: http://%s/  (open it now to watch the fault arrive)\n", *listen)
 
 	pairs := len(f.Hosts) * (len(f.Hosts) - 1)
 	step("waiting until the aggregator has measured routes for all %d host pairs", pairs)
@@ -134,13 +143,10 @@ func run() error {
 	if !*hold {
 		return nil
 	}
-	ln, err := net.Listen("tcp", *listen)
-	if err != nil {
-		return fmt.Errorf("serve the aggregator API on %s: %w", *listen, err)
-	}
-	fmt.Printf("\nexplore: http://%s/v1/aggregator/graph/edges/health  (also /v1/aggregator/graph, /metrics)\n", *listen)
+	fmt.Printf("\nthe web page: http://%s/\n", *listen)
+	fmt.Printf("explore: http://%s/v1/aggregator/graph/edges/health  (also /v1/aggregator/graph, /metrics)\n", *listen)
 	fmt.Println("Ctrl-C to stop and remove the fabric")
-	return c.Proxy(ctx, ln)
+	return <-proxied
 }
 
 func step(format string, a ...any) { fmt.Printf("==> "+format+"\n", a...) }
