@@ -250,16 +250,16 @@ func inetChecksum(sum uint32, b []byte) uint16 {
 // rawFlow is one icmp or tcp flow: build makes the probe for a sequence
 // number, the shared socket brings back its stamps and answer.
 type rawFlow struct {
-	p     *TargetProber
-	r     *rawSock
-	kind  TargetKind
-	dst   netip.AddrPort
-	key   rawKey
-	local uint16 // echo identifier or our tcp port
-	seq   uint32
-	step  uint32
-	ch    chan rawEvent
-	build func(seq uint32) []byte
+	p       *TargetProber
+	r       *rawSock
+	kind    TargetKind
+	dst     netip.AddrPort
+	key     rawKey
+	local   uint16 // echo identifier or our tcp port
+	seq     uint32
+	step    uint32
+	ch      chan rawEvent
+	build   func(seq uint32) []byte
 	onClose func()
 }
 
