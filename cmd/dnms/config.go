@@ -39,6 +39,10 @@ type config struct {
 	GossipKey       []byte
 	NodeName        string
 	LogLevel        string
+	// External targets and path watch (issue 12).
+	TargetsFile string // -targets: YAML file of external targets, "" = none
+	PathHistory int    // -pathHistory: distinct paths and changes kept per flow
+	StateDir    string // -stateDir: where state survives a restart, "" = write nothing
 }
 
 // errHelp is returned when the user asked for -h; main exits 0.
@@ -86,6 +90,11 @@ func parseFlags(args []string, out io.Writer, localIP func() (netip.Addr, error)
 		fmt.Fprintf(out, "       dnms version\n\nflags:\n")
 		fs.PrintDefaults()
 	}
+	var targetsFile, stateDir string
+	var pathHistory int
+	fs.StringVar(&targetsFile, "targets", "", "YAML `file` of external targets to probe (icmp, tcp, udp); reloaded on SIGHUP and on change")
+	fs.IntVar(&pathHistory, "pathHistory", 10, "distinct paths and path changes kept per traced flow")
+	fs.StringVar(&stateDir, "stateDir", "", "`dir`ectory where state (path history) survives a restart; empty writes nothing to disk")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -102,6 +111,10 @@ func parseFlags(args []string, out io.Writer, localIP func() (netip.Addr, error)
 	}
 	if c.AggregatorToken == "" {
 		c.AggregatorToken = c.HTTPToken
+	}
+	c.TargetsFile, c.PathHistory, c.StateDir = targetsFile, pathHistory, stateDir
+	if pathHistory < 1 || pathHistory > 10000 {
+		return nil, fmt.Errorf("-pathHistory must be between 1 and 10000, got %d", pathHistory)
 	}
 
 	var err error

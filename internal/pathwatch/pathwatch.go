@@ -52,9 +52,9 @@ type Flow struct {
 type Hop struct {
 	Addr     netip.Addr `json:"addr,omitzero"`
 	Samples  int        `json:"samples"`
-	RTTP50Ms float64    `json:"rttP50Ms"`
-	RTTP99Ms float64    `json:"rttP99Ms"`
-	rtts     []float64  // ms, ring
+	RTTP50 float64    `json:"rttP50Seconds"`
+	RTTP99 float64    `json:"rttP99Seconds"`
+	rtts     []float64  // seconds, ring
 	next     int
 }
 
@@ -79,9 +79,9 @@ type Verdict struct {
 	Pending  bool     `json:"pending"`
 	Reasons  []string `json:"reasons"`
 	HopDelta int      `json:"hopDelta"`
-	// RTT p50 (ms) and loss over Window samples before and after.
-	RTTP50BeforeMs float64 `json:"rttP50BeforeMs"`
-	RTTP50AfterMs  float64 `json:"rttP50AfterMs"`
+	// RTT p50 (seconds) and loss over Window samples before and after.
+	RTTP50Before float64 `json:"rttP50BeforeSeconds"`
+	RTTP50After  float64 `json:"rttP50AfterSeconds"`
 	LossBefore     float64 `json:"lossBefore"`
 	LossAfter      float64 `json:"lossAfter"`
 }
@@ -102,7 +102,7 @@ type Change struct {
 }
 
 type sample struct {
-	RTT  float64 `json:"rttMs"`
+	RTT  float64 `json:"rttSeconds"`
 	Lost bool    `json:"lost"`
 }
 
@@ -230,7 +230,7 @@ func (w *Watcher) ObservePath(f Flow, hops []graph.Hop) *Change {
 	p.Traces++
 	for i, h := range hops {
 		if h.RTT > 0 && i > 0 {
-			w.addHopRTT(&p.Hops[i], ms(h.RTT))
+			w.addHopRTT(&p.Hops[i], secs(h.RTT))
 		}
 	}
 	var ch *Change
@@ -239,7 +239,7 @@ func (w *Watcher) ObservePath(f Flow, hops []graph.Hop) *Change {
 	}
 	fs.current = id
 	if last := hops[len(hops)-1]; last.RTT > 0 {
-		w.sampleLocked(fs, sample{RTT: ms(last.RTT)})
+		w.sampleLocked(fs, sample{RTT: secs(last.RTT)})
 	}
 	if ch != nil {
 		w.dirty = true
@@ -262,7 +262,7 @@ func (w *Watcher) ObserveSample(f Flow, rtt time.Duration, lost bool) {
 	}
 	s := sample{Lost: lost}
 	if !lost {
-		s.RTT = ms(rtt)
+		s.RTT = secs(rtt)
 	}
 	w.sampleLocked(fs, s)
 }
@@ -328,16 +328,16 @@ func (w *Watcher) judge(c *Change, force bool) {
 		v.Better = true
 		v.Reasons = append(v.Reasons, "fewer hops")
 	}
-	v.RTTP50BeforeMs, v.LossBefore = summary(c.before)
-	v.RTTP50AfterMs, v.LossAfter = summary(c.after)
+	v.RTTP50Before, v.LossBefore = summary(c.before)
+	v.RTTP50After, v.LossAfter = summary(c.after)
 	final := force || len(c.after) >= w.cfg.Window
 	if final && len(c.before) > 0 && len(c.after) > 0 {
-		b, a := v.RTTP50BeforeMs, v.RTTP50AfterMs
+		b, a := v.RTTP50Before, v.RTTP50After
 		switch {
-		case b > 0 && a > b*1.2 && a-b > 0.5:
+		case b > 0 && a > b*1.2 && a-b > 0.0005:
 			v.Worse = true
 			v.Reasons = append(v.Reasons, "higher RTT p50")
-		case a > 0 && b > a*1.2 && b-a > 0.5:
+		case a > 0 && b > a*1.2 && b-a > 0.0005:
 			v.Better = true
 			v.Reasons = append(v.Reasons, "lower RTT p50")
 		}
@@ -374,7 +374,7 @@ func (w *Watcher) count(c *Change) {
 	w.changesTotal.WithLabelValues(c.Flow.Target, verdict).Inc()
 }
 
-// summary is the RTT p50 (ms, answered samples) and loss of ss.
+// summary is the RTT p50 (seconds, answered samples) and loss of ss.
 func summary(ss []sample) (p50, loss float64) {
 	if len(ss) == 0 {
 		return 0, 0
@@ -399,8 +399,8 @@ func (w *Watcher) addHopRTT(h *Hop, v float64) {
 		h.next = (h.next + 1) % len(h.rtts)
 	}
 	h.Samples++
-	h.RTTP50Ms = percentile(h.rtts, 0.5)
-	h.RTTP99Ms = percentile(h.rtts, 0.99)
+	h.RTTP50 = percentile(h.rtts, 0.5)
+	h.RTTP99 = percentile(h.rtts, 0.99)
 }
 
 // trimPaths drops the least recently seen paths beyond History, never keep.
@@ -490,7 +490,7 @@ func (fs *flowState) snapshot() History {
 	return h
 }
 
-func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+func secs(d time.Duration) float64 { return d.Seconds() }
 
 // percentile of vs (nearest rank); vs is not modified.
 func percentile(vs []float64, q float64) float64 {

@@ -69,14 +69,14 @@ func TestChangeWorseByRTT(t *testing.T) {
 		t.Fatalf("history: %+v", h)
 	}
 	v := h[0].Changes[0].Verdict
-	if v.Pending || !v.Worse || v.RTTP50BeforeMs != 1 || v.RTTP50AfterMs != 11 {
+	if v.Pending || !v.Worse || v.RTTP50Before != 0.001 || v.RTTP50After != 0.011 {
 		t.Fatalf("verdict: %+v", v)
 	}
 	if got := testutil.ToFloat64(w.changesTotal.WithLabelValues("web", "worse")); got != 1 {
 		t.Fatalf("dnms_path_changes_total{verdict=worse} = %v", got)
 	}
 	for _, p := range h[0].Paths {
-		if p.Hops[3].Samples == 0 || p.Hops[3].RTTP50Ms == 0 {
+		if p.Hops[3].Samples == 0 || p.Hops[3].RTTP50 == 0 {
 			t.Fatalf("hop RTTs not kept: %+v", p.Hops)
 		}
 	}

@@ -249,9 +249,9 @@ type Status struct {
 	Port            uint16           `json:"port,omitempty"`
 	Flows           int              `json:"flows"`
 	Trace           bool             `json:"trace"`
-	IntervalMs      float64          `json:"intervalMs"`
-	TimeoutMs       float64          `json:"timeoutMs"`
-	TraceIntervalMs float64          `json:"traceIntervalMs,omitempty"`
+	IntervalSeconds      float64          `json:"intervalSeconds"`
+	TimeoutSeconds       float64          `json:"timeoutSeconds"`
+	TraceIntervalSeconds float64          `json:"traceIntervalSeconds,omitempty"`
 	Addrs           []AddrStatus     `json:"addrs"`
 }
 

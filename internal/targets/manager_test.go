@@ -119,7 +119,7 @@ func TestManagerReload(t *testing.T) {
 	if a := ts[1].Addrs[1]; a.Loss != 1 || a.Up || a.LastReply != probe.ReplyTimeout {
 		t.Fatalf("lost address: %+v", a)
 	}
-	if a := ts[0].Addrs[0]; a.Loss != 0 || a.RTTP50Ms != 1 || a.Source != probe.SourceUser {
+	if a := ts[0].Addrs[0]; a.Loss != 0 || a.RTTP50 != 0.001 || a.Source != probe.SourceUser {
 		t.Fatalf("answering address: %+v", a)
 	}
 	d, ok := m.Target("lb")

@@ -99,7 +99,7 @@ func (r *runner) record(addr netip.Addr, flow int, res probe.TargetResult) {
 	t := r.def
 	s := Sample{Addr: addr, Time: res.Sent, SrcPort: res.SrcPort, Seq: res.Seq, Lost: res.Lost, Reply: res.Reply, Source: res.Source}
 	if !res.Lost {
-		s.RTTMs = float64(res.RTT) / float64(time.Millisecond)
+		s.RTT = res.RTT.Seconds()
 	}
 	r.stats[addr].add(s)
 	lv := []string{t.Name, string(t.Probe), addr.String()}
@@ -209,9 +209,9 @@ func (m *Manager) reresolved(r *runner, addrs []netip.Addr) {
 func (r *runner) status() Status {
 	t := r.def
 	st := Status{Name: t.Name, Host: t.Host, Probe: t.Probe, Port: t.Port, Flows: t.Flows, Trace: t.Trace,
-		IntervalMs: ms(t.Interval), TimeoutMs: ms(t.Timeout), Addrs: make([]AddrStatus, 0, len(t.Addrs))}
+		IntervalSeconds: secs(t.Interval), TimeoutSeconds: secs(t.Timeout), Addrs: make([]AddrStatus, 0, len(t.Addrs))}
 	if t.Trace {
-		st.TraceIntervalMs = ms(t.TraceInterval)
+		st.TraceIntervalSeconds = secs(t.TraceInterval)
 	}
 	for _, a := range t.Addrs {
 		as := r.stats[a].status(a)
@@ -228,4 +228,4 @@ func (r *runner) status() Status {
 	return st
 }
 
-func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+func secs(d time.Duration) float64 { return d.Seconds() }

@@ -16,7 +16,7 @@ type Sample struct {
 	SrcPort uint16       `json:"srcPort"`
 	Seq     uint64       `json:"seq"`
 	Lost    bool         `json:"lost"`
-	RTTMs   float64      `json:"rttMs,omitempty"`
+	RTT   float64      `json:"rttSeconds,omitempty"`
 	Reply   string       `json:"reply"`
 	Source  probe.Source `json:"source"`
 }
@@ -32,12 +32,12 @@ type AddrStatus struct {
 	Lost     uint64       `json:"lost"`
 	Samples  int          `json:"samples"`
 	Loss     float64      `json:"loss"`
-	RTTMinMs float64      `json:"rttMinMs"`
-	RTTP50Ms float64      `json:"rttP50Ms"`
-	RTTP90Ms float64      `json:"rttP90Ms"`
-	RTTP99Ms float64      `json:"rttP99Ms"`
-	RTTMaxMs float64      `json:"rttMaxMs"`
-	JitterMs float64      `json:"jitterMs"`
+	RTTMin float64      `json:"rttMinSeconds"`
+	RTTP50 float64      `json:"rttP50Seconds"`
+	RTTP90 float64      `json:"rttP90Seconds"`
+	RTTP99 float64      `json:"rttP99Seconds"`
+	RTTMax float64      `json:"rttMaxSeconds"`
+	Jitter float64      `json:"jitterSeconds"`
 	Source   probe.Source `json:"source,omitempty"`
 	// LastReply is what answered the last probe (or timeout, unreachable).
 	LastReply string `json:"lastReply,omitempty"`
@@ -103,22 +103,22 @@ func (s *addrStats) status(addr netip.Addr) AddrStatus {
 			continue
 		}
 		if len(rtts) > 0 {
-			d := x.RTTMs - prev
+			d := x.RTT - prev
 			if d < 0 {
 				d = -d
 			}
 			jsum += d
 			nj++
 		}
-		prev = x.RTTMs
-		rtts = append(rtts, x.RTTMs)
+		prev = x.RTT
+		rtts = append(rtts, x.RTT)
 		st.Source = x.Source
 	}
 	if len(ss) > 0 {
 		st.Loss = float64(lost) / float64(len(ss))
 	}
 	if nj > 0 {
-		st.JitterMs = jsum / float64(nj)
+		st.Jitter = jsum / float64(nj)
 	}
 	if len(rtts) > 0 {
 		slices.Sort(rtts)
@@ -126,7 +126,7 @@ func (s *addrStats) status(addr netip.Addr) AddrStatus {
 			i := int(p*float64(len(rtts))+0.5) - 1
 			return rtts[min(max(i, 0), len(rtts)-1)]
 		}
-		st.RTTMinMs, st.RTTP50Ms, st.RTTP90Ms, st.RTTP99Ms, st.RTTMaxMs = rtts[0], q(0.5), q(0.9), q(0.99), rtts[len(rtts)-1]
+		st.RTTMin, st.RTTP50, st.RTTP90, st.RTTP99, st.RTTMax = rtts[0], q(0.5), q(0.9), q(0.99), rtts[len(rtts)-1]
 	}
 	return st
 }
