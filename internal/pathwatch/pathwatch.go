@@ -50,12 +50,12 @@ type Flow struct {
 // Hop is one position of a path with its RTT percentiles over the traces
 // that saw the path. A silent hop has no addr.
 type Hop struct {
-	Addr     netip.Addr `json:"addr,omitzero"`
-	Samples  int        `json:"samples"`
-	RTTP50 float64    `json:"rttP50Seconds"`
-	RTTP99 float64    `json:"rttP99Seconds"`
-	rtts     []float64  // seconds, ring
-	next     int
+	Addr    netip.Addr `json:"addr,omitzero"`
+	Samples int        `json:"samples"`
+	RTTP50  float64    `json:"rttP50Seconds"`
+	RTTP99  float64    `json:"rttP99Seconds"`
+	rtts    []float64  // seconds, ring
+	next    int
 }
 
 // Path is one distinct hop list a flow took.
@@ -82,8 +82,8 @@ type Verdict struct {
 	// RTT p50 (seconds) and loss over Window samples before and after.
 	RTTP50Before float64 `json:"rttP50BeforeSeconds"`
 	RTTP50After  float64 `json:"rttP50AfterSeconds"`
-	LossBefore     float64 `json:"lossBefore"`
-	LossAfter      float64 `json:"lossAfter"`
+	LossBefore   float64 `json:"lossBefore"`
+	LossAfter    float64 `json:"lossAfter"`
 }
 
 // Change is one path change of a flow.

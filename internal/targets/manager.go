@@ -243,16 +243,16 @@ func (m *Manager) stopAll() {
 
 // Status is one target as /v1/targets serves it.
 type Status struct {
-	Name            string           `json:"name"`
-	Host            string           `json:"host"`
-	Probe           probe.TargetKind `json:"probe"`
-	Port            uint16           `json:"port,omitempty"`
-	Flows           int              `json:"flows"`
-	Trace           bool             `json:"trace"`
+	Name                 string           `json:"name"`
+	Host                 string           `json:"host"`
+	Probe                probe.TargetKind `json:"probe"`
+	Port                 uint16           `json:"port,omitempty"`
+	Flows                int              `json:"flows"`
+	Trace                bool             `json:"trace"`
 	IntervalSeconds      float64          `json:"intervalSeconds"`
 	TimeoutSeconds       float64          `json:"timeoutSeconds"`
 	TraceIntervalSeconds float64          `json:"traceIntervalSeconds,omitempty"`
-	Addrs           []AddrStatus     `json:"addrs"`
+	Addrs                []AddrStatus     `json:"addrs"`
 }
 
 // Detail is Status with the recent samples (oldest first).

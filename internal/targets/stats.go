@@ -16,7 +16,7 @@ type Sample struct {
 	SrcPort uint16       `json:"srcPort"`
 	Seq     uint64       `json:"seq"`
 	Lost    bool         `json:"lost"`
-	RTT   float64      `json:"rttSeconds,omitempty"`
+	RTT     float64      `json:"rttSeconds,omitempty"`
 	Reply   string       `json:"reply"`
 	Source  probe.Source `json:"source"`
 }
@@ -28,17 +28,17 @@ type AddrStatus struct {
 	Up bool `json:"up"`
 	// Probes and Lost count since the target (re)started; Loss, the RTT
 	// percentiles and jitter are over the recent samples.
-	Probes   uint64       `json:"probes"`
-	Lost     uint64       `json:"lost"`
-	Samples  int          `json:"samples"`
-	Loss     float64      `json:"loss"`
-	RTTMin float64      `json:"rttMinSeconds"`
-	RTTP50 float64      `json:"rttP50Seconds"`
-	RTTP90 float64      `json:"rttP90Seconds"`
-	RTTP99 float64      `json:"rttP99Seconds"`
-	RTTMax float64      `json:"rttMaxSeconds"`
-	Jitter float64      `json:"jitterSeconds"`
-	Source   probe.Source `json:"source,omitempty"`
+	Probes  uint64       `json:"probes"`
+	Lost    uint64       `json:"lost"`
+	Samples int          `json:"samples"`
+	Loss    float64      `json:"loss"`
+	RTTMin  float64      `json:"rttMinSeconds"`
+	RTTP50  float64      `json:"rttP50Seconds"`
+	RTTP90  float64      `json:"rttP90Seconds"`
+	RTTP99  float64      `json:"rttP99Seconds"`
+	RTTMax  float64      `json:"rttMaxSeconds"`
+	Jitter  float64      `json:"jitterSeconds"`
+	Source  probe.Source `json:"source,omitempty"`
 	// LastReply is what answered the last probe (or timeout, unreachable).
 	LastReply string `json:"lastReply,omitempty"`
 	// Paths are the current traced paths, one per flow (trace: true only).
