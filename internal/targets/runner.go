@@ -112,9 +112,6 @@ func (r *runner) record(addr netip.Addr, flow int, res probe.TargetResult) {
 		m.rtt.WithLabelValues(lv...).Observe(res.RTT.Seconds())
 		m.up.WithLabelValues(lv...).Set(1)
 	}
-	if t.Trace && r.m.canTrace() {
-		r.m.cfg.Paths.ObserveSample(r.pathFlow(addr, flow), res.RTT, res.Lost)
-	}
 }
 
 // canTrace: the agent can trace targets and watch their paths.
@@ -122,10 +119,11 @@ func (m *Manager) canTrace() bool {
 	return m.cfg.Tracer != nil && len(m.cfg.TraceSrcPorts) > 0 && m.cfg.Paths != nil
 }
 
-// pathFlow is the traced flow that stands for probe flow number flow: the
-// trace runs on the probe engine's source port, so it sees the path of
-// that 5-tuple; the target's probes on the same flow number are counted
-// against it.
+// pathFlow is the traced flow that stands for probe flow number flow. The
+// trace runs on the probe engine's source port, a 5-tuple of its own, so
+// the path watch judges paths by the traces' own end-to-end RTT and
+// reachability, never by the target probes (which ECMP may hash onto
+// another path).
 func (r *runner) pathFlow(addr netip.Addr, flow int) pathwatch.Flow {
 	ports := r.m.cfg.TraceSrcPorts
 	return pathwatch.Flow{Target: r.def.Name, Src: r.m.cfg.Tracer.LocalAddr(), Dst: addr, SrcPort: ports[flow%len(ports)]}
@@ -148,6 +146,9 @@ func (r *runner) traceLoop(ctx context.Context, addr netip.Addr, flow int) {
 		cancel()
 		if ctx.Err() != nil {
 			return
+		}
+		if err == nil && !res.Reached {
+			r.m.cfg.Paths.ObserveSample(pf, 0, true) // the path stopped reaching the target
 		}
 		if err != nil || !res.Reached {
 			r.m.log.Debug("target trace did not reach the target", "target", t.Name, "addr", addr, "srcPort", pf.SrcPort, "err", err)
