@@ -159,7 +159,9 @@ func TestLabTargetKinds(t *testing.T) {
 	var wg sync.WaitGroup
 	results := make([][]probe.TargetResult, len(cases))
 	for i, c := range cases {
-		wg.Go(func() { results[i] = runFlows([]probe.TargetFlow{flows[c.name]}, 10, 20*time.Millisecond, 200*time.Millisecond) })
+		wg.Go(func() {
+			results[i] = runFlows([]probe.TargetFlow{flows[c.name]}, 10, 20*time.Millisecond, 200*time.Millisecond)
+		})
 	}
 	wg.Wait()
 	for i, c := range cases {
