@@ -155,8 +155,8 @@ func New(cfg Config) (*Watcher, error) {
 		w.now = time.Now
 	}
 	w.changesTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "dnms_path_changes_total",
-		Help: "Path changes of traced flows (peer routes and traced targets), by target and verdict (worse, better, same), counted once the verdict is final.",
+		Name: "dnms_path_change_verdicts_total",
+		Help: "Path changes of traced flows (peer routes and traced targets) by target (name, or peer address) and verdict (worse, better, same), counted once the verdict is final. dnms_path_changes_total{peer} counts the mapper's raw changes.",
 	}, []string{"target", "verdict"})
 	w.saveErrors = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "dnms_path_state_save_errors_total",
@@ -177,12 +177,12 @@ func New(cfg Config) (*Watcher, error) {
 	return w, nil
 }
 
-// pathID is the hop list with separators; a silent hop is "*".
+// pathID is the hop list, comma-separated; a silent hop is "*".
 func pathID(hops []graph.Hop) string {
 	var b strings.Builder
 	for i, h := range hops {
 		if i > 0 {
-			b.WriteByte('>')
+			b.WriteByte(',')
 		}
 		if h.Addr.IsValid() {
 			b.WriteString(h.Addr.String())

@@ -73,7 +73,7 @@ func TestChangeWorseByRTT(t *testing.T) {
 		t.Fatalf("verdict: %+v", v)
 	}
 	if got := testutil.ToFloat64(w.changesTotal.WithLabelValues("web", "worse")); got != 1 {
-		t.Fatalf("dnms_path_changes_total{verdict=worse} = %v", got)
+		t.Fatalf("dnms_path_change_verdicts_total{verdict=worse} = %v", got)
 	}
 	for _, p := range h[0].Paths {
 		if p.Hops[3].Samples == 0 || p.Hops[3].RTTP50 == 0 {
@@ -120,7 +120,7 @@ func TestHistoryBounded(t *testing.T) {
 	if len(h.Paths) != 3 || len(h.Changes) != 3 {
 		t.Fatalf("%d paths, %d changes; want 3 each", len(h.Paths), len(h.Changes))
 	}
-	if h.Current != "198.18.0.10>198.18.1.1>198.18.0.20>198.18.9.1" {
+	if h.Current != "198.18.0.10,198.18.1.1,198.18.0.20,198.18.9.1" {
 		t.Fatalf("current %q", h.Current)
 	}
 }
@@ -139,7 +139,7 @@ func TestStateSurvivesRestart(t *testing.T) {
 	}
 	w2, _ := newWatcher(t, func(c *Config) { c.StateDir = dir })
 	h := w2.Histories("web")
-	if len(h) != 1 || len(h[0].Paths) != 2 || len(h[0].Changes) != 1 || h[0].Current != "198.18.0.10>198.18.1.1>*>198.18.9.1" {
+	if len(h) != 1 || len(h[0].Paths) != 2 || len(h[0].Changes) != 1 || h[0].Current != "198.18.0.10,198.18.1.1,*,198.18.9.1" {
 		t.Fatalf("after restart: %+v", h)
 	}
 	// The same path again is no change; the old one back is.

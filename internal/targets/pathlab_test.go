@@ -129,8 +129,8 @@ func TestLabPathChange(t *testing.T) {
 	if !v.Worse || !slices.Contains(v.Reasons, "higher RTT p50") || v.RTTP50After-v.RTTP50Before < 0.004 {
 		t.Fatalf("verdict %+v: want worse by higher RTT p50 (~5 ms)", v)
 	}
-	if n := testutil.ToFloat64(prometheusCounter(t, reg, "dnms_path_changes_total", "svc", "worse")); n != 1 {
-		t.Fatalf("dnms_path_changes_total{target=svc,verdict=worse} = %v", n)
+	if n := testutil.ToFloat64(prometheusCounter(t, reg, "dnms_path_change_verdicts_total", "svc", "worse")); n != 1 {
+		t.Fatalf("dnms_path_change_verdicts_total{target=svc,verdict=worse} = %v", n)
 	}
 	// /v1/targets shows the current path.
 	st := m.Targets()
