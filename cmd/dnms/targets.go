@@ -122,7 +122,7 @@ func discovery(agg *aggregator.Aggregator) func() []api.SDGroup {
 				continue
 			}
 			out = append(out, api.SDGroup{Targets: []string{u.Host},
-				Labels: map[string]string{"__meta_dnms_node": m.Name, "__meta_dnms_stream_state": m.State, "node": m.Name}})
+				Labels: map[string]string{"__meta_dnms_node": m.Name, "__meta_dnms_stream_state": m.State}})
 		}
 		return out
 	}
