@@ -23,7 +23,7 @@ type labTargets struct {
 
 // serveTargets starts a TCP listener, a UDP echo responder and a firewall
 // that silently drops one TCP port on host h.
-func serveTargets(t *testing.T, f *lab.Fabric, h lab.Host, router lab.Router) labTargets {
+func serveTargets(t testing.TB, f *lab.Fabric, h lab.Host, router lab.Router) labTargets {
 	t.Helper()
 	lt := labTargets{host: h.Addr, router: router.Loopback,
 		tcpOpen: netip.AddrPortFrom(h.Addr, 8080), tcpFiltered: netip.AddrPortFrom(h.Addr, 8081), tcpClosed: netip.AddrPortFrom(h.Addr, 8082),
