@@ -31,6 +31,14 @@ type rawEvent struct {
 	tKern int64
 }
 
+// rawSent is the probe behind one OPT_ID.
+type rawSent struct {
+	k   rawKey
+	seq uint32
+}
+
+const txIDWindow = 1 << 14
+
 // rawParser maps one IPv4 packet (an answer, or the looped-back copy of a
 // probe when tx) to its flow and event.
 type rawParser func(ip []byte, tx bool) (rawKey, rawEvent, bool)
@@ -46,9 +54,13 @@ type rawSock struct {
 	wmu  sync.Mutex
 	wm   *msg
 	woob [64]byte
+	sent uint32 // sends that asked for a transmit stamp: the kernel's OPT_ID counter
 
 	mu    sync.Mutex
 	flows map[rawKey]chan rawEvent
+	// byID maps a transmit stamp's OPT_ID to its probe (bounded: ids more
+	// than txIDWindow behind the newest are forgotten).
+	byID  map[uint32]rawSent
 	done  chan struct{}
 }
 
@@ -83,12 +95,17 @@ func (p *TargetProber) rawSocket(kind TargetKind) (*rawSock, error) {
 		if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, rcvBuf) != nil {
 			_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, rcvBuf)
 		}
-		if p.kstamp && unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_TIMESTAMPING_NEW, tsFlags) != nil {
+		// Transmit stamps come back without the packet (OPT_TSONLY) and
+		// carry the socket's send counter (OPT_ID): a clone of every
+		// probe on the error queue would cost the receive buffer and the
+		// reader as much as the answers themselves.
+		if p.kstamp && unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_TIMESTAMPING_NEW,
+			tsFlags|unix.SOF_TIMESTAMPING_OPT_ID|unix.SOF_TIMESTAMPING_OPT_TSONLY) != nil {
 			p.kstamp = false
 		}
 	})
 	r := &rawSock{p: p, conn: c, rc: rc, parse: parse, wm: newMsg(0, 0),
-		flows: make(map[rawKey]chan rawEvent), done: make(chan struct{})}
+		flows: make(map[rawKey]chan rawEvent), byID: make(map[uint32]rawSent), done: make(chan struct{})}
 	go r.readLoop()
 	*slot = r
 	return r, nil
@@ -129,23 +146,32 @@ func (r *rawSock) dispatch(k rawKey, ev rawEvent) {
 	}
 }
 
-// send writes one probe to dst, asking for a kernel transmit stamp.
-func (r *rawSock) send(pkt []byte, dst netip.Addr) error {
+// send writes one probe of flow k with sequence seq to dst, asking for a
+// kernel transmit stamp.
+func (r *rawSock) send(pkt []byte, dst netip.Addr, k rawKey, seq uint32) error {
 	r.wmu.Lock()
 	defer r.wmu.Unlock()
 	var oob []byte
 	if r.p.kstamp {
 		oob = txStampCmsg(r.woob[:])
+		// Known before the send: the stamp may be read before it returns.
+		r.mu.Lock()
+		r.byID[r.sent] = rawSent{k: k, seq: seq}
+		delete(r.byID, r.sent-txIDWindow)
+		r.mu.Unlock()
 	}
 	var serr error
 	err := r.rc.Write(func(fd uintptr) bool {
 		serr = r.wm.send(fd, pkt, oob, netip.AddrPortFrom(dst, 0))
 		return serr != unix.EAGAIN
 	})
-	if err != nil {
-		return err
+	if err == nil {
+		err = serr
 	}
-	return serr
+	if r.p.kstamp && err == nil {
+		r.sent++
+	}
+	return err
 }
 
 // readLoop reads answers and, from the error queue, transmit stamps until
@@ -201,6 +227,15 @@ func (r *rawSock) handle(bb *batch, n int, errq bool) {
 		pkt := m.buf[:m.n]
 		if errq {
 			if !ci.hasErr || ci.ee.Origin != unix.SO_EE_ORIGIN_TIMESTAMPING || ci.stamp == 0 {
+				continue
+			}
+			if len(pkt) == 0 { // OPT_TSONLY: the stamp names its send by OPT_ID
+				r.mu.Lock()
+				ps, ok := r.byID[ci.ee.Data]
+				r.mu.Unlock()
+				if ok {
+					r.dispatch(ps.k, rawEvent{tx: true, seq: ps.seq, tUser: tUser, tKern: r.p.clk.mono(ci.stamp)})
+				}
 				continue
 			}
 			// The looped-back copy starts at the link header on Ethernet.
@@ -286,7 +321,7 @@ func (f *rawFlow) Probe(ctx context.Context, timeout time.Duration) TargetResult
 	pkt := f.build(seq)
 	res.Sent = time.Now()
 	t1u := nanotime()
-	if err := f.r.send(pkt, f.dst.Addr()); err != nil {
+	if err := f.r.send(pkt, f.dst.Addr(), f.key, seq); err != nil {
 		res.Lost, res.Reply = true, ReplySendError
 		return res
 	}
