@@ -60,8 +60,8 @@ type rawSock struct {
 	flows map[rawKey]chan rawEvent
 	// byID maps a transmit stamp's OPT_ID to its probe (bounded: ids more
 	// than txIDWindow behind the newest are forgotten).
-	byID  map[uint32]rawSent
-	done  chan struct{}
+	byID map[uint32]rawSent
+	done chan struct{}
 }
 
 // rawSocket returns the shared raw socket of kind, opening it on first use.
