@@ -213,7 +213,7 @@ type capKey struct {
 	seq   uint32
 }
 
-func startTargetCapture(b *testing.B, f *lab.Fabric, h lab.Host) *targetCapture {
+func startTargetCapture(b testing.TB, f *lab.Fabric, h lab.Host) *targetCapture {
 	c := &targetCapture{tx: map[capKey]int64{}, rx: map[capKey]int64{}, done: make(chan struct{})}
 	err := f.Do(h.NS, func() error {
 		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(htons(unix.ETH_P_ALL)))
