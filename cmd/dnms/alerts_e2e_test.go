@@ -69,27 +69,7 @@ func TestPrometheusDiscoversAndAlerts(t *testing.T) {
 		"--storage.tsdb.path="+filepath.Join(dir, "data"), "--web.listen-address="+promAddr); err != nil {
 		t.Fatal(err)
 	}
-	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
-		DialContext: func(ctx context.Context, network, addr string) (conn net.Conn, err error) {
-			err = f.Do(agg.NS, func() error {
-				var d net.Dialer
-				conn, err = d.DialContext(ctx, network, addr)
-				return err
-			})
-			return conn, err
-		}}}
-	get := func(path string, v any) error {
-		resp, err := client.Get("http://" + promAddr + path)
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		if resp.StatusCode != 200 {
-			return fmt.Errorf("%s: %s", resp.Status, b)
-		}
-		return json.Unmarshal(b, v)
-	}
+	get := nsGetter(f, agg.NS, "http://"+promAddr)
 	ctx := context.Background()
 
 	// Discovery: both agents, healthy, found through /v1/aggregator/sd.
@@ -154,4 +134,30 @@ func TestPrometheusDiscoversAndAlerts(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("DnmsTargetDown firing %v after the fault", time.Since(start).Round(time.Millisecond))
+}
+
+// nsGetter returns a function that GETs base+path from inside namespace ns
+// and decodes the JSON answer into v.
+func nsGetter(f *lab.Fabric, ns, base string) func(path string, v any) error {
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, network, addr string) (conn net.Conn, err error) {
+			err = f.Do(ns, func() error {
+				var d net.Dialer
+				conn, err = d.DialContext(ctx, network, addr)
+				return err
+			})
+			return conn, err
+		}}}
+	return func(path string, v any) error {
+		resp, err := client.Get(base + path)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 {
+			return fmt.Errorf("%s: %s", resp.Status, b)
+		}
+		return json.Unmarshal(b, v)
+	}
 }
