@@ -175,3 +175,26 @@ func FuzzTargetParsers(f *testing.F) {
 		parseTCPTarget(b, tx)
 	})
 }
+
+// TestTargetUDPContext: a probe waiting on a silent target ends with its
+// context, not its timeout (a reload must not wait for every timeout).
+func TestTargetUDPContext(t *testing.T) {
+	p := newTestProber(t, "auto")
+	silent, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	f, err := p.Open(KindUDP, silent.LocalAddr().(*net.UDPAddr).AddrPort(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(50*time.Millisecond, cancel)
+	start := time.Now()
+	r := f.Probe(ctx, 10*time.Second)
+	if took := time.Since(start); !r.Lost || took > 5*time.Second {
+		t.Fatalf("probe ended after %v (%+v); want lost soon after cancel", took, r)
+	}
+}

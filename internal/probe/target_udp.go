@@ -88,9 +88,15 @@ func (f *udpFlow) Probe(ctx context.Context, timeout time.Duration) TargetResult
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
 	}
+	// ctx ends the wait: the read deadline moves to the past.
+	defer context.AfterFunc(ctx, func() { f.conn.SetReadDeadline(time.Unix(1, 0)) })()
 	var a udpAnswer
 	stampWait := false
 	for {
+		if ctx.Err() != nil {
+			res.Lost, res.Reply = true, ReplyTimeout
+			return res
+		}
 		f.conn.SetReadDeadline(deadline)
 		err := f.rc.Read(func(fd uintptr) bool { return f.read(fd, &a) })
 		switch {

@@ -200,29 +200,33 @@ func (m *Manager) apply(set []Resolved) {
 		m.pending = set
 		return
 	}
-	keep := map[string]bool{}
+	// Stop what changed or went, all at once (a probe in flight ends with
+	// its context), before starting the new set.
+	byName := make(map[string]Resolved, len(set))
+	for _, r := range set {
+		byName[r.Name] = r
+	}
+	var stopped []*runner
+	for name, old := range m.running {
+		if nr, ok := byName[name]; !ok || !sameTarget(old.def, nr) {
+			old.cancel()
+			stopped = append(stopped, old)
+		}
+	}
+	for _, old := range stopped {
+		old.wg.Wait()
+		name := old.def.Name
+		m.met.forget(name)
+		delete(m.running, name)
+		if _, kept := byName[name]; !kept && m.cfg.Paths != nil {
+			m.cfg.Paths.Forget(name)
+		}
+	}
 	m.order = m.order[:0]
 	for _, r := range set {
-		keep[r.Name] = true
 		m.order = append(m.order, r.Name)
-		old := m.running[r.Name]
-		if old != nil && sameTarget(old.def, r) {
-			continue
-		}
-		if old != nil {
-			old.stop()
-			m.met.forget(r.Name)
-		}
-		m.running[r.Name] = m.start(r)
-	}
-	for name, old := range m.running {
-		if !keep[name] {
-			old.stop()
-			delete(m.running, name)
-			m.met.forget(name)
-			if m.cfg.Paths != nil {
-				m.cfg.Paths.Forget(name)
-			}
+		if m.running[r.Name] == nil {
+			m.running[r.Name] = m.start(r)
 		}
 	}
 	m.met.configured.Set(float64(len(m.running)))
@@ -237,7 +241,10 @@ func (m *Manager) stopAll() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, r := range m.running {
-		r.stop()
+		r.cancel()
+	}
+	for _, r := range m.running {
+		r.wg.Wait()
 	}
 }
 

@@ -48,12 +48,6 @@ func (m *Manager) start(def Resolved) *runner {
 	return r
 }
 
-// stop ends the loops and waits for the probe and trace loops.
-func (r *runner) stop() {
-	r.cancel()
-	r.wg.Wait()
-}
-
 // phase is a random start offset in [0, d), so targets do not probe in
 // lockstep.
 func phase(d time.Duration) time.Duration { return time.Duration(rand.Int64N(int64(d))) }
@@ -200,7 +194,8 @@ func (m *Manager) reresolved(r *runner, addrs []netip.Addr) {
 		return
 	}
 	m.log.Info("target host resolves to other addresses", "target", r.def.Name, "old", r.def.Addrs, "new", addrs)
-	r.stop()
+	r.cancel()
+	r.wg.Wait()
 	m.met.forget(r.def.Name)
 	def := r.def
 	def.Addrs = addrs
