@@ -3,7 +3,6 @@ package probe
 import (
 	"context"
 	"crypto/rand"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -65,8 +64,8 @@ type TargetFlow interface {
 
 // TargetConfig configures a TargetProber.
 type TargetConfig struct {
-	// LocalAddr, when valid, is the source of every probe; else the kernel's
-	// route lookup picks it per target.
+	// LocalAddr, when valid, is the source of every probe to its address
+	// family; else the kernel's route lookup picks it per target.
 	LocalAddr netip.Addr
 	// Timestamps is "auto", "kernel" or "user" ("ebpf" is taken as auto:
 	// the TC programs stamp only dnms packets, see doc.go).
@@ -95,6 +94,8 @@ type TargetProber struct {
 	closed bool
 	icmp   *rawSock
 	tcp    *rawSock
+	icmp6  *rawSock
+	tcp6   *rawSock
 	nextID uint16
 	stop   chan struct{}
 }
@@ -146,17 +147,13 @@ func (p *TargetProber) Close() error {
 	}
 	p.closed = true
 	close(p.stop)
-	for _, r := range []*rawSock{p.icmp, p.tcp} {
+	for _, r := range []*rawSock{p.icmp, p.tcp, p.icmp6, p.tcp6} {
 		if r != nil {
 			r.close()
 		}
 	}
 	return nil
 }
-
-// ErrTargetIPv6 is returned for icmp and tcp flows to IPv6 targets, which
-// are not implemented yet (udp flows support both families).
-var ErrTargetIPv6 = errors.New("probe: icmp and tcp targets are IPv4 only")
 
 // Open opens flow number flow (0-based) of kind to dst. dst's port is
 // ignored for icmp.
@@ -170,9 +167,6 @@ func (p *TargetProber) Open(kind TargetKind, dst netip.AddrPort, flow int) (Targ
 	case KindUDP:
 		return p.openUDP(src, dst)
 	case KindICMP, KindTCP:
-		if !dst.Addr().Is4() {
-			return nil, ErrTargetIPv6
-		}
 		return p.openRaw(kind, src, dst)
 	}
 	return nil, fmt.Errorf("probe: unknown target kind %q", kind)
@@ -180,8 +174,8 @@ func (p *TargetProber) Open(kind TargetKind, dst netip.AddrPort, flow int) (Targ
 
 // source is the address probes to dst leave from.
 func (p *TargetProber) source(dst netip.AddrPort) (netip.Addr, error) {
-	if p.cfg.LocalAddr.IsValid() {
-		return p.cfg.LocalAddr, nil
+	if a := p.cfg.LocalAddr; a.IsValid() && a.Is4() == dst.Addr().Is4() {
+		return a, nil
 	}
 	// A connected UDP socket asks the kernel's route lookup; nothing is sent.
 	c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(dst.Addr(), 9)))

@@ -25,20 +25,28 @@ func (p *TargetProber) openICMP(r *rawSock, _ netip.Addr, dst netip.AddrPort) (T
 			continue
 		}
 		f := &rawFlow{p: p, r: r, kind: KindICMP, dst: netip.AddrPortFrom(dst.Addr(), 0), key: k, local: id, step: 1, ch: ch}
-		f.build = func(seq uint32) []byte { return buildEcho(id, uint16(seq)) }
+		v6 := dst.Addr().Is6()
+		f.build = func(seq uint32) []byte { return buildEcho(id, uint16(seq), v6) }
 		return f, nil
 	}
 	return nil, ErrTraceBusy
 }
 
-func buildEcho(id, seq uint16) []byte {
+// buildEcho makes an echo request; for IPv6 (type 128) the kernel fills
+// in the checksum, which covers a pseudo-header.
+func buildEcho(id, seq uint16, v6 bool) []byte {
 	b := make([]byte, icmpEchoLen)
 	b[0] = 8
+	if v6 {
+		b[0] = 128
+	}
 	binary.BigEndian.PutUint16(b[4:], id)
 	binary.BigEndian.PutUint16(b[6:], seq)
 	binary.BigEndian.PutUint32(b[8:], Magic)
 	binary.BigEndian.PutUint64(b[12:], uint64(seq))
-	binary.BigEndian.PutUint16(b[2:], inetChecksum(0, b))
+	if !v6 {
+		binary.BigEndian.PutUint16(b[2:], inetChecksum(0, b))
+	}
 	return b
 }
 
@@ -62,6 +70,27 @@ func parseICMPTarget(pkt []byte, tx bool) (rawKey, rawEvent, bool) {
 		if ok && qproto == 1 && len(q) >= 8 && q[0] == 8 {
 			return rawKey{remote: qdst, a: binary.BigEndian.Uint16(q[4:6])},
 				rawEvent{seq: uint32(binary.BigEndian.Uint16(q[6:8])), reply: ReplyUnreachable, lost: true}, true
+		}
+	}
+	return rawKey{}, rawEvent{}, false
+}
+
+// parseICMP6Target is parseICMPTarget for ICMPv6, whose raw sockets
+// deliver the message without the IPv6 header: from is its source. Only
+// answers are parsed (transmit stamps come by OPT_ID).
+func parseICMP6Target(m []byte, from netip.Addr) (rawKey, rawEvent, bool) {
+	if len(m) < 8 {
+		return rawKey{}, rawEvent{}, false
+	}
+	switch m[0] {
+	case 129: // echo reply
+		return rawKey{remote: from, a: binary.BigEndian.Uint16(m[4:6])},
+			rawEvent{seq: uint32(binary.BigEndian.Uint16(m[6:8])), reply: ReplyEcho}, true
+	case 1: // destination unreachable quoting the IPv6 header and our echo request
+		q := m[8:]
+		if len(q) >= 40+8 && q[0]>>4 == 6 && q[6] == 58 && q[40] == 128 {
+			return rawKey{remote: netip.AddrFrom16([16]byte(q[24:40])), a: binary.BigEndian.Uint16(q[44:46])},
+				rawEvent{seq: uint32(binary.BigEndian.Uint16(q[46:48])), reply: ReplyUnreachable, lost: true}, true
 		}
 	}
 	return rawKey{}, rawEvent{}, false

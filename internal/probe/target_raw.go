@@ -39,9 +39,10 @@ type rawSent struct {
 
 const txIDWindow = 1 << 14
 
-// rawParser maps one IPv4 packet (an answer, or the looped-back copy of a
-// probe when tx) to its flow and event.
-type rawParser func(ip []byte, tx bool) (rawKey, rawEvent, bool)
+// rawParser maps one packet (an answer from `from`, or the looped-back copy
+// of a probe when tx) to its flow and event. IPv4 raw sockets deliver the
+// IP header, IPv6 ones do not.
+type rawParser func(pkt []byte, from netip.Addr, tx bool) (rawKey, rawEvent, bool)
 
 // rawSock is one raw IPv4 socket (icmp or tcp) shared by every flow of its
 // kind; one reader goroutine dispatches answers and transmit stamps by flow.
@@ -64,23 +65,49 @@ type rawSock struct {
 	done chan struct{}
 }
 
-// rawSocket returns the shared raw socket of kind, opening it on first use.
-func (p *TargetProber) rawSocket(kind TargetKind) (*rawSock, error) {
+// rawSocket returns the shared raw socket of kind and family, opening it
+// on first use.
+func (p *TargetProber) rawSocket(kind TargetKind, v6 bool) (*rawSock, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
 		return nil, ErrClosed
 	}
-	slot, network, parse := &p.icmp, "ip4:icmp", rawParser(parseICMPTarget)
-	if kind == KindTCP {
-		slot, network, parse = &p.tcp, "ip4:tcp", parseTCPTarget
+	var (
+		slot    **rawSock
+		network string
+		parse   rawParser
+	)
+	switch {
+	case kind == KindICMP && !v6:
+		slot, network = &p.icmp, "ip4:icmp"
+		parse = func(b []byte, _ netip.Addr, tx bool) (rawKey, rawEvent, bool) { return parseICMPTarget(b, tx) }
+	case kind == KindTCP && !v6:
+		slot, network = &p.tcp, "ip4:tcp"
+		parse = func(b []byte, _ netip.Addr, tx bool) (rawKey, rawEvent, bool) { return parseTCPTarget(b, tx) }
+	case kind == KindICMP:
+		slot, network = &p.icmp6, "ip6:ipv6-icmp"
+		parse = func(b []byte, from netip.Addr, tx bool) (rawKey, rawEvent, bool) {
+			if tx {
+				return rawKey{}, rawEvent{}, false
+			}
+			return parseICMP6Target(b, from)
+		}
+	default:
+		slot, network = &p.tcp6, "ip6:tcp"
+		parse = func(b []byte, from netip.Addr, tx bool) (rawKey, rawEvent, bool) {
+			if tx {
+				return rawKey{}, rawEvent{}, false
+			}
+			return parseTCP6Target(b, from)
+		}
 	}
 	if *slot != nil {
 		return *slot, nil
 	}
 	var laddr *net.IPAddr
-	if p.cfg.LocalAddr.IsValid() {
-		laddr = &net.IPAddr{IP: p.cfg.LocalAddr.AsSlice()}
+	if a := p.cfg.LocalAddr; a.IsValid() && a.Is6() == v6 {
+		laddr = &net.IPAddr{IP: a.AsSlice()}
 	}
 	c, err := net.ListenIP(network, laddr)
 	if err != nil {
@@ -243,7 +270,7 @@ func (r *rawSock) handle(bb *batch, n int, errq bool) {
 				pkt = pkt[14:]
 			}
 		}
-		k, ev, ok := r.parse(pkt, errq)
+		k, ev, ok := r.parse(pkt, m.from().Addr().Unmap(), errq)
 		if !ok {
 			continue
 		}
@@ -374,7 +401,7 @@ func (f *rawFlow) Probe(ctx context.Context, timeout time.Duration) TargetResult
 
 // openRaw opens an icmp or tcp flow on the shared raw socket.
 func (p *TargetProber) openRaw(kind TargetKind, src netip.Addr, dst netip.AddrPort) (TargetFlow, error) {
-	r, err := p.rawSocket(kind)
+	r, err := p.rawSocket(kind, dst.Addr().Is6())
 	if err != nil {
 		return nil, err
 	}

@@ -39,20 +39,32 @@ func (p *TargetProber) openTCP(r *rawSock, src netip.Addr, dst netip.AddrPort) (
 
 // reserveTCPPort binds a TCP socket to src:0 and returns it and its port.
 func reserveTCPPort(src netip.Addr) (int, uint16, error) {
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	family := unix.AF_INET6
+	var sa unix.Sockaddr = &unix.SockaddrInet6{Addr: src.As16()}
+	if src.Is4() {
+		family, sa = unix.AF_INET, &unix.SockaddrInet4{Addr: src.As4()}
+	}
+	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return -1, 0, fmt.Errorf("probe: tcp port reservation: %w", err)
 	}
-	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: src.As4()}); err != nil {
+	if err := unix.Bind(fd, sa); err != nil {
 		unix.Close(fd)
 		return -1, 0, fmt.Errorf("probe: tcp port reservation on %s: %w", src, err)
 	}
-	sa, err := unix.Getsockname(fd)
+	sa, err = unix.Getsockname(fd)
 	if err != nil {
 		unix.Close(fd)
 		return -1, 0, fmt.Errorf("probe: tcp port reservation: %w", err)
 	}
-	return fd, uint16(sa.(*unix.SockaddrInet4).Port), nil
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		return fd, uint16(a.Port), nil
+	case *unix.SockaddrInet6:
+		return fd, uint16(a.Port), nil
+	}
+	unix.Close(fd)
+	return -1, 0, fmt.Errorf("probe: tcp port reservation: unexpected address %T", sa)
 }
 
 func buildSYN(src netip.Addr, dst netip.AddrPort, sport uint16, seq uint32) []byte {
@@ -69,14 +81,25 @@ func buildSYN(src netip.Addr, dst netip.AddrPort, sport uint16, seq uint32) []by
 	return b
 }
 
-// pseudoSum is the unfolded sum of the IPv4 TCP pseudo-header.
+// pseudoSum is the unfolded sum of the TCP pseudo-header (RFC 793 for
+// IPv4, RFC 8200 §8.1 for IPv6).
 func pseudoSum(src, dst netip.Addr, n int) uint32 {
-	s4, d4 := src.As4(), dst.As4()
-	var ph [12]byte
-	copy(ph[0:], s4[:])
-	copy(ph[4:], d4[:])
-	ph[9] = unix.IPPROTO_TCP
-	binary.BigEndian.PutUint16(ph[10:], uint16(n))
+	var ph []byte
+	if src.Is4() {
+		s4, d4 := src.As4(), dst.As4()
+		ph = make([]byte, 12)
+		copy(ph[0:], s4[:])
+		copy(ph[4:], d4[:])
+		ph[9] = unix.IPPROTO_TCP
+		binary.BigEndian.PutUint16(ph[10:], uint16(n))
+	} else {
+		s16, d16 := src.As16(), dst.As16()
+		ph = make([]byte, 40)
+		copy(ph[0:], s16[:])
+		copy(ph[16:], d16[:])
+		binary.BigEndian.PutUint32(ph[32:], uint32(n))
+		ph[39] = unix.IPPROTO_TCP
+	}
 	var sum uint32
 	for i := 0; i < len(ph); i += 2 {
 		sum += uint32(binary.BigEndian.Uint16(ph[i:]))
@@ -89,7 +112,21 @@ func pseudoSum(src, dst netip.Addr, n int) uint32 {
 // sequence number (the answer's ack − 1).
 func parseTCPTarget(pkt []byte, tx bool) (rawKey, rawEvent, bool) {
 	src, dst, proto, l4, ok := ipv4(pkt)
-	if !ok || proto != unix.IPPROTO_TCP || len(l4) < 20 {
+	if !ok || proto != unix.IPPROTO_TCP {
+		return rawKey{}, rawEvent{}, false
+	}
+	return parseTCPSegment(l4, src, dst, tx)
+}
+
+// parseTCP6Target parses an answer from an IPv6 raw TCP socket, which
+// delivers the segment without the IPv6 header: from is its source.
+func parseTCP6Target(seg []byte, from netip.Addr) (rawKey, rawEvent, bool) {
+	return parseTCPSegment(seg, from, netip.Addr{}, false)
+}
+
+// parseTCPSegment maps one TCP segment between src and dst (ours when tx).
+func parseTCPSegment(l4 []byte, src, dst netip.Addr, tx bool) (rawKey, rawEvent, bool) {
+	if len(l4) < 20 {
 		return rawKey{}, rawEvent{}, false
 	}
 	sport, dport := binary.BigEndian.Uint16(l4[0:2]), binary.BigEndian.Uint16(l4[2:4])

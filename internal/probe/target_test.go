@@ -93,28 +93,35 @@ func TestTargetRawLoopback(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: raw sockets")
 	}
-	p := newTestProber(t, "auto")
-	lo := netip.MustParseAddr("127.0.0.1")
-	r := probeOnce(t, p, KindICMP, netip.AddrPortFrom(lo, 0))
-	if r.Lost || r.Reply != ReplyEcho || r.Source != SourceKernel {
-		t.Fatalf("icmp: %+v", r)
-	}
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	open := ln.Addr().(*net.TCPAddr).AddrPort()
-	r = probeOnce(t, p, KindTCP, open)
-	if r.Lost || r.Reply != ReplySynAck || r.Source != SourceKernel {
-		t.Fatalf("tcp open: %+v", r)
-	}
-	ln2, _ := net.Listen("tcp4", "127.0.0.1:0")
-	closed := ln2.Addr().(*net.TCPAddr).AddrPort()
-	ln2.Close()
-	r = probeOnce(t, p, KindTCP, closed)
-	if r.Lost || r.Reply != ReplyRST {
-		t.Fatalf("tcp closed: %+v", r)
+	for _, lo := range []netip.Addr{netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("::1")} {
+		t.Run(lo.String(), func(t *testing.T) {
+			p := newTestProber(t, "auto")
+			r := probeOnce(t, p, KindICMP, netip.AddrPortFrom(lo, 0))
+			if r.Lost || r.Reply != ReplyEcho || r.Source != SourceKernel {
+				t.Fatalf("icmp: %+v", r)
+			}
+			network := "tcp4"
+			if lo.Is6() {
+				network = "tcp6"
+			}
+			ln, err := net.Listen(network, netip.AddrPortFrom(lo, 0).String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			open := ln.Addr().(*net.TCPAddr).AddrPort()
+			r = probeOnce(t, p, KindTCP, open)
+			if r.Lost || r.Reply != ReplySynAck || r.Source != SourceKernel {
+				t.Fatalf("tcp open: %+v", r)
+			}
+			ln2, _ := net.Listen(network, netip.AddrPortFrom(lo, 0).String())
+			closed := ln2.Addr().(*net.TCPAddr).AddrPort()
+			ln2.Close()
+			r = probeOnce(t, p, KindTCP, closed)
+			if r.Lost || r.Reply != ReplyRST {
+				t.Fatalf("tcp closed: %+v", r)
+			}
+		})
 	}
 }
 
@@ -149,7 +156,7 @@ func TestTargetPacketParsers(t *testing.T) {
 	if _, ev, _ = parseTCPTarget(ip(6, dst.Addr(), src, synack), false); ev.reply != ReplyRST {
 		t.Fatalf("RST: %+v", ev)
 	}
-	echo := buildEcho(7, 9)
+	echo := buildEcho(7, 9, false)
 	if inetChecksum(0, echo) != 0 {
 		t.Fatal("echo checksum does not verify")
 	}
@@ -162,6 +169,21 @@ func TestTargetPacketParsers(t *testing.T) {
 	if k, ev, ok = parseICMPTarget(ip(1, dst.Addr(), src, unreach), false); !ok || !ev.lost || k.remote != dst.Addr() {
 		t.Fatalf("unreachable: %v %+v %v", k, ev, ok)
 	}
+	// IPv6 raw sockets deliver no IP header: the source comes from recvmsg.
+	v6 := netip.MustParseAddr("fd00::2")
+	reply6 := buildEcho(7, 9, true)
+	reply6[0] = 129
+	if k, ev, ok = parseICMP6Target(reply6, v6); !ok || k != (rawKey{remote: v6, a: 7}) || ev.seq != 9 || ev.reply != ReplyEcho {
+		t.Fatalf("echo reply v6: %v %+v %v", k, ev, ok)
+	}
+	synack[13] = 0x12
+	if k, ev, ok = parseTCP6Target(synack, v6); !ok || k != (rawKey{remote: v6, a: 80, b: 40000}) || ev.reply != ReplySynAck {
+		t.Fatalf("SYN-ACK v6: %v %+v %v", k, ev, ok)
+	}
+	syn6 := buildSYN(netip.MustParseAddr("fd00::1"), netip.AddrPortFrom(v6, 80), 40000, 1000)
+	if inetChecksum(pseudoSum(netip.MustParseAddr("fd00::1"), v6, len(syn6)), syn6) != 0 {
+		t.Fatal("IPv6 SYN checksum does not verify")
+	}
 	for _, b := range [][]byte{nil, {0x45}, ip(6, src, src, []byte{1, 2}), ip(1, src, src, []byte{3, 0, 0, 0, 0, 0, 0, 0, 0x45})} {
 		parseICMPTarget(b, false)
 		parseTCPTarget(b, false)
@@ -173,6 +195,8 @@ func FuzzTargetParsers(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte, tx bool) {
 		parseICMPTarget(b, tx)
 		parseTCPTarget(b, tx)
+		parseICMP6Target(b, netip.MustParseAddr("fd00::1"))
+		parseTCP6Target(b, netip.MustParseAddr("fd00::1"))
 	})
 }
 

@@ -308,17 +308,5 @@ func resolveHost(ctx context.Context, resolve Resolver, t Target) ([]netip.Addr,
 	if err != nil {
 		return nil, fmt.Errorf("target %q: host %q does not resolve: %v", t.Name, t.Host, err)
 	}
-	if t.Probe != probe.KindUDP {
-		v4 := addrs[:0:0]
-		for _, a := range addrs {
-			if a.Is4() {
-				v4 = append(v4, a)
-			}
-		}
-		if len(v4) == 0 {
-			return nil, fmt.Errorf("target %q: host %q has no IPv4 address (%s probes are IPv4 only)", t.Name, t.Host, t.Probe)
-		}
-		addrs = v4
-	}
 	return addrs, nil
 }
