@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/local/go/bin"
 
 want() { [ $# -eq 0 ] || [[ " ${SECTIONS} " == *" $1 "* ]]; }
-SECTIONS="${*:-probe ebpf graph localize mapper api aggregator lab ui}"
+SECTIONS="${*:-probe ebpf graph localize mapper api aggregator lab ui targets}"
 root=$([ "$(id -u)" -eq 0 ] && echo yes || echo no)
 section() { printf '\n=== %s\n' "$*"; }
 gobench() { go test -run '^$' -count=1 "$@" 2>&1 | grep -vE '^(goos|goarch|pkg|cpu):'; }
@@ -91,5 +91,15 @@ if want ui; then
 		gobench -bench 'FirstPaint|HeatmapRedraw' -benchtime 5x ./internal/ui
 	else
 		section "ui: SKIPPED (needs root and chromium; scripts/deps.sh bench installs it)"
+	fi
+fi
+if want targets; then
+	if [ "$root" = yes ]; then
+		section "targets: one agent probing 1,000 external targets on a lab host (probes/s, CPU, RSS over an empty targets file)"
+		gobench -bench Targets1000 -benchtime 1x ./internal/targets
+		section "targets: RTT error against an AF_PACKET capture per probe kind and time source"
+		gobench -bench TargetRTTError -benchtime 1x ./internal/targets
+	else
+		section "targets: SKIPPED (needs root: raw sockets and a lab fabric)"
 	fi
 fi

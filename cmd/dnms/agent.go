@@ -81,7 +81,12 @@ func runAgent(cfg *config) error {
 		defer table.Close()
 		mcfg.FIB = table
 	}
-	mp, err := mapper.New(mcfg, probes.eng, g)
+	tp, err := startTargets(cfg, log, reg, probes.eng)
+	if err != nil {
+		return err
+	}
+	defer tp.Close()
+	mp, err := mapper.New(mcfg, probes.eng, tp.sink(g))
 	if err != nil {
 		return fmt.Errorf("mapper: %w", err)
 	}
@@ -145,7 +150,9 @@ func runAgent(cfg *config) error {
 	if aggGraph != nil {
 		deps.Aggregator = aggGraph
 		deps.AggregatorMembers = func() any { return agg.Status() }
+		deps.Discovery = discovery(agg)
 	}
+	tp.deps(&deps)
 	srv, err := api.New(acfg, deps)
 	if err != nil {
 		return fmt.Errorf("api: %w", err)
@@ -171,6 +178,7 @@ func runAgent(cfg *config) error {
 	}
 	probes.run(ctx, eg)
 	eg.Go(func() error { return mp.Run(ctx) })
+	tp.run(ctx, eg)
 	eg.Go(func() error { return cl.Run(ctx) })
 	eg.Go(func() error { return srv.Run(ctx) })
 	err = eg.Wait()

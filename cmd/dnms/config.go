@@ -55,6 +55,10 @@ type config struct {
 	WebConfigFile   string              // -web.config.file
 	HTTPMaxConns    int                 // -httpMaxConns
 	StateDir        string              // -stateDir: "" writes nothing
+
+	// External targets and path watch (issue 12).
+	TargetsFile string // -targets: YAML file of external targets, "" = none
+	PathHistory int    // -pathHistory: distinct paths and changes kept per flow
 }
 
 // errHelp is returned when the user asked for -h; main exits 0.
@@ -114,13 +118,17 @@ func parseFlagSet(args []string, out io.Writer, localIP func() (netip.Addr, erro
 	fs.StringVar(&sec.TLS.Key, "tlsKeyFile", "", "key of -tlsCertFile (PEM)")
 	fs.StringVar(&sec.WebConfigFile, "web.config.file", "", "Prometheus exporter-toolkit web config (TLS, client CA, basic auth) for the HTTP API")
 	fs.IntVar(&sec.HTTPMaxConns, "httpMaxConns", 1024, "maximum open HTTP connections; more wait in the accept queue")
-	fs.StringVar(&sec.StateDir, "stateDir", "", "directory for state kept across restarts (known members); empty writes nothing")
+	fs.StringVar(&sec.StateDir, "stateDir", "", "`dir`ectory for state kept across restarts (known members, path history); empty writes nothing to disk")
 	fs.Usage = func() {
 		fmt.Fprintf(out, "usage: dnms [flags]            run an agent (sudo dnms -peer seed:33434)\n")
 		fmt.Fprintf(out, "       dnms health -f FILE    rank links in a saved /v1/graph document\n")
 		fmt.Fprintf(out, "       dnms version\n\nflags:\n")
 		fs.PrintDefaults()
 	}
+	var targetsFile string
+	var pathHistory int
+	fs.StringVar(&targetsFile, "targets", "", "YAML `file` of external targets to probe (icmp, tcp, udp); reloaded on SIGHUP and on change")
+	fs.IntVar(&pathHistory, "pathHistory", 10, "distinct paths and path changes kept per traced flow")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -147,6 +155,10 @@ func parseFlagSet(args []string, out io.Writer, localIP func() (netip.Addr, erro
 		return nil, fmt.Errorf("-slowMinDelay %s and -baselineWindow %s must be positive", *slowMin, *baseWin)
 	}
 	c.SlowMinDelay, c.BaselineWindow = *slowMin, *baseWin
+	c.TargetsFile, c.PathHistory = targetsFile, pathHistory
+	if pathHistory < 1 || pathHistory > 10000 {
+		return nil, fmt.Errorf("-pathHistory must be between 1 and 10000, got %d", pathHistory)
+	}
 
 	var err error
 	if c.PingPort, err = port("-pingPort", pingPort); err != nil {

@@ -137,6 +137,14 @@ type Deps struct {
 	// A JSON object is merged into the /healthz object; anything else is
 	// served under "meta".
 	Meta func() any
+
+	// Targets and Target serve /v1/targets and /v1/targets/{name}; Paths
+	// serves /v1/paths?target=...; Discovery, on an aggregator, serves
+	// /v1/aggregator/sd (Prometheus HTTP SD). nil answers 404.
+	Targets   func() any
+	Target    func(name string) (any, bool)
+	Paths     func(target string) any
+	Discovery func() []SDGroup
 }
 
 // Server is the HTTP API. Build it with New, serve it with Run or Serve.
@@ -360,6 +368,7 @@ func (s *Server) routes() http.Handler {
 	}
 	s.get(r, "/v1/mapper/peers", "mapper_peers", s.mapperHandler("peers", s.deps.MapperPeers))
 	s.get(r, "/v1/mapper/routemap", "mapper_routemap", s.mapperHandler("routemap", s.deps.MapperRouteMap))
+	s.targetRoutes(r)
 	s.get(r, "/healthz", "healthz", http.HandlerFunc(s.healthz))
 	s.get(r, "/metrics", "metrics", s.metricsHandler())
 	// The web page: open without the token (it holds no data; its data

@@ -1,0 +1,100 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/dnms/dnms/internal/demo"
+	"github.com/dnms/dnms/internal/lab"
+)
+
+// TestAgentTargetsReload runs the real binary with -targets in a lab host:
+// SIGHUP loads a changed file (the change made invisible to the file poll:
+// same size, old mtime), and a bad file is rejected with one log line naming
+// file:line while the agent keeps probing the previous set.
+func TestAgentTargetsReload(t *testing.T) {
+	lab.RequireRoot(t)
+	bin := buildDNMS(t)
+	f := lab.New(t, lab.Config{Prefix: lab.UniquePrefix(t), Spines: 1, Leaves: 2, HostsPerLeaf: 1})
+	h, target := f.Host("host1"), f.Host("host2")
+	dir := t.TempDir()
+	file, logPath := filepath.Join(dir, "targets.yml"), filepath.Join(dir, "agent.log")
+	content := func(name string) []byte {
+		return []byte(fmt.Sprintf("targets:\n  - {name: %s, host: %s, probe: icmp, interval: 100ms, timeout: 100ms}\n", name, target.Addr))
+	}
+	os.WriteFile(file, content("aaa"), 0o644)
+	logf, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	cmd, err := f.Command(h.NS, bin, "-gossipAddr", h.Addr.String(), "-httpAddr", net.JoinHostPort(h.Addr.String(), "12345"),
+		"-timestamps", "kernel", "-targets", file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := f.StartCmd(cmd); err != nil {
+		t.Fatal(err)
+	}
+	get := nsGetter(f, h.NS, "http://"+net.JoinHostPort(h.Addr.String(), "12345"))
+	ctx := context.Background()
+	probing := func(name string) func() error {
+		return func() error {
+			var ts []struct {
+				Name  string `json:"name"`
+				Addrs []struct {
+					Probes int  `json:"probes"`
+					Up     bool `json:"up"`
+				} `json:"addrs"`
+			}
+			if err := get("/v1/targets", &ts); err != nil {
+				return err
+			}
+			if len(ts) != 1 || ts[0].Name != name || len(ts[0].Addrs) != 1 || ts[0].Addrs[0].Probes < 3 || !ts[0].Addrs[0].Up {
+				return fmt.Errorf("want %s probed and up, got %+v", name, ts)
+			}
+			return nil
+		}
+	}
+	if err := demo.WaitFor(ctx, 20*time.Second, 100*time.Millisecond, probing("aaa")); err != nil {
+		log, _ := os.ReadFile(logPath)
+		t.Fatalf("%v\n%s", err, log)
+	}
+
+	fi, _ := os.Stat(file)
+	os.WriteFile(file, content("bbb"), 0o644)
+	os.Chtimes(file, fi.ModTime(), fi.ModTime())
+	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil { // by PID: the process this test started
+		t.Fatal(err)
+	}
+	if err := demo.WaitFor(ctx, 10*time.Second, 100*time.Millisecond, probing("bbb")); err != nil {
+		t.Fatalf("after SIGHUP: %v", err)
+	}
+
+	os.WriteFile(file, []byte("targets:\n  - {name: ccc, host: "+target.Addr.String()+", probe: tcp, port: 99999}\n"), 0o644)
+	cmd.Process.Signal(syscall.SIGHUP)
+	want := file + `:2: port \"99999\": want 1..65535`
+	if err := demo.WaitFor(ctx, 10*time.Second, 100*time.Millisecond, func() error {
+		log, _ := os.ReadFile(logPath)
+		if !strings.Contains(string(log), want) {
+			return fmt.Errorf("no %q in the log", want)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := probing("bbb")(); err != nil {
+		t.Fatalf("after a bad file: %v", err)
+	}
+	if cmd.ProcessState != nil {
+		t.Fatal("the agent exited")
+	}
+}
