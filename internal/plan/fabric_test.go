@@ -24,7 +24,9 @@ type fabric struct {
 	links   map[graph.LinkID]bool
 }
 
-func addr(a, b, c int) netip.Addr { return netip.AddrFrom4([4]byte{198, byte(18 + a), byte(b), byte(c)}) }
+func addr(a, b, c int) netip.Addr {
+	return netip.AddrFrom4([4]byte{198, byte(18 + a), byte(b), byte(c)})
+}
 
 func (f *fabric) build() *fabric {
 	pods := max(f.Pods, 1)
