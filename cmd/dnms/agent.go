@@ -22,6 +22,7 @@ import (
 	"github.com/dnms/dnms/internal/graph"
 	"github.com/dnms/dnms/internal/loader"
 	"github.com/dnms/dnms/internal/mapper"
+	"github.com/dnms/dnms/internal/plan"
 )
 
 func defaultLocalIP() (netip.Addr, error) { return cluster.DefaultAddr() }
@@ -60,7 +61,8 @@ func runAgent(cfg *config) error {
 	gcfg.RingSize = cfg.MetricRingSize
 	g := graph.New(gcfg)
 
-	probes, err := startProbes(cfg, log, reg, g)
+	caps := newCaps(cfg.Scale)
+	probes, err := startProbes(cfg, log, reg, g, caps.pings)
 	if err != nil {
 		return err
 	}
@@ -72,6 +74,7 @@ func runAgent(cfg *config) error {
 	mcfg.SrcPortStart, mcfg.SrcPortEnd = cfg.MapSrcPortStart, cfg.MapSrcPortEnd
 	mcfg.Interval = cfg.MapInterval
 	mcfg.Registerer, mcfg.Logger = reg, log.With("component", "mapper")
+	mcfg.TraceRate, mcfg.RouterBudget = caps.traces, caps.routers
 	if table, err := loader.OpenFIB(); err != nil {
 		log.Warn("no route lookups: the mapper probes TTL 1 on every port until MDA confirms it", "err", err)
 	} else {
@@ -109,7 +112,11 @@ func runAgent(cfg *config) error {
 	if err != nil {
 		return fmt.Errorf("cluster: %w", err)
 	}
-	cl.AddHandler(peerHandler{mp: mp})
+	planner, err := plan.NewRunner(cfg.Scale.planConfig(cl.Name()), cfg.GossipAddr, mp, log.With("component", "plan"))
+	if err != nil {
+		return fmt.Errorf("plan: %w", err)
+	}
+	cl.AddHandler(peerHandler{planner: planner})
 	if agg != nil {
 		cl.AddHandlerWithSelf(agg)
 	}
@@ -117,13 +124,14 @@ func runAgent(cfg *config) error {
 	acfg := api.DefaultConfig()
 	acfg.Addr, acfg.AllowOrigin, acfg.Token = cfg.HTTPAddr, cfg.HTTPAllowOrigin, cfg.HTTPToken
 	acfg.Registerer, acfg.Gatherer, acfg.Logger = reg, reg, log.With("component", "api")
+	acfg.RouteMetrics = cfg.Scale.MetricsDetail == "route"
 	deps := api.Deps{
 		Graph:          g,
 		MapperPeers:    func() any { return mp.Peers() },
 		MapperRouteMap: func() any { return mp.RouteMap() },
 		Meta: func() any {
 			return map[string]any{"version": version, "role": role, "node": cl.Name(),
-				"timestamps": probes.source, "ebpf": probes.ebpfState}
+				"timestamps": probes.source, "ebpf": probes.ebpfState, "probeCaps": caps.status()}
 		},
 	}
 	if aggGraph != nil {
@@ -150,6 +158,7 @@ func runAgent(cfg *config) error {
 	}
 	probes.run(ctx, eg)
 	eg.Go(func() error { return mp.Run(ctx) })
+	eg.Go(func() error { return planner.Run(ctx) })
 	eg.Go(func() error { return cl.Run(ctx) })
 	eg.Go(func() error { return srv.Run(ctx) })
 	err = eg.Wait()
@@ -160,15 +169,16 @@ func runAgent(cfg *config) error {
 	return err
 }
 
-// peerHandler feeds cluster membership to the mapper: a joined peer is traced
-// (and then pinged) within one sweep; a departed peer's routes leave the graph.
-// The cluster logs joins and leaves itself.
-type peerHandler struct{ mp *mapper.Mapper }
+// peerHandler feeds cluster membership to the probe plan, which hands the
+// mapper the peers to trace (and so to ping): a joined peer in the plan is
+// traced first; a departed peer's routes leave the graph. The cluster logs
+// joins and leaves itself.
+type peerHandler struct{ planner *plan.Runner }
 
 var _ cluster.Handler = peerHandler{}
 
-func (h peerHandler) PeerJoin(p cluster.Peer)  { h.mp.AddPeer(p.Addr) }
-func (h peerHandler) PeerLeave(p cluster.Peer) { h.mp.RemovePeer(p.Addr) }
+func (h peerHandler) PeerJoin(p cluster.Peer)  { h.planner.Join(p.Name, p.Addr) }
+func (h peerHandler) PeerLeave(p cluster.Peer) { h.planner.Leave(p.Name) }
 
 func runHealth(args []string) error {
 	return api.RunHealth(args, os.Stdin, os.Stdout, os.Stderr)

@@ -39,6 +39,7 @@ type config struct {
 	GossipKey       []byte
 	NodeName        string
 	LogLevel        string
+	Scale           scaleConfig // probe budget and metrics detail (scale.go)
 }
 
 // errHelp is returned when the user asked for -h; main exits 0.
@@ -80,6 +81,8 @@ func parseFlags(args []string, out io.Writer, localIP func() (netip.Addr, error)
 	fs.StringVar(&gossipKey, "gossipKey", "", "base64 memberlist encryption key (16, 24 or 32 bytes)")
 	fs.StringVar(&nodeName, "nodeName", "", "cluster node name (default: hostname-gossipAddr)")
 	fs.StringVar(&logLevel, "logLevel", "info", "log level: debug, info, warn or error")
+	var scale scaleConfig
+	addScaleFlags(fs, &scale)
 	fs.Usage = func() {
 		fmt.Fprintf(out, "usage: dnms [flags]            run an agent (sudo dnms -peer seed:33434)\n")
 		fmt.Fprintf(out, "       dnms health -f FILE    rank links in a saved /v1/graph document\n")
@@ -103,6 +106,10 @@ func parseFlags(args []string, out io.Writer, localIP func() (netip.Addr, error)
 	if c.AggregatorToken == "" {
 		c.AggregatorToken = c.HTTPToken
 	}
+	if err := scale.validate(); err != nil {
+		return nil, err
+	}
+	c.Scale = scale
 
 	var err error
 	if c.PingPort, err = port("-pingPort", pingPort); err != nil {

@@ -76,13 +76,18 @@ func TestEndToEnd(t *testing.T) {
 		}
 		for _, series := range []string{
 			"dnms_probes_sent_total{", "dnms_probes_received_total{", "dnms_probe_rtt_seconds_bucket{",
-			"dnms_route_loss_ratio{", "dnms_route_jitter_seconds{", "dnms_link_suspicion{",
+			"dnms_probe_jitter_seconds{", "dnms_link_suspicion{",
 			"dnms_link_estimated_loss_ratio{", "dnms_packets_rejected_total{", `dnms_timestamp_source{source="ebpf"} 1`,
 			"dnms_ebpf_attached{", "dnms_traces_total{", "dnms_cluster_members{", "dnms_build_info{",
 		} {
 			if !bytes.Contains(body, []byte(series)) {
 				t.Errorf("/metrics has no %s", series)
 			}
+		}
+		// -metricsDetail=peer (the default): loss and latency per peer, not
+		// per route.
+		if bytes.Contains(body, []byte("dnms_route_loss_ratio{")) {
+			t.Errorf("/metrics has per-route series with the default -metricsDetail=peer")
 		}
 	})
 

@@ -114,10 +114,15 @@ var (
 // graphCollector reads the graphs at scrape time.
 type graphCollector struct {
 	agent, aggregator Graph
+	// routes: export the per-route series (-metricsDetail=route). Off, the
+	// agent's per-peer series (internal/pinger) carry loss and latency and
+	// the series per agent stay bounded by the probe budget, not by
+	// peers × ports.
+	routes bool
 }
 
 func newGraphCollector(agent, aggregator Graph) *graphCollector {
-	return &graphCollector{agent: agent, aggregator: aggregator}
+	return &graphCollector{agent: agent, aggregator: aggregator, routes: true}
 }
 
 var _ prometheus.Collector = (*graphCollector)(nil)
@@ -136,7 +141,9 @@ func (c *graphCollector) Describe(ch chan<- *prometheus.Desc) {
 func (c *graphCollector) Collect(ch chan<- prometheus.Metric) {
 	snap := c.agent.Snapshot()
 	collectSize(ch, "agent", snap)
-	collectRoutes(ch, snap)
+	if c.routes {
+		collectRoutes(ch, snap)
+	}
 	collectLinks(ch, "agent", c.agent.Health())
 	if c.aggregator != nil {
 		// The aggregator's routes are every agent's routes (peers² x ports):

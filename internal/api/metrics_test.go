@@ -108,7 +108,7 @@ func TestMetricsLintPromtool(t *testing.T) {
 	g := fixtureGraph(t)
 	// Exercise every family: a graph-wide stream and an auth failure.
 	cfg := DefaultConfig()
-	cfg.Token = "tok"
+	cfg.Token, cfg.RouteMetrics = "tok", true
 	ts := newTestServer(t, cfg, Deps{Graph: g, Aggregator: g})
 	c := openSSE(t, ts.URL+"/v1/events/graph", map[string]string{"Authorization": "Bearer tok"})
 	c.next(t, streamWait)
@@ -162,7 +162,7 @@ func TestRealPrometheus(t *testing.T) {
 	}
 	g := fixtureGraph(t)
 	cfg := DefaultConfig()
-	cfg.Token = "prom-token"
+	cfg.Token, cfg.RouteMetrics = "prom-token", true
 	ts := newTestServer(t, cfg, Deps{Graph: g})
 
 	dir := t.TempDir()
@@ -286,4 +286,38 @@ func freeLoopbackAddr(t *testing.T) string {
 	addr := ln.Addr().String()
 	ln.Close()
 	return addr
+}
+
+// TestMetricsDetailPeer: by default (-metricsDetail=peer) /metrics has no
+// per-route series, only links and sizes; with RouteMetrics it has them.
+func TestMetricsDetailPeer(t *testing.T) {
+	g := fixtureGraph(t)
+	for _, routes := range []bool{false, true} {
+		cfg := DefaultConfig()
+		cfg.RouteMetrics = routes
+		ts := newTestServer(t, cfg, Deps{Graph: g})
+		body := scrape(t, ts.URL+"/metrics", "")
+		if got := bytes.Contains(body, []byte("dnms_route_loss_ratio{")); got != routes {
+			t.Errorf("RouteMetrics=%v: route series present=%v", routes, got)
+		}
+		if !bytes.Contains(body, []byte("dnms_link_suspicion{")) {
+			t.Errorf("RouteMetrics=%v: link series missing", routes)
+		}
+	}
+}
+
+// TestEdgesCoverage: /v1/graph/edges says how many distinct sources' routes
+// cross each link.
+func TestEdgesCoverage(t *testing.T) {
+	g := fixtureGraph(t)
+	snap := g.Snapshot()
+	rows := edgesWithCoverage(snap)
+	if len(rows) != len(snap.Links) {
+		t.Fatalf("%d rows for %d links", len(rows), len(snap.Links))
+	}
+	for _, r := range rows {
+		if r.Routes > 0 && r.Sources < 1 {
+			t.Errorf("link %v with %d routes has no source", r.LinkID, r.Routes)
+		}
+	}
 }
