@@ -23,20 +23,22 @@ func (c Coverage) Covered() bool { return c.Routes >= 3 && c.Sources >= 2 }
 // LinkCoverage computes the coverage of every link the routes cross. A
 // route with several keys (source ports on the same hops) counts once.
 func LinkCoverage(routes []graph.Route) map[graph.LinkID]Coverage {
-	var t tally
+	var t Tally
 	for _, r := range routes {
-		t.add(r.Src, r.Hops)
+		t.Add(r.Src, r.Hops)
 	}
-	return t.coverage()
+	return t.Coverage()
 }
 
-// tally counts routes and sources per link, one route at a time.
-type tally struct {
+// Tally counts routes and sources per link, one route at a time (the
+// property tests and the scale harness feed it millions of routes).
+type Tally struct {
 	count map[graph.LinkID]int
 	srcs  map[graph.LinkID]map[netip.Addr]struct{} // keyed by the cable's canonical direction
 }
 
-func (t *tally) add(src netip.Addr, hops []string) {
+// Add counts one route from src over hops.
+func (t *Tally) Add(src netip.Addr, hops []string) {
 	if t.count == nil {
 		t.count = make(map[graph.LinkID]int)
 		t.srcs = make(map[graph.LinkID]map[netip.Addr]struct{})
@@ -52,7 +54,8 @@ func (t *tally) add(src netip.Addr, hops []string) {
 	}
 }
 
-func (t *tally) coverage() map[graph.LinkID]Coverage {
+// Coverage returns the coverage of every link counted so far.
+func (t *Tally) Coverage() map[graph.LinkID]Coverage {
 	out := make(map[graph.LinkID]Coverage, len(t.count))
 	for l, n := range t.count {
 		out[l] = Coverage{Routes: n, Sources: len(t.srcs[cable(l)])}

@@ -4,7 +4,45 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	"github.com/dnms/dnms/internal/graph"
+	"github.com/dnms/dnms/internal/plan/simclos"
 )
+
+// fabric wraps a simulated Clos with the plan's view of its hosts.
+type fabric struct {
+	*simclos.Fabric
+	hosts []Member
+}
+
+func newFabric(f simclos.Fabric) fabric {
+	sf := simclos.New(f)
+	out := fabric{Fabric: sf}
+	for _, h := range sf.Hosts {
+		out.hosts = append(out.hosts, Member{Name: h.Name, Addr: h.Addr, Rack: h.Rack})
+	}
+	return out
+}
+
+// coverage returns the link coverage of the distinct routes every host's
+// plan traces over ports source ports.
+func (f fabric) coverage(ports int, plans func(self Member) []Pick) map[graph.LinkID]Coverage {
+	var t Tally
+	for _, h := range f.hosts {
+		seen := make(map[string]bool)
+		for _, p := range plans(h) {
+			for port := 0; port < ports; port++ {
+				hops := f.Route(h.Addr, p.Addr, uint16(33436+port))
+				if id := graph.RouteID(hops); !seen[id] {
+					seen[id] = true
+					t.Add(h.Addr, hops)
+				}
+			}
+		}
+	}
+	return t.Coverage()
+}
+
 
 var t0 = time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)
 
@@ -14,23 +52,22 @@ var t0 = time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)
 // least 3 routes from at least 2 sources, in every rotation epoch.
 func TestCoverageOnClos(t *testing.T) {
 	for _, tc := range []struct {
-		f      fabric
+		f      simclos.Fabric
 		budget int
 		long   bool // skipped with -short
 	}{
-		{fabric{Spines: 2, ToRs: 4, Hosts: 4}, 4, false},
-		{fabric{Spines: 4, ToRs: 16, Hosts: 8}, 16, false},
-		{fabric{Spines: 8, ToRs: 32, Hosts: 16}, 64, true},
-		{fabric{Spines: 4, ToRs: 8, Hosts: 40}, 64, false}, // racks near the budget
-		{fabric{Pods: 4, ToRs: 4, Aggs: 2, Spines: 4, Hosts: 8}, 16, false},
-		{fabric{Pods: 8, ToRs: 8, Aggs: 4, Spines: 8, Hosts: 16}, 64, true},
+		{simclos.Fabric{Spines: 2, ToRs: 4, HostsPerToR: 4}, 4, false},
+		{simclos.Fabric{Spines: 4, ToRs: 16, HostsPerToR: 8}, 16, false},
+		{simclos.Fabric{Spines: 8, ToRs: 32, HostsPerToR: 16}, 64, true},
+		{simclos.Fabric{Spines: 4, ToRs: 8, HostsPerToR: 40}, 64, false}, // racks near the budget
+		{simclos.Fabric{Pods: 4, ToRs: 4, Aggs: 2, Spines: 4, HostsPerToR: 8}, 16, false},
+		{simclos.Fabric{Pods: 8, ToRs: 8, Aggs: 4, Spines: 8, HostsPerToR: 16}, 64, true},
 	} {
 		if tc.long && testing.Short() {
 			continue
 		}
-		f := tc.f
-		f.build()
-		name := fmt.Sprintf("pods%d_tors%d_spines%d_hosts%d_budget%d", f.Pods, f.ToRs, f.Spines, f.Hosts, tc.budget)
+		f := newFabric(tc.f)
+		name := fmt.Sprintf("pods%d_tors%d_spines%d_hosts%d_budget%d", f.Pods, f.ToRs, f.Spines, f.HostsPerToR, tc.budget)
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			for _, epoch := range []time.Duration{0, 10 * time.Minute, 7 * time.Hour} {
@@ -44,7 +81,7 @@ func TestCoverageOnClos(t *testing.T) {
 					checkPicks(t, c, f.hosts, picks)
 					return picks
 				})
-				for _, l := range f.sortedLinks() {
+				for _, l := range f.Links() {
 					if cv := cov[l]; !cv.Covered() {
 						t.Errorf("at %v link %s→%s has %d routes from %d sources, want ≥ 3 from ≥ 2", epoch, l.Src, l.Dst, cv.Routes, cv.Sources)
 					}
@@ -87,7 +124,7 @@ func checkPicks(t *testing.T, c Config, members []Member, picks []Pick) {
 }
 
 func TestSmallClusterIsFullMesh(t *testing.T) {
-	f := (&fabric{Spines: 2, ToRs: 2, Hosts: 3}).build()
+	f := newFabric(simclos.Fabric{Spines: 2, ToRs: 2, HostsPerToR: 3})
 	for _, budget := range []int{0, 5, 64} {
 		c := DefaultConfig()
 		c.Budget, c.Self, c.SelfRack = budget, "h0", f.hosts[0].Rack
@@ -111,7 +148,7 @@ func TestSmallClusterIsFullMesh(t *testing.T) {
 // don't churn), rack and coverage peers stay across epochs, and rotation
 // peers change from one epoch to the next.
 func TestRotation(t *testing.T) {
-	f := (&fabric{Spines: 4, ToRs: 32, Hosts: 8}).build()
+	f := newFabric(simclos.Fabric{Spines: 4, ToRs: 32, HostsPerToR: 8})
 	c := DefaultConfig()
 	c.Budget, c.Self, c.SelfRack = 16, "h9", f.hosts[9].Rack
 	a := Select(c, f.hosts, t0)

@@ -5,6 +5,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/dnms/dnms/internal/plan/simclos"
 )
 
 type fakeTarget struct {
@@ -29,7 +31,7 @@ func (f *fakeTarget) Racks() (netip.Addr, map[netip.Addr]netip.Addr) {
 // a plan only when it changes, and once routes show a rack peer it becomes
 // one for good (even after the target forgot it).
 func TestRunnerLearnsRacks(t *testing.T) {
-	f := (&fabric{Spines: 2, ToRs: 4, Hosts: 4}).build()
+	f := newFabric(simclos.Fabric{Spines: 2, ToRs: 4, HostsPerToR: 4})
 	tg := &fakeTarget{racks: map[netip.Addr]netip.Addr{}}
 	c := DefaultConfig()
 	c.Self, c.Budget = "h0", 4
