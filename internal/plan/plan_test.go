@@ -43,7 +43,6 @@ func (f fabric) coverage(ports int, plans func(self Member) []Pick) map[graph.Li
 	return t.Coverage()
 }
 
-
 var t0 = time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)
 
 // TestCoverageOnClos is the plan's property: on Clos fabrics of several

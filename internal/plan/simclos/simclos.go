@@ -35,7 +35,9 @@ type Fabric struct {
 	links   map[graph.LinkID]bool
 }
 
-func addr(a, b, c int) netip.Addr { return netip.AddrFrom4([4]byte{198, byte(18 + a), byte(b), byte(c)}) }
+func addr(a, b, c int) netip.Addr {
+	return netip.AddrFrom4([4]byte{198, byte(18 + a), byte(b), byte(c)})
+}
 
 // New builds the fabric f describes.
 func New(f Fabric) *Fabric {
