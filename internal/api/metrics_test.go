@@ -20,6 +20,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/dnms/dnms/internal/graph"
 )
 
 func TestGraphMetricsValues(t *testing.T) {
@@ -289,19 +291,53 @@ func freeLoopbackAddr(t *testing.T) string {
 }
 
 // TestMetricsDetailPeer: by default (-metricsDetail=peer) /metrics has no
-// per-route series, only links and sizes; with RouteMetrics it has them.
+// per-route series and only the agent's links not called ok; with
+// RouteMetrics it has both in full. The aggregator view has every link.
 func TestMetricsDetailPeer(t *testing.T) {
 	g := fixtureGraph(t)
-	for _, routes := range []bool{false, true} {
-		cfg := DefaultConfig()
-		cfg.RouteMetrics = routes
-		ts := newTestServer(t, cfg, Deps{Graph: g})
-		body := scrape(t, ts.URL+"/metrics", "")
-		if got := bytes.Contains(body, []byte("dnms_route_loss_ratio{")); got != routes {
-			t.Errorf("RouteMetrics=%v: route series present=%v", routes, got)
+	bad := 0
+	for _, h := range g.Health() {
+		if h.Verdict != graph.VerdictOK {
+			bad++
 		}
-		if !bytes.Contains(body, []byte("dnms_link_suspicion{")) {
-			t.Errorf("RouteMetrics=%v: link series missing", routes)
+	}
+	links := len(g.Snapshot().Links)
+	if bad == 0 || bad == links {
+		t.Fatalf("fixture has %d of %d links not ok: the test needs both kinds", bad, links)
+	}
+	for _, routes := range []bool{false, true} {
+		gc := newGraphCollector(g, g)
+		gc.routes = routes
+		reg := prometheus.NewPedanticRegistry()
+		reg.MustRegister(gc)
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		count := map[string]int{}
+		for _, mf := range mfs {
+			for _, m := range mf.GetMetric() {
+				view := ""
+				for _, l := range m.GetLabel() {
+					if l.GetName() == "view" {
+						view = l.GetValue()
+					}
+				}
+				count[mf.GetName()+"/"+view]++
+			}
+		}
+		wantAgent, wantRoutes := bad, 0
+		if routes {
+			wantAgent, wantRoutes = links, 1
+		}
+		if got := count["dnms_link_faulty/agent"]; got != wantAgent {
+			t.Errorf("RouteMetrics=%v: %d agent link series, want %d", routes, got, wantAgent)
+		}
+		if got := count["dnms_link_faulty/aggregator"]; got != links {
+			t.Errorf("RouteMetrics=%v: %d aggregator link series, want every link (%d)", routes, got, links)
+		}
+		if got := count["dnms_route_samples/"]; (got > 0) != (wantRoutes > 0) {
+			t.Errorf("RouteMetrics=%v: %d route series", routes, got)
 		}
 	}
 }

@@ -5,12 +5,10 @@
 // # Semantics
 //
 // A flow is a graph.RouteKey (Src, Dst, SrcPort) from the route source (the
-// graph, which the mapper fills). The ports of one peer that the mapper found
-// on the same route share one schedule and take turns (EveryPort pings each
-// port on its own): pinging two ports of one route measures the same links
-// twice, while rotating still gives every port, and so every reverse path of
-// the mirrored acks, a sample every few turns. Every PeerInterval the pinger
-// pings each schedule that is due. Each schedule is due every RouteInterval:
+// graph, which the mapper fills). Each flow has a schedule, or with
+// OnePortPerRoute the ports of one peer that the mapper found on the same
+// route share one and take turns. Every PeerInterval the pinger pings each
+// schedule that is due. Each schedule is due every RouteInterval:
 // a new one gets a random phase in [0, RouteInterval), so flows never burst
 // together, and the next due time advances by RouteInterval from the
 // previous one (not from the visit), so the average spacing is exactly
@@ -97,12 +95,16 @@ type Config struct {
 	// Rate, when set, caps pings (-probeRate): due pings past the cap wait
 	// for the next visit, most overdue first.
 	Rate *plan.Rate
-	// EveryPort pings every flow. When false (the default) and Routes
-	// implements RouteIDs, the ports of one peer that the mapper found on the
-	// same route share one schedule: each turn pings the next of them, so
-	// every port is still pinged (and a silent path change still shows)
-	// while the load is one flow per distinct route.
-	EveryPort  bool
+	// OnePortPerRoute: when Routes implements RouteIDs, the ports of one
+	// peer that the mapper found on the same route share one schedule: each
+	// turn pings the next of them, so every port is still pinged (and a
+	// silent path change still shows) while the load is one flow per
+	// distinct route. Off by default: the graph keeps a sample ring per
+	// port and merges them per route, so k ports taking turns stretch a
+	// route's window k times (a cleared fault lingers k times longer), and
+	// an agent does not know its reverse routes, so ports on one forward
+	// route may still return on different paths.
+	OnePortPerRoute bool
 	Registerer prometheus.Registerer
 	Logger     *slog.Logger
 }
@@ -241,7 +243,7 @@ func (p *Pinger) Run(ctx context.Context) error {
 func (p *Pinger) visit(now time.Time) {
 	keys := p.routes.RouteKeys()
 	ids, _ := p.routes.(RouteIDs)
-	if p.cfg.EveryPort {
+	if !p.cfg.OnePortPerRoute {
 		ids = nil
 	}
 	p.mu.Lock()

@@ -53,7 +53,9 @@ func run(p *Pinger, fp *fakeProber, d time.Duration) map[flowKey]int {
 // TestOnePortPerRoute: ports on the same route share one schedule and take
 // turns; distinct routes keep their own.
 func TestOnePortPerRoute(t *testing.T) {
-	p, fp := newScheduleTest(t, DefaultConfig())
+	cfg := DefaultConfig()
+	cfg.OnePortPerRoute = true
+	p, fp := newScheduleTest(t, cfg)
 	per := run(p, fp, 100*time.Second)
 	toA, toB := 0, 0
 	for k, n := range per {
@@ -74,12 +76,10 @@ func TestOnePortPerRoute(t *testing.T) {
 		t.Errorf("peerB: %d pings for 4 routes over 100 s, want 400±4", toB)
 	}
 
-	cfg := DefaultConfig()
-	cfg.EveryPort = true
-	p, fp = newScheduleTest(t, cfg)
+	p, fp = newScheduleTest(t, DefaultConfig())
 	for k, n := range run(p, fp, 100*time.Second) {
 		if n < 99 || n > 101 {
-			t.Errorf("EveryPort: flow %v pinged %d times in 100 s", k, n)
+			t.Errorf("every port (default): flow %v pinged %d times in 100 s", k, n)
 		}
 	}
 }
@@ -89,7 +89,7 @@ func TestOnePortPerRoute(t *testing.T) {
 // route still gets its share (most overdue first).
 func TestProbeRateCap(t *testing.T) {
 	cfg := DefaultConfig()
-	cfg.EveryPort = true // 8 flows at 1/s
+	// 8 flows at 1/s
 	cfg.Rate = plan.NewRate(4)
 	p, fp := newScheduleTest(t, cfg)
 	per := run(p, fp, 100*time.Second)
