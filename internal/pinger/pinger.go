@@ -105,8 +105,8 @@ type Config struct {
 	// an agent does not know its reverse routes, so ports on one forward
 	// route may still return on different paths.
 	OnePortPerRoute bool
-	Registerer prometheus.Registerer
-	Logger     *slog.Logger
+	Registerer      prometheus.Registerer
+	Logger          *slog.Logger
 }
 
 // DefaultConfig: visit peers every 100 ms, ping each flow every second, 1 s
