@@ -116,6 +116,7 @@ func runAgent(cfg *config) error {
 	if err != nil {
 		return fmt.Errorf("plan: %w", err)
 	}
+	planner.ShareRouterBudget(caps.routers)
 	cl.AddHandler(peerHandler{planner: planner})
 	if agg != nil {
 		cl.AddHandlerWithSelf(agg)

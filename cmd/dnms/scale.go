@@ -24,7 +24,7 @@ func addScaleFlags(fs *flag.FlagSet, s *scaleConfig) {
 	fs.DurationVar(&s.PeerRotate, "peerRotate", 10*time.Minute, "how often the non-rack peers rotate")
 	fs.Float64Var(&s.ProbeRate, "probeRate", 1000, "cap on pings per second per agent")
 	fs.Float64Var(&s.TraceRate, "traceRate", 50, "cap on trace probes per second per agent")
-	fs.Float64Var(&s.TraceRouterRate, "traceRouterRate", 10, "cap on TTL-expired answers per second this agent requests from one router")
+	fs.Float64Var(&s.TraceRouterRate, "traceRouterRate", 500, "cluster-wide cap on TTL-expired answers per second asked of one router; each agent takes its share (rate / members)")
 	fs.StringVar(&s.MetricsDetail, "metricsDetail", "peer", "series on /metrics: peer (per-peer loss and latency) or route (also per route)")
 }
 

@@ -12,7 +12,7 @@ func TestScaleFlags(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := scaleConfig{PingPeers: 64, PeerRotate: 10 * time.Minute, ProbeRate: 1000, TraceRate: 50, TraceRouterRate: 10, MetricsDetail: "peer"}
+	want := scaleConfig{PingPeers: 64, PeerRotate: 10 * time.Minute, ProbeRate: 1000, TraceRate: 50, TraceRouterRate: 500, MetricsDetail: "peer"}
 	if c.Scale != want {
 		t.Errorf("defaults %+v, want %+v", c.Scale, want)
 	}

@@ -21,7 +21,8 @@ type Rate struct {
 	held      int64     // probes delayed or deferred, ever
 }
 
-// NewRate returns a cap of perSecond probes per second (at least one).
+// NewRate returns a cap of perSecond probes per second, with a burst of
+// one second's worth (at least one probe).
 func NewRate(perSecond float64) *Rate {
 	b := max(int(perSecond), 1)
 	return &Rate{lim: rate.NewLimiter(rate.Limit(perSecond), b), burst: b}
@@ -75,16 +76,41 @@ func (r *Rate) Stretched(now time.Time, window time.Duration) (bool, int64) {
 
 // RouterBudget caps the TTL-expired answers one agent requests from each
 // router: every trace probe expected to expire at a known router takes a
-// token from that router's bucket.
+// token from that router's bucket. The cap is a cluster-wide target per
+// router (-traceRouterRate) shared by the members: each agent takes
+// target/members, so that even if every agent's routes cross one router,
+// the router answers at most target per second. Until SetMembers is
+// called the agent takes the whole target.
 type RouterBudget struct {
-	perSecond float64
-	mu        sync.Mutex
-	routers   map[string]*Rate
+	target  float64
+	mu      sync.Mutex
+	share   float64
+	routers map[string]*Rate
 }
 
-// NewRouterBudget returns a budget of perSecond answers per router.
-func NewRouterBudget(perSecond float64) *RouterBudget {
-	return &RouterBudget{perSecond: perSecond, routers: make(map[string]*Rate)}
+// NewRouterBudget returns a budget of target answers per second per router
+// for the whole cluster.
+func NewRouterBudget(target float64) *RouterBudget {
+	return &RouterBudget{target: target, share: target, routers: make(map[string]*Rate)}
+}
+
+// SetMembers sets the cluster size the target is shared by.
+func (b *RouterBudget) SetMembers(n int) {
+	share := b.target / float64(max(n, 1))
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if share == b.share {
+		return
+	}
+	b.share = share
+	clear(b.routers) // new buckets at the new share
+}
+
+// PerRouter returns this agent's share: answers per second per router.
+func (b *RouterBudget) PerRouter() float64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.share
 }
 
 // Reserve takes one answer from each router in routers (a router listed
@@ -100,7 +126,7 @@ func (b *RouterBudget) Reserve(now time.Time, routers []string) time.Duration {
 	for r, n := range count {
 		rt := b.routers[r]
 		if rt == nil {
-			rt = NewRate(b.perSecond)
+			rt = NewRate(b.share)
 			b.routers[r] = rt
 		}
 		d = max(d, rt.Reserve(now, n))

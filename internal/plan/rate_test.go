@@ -92,4 +92,20 @@ func TestRouterBudget(t *testing.T) {
 	if !b.Stretched(now, time.Second) {
 		t.Errorf("not stretched after r1 was held")
 	}
+	// 100 members share a target of 500/s: 5/s each; over 10 s of asking
+	// 20/s, one router gets at most burst + 5 × 10 answers from this agent.
+	b = NewRouterBudget(500)
+	b.SetMembers(100)
+	if got := b.PerRouter(); got != 5 {
+		t.Fatalf("share %v, want 5", got)
+	}
+	sent := 0
+	for at := time.Duration(0); at < 10*time.Second; at += 50 * time.Millisecond {
+		if b.Reserve(now.Add(at), []string{"spine1"}) == 0 {
+			sent++
+		}
+	}
+	if sent > 5+50 {
+		t.Errorf("%d answers in 10 s under a 5/s share", sent)
+	}
 }

@@ -36,6 +36,15 @@ type Runner struct {
 	selfRack netip.Addr
 	picks    []Pick
 	wake     chan struct{}
+	routers  *RouterBudget
+}
+
+// ShareRouterBudget makes the runner tell b the cluster size on every
+// update, so this agent takes its share of the per-router target.
+func (r *Runner) ShareRouterBudget(b *RouterBudget) {
+	r.mu.Lock()
+	r.routers = b
+	r.mu.Unlock()
 }
 
 // NewRunner returns a Runner for cfg (validated) with self at addr.
@@ -106,7 +115,11 @@ func (r *Runner) Update() time.Time {
 	}
 	c := r.cfg
 	c.SelfRack = r.selfRack
+	routers := r.routers
 	r.mu.Unlock()
+	if routers != nil {
+		routers.SetMembers(len(ms))
+	}
 	picks := Select(c, ms, now)
 	_, end := Epoch(c.Self, c.Rotate, now)
 	r.mu.Lock()

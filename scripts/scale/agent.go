@@ -114,7 +114,8 @@ func runAgent(f *simclos.Fabric, self simclos.Host, members []plan.Member, pc pl
 	mc.FIB = oneGateway{} // a host's default route: one next hop
 	mc.Interval = time.Duration(float64(mc.Interval) / speedup)
 	mc.TraceRate = plan.NewRate(50 * speedup)
-	mc.RouterBudget = plan.NewRouterBudget(10 * speedup)
+	mc.RouterBudget = plan.NewRouterBudget(500 * speedup) // -traceRouterRate
+	mc.RouterBudget.SetMembers(len(members))
 	mp, err := mapper.New(mc, tr, g)
 	if err != nil {
 		return fig, err

@@ -66,7 +66,7 @@ func routesOf(f *simclos.Fabric, cp clusterPlan, ports int) []flowRoute {
 // routers of every agent's routes: an agent's answers at TTL t are shared
 // by the routers at position t of its routes. It returns the max and p99
 // answers per second per router.
-func routerLoad(routes []flowRoute, perAgentTTL map[int]float64) (maxLoad, p99 float64) {
+func routerLoad(routes []flowRoute, perAgentTTL map[int]float64) (maxLoad, p99 float64, top string) {
 	byAgent := make(map[netip.Addr][]flowRoute)
 	for _, r := range routes {
 		byAgent[r.src] = append(byAgent[r.src], r)
@@ -86,14 +86,17 @@ func routerLoad(routes []flowRoute, perAgentTTL map[int]float64) (maxLoad, p99 f
 		}
 	}
 	vals := make([]float64, 0, len(load))
-	for _, v := range load {
+	for r, v := range load {
 		vals = append(vals, v)
+		if v > maxLoad {
+			maxLoad, top = v, r
+		}
 	}
 	if len(vals) == 0 {
-		return 0, 0
+		return 0, 0, ""
 	}
 	slices.Sort(vals)
-	return vals[len(vals)-1], vals[int(math.Ceil(0.99*float64(len(vals))))-1]
+	return maxLoad, vals[int(math.Ceil(0.99*float64(len(vals))))-1], top
 }
 
 // faults picks k distinct fabric links between routers (ToR–spine,

@@ -101,8 +101,13 @@ func runSize(n int, speedup float64, agents, trials, fullMeshMax int, pingFor ti
 
 	// Cluster and aggregator, with the plan's sampled peers.
 	sampled := routesOf(f, planAll(f, members, pc, now), 11)
-	mx, p99 := routerLoad(sampled, perTTL)
-	fmt.Printf("  cluster: TTL-expired answers per router per second: max %.1f, p99 %.1f\n", mx, p99)
+	mx, p99, top := routerLoad(sampled, perTTL)
+	ttls := make([]string, 0, len(perTTL))
+	for t := 1; t <= len(perTTL); t++ {
+		ttls = append(ttls, fmt.Sprintf("%d:%.1f", t, perTTL[t]))
+	}
+	fmt.Printf("  cluster: TTL-expired answers per router per second: max %.1f (%s), p99 %.1f; per agent by TTL %s\n",
+		mx, top, p99, strings.Join(ttls, " "))
 	rng := rand.New(rand.NewPCG(uint64(n), 1))
 	agg, err := aggregate(sampled, faults(f, 1, 0.05, rng), rng, true)
 	if err != nil {
