@@ -20,7 +20,7 @@ type Target interface {
 }
 
 // Runner keeps a Target on the current plan: it recomputes the plan when a
-// member joins or leaves, when the rotation epoch ends and, every Refresh,
+// member joins or leaves, when the rotation epoch ends and, every 10 s,
 // with the racks the target's routes revealed since. Racks once learned
 // are remembered, so a peer rotated out stays known as a rack peer or not.
 type Runner struct {
@@ -56,7 +56,7 @@ func NewRunner(cfg Config, self netip.Addr, t Target, log *slog.Logger) (*Runner
 		log = slog.Default()
 	}
 	r := &Runner{
-		cfg: cfg, target: t, log: log, refresh: 30 * time.Second, now: time.Now,
+		cfg: cfg, target: t, log: log, refresh: 10 * time.Second, now: time.Now,
 		members: map[string]Member{cfg.Self: {Name: cfg.Self, Addr: self.Unmap()}},
 		racks:   make(map[netip.Addr]netip.Addr),
 		wake:    make(chan struct{}, 1),
