@@ -42,6 +42,8 @@ func main() {
 		trials      = flag.Int("trials", 2, "fault sets per fault count for the localization figures")
 		fullMeshMax = flag.Int("fullMeshMax", 300, "largest N for which the full-mesh localization baseline is computed")
 		pingFor     = flag.Duration("pingFor", 3*time.Second, "how long each emulated agent pings")
+		liveMax     = flag.Int("liveMax", 100, "agents run live (memberlist, HTTP/SSE, aggregator) per size; 0 skips")
+		liveFor     = flag.Duration("liveFor", 60*time.Second, "how long the live agents run")
 	)
 	flag.Parse()
 	for _, s := range strings.Split(*sizes, ",") {
@@ -50,7 +52,7 @@ func main() {
 			fmt.Fprintf(os.Stderr, "scale: -n %q: want sizes of at least 10\n", s)
 			os.Exit(2)
 		}
-		if err := runSize(n, *speedup, *agents, *trials, *fullMeshMax, *pingFor); err != nil {
+		if err := runSize(n, *speedup, *agents, *trials, *fullMeshMax, *pingFor, *liveMax, *liveFor); err != nil {
 			fmt.Fprintf(os.Stderr, "scale: N=%d: %v\n", n, err)
 			os.Exit(1)
 		}
@@ -70,7 +72,7 @@ func shape(n int) simclos.Fabric {
 	}
 }
 
-func runSize(n int, speedup float64, agents, trials, fullMeshMax int, pingFor time.Duration) error {
+func runSize(n int, speedup float64, agents, trials, fullMeshMax int, pingFor time.Duration, liveMax int, liveFor time.Duration) error {
 	f := simclos.New(shape(n))
 	members := make([]plan.Member, len(f.Hosts))
 	for i, h := range f.Hosts {
@@ -97,6 +99,12 @@ func runSize(n int, speedup float64, agents, trials, fullMeshMax int, pingFor ti
 		fmt.Printf("  %-6s %5d %8d %10.0f %10.1f %10s %7s %8d %6.1fM\n", h.Name, fig.peers, fig.routes, fig.pingsPerSec,
 			fig.traceProbesSec, fig.sweep.Round(100*time.Millisecond), fig.firstRoute.Round(10*time.Millisecond), fig.series,
 			float64(fig.heapBytes)/(1<<20))
+	}
+
+	if liveMax > 0 {
+		if err := runLive(f, min(n, liveMax), liveFor); err != nil {
+			return err
+		}
 	}
 
 	// Cluster and aggregator, with the plan's sampled peers.
