@@ -24,23 +24,12 @@ import (
 // in either direction and cleared when the fault goes, agents that vanish and
 // return, an aggregator that restarts, garbage on every port.
 func TestEndToEnd(t *testing.T) {
-	lab.RequireRoot(t)
-	bin := buildDNMS(t)
 	// Three leaves: with two, every route through leaf1→spine1 also crosses
 	// spine1→leaf2, so the two links are indistinguishable to any estimator.
-	f := lab.New(t, lab.Config{Prefix: lab.UniquePrefix(t), Spines: 2, Leaves: 3, HostsPerLeaf: 1})
-	c, err := demo.Start(demo.Config{Binary: bin, Fabric: f, LogDir: t.TempDir(),
-		Args: []string{"-pingRouteInterval", "200ms", "-mapInterval", "100ms", "-logLevel", "debug"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Stop)
+	f, c, fail := startLabCluster(t, lab.Config{Spines: 2, Leaves: 3, HostsPerLeaf: 1},
+		"-pingRouteInterval", "200ms", "-mapInterval", "100ms", "-logLevel", "debug")
 	ctx := context.Background()
 	agg := c.AggregatorHost().Name
-	fail := func(format string, a ...any) {
-		t.Helper()
-		t.Fatalf("%s\n--- aggregator %s log tail:\n%s", fmt.Sprintf(format, a...), agg, c.Tail(agg, 30))
-	}
 
 	pairs := len(f.Hosts) * (len(f.Hosts) - 1)
 	allPairs := func() error {

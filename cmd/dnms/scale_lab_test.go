@@ -19,21 +19,10 @@ import (
 // sources, and 5% loss on one leaf→spine link is the aggregator's top
 // faulty row.
 func TestScalePingPeers(t *testing.T) {
-	lab.RequireRoot(t)
-	bin := buildDNMS(t)
-	f := lab.New(t, lab.Config{Prefix: lab.UniquePrefix(t), Spines: 2, Leaves: 4, HostsPerLeaf: 4})
-	c, err := demo.Start(demo.Config{Binary: bin, Fabric: f, LogDir: t.TempDir(),
-		Args: []string{"-pingPeers", "4", "-pingRouteInterval", "200ms", "-mapInterval", "100ms"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Stop)
+	f, c, fail := startLabCluster(t, lab.Config{Spines: 2, Leaves: 4, HostsPerLeaf: 4},
+		"-pingPeers", "4", "-pingRouteInterval", "200ms", "-mapInterval", "100ms")
 	ctx := context.Background()
 	agg := c.AggregatorHost().Name
-	fail := func(format string, a ...any) {
-		t.Helper()
-		t.Fatalf("%s\n--- aggregator %s log tail:\n%s", fmt.Sprintf(format, a...), agg, c.Tail(agg, 30))
-	}
 
 	// Every agent probes 4 peers, and says why.
 	if err := demo.WaitFor(ctx, 60*time.Second, time.Second, func() error {
@@ -121,4 +110,25 @@ func TestScalePingPeers(t *testing.T) {
 		fail("5%% loss on %s→%s: %v", leaf1.Name, spine1.Name, err)
 	}
 	t.Logf("5%% loss on %s→%s is the top faulty row after %s", leaf1.Name, spine1.Name, time.Since(faultAt).Round(time.Second))
+}
+
+// startLabCluster builds a lab fabric (root only; a unique prefix) and runs
+// the dnms binary with args on every host, one aggregating. fail ends the
+// test with the aggregator's log tail.
+func startLabCluster(t *testing.T, cfg lab.Config, args ...string) (*lab.Fabric, *demo.Cluster, func(format string, a ...any)) {
+	t.Helper()
+	lab.RequireRoot(t)
+	bin := buildDNMS(t)
+	cfg.Prefix = lab.UniquePrefix(t)
+	f := lab.New(t, cfg)
+	c, err := demo.Start(demo.Config{Binary: bin, Fabric: f, LogDir: t.TempDir(), Args: args})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Stop)
+	agg := c.AggregatorHost().Name
+	return f, c, func(format string, a ...any) {
+		t.Helper()
+		t.Fatalf("%s\n--- aggregator %s log tail:\n%s", fmt.Sprintf(format, a...), agg, c.Tail(agg, 30))
+	}
 }

@@ -26,17 +26,27 @@ import (
 )
 
 // simTracer answers trace probes from the simulated fabric at once and
-// counts who answered: routers' answers are the TTL-expired load.
+// counts who answered: routers' answers are the TTL-expired load. With host
+// set, agents live on other addresses (loopback) and host maps them to
+// their fabric hosts; the peer answers as itself.
 type simTracer struct {
 	f      *simclos.Fabric
 	self   netip.Addr
+	host   map[netip.Addr]netip.Addr
 	probes atomic.Int64
 	mu     sync.Mutex
 	byTTL  map[int]int64 // router answers by TTL
 }
 
+func (t *simTracer) fabricAddr(a netip.Addr) netip.Addr {
+	if h, ok := t.host[a]; ok {
+		return h
+	}
+	return a
+}
+
 func (t *simTracer) ProbeTTLs(ctx context.Context, peer netip.Addr, port uint16, ttls []int) (mapper.ProbeResult, error) {
-	path := t.f.Path(t.self, peer, port)
+	path := t.f.Path(t.fabricAddr(t.self), t.fabricAddr(peer), port)
 	var res mapper.ProbeResult
 	for _, ttl := range ttls {
 		res.ProbesSent++

@@ -28,34 +28,6 @@ import (
 	"github.com/dnms/dnms/internal/probe"
 )
 
-// loopTracer is simTracer for agents that live on loopback addresses: it
-// maps a 127.x agent to its fabric host and answers from the fabric, the
-// peer answering as its 127.x self.
-type loopTracer struct {
-	f    *simclos.Fabric
-	self netip.Addr
-	host map[netip.Addr]netip.Addr // loopback → fabric host
-}
-
-func (t *loopTracer) ProbeTTLs(ctx context.Context, peer netip.Addr, port uint16, ttls []int) (mapper.ProbeResult, error) {
-	path := t.f.Path(t.host[t.self], t.host[peer], port)
-	var res mapper.ProbeResult
-	for _, ttl := range ttls {
-		res.ProbesSent++
-		a := mapper.TTLAnswer{TTL: ttl}
-		if ttl >= len(path)-1 {
-			a.Hop, a.Dest = graph.Hop{Addr: peer}, true
-		} else {
-			a.Hop = graph.Hop{Addr: path[ttl]}
-		}
-		res.Answers = append(res.Answers, a)
-		if a.Dest {
-			break
-		}
-	}
-	return res, nil
-}
-
 // liveAgent is one emulated agent: real memberlist, plan runner, mapper,
 // pinger, graph and HTTP/SSE server on its own loopback address.
 type liveAgent struct {
@@ -107,7 +79,7 @@ func runLive(f *simclos.Fabric, n int, runFor time.Duration) error {
 		mc := mapper.DefaultConfig()
 		mc.LocalAddr, mc.Logger, mc.Registerer = a.addr, log, reg
 		mc.TraceRate, mc.RouterBudget, mc.FIB = plan.NewRate(50), plan.NewRouterBudget(500), oneGateway{}
-		mp, err := mapper.New(mc, &loopTracer{f: f, self: a.addr, host: loop}, a.g)
+		mp, err := mapper.New(mc, &simTracer{f: f, self: a.addr, host: loop, byTTL: make(map[int]int64)}, a.g)
 		if err != nil {
 			return err
 		}
