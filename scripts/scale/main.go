@@ -39,7 +39,7 @@ func main() {
 		sizes       = flag.String("n", "100,300,1000", "comma-separated cluster sizes")
 		speedup     = flag.Float64("speedup", 10, "time compression of the emulated sweeps (rates × speedup, intervals ÷ speedup)")
 		agents      = flag.Int("agents", 2, "agents emulated in full per size")
-		trials      = flag.Int("trials", 2, "fault sets per fault count for the localization figures")
+		trials      = flag.Int("trials", 2, "fault sets per fault count for the localization figures (0 skips them)")
 		fullMeshMax = flag.Int("fullMeshMax", 300, "largest N for which the full-mesh localization baseline is computed")
 		pingFor     = flag.Duration("pingFor", 3*time.Second, "how long each emulated agent pings")
 		liveMax     = flag.Int("liveMax", 100, "agents run live (memberlist, HTTP/SSE, aggregator) per size; 0 skips")
@@ -133,6 +133,9 @@ func runSize(n int, speedup float64, agents, trials, fullMeshMax int, pingFor ti
 		full = routesOf(f, planAll(f, members, fc, now), 11)
 	}
 	for _, k := range []int{1, 3} {
+		if trials < 1 {
+			break
+		}
 		var sp, sf, fp, ff float64
 		for t := 0; t < trials; t++ {
 			frng := rand.New(rand.NewPCG(uint64(n), uint64(100*k+t)))
