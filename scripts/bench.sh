@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/local/go/bin"
 
 want() { [ $# -eq 0 ] || [[ " ${SECTIONS} " == *" $1 "* ]]; }
-SECTIONS="${*:-probe ebpf graph localize mapper api aggregator lab ui targets}"
+SECTIONS="${*:-probe ebpf graph localize mapper api aggregator lab ui targets scale}"
 root=$([ "$(id -u)" -eq 0 ] && echo yes || echo no)
 section() { printf '\n=== %s\n' "$*"; }
 gobench() { go test -run '^$' -count=1 "$@" 2>&1 | grep -vE '^(goos|goarch|pkg|cpu):'; }
@@ -102,4 +102,8 @@ if want targets; then
 	else
 		section "targets: SKIPPED (needs root: raw sockets and a lab fabric)"
 	fi
+fi
+if want scale; then
+	section "scale: emulated clusters of 100, 300 and 1000 agents on a simulated Clos (plan, mapper, pinger, graph, API, aggregator merge; README scale section)"
+	go run ./scripts/scale -n "${DNMS_SCALE_SIZES:-100,300,1000}"
 fi

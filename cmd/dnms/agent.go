@@ -22,6 +22,7 @@ import (
 	"github.com/dnms/dnms/internal/graph"
 	"github.com/dnms/dnms/internal/loader"
 	"github.com/dnms/dnms/internal/mapper"
+	"github.com/dnms/dnms/internal/plan"
 )
 
 func defaultLocalIP() (netip.Addr, error) { return cluster.DefaultAddr() }
@@ -63,7 +64,8 @@ func runAgent(cfg *config) error {
 	g := graph.New(gcfg)
 
 	cfg.logTrust(log)
-	probes, err := startProbes(cfg, log, reg, g)
+	caps := newCaps(cfg.Scale)
+	probes, err := startProbes(cfg, log, reg, g, caps.pings)
 	if err != nil {
 		return err
 	}
@@ -75,6 +77,7 @@ func runAgent(cfg *config) error {
 	mcfg.SrcPortStart, mcfg.SrcPortEnd = cfg.MapSrcPortStart, cfg.MapSrcPortEnd
 	mcfg.Interval = cfg.MapInterval
 	mcfg.Registerer, mcfg.Logger = reg, log.With("component", "mapper")
+	mcfg.TraceRate, mcfg.RouterBudget = caps.traces, caps.routers
 	if table, err := loader.OpenFIB(); err != nil {
 		log.Warn("no route lookups: the mapper probes TTL 1 on every port until MDA confirms it", "err", err)
 	} else {
@@ -123,7 +126,12 @@ func runAgent(cfg *config) error {
 	if err != nil {
 		return fmt.Errorf("cluster: %w", err)
 	}
-	cl.AddHandler(peerHandler{mp: mp})
+	planner, err := plan.NewRunner(cfg.Scale.planConfig(cl.Name()), cfg.GossipAddr, mp, log.With("component", "plan"))
+	if err != nil {
+		return fmt.Errorf("plan: %w", err)
+	}
+	planner.ShareRouterBudget(caps.routers)
+	cl.AddHandler(peerHandler{planner: planner})
 	if probes.ld != nil && cfg.EBPFReflector && len(cfg.ProbeKey) > 0 {
 		cl.AddHandlerWithSelf(newMemberSync(probes.ld, log.With("component", "loader")))
 	}
@@ -138,13 +146,14 @@ func runAgent(cfg *config) error {
 	if cfg.ClusterTLS != nil {
 		acfg.TLS = cfg.ClusterTLS.ServerConfig()
 	}
+	acfg.RouteMetrics = cfg.Scale.MetricsDetail == "route"
 	deps := api.Deps{
 		Graph:          g,
 		MapperPeers:    func() any { return mp.Peers() },
 		MapperRouteMap: func() any { return mp.RouteMap() },
 		Meta: func() any {
 			return healthMeta{Version: version, Role: role, Node: cl.Name(),
-				TimeSource: string(probes.source), EBPF: probes.health()}
+				TimeSource: string(probes.source), EBPF: probes.health(), ProbeCaps: caps.status()}
 		},
 	}
 	if aggGraph != nil {
@@ -179,6 +188,7 @@ func runAgent(cfg *config) error {
 	probes.run(ctx, eg)
 	eg.Go(func() error { return mp.Run(ctx) })
 	tp.run(ctx, eg)
+	eg.Go(func() error { return planner.Run(ctx) })
 	eg.Go(func() error { return cl.Run(ctx) })
 	eg.Go(func() error { return srv.Run(ctx) })
 	err = eg.Wait()
@@ -189,15 +199,16 @@ func runAgent(cfg *config) error {
 	return err
 }
 
-// peerHandler feeds cluster membership to the mapper: a joined peer is traced
-// (and then pinged) within one sweep; a departed peer's routes leave the graph.
-// The cluster logs joins and leaves itself.
-type peerHandler struct{ mp *mapper.Mapper }
+// peerHandler feeds cluster membership to the probe plan, which hands the
+// mapper the peers to trace (and so to ping): a joined peer in the plan is
+// traced first; a departed peer's routes leave the graph. The cluster logs
+// joins and leaves itself.
+type peerHandler struct{ planner *plan.Runner }
 
 var _ cluster.Handler = peerHandler{}
 
-func (h peerHandler) PeerJoin(p cluster.Peer)  { h.mp.AddPeer(p.Addr) }
-func (h peerHandler) PeerLeave(p cluster.Peer) { h.mp.RemovePeer(p.Addr) }
+func (h peerHandler) PeerJoin(p cluster.Peer)  { h.planner.Join(p.Name, p.Addr) }
+func (h peerHandler) PeerLeave(p cluster.Peer) { h.planner.Leave(p.Name) }
 
 func runHealth(args []string) error {
 	return api.RunHealth(args, os.Stdin, os.Stdout, os.Stderr)

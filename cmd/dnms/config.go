@@ -59,6 +59,7 @@ type config struct {
 	// External targets and path watch (issue 12).
 	TargetsFile string // -targets: YAML file of external targets, "" = none
 	PathHistory int    // -pathHistory: distinct paths and changes kept per flow
+	Scale           scaleConfig // probe budget and metrics detail (scale.go)
 }
 
 // errHelp is returned when the user asked for -h; main exits 0.
@@ -119,6 +120,8 @@ func parseFlagSet(args []string, out io.Writer, localIP func() (netip.Addr, erro
 	fs.StringVar(&sec.WebConfigFile, "web.config.file", "", "Prometheus exporter-toolkit web config (TLS, client CA, basic auth) for the HTTP API")
 	fs.IntVar(&sec.HTTPMaxConns, "httpMaxConns", 1024, "maximum open HTTP connections; more wait in the accept queue")
 	fs.StringVar(&sec.StateDir, "stateDir", "", "`dir`ectory for state kept across restarts (known members, path history); empty writes nothing to disk")
+	var scale scaleConfig
+	addScaleFlags(fs, &scale)
 	fs.Usage = func() {
 		fmt.Fprintf(out, "usage: dnms [flags]            run an agent (sudo dnms -peer seed:33434)\n")
 		fmt.Fprintf(out, "       dnms health -f FILE    rank links in a saved /v1/graph document\n")
@@ -159,6 +162,10 @@ func parseFlagSet(args []string, out io.Writer, localIP func() (netip.Addr, erro
 	if pathHistory < 1 || pathHistory > 10000 {
 		return nil, fmt.Errorf("-pathHistory must be between 1 and 10000, got %d", pathHistory)
 	}
+	if err := scale.validate(); err != nil {
+		return nil, err
+	}
+	c.Scale = scale
 
 	var err error
 	if c.PingPort, err = port("-pingPort", pingPort); err != nil {

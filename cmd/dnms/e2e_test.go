@@ -25,23 +25,12 @@ import (
 // in either direction and cleared when the fault goes, agents that vanish and
 // return, an aggregator that restarts, garbage on every port.
 func TestEndToEnd(t *testing.T) {
-	lab.RequireRoot(t)
-	bin := buildDNMS(t)
 	// Three leaves: with two, every route through leaf1→spine1 also crosses
 	// spine1→leaf2, so the two links are indistinguishable to any estimator.
-	f := lab.New(t, lab.Config{Prefix: lab.UniquePrefix(t), Spines: 2, Leaves: 3, HostsPerLeaf: 1})
-	c, err := demo.Start(demo.Config{Binary: bin, Fabric: f, LogDir: t.TempDir(),
-		Args: []string{"-pingRouteInterval", "200ms", "-mapInterval", "100ms", "-logLevel", "debug"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Stop)
+	f, c, fail := startLabCluster(t, lab.Config{Spines: 2, Leaves: 3, HostsPerLeaf: 1},
+		"-pingRouteInterval", "200ms", "-mapInterval", "100ms", "-logLevel", "debug")
 	ctx := context.Background()
 	agg := c.AggregatorHost().Name
-	fail := func(format string, a ...any) {
-		t.Helper()
-		t.Fatalf("%s\n--- aggregator %s log tail:\n%s", fmt.Sprintf(format, a...), agg, c.Tail(agg, 30))
-	}
 
 	pairs := len(f.Hosts) * (len(f.Hosts) - 1)
 	allPairs := func() error {
@@ -77,13 +66,18 @@ func TestEndToEnd(t *testing.T) {
 		}
 		for _, series := range []string{
 			"dnms_probes_sent_total{", "dnms_probes_received_total{", "dnms_probe_rtt_seconds_bucket{",
-			"dnms_route_loss_ratio{", "dnms_route_jitter_seconds{", "dnms_link_suspicion{",
+			"dnms_probe_jitter_seconds{", "dnms_link_suspicion{",
 			"dnms_link_estimated_loss_ratio{", "dnms_packets_rejected_total{", `dnms_timestamp_source{source="ebpf"} 1`,
 			"dnms_ebpf_attached{", "dnms_traces_total{", "dnms_cluster_members{", "dnms_build_info{",
 		} {
 			if !bytes.Contains(body, []byte(series)) {
 				t.Errorf("/metrics has no %s", series)
 			}
+		}
+		// -metricsDetail=peer (the default): loss and latency per peer, not
+		// per route.
+		if bytes.Contains(body, []byte("dnms_route_loss_ratio{")) {
+			t.Errorf("/metrics has per-route series with the default -metricsDetail=peer")
 		}
 	})
 

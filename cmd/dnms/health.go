@@ -8,6 +8,18 @@ type healthMeta struct {
 	Node       string     `json:"node"`
 	TimeSource string     `json:"timeSource"` // ebpf, kernel or user
 	EBPF       ebpfHealth `json:"ebpf"`
+	ProbeCaps  capsHealth `json:"probeCaps"`
+}
+
+// capsHealth says whether the probe budget's caps set the pace
+// (-probeRate, -traceRate, -traceRouterRate) in the last minute, and how
+// many probes they held back since start.
+type capsHealth struct {
+	PingsStretched        bool  `json:"pingsStretched"`
+	PingsHeld             int64 `json:"pingsHeld"`
+	TracesStretched       bool  `json:"tracesStretched"`
+	TracesHeld            int64 `json:"tracesHeld"`
+	RouterBudgetStretched bool  `json:"routerBudgetStretched"`
 }
 
 // ebpfHealth says whether the TC programs are attached, how and where, and

@@ -12,6 +12,7 @@ import (
 	"github.com/dnms/dnms/internal/graph"
 	"github.com/dnms/dnms/internal/loader"
 	"github.com/dnms/dnms/internal/pinger"
+	"github.com/dnms/dnms/internal/plan"
 	"github.com/dnms/dnms/internal/probe"
 )
 
@@ -29,7 +30,7 @@ type probes struct {
 // and the kernel allows it, else the engine's own kernel or user stamps. A
 // host without CAP_BPF, or an old kernel, gets one clear log line and keeps
 // running.
-func startProbes(cfg *config, log *slog.Logger, reg prometheus.Registerer, g *graph.Graph) (*probes, error) {
+func startProbes(cfg *config, log *slog.Logger, reg prometheus.Registerer, g *graph.Graph, rate *plan.Rate) (*probes, error) {
 	p := &probes{ebpf: ebpfHealth{Ifaces: []string{}}}
 	ts := cfg.Timestamps
 	var ebpfErr error
@@ -90,6 +91,7 @@ func startProbes(cfg *config, log *slog.Logger, reg prometheus.Registerer, g *gr
 	pc := pinger.DefaultConfig()
 	pc.PeerInterval, pc.RouteInterval, pc.Timeout = cfg.PingPeerIntv, cfg.PingRouteIntv, cfg.PingTimeout
 	pc.Local, pc.Registerer, pc.Logger = cfg.GossipAddr, reg, log.With("component", "pinger")
+	pc.Rate = rate
 	if p.pg, err = pinger.New(pc, eng, g, g); err != nil {
 		p.Close()
 		return nil, fmt.Errorf("pinger: %w", err)

@@ -13,6 +13,7 @@ import (
 	"github.com/dnms/dnms/internal/graph"
 	"github.com/dnms/dnms/internal/localize"
 	"github.com/dnms/dnms/internal/ui"
+	"github.com/dnms/dnms/internal/plan"
 )
 
 // normSnapshot makes nil slices empty so the JSON says [] rather than null.
@@ -44,8 +45,24 @@ func (s *Server) nodesHandler(g Graph) http.Handler {
 
 func (s *Server) edgesHandler(g Graph) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, r, orEmpty(g.Snapshot().Links))
+		writeJSON(w, r, edgesWithCoverage(g.Snapshot()))
 	})
+}
+
+// edge is one /edges row: the link, and how many distinct hosts' routes
+// cross it (plan.Coverage; the link's routes are already in graph.Link).
+type edge struct {
+	graph.Link
+	Sources int `json:"sources"`
+}
+
+func edgesWithCoverage(snap graph.Snapshot) []edge {
+	cov := plan.LinkCoverage(snap.Routes)
+	out := make([]edge, len(snap.Links))
+	for i, l := range snap.Links {
+		out[i] = edge{Link: l, Sources: cov[l.LinkID].Sources}
+	}
+	return out
 }
 
 // routesHandler serves the routes, optionally only those from ?src= and/or

@@ -125,10 +125,18 @@ var (
 // graphCollector reads the graphs at scrape time.
 type graphCollector struct {
 	agent, aggregator Graph
+	// routes: export the per-route series and every link of the agent's
+	// view (-metricsDetail=route). Off, the agent's per-peer series
+	// (internal/pinger) carry loss and latency, and its link series are
+	// only those of links the estimator does not call ok: the series per
+	// agent stay bounded by the probe budget, not by peers × ports or by
+	// the links its routes cross. The aggregator view always exports every
+	// link: it is the cluster's link health.
+	routes bool
 }
 
 func newGraphCollector(agent, aggregator Graph) *graphCollector {
-	return &graphCollector{agent: agent, aggregator: aggregator}
+	return &graphCollector{agent: agent, aggregator: aggregator, routes: true}
 }
 
 var _ prometheus.Collector = (*graphCollector)(nil)
@@ -147,13 +155,15 @@ func (c *graphCollector) Describe(ch chan<- *prometheus.Desc) {
 func (c *graphCollector) Collect(ch chan<- prometheus.Metric) {
 	snap := c.agent.Snapshot()
 	collectSize(ch, "agent", snap)
-	collectRoutes(ch, snap)
-	collectLinks(ch, "agent", c.agent.Health())
+	if c.routes {
+		collectRoutes(ch, snap)
+	}
+	collectLinks(ch, "agent", c.agent.Health(), !c.routes)
 	if c.aggregator != nil {
 		// The aggregator's routes are every agent's routes (peers² x ports):
 		// each agent exports its own, so only sizes and links here.
 		collectSize(ch, "aggregator", c.aggregator.Snapshot())
-		collectLinks(ch, "aggregator", c.aggregator.Health())
+		collectLinks(ch, "aggregator", c.aggregator.Health(), false)
 	}
 }
 
@@ -195,9 +205,14 @@ func collectRoutes(ch chan<- prometheus.Metric, s graph.Snapshot) {
 	}
 }
 
-func collectLinks(ch chan<- prometheus.Metric, view string, rows []graph.LinkHealth) {
+// collectLinks exports the link rows; onlyBad skips links whose verdict is
+// ok.
+func collectLinks(ch chan<- prometheus.Metric, view string, rows []graph.LinkHealth, onlyBad bool) {
 	seen := make(map[graph.LinkID]bool, len(rows))
 	for _, h := range rows {
+		if onlyBad && h.Verdict == graph.VerdictOK {
+			continue
+		}
 		id := graph.LinkID{Src: h.Src, Dst: h.Dst}
 		if seen[id] {
 			continue

@@ -20,6 +20,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/dnms/dnms/internal/graph"
 )
 
 func TestGraphMetricsValues(t *testing.T) {
@@ -108,7 +110,7 @@ func TestMetricsLintPromtool(t *testing.T) {
 	g := fixtureGraph(t)
 	// Exercise every family: a graph-wide stream and an auth failure.
 	cfg := DefaultConfig()
-	cfg.Token = "tok"
+	cfg.Token, cfg.RouteMetrics = "tok", true
 	ts := newTestServer(t, cfg, Deps{Graph: g, Aggregator: g})
 	c := openSSE(t, ts.URL+"/v1/events/graph", map[string]string{"Authorization": "Bearer tok"})
 	c.next(t, streamWait)
@@ -190,6 +192,7 @@ func scrapeWithPrometheus(t *testing.T, cfg Config, job string) {
 		t.Skipf("%s not installed (Debian package prometheus); CI installs it", bin)
 	}
 	g := fixtureGraph(t)
+	cfg.RouteMetrics = true
 	ts := newTestServer(t, cfg, Deps{Graph: g})
 
 	dir := t.TempDir()
@@ -310,4 +313,72 @@ func freeLoopbackAddr(t *testing.T) string {
 	addr := ln.Addr().String()
 	ln.Close()
 	return addr
+}
+
+// TestMetricsDetailPeer: by default (-metricsDetail=peer) /metrics has no
+// per-route series and only the agent's links not called ok; with
+// RouteMetrics it has both in full. The aggregator view has every link.
+func TestMetricsDetailPeer(t *testing.T) {
+	g := fixtureGraph(t)
+	bad := 0
+	for _, h := range g.Health() {
+		if h.Verdict != graph.VerdictOK {
+			bad++
+		}
+	}
+	links := len(g.Snapshot().Links)
+	if bad == 0 || bad == links {
+		t.Fatalf("fixture has %d of %d links not ok: the test needs both kinds", bad, links)
+	}
+	for _, routes := range []bool{false, true} {
+		gc := newGraphCollector(g, g)
+		gc.routes = routes
+		reg := prometheus.NewPedanticRegistry()
+		reg.MustRegister(gc)
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		count := map[string]int{}
+		for _, mf := range mfs {
+			for _, m := range mf.GetMetric() {
+				view := ""
+				for _, l := range m.GetLabel() {
+					if l.GetName() == "view" {
+						view = l.GetValue()
+					}
+				}
+				count[mf.GetName()+"/"+view]++
+			}
+		}
+		wantAgent, wantRoutes := bad, 0
+		if routes {
+			wantAgent, wantRoutes = links, 1
+		}
+		if got := count["dnms_link_faulty/agent"]; got != wantAgent {
+			t.Errorf("RouteMetrics=%v: %d agent link series, want %d", routes, got, wantAgent)
+		}
+		if got := count["dnms_link_faulty/aggregator"]; got != links {
+			t.Errorf("RouteMetrics=%v: %d aggregator link series, want every link (%d)", routes, got, links)
+		}
+		if got := count["dnms_route_samples/"]; (got > 0) != (wantRoutes > 0) {
+			t.Errorf("RouteMetrics=%v: %d route series", routes, got)
+		}
+	}
+}
+
+// TestEdgesCoverage: /v1/graph/edges says how many distinct sources' routes
+// cross each link.
+func TestEdgesCoverage(t *testing.T) {
+	g := fixtureGraph(t)
+	snap := g.Snapshot()
+	rows := edgesWithCoverage(snap)
+	if len(rows) != len(snap.Links) {
+		t.Fatalf("%d rows for %d links", len(rows), len(snap.Links))
+	}
+	for _, r := range rows {
+		if r.Routes > 0 && r.Sources < 1 {
+			t.Errorf("link %v with %d routes has no source", r.LinkID, r.Routes)
+		}
+	}
 }

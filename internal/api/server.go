@@ -42,6 +42,10 @@ type Config struct {
 	// endpoint except /healthz and CORS preflights (-httpToken).
 	Token string
 
+	// RouteMetrics exports per-route series on /metrics
+	// (-metricsDetail=route); off, loss and latency are per peer.
+	RouteMetrics bool
+
 	// MaxStreams bounds concurrent SSE streams over all graphs; the next
 	// client gets 503. ReservedStreams of them are only for authenticated
 	// aggregators (a verified cluster client certificate), and one client
@@ -211,7 +215,9 @@ func New(cfg Config, deps Deps) (*Server, error) {
 			return nil, err
 		}
 		s.metrics = m
-		if err := cfg.Registerer.Register(newGraphCollector(deps.Graph, deps.Aggregator)); err != nil {
+		gc := newGraphCollector(deps.Graph, deps.Aggregator)
+		gc.routes = cfg.RouteMetrics
+		if err := cfg.Registerer.Register(gc); err != nil {
 			return nil, fmt.Errorf("api: register graph collector: %w", err)
 		}
 	} else {

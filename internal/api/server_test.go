@@ -34,7 +34,9 @@ func newHandler(t *testing.T, cfg Config, deps Deps) http.Handler {
 func TestEndpoints(t *testing.T) {
 	g := fixtureGraph(t)
 	agg := fixtureGraph(t)
-	h := newHandler(t, DefaultConfig(), Deps{
+	cfg := DefaultConfig()
+	cfg.RouteMetrics = true
+	h := newHandler(t, cfg, Deps{
 		Graph:          g,
 		Aggregator:     agg,
 		MapperPeers:    func() any { return []string{h2.String(), h3.String()} },

@@ -28,6 +28,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/dnms/dnms/internal/graph"
+	"github.com/dnms/dnms/internal/plan"
 )
 
 // Tracer sends Paris traceroute probes: for each TTL in ttls, one UDP probe
@@ -91,6 +92,16 @@ type Config struct {
 	// the peer has a single next hop: then TTL 1 is probed on one port and
 	// reused for the others. nil: TTL 1 is treated like any other TTL.
 	FIB FIB
+	// Parallel is how many traces to different peers run at once inside a
+	// sweep (each pausing Interval after its trace). 1 traces one at a time.
+	Parallel int
+	// TraceRate, when set, caps the trace probes of every trace
+	// (-traceRate); a trace waits for its tokens before each round.
+	TraceRate *plan.Rate
+	// RouterBudget, when set, caps the TTL-expired answers requested from
+	// each router: a round waits until every router expected to answer one
+	// of its TTLs (from the port's last route) has a token.
+	RouterBudget *plan.RouterBudget
 	// Registerer receives the mapper's metrics; nil registers nothing.
 	Registerer prometheus.Registerer
 	// Logger logs path changes and failed traces; nil uses slog.Default().
@@ -112,6 +123,7 @@ func DefaultConfig() Config {
 		TraceTimeout: 10 * time.Second,
 		Confidence:   0.95,
 		VerifyEvery:  4,
+		Parallel:     32,
 	}
 }
 
@@ -142,6 +154,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("mapper: Confidence %v must be in (0, 1)", c.Confidence)
 	case c.VerifyEvery < 1:
 		return fmt.Errorf("mapper: VerifyEvery %d must be at least 1", c.VerifyEvery)
+	case c.Parallel < 1:
+		return fmt.Errorf("mapper: Parallel %d must be at least 1", c.Parallel)
 	}
 	return nil
 }
@@ -169,6 +183,7 @@ type portState struct {
 
 type peerState struct {
 	addr      netip.Addr
+	reason    plan.Reason // why the plan probes it; "" when added by AddPeer
 	ports     map[uint16]*portState
 	added     time.Time
 	lastSweep time.Time // when the last sweep that traced every port finished them
@@ -207,6 +222,7 @@ type Mapper struct {
 	routes   *prometheus.GaugeVec
 	conf     *prometheus.GaugeVec
 	sweepDur prometheus.Gauge
+	held     prometheus.Counter
 	reg      prometheus.Registerer
 	cols     []prometheus.Collector
 }
@@ -280,11 +296,15 @@ func New(cfg Config, tracer Tracer, sink Sink) (*Mapper, error) {
 			Name: "dnms_mapper_sweep_duration_seconds",
 			Help: "How long the last complete sweep over every peer and source port took.",
 		}),
+		held: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "dnms_mapper_rate_wait_seconds_total",
+			Help: "Time traces waited for -traceRate or a router's TTL-expired budget: when it grows, the caps, not -mapInterval, set the sweep's pace.",
+		}),
 	}
 	if m.log == nil {
 		m.log = slog.Default().With("component", "mapper")
 	}
-	m.cols = []prometheus.Collector{m.traces, m.changes, m.probes, m.hops, m.routes, m.conf, m.sweepDur}
+	m.cols = []prometheus.Collector{m.traces, m.changes, m.probes, m.hops, m.routes, m.conf, m.sweepDur, m.held}
 	if cfg.Registerer != nil {
 		for i, c := range m.cols {
 			if err := cfg.Registerer.Register(c); err != nil {
@@ -332,7 +352,8 @@ func (m *Mapper) AddPeer(addr netip.Addr) {
 		groups:    make(map[groupKey]*group),
 		fib:       fibState{sweep: -1},
 	}
-	m.order = append(m.order, addr)
+	// New peers go first: their first trace is the next one scheduled.
+	m.order = slices.Insert(m.order, 0, addr)
 	m.mu.Unlock()
 	select {
 	case m.wake <- struct{}{}:
@@ -417,6 +438,10 @@ func (m *Mapper) sweep(ctx context.Context) error {
 	// A fresh random peer order per sweep, so that agents sweeping the same
 	// peers don't converge on the same one at the same time.
 	m.rng.Shuffle(len(m.order), func(i, j int) { m.order[i], m.order[j] = m.order[j], m.order[i] })
+	// Peers never traced yet go first: a new peer's first route comes first.
+	slices.SortStableFunc(m.order, func(a, b netip.Addr) int {
+		return cmp.Compare(untraced(m.peers[b]), untraced(m.peers[a]))
+	})
 	for _, p := range m.peers {
 		clear(p.sweepMask)
 	}
@@ -426,17 +451,8 @@ func (m *Mapper) sweep(ctx context.Context) error {
 		m.mu.Lock()
 		order := slices.Clone(m.order)
 		m.mu.Unlock()
-		for _, peer := range order {
-			m.mu.Lock()
-			_, ok := m.peers[peer]
-			m.mu.Unlock()
-			if !ok {
-				continue
-			}
-			m.traceOne(ctx, peer, uint16(port))
-			if err := m.clock.Sleep(ctx, m.pause()); err != nil {
-				return err
-			}
+		if err := m.tracePort(ctx, order, uint16(port)); err != nil {
+			return err
 		}
 	}
 	end := m.clock.Now()
@@ -445,6 +461,68 @@ func (m *Mapper) sweep(ctx context.Context) error {
 	m.mu.Unlock()
 	m.sweepDur.Set(end.Sub(start).Seconds())
 	return ctx.Err()
+}
+
+// untraced is 1 for a peer with no finished trace, else 0.
+func untraced(ps *peerState) int {
+	if ps != nil && len(ps.ports) == 0 {
+		return 1
+	}
+	return 0
+}
+
+// tracePort traces port to every peer in order, Parallel traces at a time,
+// each followed by its pause, and returns when all are done.
+func (m *Mapper) tracePort(ctx context.Context, order []netip.Addr, port uint16) error {
+	slots := make(chan struct{}, m.cfg.Parallel)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for _, peer := range order {
+		m.mu.Lock()
+		_, ok := m.peers[peer]
+		m.mu.Unlock()
+		if !ok {
+			continue
+		}
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-slots }()
+			m.traceOne(ctx, peer, port)
+			m.clock.Sleep(ctx, m.pause())
+		}()
+	}
+	wg.Wait()
+	return ctx.Err()
+}
+
+// waitBudget waits until the trace rate and the routers expected to answer
+// ttls allow the round.
+func (m *Mapper) waitBudget(ctx context.Context, tp *tracePlan, ttls []int) error {
+	now := m.clock.Now()
+	var d time.Duration
+	if m.cfg.TraceRate != nil {
+		d = m.cfg.TraceRate.Reserve(now, len(ttls))
+	}
+	if m.cfg.RouterBudget != nil {
+		var routers []string
+		for _, t := range ttls {
+			if t < len(tp.predicted) && t < tp.limit && tp.predicted[t].Addr.IsValid() {
+				routers = append(routers, tp.predicted[t].Addr.String())
+			}
+		}
+		d = max(d, m.cfg.RouterBudget.Reserve(now, routers))
+	}
+	if d <= 0 {
+		return nil
+	}
+	m.held.Add(d.Seconds())
+	return m.clock.Sleep(ctx, d)
 }
 
 // traceOne traces one flow and stores the outcome: rounds of probes, each
@@ -474,6 +552,10 @@ func (m *Mapper) traceOne(ctx context.Context, peer netip.Addr, port uint16) {
 			return
 		}
 		if len(ttls) == 0 {
+			break
+		}
+		if werr := m.waitBudget(tctx, tp, ttls); werr != nil {
+			err = werr
 			break
 		}
 		res, perr := m.tracer.ProbeTTLs(tctx, peer, port, ttls)
@@ -620,6 +702,9 @@ func (m *Mapper) Sweeps() int {
 // PeerStatus is one row of /v1/mapper/peers.
 type PeerStatus struct {
 	Peer netip.Addr `json:"peer"`
+	// Reason is why the probe plan probes the peer: mesh, rack, coverage
+	// or rotation (internal/plan); empty when no plan chose it.
+	Reason plan.Reason `json:"reason,omitempty"`
 	// PortsTraced counts ports with at least one finished trace,
 	// PortsWithRoute those with a route in the graph.
 	PortsTraced    int `json:"portsTraced"`
@@ -646,6 +731,7 @@ func (m *Mapper) Peers() []PeerStatus {
 	for _, ps := range m.peers {
 		s := PeerStatus{
 			Peer:         ps.addr,
+			Reason:       ps.reason,
 			PortsInRange: int(m.cfg.SrcPortEnd-m.cfg.SrcPortStart) + 1,
 			Coverage:     m.coverageLocked(ps),
 			PathChanges:  ps.changes,
@@ -707,3 +793,59 @@ func (m *Mapper) RouteMap() []RouteMapEntry {
 }
 
 var _ Sink = (*graph.Graph)(nil)
+
+// SetPlan makes the traced peers exactly the plan's picks: peers not in it
+// are removed (their routes leave the graph), new ones are added and traced
+// first, and every peer's reason is updated for /v1/mapper/peers.
+func (m *Mapper) SetPlan(picks []plan.Pick) {
+	want := make(map[netip.Addr]plan.Reason, len(picks))
+	for _, p := range picks {
+		if a := p.Addr.Unmap(); a.IsValid() && a != m.cfg.LocalAddr {
+			want[a] = p.Reason
+		}
+	}
+	m.mu.Lock()
+	var gone []netip.Addr
+	for a := range m.peers {
+		if _, ok := want[a]; !ok {
+			gone = append(gone, a)
+		}
+	}
+	m.mu.Unlock()
+	for _, a := range gone {
+		m.RemovePeer(a)
+	}
+	for a := range want {
+		m.AddPeer(a)
+	}
+	m.mu.Lock()
+	for a, r := range want {
+		if ps := m.peers[a]; ps != nil {
+			ps.reason = r
+		}
+	}
+	m.mu.Unlock()
+}
+
+// Racks returns this host's first-hop router and each traced peer's (the
+// hop before it), as the mapper's routes show them: the plan's rack peers.
+// A router is known once any route shows it; routes through a silent hop
+// there say nothing.
+func (m *Mapper) Racks() (self netip.Addr, peers map[netip.Addr]netip.Addr) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	peers = make(map[netip.Addr]netip.Addr)
+	for a, ps := range m.peers {
+		for _, st := range ps.ports {
+			if n := len(st.route); n >= 3 {
+				if h := st.route[1].Addr; h.IsValid() && !self.IsValid() {
+					self = h
+				}
+				if h := st.route[n-2].Addr; h.IsValid() {
+					peers[a] = h
+				}
+			}
+		}
+	}
+	return self, peers
+}

@@ -216,6 +216,7 @@ func testConfig(ports int) Config {
 	cfg.LocalAddr = local
 	cfg.Logger = slog.New(slog.DiscardHandler)
 	cfg.SrcPortEnd = cfg.SrcPortStart + uint16(ports) - 1
+	cfg.Parallel = 1 // the order tests below expect one trace at a time
 	return cfg
 }
 

@@ -5,15 +5,17 @@
 // # Semantics
 //
 // A flow is a graph.RouteKey (Src, Dst, SrcPort) from the route source (the
-// graph, which the mapper fills). Every PeerInterval the pinger visits every
-// peer (Dst) and pings each of its flows whose next ping is due. Each flow is
-// due every RouteInterval on a schedule of its own: a new flow gets a random
-// phase in [0, RouteInterval), so flows never burst together, and the next
-// due time advances by RouteInterval from the previous one (not from the
-// visit), so the average spacing is exactly RouteInterval; the visit grain
-// adds at most PeerInterval of jitter to one ping. A flow that fell behind
-// (the process was stopped) restarts from now instead of catching up in a
-// burst.
+// graph, which the mapper fills). Each flow has a schedule, or with
+// OnePortPerRoute the ports of one peer that the mapper found on the same
+// route share one and take turns. Every PeerInterval the pinger pings each
+// schedule that is due. Each schedule is due every RouteInterval:
+// a new one gets a random phase in [0, RouteInterval), so flows never burst
+// together, and the next due time advances by RouteInterval from the
+// previous one (not from the visit), so the average spacing is exactly
+// RouteInterval; the visit grain adds at most PeerInterval of jitter to one
+// ping. A schedule that fell behind (the process was stopped, or -probeRate
+// held it back: most overdue first, counted in dnms_pings_deferred_total)
+// restarts from now instead of catching up in a burst.
 //
 // Every probe.Result becomes one graph.Sample on its flow's key via
 // Sink.AddSample: acked pings with their RTT and time source, lost pings with
@@ -23,9 +25,9 @@
 //
 // Metrics (labels: peer, direction): dnms_probes_sent_total,
 // dnms_probes_received_total, dnms_probes_lost_total,
-// dnms_probe_rtt_seconds (classic buckets from 10 µs doubling, plus a native
-// histogram with bucket factor 1.1). A peer's series are deleted when it has
-// no flow any more.
+// dnms_probe_rtt_seconds (classic buckets from 10 µs, ×4, plus a native
+// histogram with bucket factor 1.1), dnms_probe_jitter_seconds. A peer's
+// series are deleted when it has no flow any more.
 package pinger
 
 import (
@@ -34,12 +36,15 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/netip"
+	"slices"
+	"strconv"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/dnms/dnms/internal/graph"
+	"github.com/dnms/dnms/internal/plan"
 	"github.com/dnms/dnms/internal/probe"
 )
 
@@ -61,6 +66,13 @@ type Routes interface {
 	RouteKeys() []graph.RouteKey
 }
 
+// RouteIDs says which route a flow takes. When Routes implements it
+// (*graph.Graph does), flows to one peer on the same route are pinged one
+// at a time, taking turns.
+type RouteIDs interface {
+	RouteOf(key graph.RouteKey) (string, bool)
+}
+
 // Sink receives one sample per ping. *graph.Graph implements it.
 type Sink interface {
 	AddSample(key graph.RouteKey, s graph.Sample)
@@ -79,9 +91,22 @@ type Config struct {
 	// Local, when valid, restricts pinging to flows whose Src is Local (an
 	// agent's graph holds only its own routes, but an aggregator's holds
 	// everyone's).
-	Local      netip.Addr
-	Registerer prometheus.Registerer
-	Logger     *slog.Logger
+	Local netip.Addr
+	// Rate, when set, caps pings (-probeRate): due pings past the cap wait
+	// for the next visit, most overdue first.
+	Rate *plan.Rate
+	// OnePortPerRoute: when Routes implements RouteIDs, the ports of one
+	// peer that the mapper found on the same route share one schedule: each
+	// turn pings the next of them, so every port is still pinged (and a
+	// silent path change still shows) while the load is one flow per
+	// distinct route. Off by default: the graph keeps a sample ring per
+	// port and merges them per route, so k ports taking turns stretch a
+	// route's window k times (a cleared fault lingers k times longer), and
+	// an agent does not know its reverse routes, so ports on one forward
+	// route may still return on different paths.
+	OnePortPerRoute bool
+	Registerer      prometheus.Registerer
+	Logger          *slog.Logger
 }
 
 // DefaultConfig: visit peers every 100 ms, ping each flow every second, 1 s
@@ -97,8 +122,22 @@ type flowKey struct {
 
 type flow struct {
 	key  graph.RouteKey
-	next time.Time
 	gone time.Time // when it left the route source (zero while present)
+}
+
+// turnKey names the flows that share one schedule: one peer's ports on one
+// route (or a single port when routes are not known).
+type turnKey struct {
+	peer  netip.Addr
+	route string
+}
+
+// turn is one schedule: due every RouteInterval, pinging the next of its
+// ports each time.
+type turn struct {
+	next  time.Time
+	count int
+	ports []uint16 // this visit's ports, sorted
 }
 
 // Pinger schedules pings and records their results.
@@ -109,9 +148,13 @@ type Pinger struct {
 	sink   Sink
 	log    *slog.Logger
 
-	mu    sync.Mutex
-	flows map[flowKey]*flow
-	seen  map[netip.Addr]bool // peers with metric series
+	mu     sync.Mutex
+	flows  map[flowKey]*flow
+	turns  map[turnKey]*turn
+	seen   map[netip.Addr]bool // peers with metric series
+	jitter map[netip.Addr]*peerJitter
+
+	deferred prometheus.Counter
 
 	sent, received *prometheus.CounterVec
 	lost           *prometheus.CounterVec
@@ -119,8 +162,10 @@ type Pinger struct {
 }
 
 // RTTBuckets are the classic buckets of dnms_probe_rtt_seconds: 10 µs
-// doubling up to about 1.3 s.
-func RTTBuckets() []float64 { return prometheus.ExponentialBuckets(10e-6, 2, 18) }
+// times 4 up to 655 ms, nine buckets (12 series per peer with +Inf, _sum
+// and _count), so that 64 peers stay within the agent's series budget; the
+// native histogram (factor 1.1) carries the fine resolution.
+func RTTBuckets() []float64 { return prometheus.ExponentialBuckets(10e-6, 4, 9) }
 
 // New checks cfg and registers the metrics.
 func New(cfg Config, p Prober, routes Routes, sink Sink) (*Pinger, error) {
@@ -142,7 +187,13 @@ func New(cfg Config, p Prober, routes Routes, sink Sink) (*Pinger, error) {
 	}
 	pg := &Pinger{
 		cfg: cfg, prober: p, routes: routes, sink: sink, log: cfg.Logger,
-		flows: make(map[flowKey]*flow),
+		flows:  make(map[flowKey]*flow),
+		turns:  make(map[turnKey]*turn),
+		jitter: make(map[netip.Addr]*peerJitter),
+		deferred: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "dnms_pings_deferred_total",
+			Help: "Due pings held back to a later visit by -probeRate: when it grows, the cap, not -pingRouteInterval, sets the pace.",
+		}),
 		sent: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dnms_probes_sent_total", Help: "Pings sent, per peer.",
 		}, []string{"peer"}),
@@ -159,7 +210,7 @@ func New(cfg Config, p Prober, routes Routes, sink Sink) (*Pinger, error) {
 		}, []string{"peer"}),
 	}
 	if cfg.Registerer != nil {
-		for _, c := range []prometheus.Collector{pg.sent, pg.received, pg.lost, pg.rtt} {
+		for _, c := range []prometheus.Collector{pg.sent, pg.received, pg.lost, pg.rtt, pg.deferred, pg.jitterCollector()} {
 			if err := cfg.Registerer.Register(c); err != nil {
 				return nil, err
 			}
@@ -191,13 +242,13 @@ func (p *Pinger) Run(ctx context.Context) error {
 // visit refreshes the flow list and pings every due flow.
 func (p *Pinger) visit(now time.Time) {
 	keys := p.routes.RouteKeys()
-	type job struct {
-		peer netip.Addr
-		port uint16
+	ids, _ := p.routes.(RouteIDs)
+	if !p.cfg.OnePortPerRoute {
+		ids = nil
 	}
-	var due []job
 	p.mu.Lock()
 	present := make(map[flowKey]bool, len(keys))
+	live := make(map[turnKey]bool)
 	for _, k := range keys {
 		if p.cfg.Local.IsValid() && k.Src != p.cfg.Local {
 			continue
@@ -206,20 +257,80 @@ func (p *Pinger) visit(now time.Time) {
 		present[fk] = true
 		f := p.flows[fk]
 		if f == nil {
-			f = &flow{key: k, next: now.Add(time.Duration(rand.Int64N(int64(p.cfg.RouteInterval))))}
+			f = &flow{}
 			p.flows[fk] = f
 		}
 		f.key, f.gone = k, time.Time{}
-		if now.Before(f.next) {
+		tk := turnKey{peer: k.Dst, route: "port:" + strconv.Itoa(int(k.SrcPort))}
+		if ids != nil {
+			if id, ok := ids.RouteOf(k); ok {
+				tk.route = id
+			}
+		}
+		t := p.turns[tk]
+		if t == nil {
+			// A random phase, so that flows never burst together.
+			t = &turn{next: now.Add(time.Duration(rand.Int64N(int64(p.cfg.RouteInterval))))}
+			p.turns[tk] = t
+		}
+		if !live[tk] {
+			live[tk] = true
+			t.ports = t.ports[:0]
+		}
+		t.ports = append(t.ports, k.SrcPort)
+	}
+	due := p.dueLocked(now, live)
+	peers := p.forgetLocked(now, present)
+	p.mu.Unlock()
+	p.forgetPeers(peers)
+	p.send(due)
+}
+
+// dueLocked advances the schedules that are due, as far as the rate cap
+// allows (most overdue first), and returns the flows to ping. Schedules
+// that left are dropped.
+func (p *Pinger) dueLocked(now time.Time, live map[turnKey]bool) []probe.FlowKey {
+	var due []*turn
+	var dueKeys []turnKey
+	for tk, t := range p.turns {
+		if !live[tk] {
+			delete(p.turns, tk)
 			continue
 		}
-		f.next = f.next.Add(p.cfg.RouteInterval)
-		if f.next.Before(now) {
-			f.next = now.Add(p.cfg.RouteInterval)
+		if !now.Before(t.next) {
+			due = append(due, t)
+			dueKeys = append(dueKeys, tk)
 		}
-		due = append(due, job{k.Dst, k.SrcPort})
 	}
-	// Forget flows that left, once their last result can no longer come.
+	idx := make([]int, len(due))
+	for i := range idx {
+		idx[i] = i
+	}
+	slices.SortFunc(idx, func(a, b int) int { return due[a].next.Compare(due[b].next) })
+	n := len(due)
+	if p.cfg.Rate != nil {
+		n = p.cfg.Rate.Take(now, len(due))
+		p.deferred.Add(float64(len(due) - n))
+	}
+	out := make([]probe.FlowKey, 0, n)
+	for _, i := range idx[:n] {
+		t := due[i]
+		slices.Sort(t.ports)
+		out = append(out, probe.FlowKey{Peer: dueKeys[i].peer, SrcPort: t.ports[t.count%len(t.ports)]})
+		t.count++
+		t.next = t.next.Add(p.cfg.RouteInterval)
+		if t.next.Before(now) {
+			// Fell behind (a stall, or the cap): restart from now rather
+			// than catch up in a burst.
+			t.next = now.Add(p.cfg.RouteInterval)
+		}
+	}
+	return out
+}
+
+// forgetLocked forgets flows that left, once their last result can no
+// longer come, and returns the peers that still have flows.
+func (p *Pinger) forgetLocked(now time.Time, present map[flowKey]bool) map[netip.Addr]bool {
 	peers := make(map[netip.Addr]bool)
 	for fk, f := range p.flows {
 		if !present[fk] {
@@ -232,25 +343,24 @@ func (p *Pinger) visit(now time.Time) {
 		}
 		peers[fk.peer] = true
 	}
-	p.mu.Unlock()
-	p.forgetPeers(peers)
-	for _, j := range due {
-		p.sent.WithLabelValues(j.peer.String()).Inc()
+	return peers
+}
+
+// send pings flows. A failed send comes back from the engine as a lost
+// result too.
+func (p *Pinger) send(due []probe.FlowKey) {
+	for _, f := range due {
+		p.sent.WithLabelValues(f.Peer.String()).Inc()
 	}
-	// A failed send comes back from the engine as a lost result too.
 	if bp, ok := p.prober.(BatchProber); ok && len(due) > 1 {
-		flows := make([]probe.FlowKey, len(due))
-		for i, j := range due {
-			flows[i] = probe.FlowKey{Peer: j.peer, SrcPort: j.port}
-		}
-		if err := bp.PingBatch(flows); err != nil {
+		if err := bp.PingBatch(due); err != nil {
 			p.log.Debug("pings failed", "err", err)
 		}
 		return
 	}
-	for _, j := range due {
-		if _, err := p.prober.Ping(j.peer, j.port); err != nil {
-			p.log.Debug("ping failed", "peer", j.peer, "srcPort", j.port, "err", err)
+	for _, f := range due {
+		if _, err := p.prober.Ping(f.Peer, f.SrcPort); err != nil {
+			p.log.Debug("ping failed", "peer", f.Peer, "srcPort", f.SrcPort, "err", err)
 		}
 	}
 }
@@ -275,6 +385,7 @@ func (p *Pinger) forgetPeers(present map[netip.Addr]bool) {
 		p.received.DeletePartialMatch(l)
 		p.lost.DeletePartialMatch(l)
 		p.rtt.DeletePartialMatch(l)
+		delete(p.jitter, a)
 	}
 }
 
@@ -310,6 +421,7 @@ func (p *Pinger) record(r probe.Result) {
 	} else {
 		p.received.WithLabelValues(peer).Inc()
 		p.rtt.WithLabelValues(peer).Observe(r.RTT.Seconds())
+		p.observeJitter(r.Peer, r.RTT)
 	}
 	p.sink.AddSample(key, r.Sample)
 }

@@ -1,0 +1,153 @@
+package plan
+
+import (
+	"context"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+)
+
+// Target carries out a plan and says what its routes taught it about racks.
+// *mapper.Mapper implements it.
+type Target interface {
+	// SetPlan makes the probed peers exactly picks.
+	SetPlan(picks []Pick)
+	// Racks returns this host's first-hop router and the peers' as routes
+	// show them (zero when unknown).
+	Racks() (self netip.Addr, peers map[netip.Addr]netip.Addr)
+}
+
+// Runner keeps a Target on the current plan: it recomputes the plan when a
+// member joins or leaves, when the rotation epoch ends and, every 10 s,
+// with the racks the target's routes revealed since. Racks once learned
+// are remembered, so a peer rotated out stays known as a rack peer or not.
+type Runner struct {
+	cfg     Config
+	target  Target
+	log     *slog.Logger
+	refresh time.Duration
+	now     func() time.Time
+
+	mu       sync.Mutex
+	members  map[string]Member
+	racks    map[netip.Addr]netip.Addr
+	selfRack netip.Addr
+	picks    []Pick
+	wake     chan struct{}
+	routers  *RouterBudget
+}
+
+// ShareRouterBudget makes the runner tell b the cluster size on every
+// update, so this agent takes its share of the per-router target.
+func (r *Runner) ShareRouterBudget(b *RouterBudget) {
+	r.mu.Lock()
+	r.routers = b
+	r.mu.Unlock()
+}
+
+// NewRunner returns a Runner for cfg (validated) with self at addr.
+func NewRunner(cfg Config, self netip.Addr, t Target, log *slog.Logger) (*Runner, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	r := &Runner{
+		cfg: cfg, target: t, log: log, refresh: 10 * time.Second, now: time.Now,
+		members: map[string]Member{cfg.Self: {Name: cfg.Self, Addr: self.Unmap()}},
+		racks:   make(map[netip.Addr]netip.Addr),
+		wake:    make(chan struct{}, 1),
+	}
+	return r, nil
+}
+
+// Join adds or updates a member.
+func (r *Runner) Join(name string, addr netip.Addr) {
+	r.mu.Lock()
+	r.members[name] = Member{Name: name, Addr: addr.Unmap()}
+	r.mu.Unlock()
+	r.poke()
+}
+
+// Leave removes a member.
+func (r *Runner) Leave(name string) {
+	r.mu.Lock()
+	if name != r.cfg.Self {
+		delete(r.members, name)
+	}
+	r.mu.Unlock()
+	r.poke()
+}
+
+func (r *Runner) poke() {
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Plan returns the current picks.
+func (r *Runner) Plan() []Pick {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.picks)
+}
+
+// Update recomputes the plan now and hands it to the target if it changed;
+// it returns the time of the next epoch boundary.
+func (r *Runner) Update() time.Time {
+	self, racks := r.target.Racks()
+	now := r.now()
+	r.mu.Lock()
+	if self.IsValid() {
+		r.selfRack = self
+	}
+	for a, rk := range racks {
+		r.racks[a] = rk
+	}
+	ms := make([]Member, 0, len(r.members))
+	for _, m := range r.members {
+		m.Rack = r.racks[m.Addr]
+		ms = append(ms, m)
+	}
+	c := r.cfg
+	c.SelfRack = r.selfRack
+	routers := r.routers
+	r.mu.Unlock()
+	if routers != nil {
+		routers.SetMembers(len(ms))
+	}
+	picks := Select(c, ms, now)
+	_, end := Epoch(c.Self, c.Rotate, now)
+	r.mu.Lock()
+	changed := !slices.Equal(picks, r.picks)
+	if changed {
+		r.picks = picks
+	}
+	r.mu.Unlock()
+	if changed {
+		r.target.SetPlan(picks)
+		r.log.Debug("probe plan", "peers", len(picks), "members", len(ms), "budget", c.Budget)
+	}
+	return end
+}
+
+// Run keeps the target on the plan until ctx is done.
+func (r *Runner) Run(ctx context.Context) error {
+	for {
+		end := r.Update()
+		wait := min(r.refresh, max(time.Until(end), time.Millisecond))
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-r.wake:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+}

@@ -1,0 +1,233 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"runtime"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/dnms/dnms/internal/api"
+	"github.com/dnms/dnms/internal/graph"
+	"github.com/dnms/dnms/internal/plan"
+	"github.com/dnms/dnms/internal/plan/simclos"
+)
+
+// clusterPlan is every agent's picks.
+type clusterPlan map[netip.Addr][]plan.Pick
+
+func planAll(f *simclos.Fabric, members []plan.Member, pc plan.Config, now time.Time) clusterPlan {
+	out := make(clusterPlan, len(f.Hosts))
+	for _, h := range f.Hosts {
+		c := pc
+		c.Self, c.SelfRack = h.Name, h.Rack
+		out[h.Addr] = plan.Select(c, members, now)
+	}
+	return out
+}
+
+// flowRoute is one agent's distinct route to a peer and the ports on it.
+type flowRoute struct {
+	src, dst netip.Addr
+	hops     []string
+	ports    []uint16
+}
+
+// routesOf lists each agent's distinct routes over ports source ports.
+func routesOf(f *simclos.Fabric, cp clusterPlan, ports int) []flowRoute {
+	var out []flowRoute
+	for _, h := range f.Hosts {
+		for _, p := range cp[h.Addr] {
+			byID := make(map[string]int)
+			for i := 0; i < ports; i++ {
+				port := uint16(33436 + i)
+				hops := f.Route(h.Addr, p.Addr, port)
+				id := graph.RouteID(hops)
+				if j, ok := byID[id]; ok {
+					out[j].ports = append(out[j].ports, port)
+					continue
+				}
+				byID[id] = len(out)
+				out = append(out, flowRoute{src: h.Addr, dst: p.Addr, hops: hops, ports: []uint16{port}})
+			}
+		}
+	}
+	return out
+}
+
+// routerLoad spreads the measured per-agent TTL-expired answers over the
+// routers of every agent's routes: an agent's answers at TTL t are shared
+// by the routers at position t of its routes. It returns the max and p99
+// answers per second per router.
+func routerLoad(routes []flowRoute, perAgentTTL map[int]float64) (maxLoad, p99 float64, top string) {
+	byAgent := make(map[netip.Addr][]flowRoute)
+	for _, r := range routes {
+		byAgent[r.src] = append(byAgent[r.src], r)
+	}
+	load := make(map[string]float64)
+	for _, rs := range byAgent {
+		for ttl, rate := range perAgentTTL {
+			var at []string
+			for _, r := range rs {
+				if ttl < len(r.hops)-1 {
+					at = append(at, r.hops[ttl])
+				}
+			}
+			for _, h := range at {
+				load[h] += rate / float64(len(at))
+			}
+		}
+	}
+	vals := make([]float64, 0, len(load))
+	for r, v := range load {
+		vals = append(vals, v)
+		if v > maxLoad {
+			maxLoad, top = v, r
+		}
+	}
+	if len(vals) == 0 {
+		return 0, 0, ""
+	}
+	slices.Sort(vals)
+	return maxLoad, vals[int(math.Ceil(0.99*float64(len(vals))))-1], top
+}
+
+// faults picks k distinct fabric links between routers (ToR–spine,
+// ToR–agg, agg–spine) and gives them loss.
+func faults(f *simclos.Fabric, k int, loss float64, rng *rand.Rand) map[graph.LinkID]float64 {
+	isHost := make(map[string]bool)
+	for _, h := range f.Hosts {
+		isHost[h.Addr.String()] = true
+	}
+	var cand []graph.LinkID
+	for _, l := range f.Links() {
+		if !isHost[l.Src] && !isHost[l.Dst] {
+			cand = append(cand, l)
+		}
+	}
+	out := make(map[graph.LinkID]float64)
+	for len(out) < k {
+		out[cand[rng.IntN(len(cand))]] = loss
+	}
+	return out
+}
+
+// metricsFor draws samples pings' outcome on a route whose forward links
+// lose as lossy says (plus noise).
+func metricsFor(hops []string, lossy map[graph.LinkID]float64, samples int, noise float64, rng *rand.Rand) graph.Metrics {
+	keep := 1.0
+	for i := 0; i+1 < len(hops); i++ {
+		keep *= 1 - lossy[graph.LinkID{Src: hops[i], Dst: hops[i+1]}] - noise*rng.Float64()
+	}
+	lost := 0
+	for range samples {
+		if rng.Float64() > keep {
+			lost++
+		}
+	}
+	return graph.Metrics{Samples: samples, Lost: lost, LostForward: lost,
+		Loss: float64(lost) / float64(samples), LossForward: float64(lost) / float64(samples),
+		RTTMin: 20e-6, RTTAvg: 30e-6, RTTP50: 30e-6, RTTP99: 50e-6, RTTMax: 60e-6, Source: "ebpf"}
+}
+
+// aggFigures are the aggregator's measurements over one route set.
+type aggFigures struct {
+	routes, links  int
+	heapBytes      uint64
+	merge          time.Duration // importing every agent's routes
+	cpu            time.Duration // process CPU during merge + health
+	health         time.Duration
+	healthLatency  time.Duration // GET /v1/aggregator/graph/edges/health
+	ranking        []graph.LinkHealth
+	precision1, f1 float64
+}
+
+// aggregate imports every route into a fresh graph the way the aggregator
+// does (ImportRoute per member), then ranks links and serves the health
+// endpoint through the real API.
+func aggregate(routes []flowRoute, lossy map[graph.LinkID]float64, rng *rand.Rand, withAPI bool) (aggFigures, error) {
+	var fig aggFigures
+	var ms0, ms1 runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&ms0)
+	cpu0 := processCPU()
+	g := graph.New(graph.DefaultConfig())
+	t0 := time.Now()
+	for _, r := range routes {
+		keys := make([]graph.RouteKey, len(r.ports))
+		for i, p := range r.ports {
+			keys[i] = graph.RouteKey{Src: r.src, Dst: r.dst, SrcPort: p}
+		}
+		g.ImportRoute(r.src.String(), graph.Route{Src: r.src, Dst: r.dst, Hops: r.hops, Keys: keys,
+			Metrics: metricsFor(r.hops, lossy, 100, 0.001, rng)})
+	}
+	fig.merge = time.Since(t0)
+	t1 := time.Now()
+	fig.ranking = g.Health()
+	fig.health = time.Since(t1)
+	fig.cpu = processCPU() - cpu0
+	runtime.GC()
+	runtime.ReadMemStats(&ms1)
+	if ms1.HeapAlloc > ms0.HeapAlloc {
+		fig.heapBytes = ms1.HeapAlloc - ms0.HeapAlloc
+	}
+	snap := g.Snapshot()
+	fig.routes, fig.links = len(snap.Routes), len(snap.Links)
+	fig.precision1, fig.f1 = score(fig.ranking, lossy)
+	if withAPI {
+		cfg := api.DefaultConfig()
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+		srv, err := api.New(cfg, api.Deps{Graph: graph.New(graph.DefaultConfig()), Aggregator: g})
+		if err != nil {
+			return fig, err
+		}
+		ts := httptest.NewServer(srv.Handler())
+		defer ts.Close()
+		t2 := time.Now()
+		resp, err := http.Get(ts.URL + "/v1/aggregator/graph/edges/health?top=" + strconv.Itoa(20))
+		if err != nil {
+			return fig, err
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fig, fmt.Errorf("edges/health: %s", resp.Status)
+		}
+		fig.healthLatency = time.Since(t2)
+	}
+	runtime.KeepAlive(g)
+	return fig, nil
+}
+
+// score: precision@1 is 1 when the top row is a faulty link; F1 compares
+// the links the estimator calls faulty with the true set.
+func score(rows []graph.LinkHealth, lossy map[graph.LinkID]float64) (p1, f1 float64) {
+	if len(rows) > 0 {
+		if _, ok := lossy[graph.LinkID{Src: rows[0].Src, Dst: rows[0].Dst}]; ok {
+			p1 = 1
+		}
+	}
+	tp, fp := 0, 0
+	for _, r := range rows {
+		if r.Verdict != graph.VerdictFaulty {
+			continue
+		}
+		if _, ok := lossy[graph.LinkID{Src: r.Src, Dst: r.Dst}]; ok {
+			tp++
+		} else {
+			fp++
+		}
+	}
+	fn := len(lossy) - tp
+	if tp == 0 {
+		return p1, 0
+	}
+	return p1, 2 * float64(tp) / float64(2*tp+fp+fn)
+}

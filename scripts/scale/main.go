@@ -1,0 +1,174 @@
+// Command scale is dnms's scale emulation harness (make bench, section
+// "scale"). For each cluster size N it builds a simulated Clos
+// (internal/plan/simclos) and runs the production code over it:
+//
+//   - per agent (a few sampled agents): the probe plan (internal/plan), the
+//     mapper sweeping the plan's peers under -traceRate and the per-router
+//     budget (time compressed by -speedup; traces answered by the simulated
+//     fabric), the pinger pinging the mapped routes in real time under
+//     -probeRate, the agent's Prometheus registry (mapper, pinger and the
+//     API's graph collector at the default -metricsDetail=peer);
+//   - cluster: TTL-expired answers per router, from the sampled agents'
+//     answers per TTL spread over every agent's routes;
+//   - aggregator: every agent's routes imported into one graph the way the
+//     aggregator merges member streams (graph.ImportRoute), the health
+//     ranking and GET /v1/aggregator/graph/edges/health through the real API;
+//   - localization: precision@1 and F1 with the plan's sampled peers and with
+//     a full mesh, on the same fault sets (5% loss on 1 or 3 router links).
+//
+// Routes and samples are synthetic; what is emulated is said in the README's
+// scale section. Usage: go run ./scripts/scale [-n 100,300,1000].
+package main
+
+import (
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/dnms/dnms/internal/plan"
+	"github.com/dnms/dnms/internal/plan/simclos"
+)
+
+func main() {
+	var (
+		sizes       = flag.String("n", "100,300,1000", "comma-separated cluster sizes")
+		speedup     = flag.Float64("speedup", 10, "time compression of the emulated sweeps (rates × speedup, intervals ÷ speedup)")
+		agents      = flag.Int("agents", 2, "agents emulated in full per size")
+		trials      = flag.Int("trials", 2, "fault sets per fault count for the localization figures (0 skips them)")
+		fullMeshMax = flag.Int("fullMeshMax", 300, "largest N for which the full-mesh localization baseline is computed")
+		pingFor     = flag.Duration("pingFor", 3*time.Second, "how long each emulated agent pings")
+		liveMax     = flag.Int("liveMax", 100, "agents run live (memberlist, HTTP/SSE, aggregator) per size; 0 skips")
+		liveFor     = flag.Duration("liveFor", 60*time.Second, "how long the live agents run")
+	)
+	flag.Parse()
+	for _, s := range strings.Split(*sizes, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n < 10 {
+			fmt.Fprintf(os.Stderr, "scale: -n %q: want sizes of at least 10\n", s)
+			os.Exit(2)
+		}
+		if err := runSize(n, *speedup, *agents, *trials, *fullMeshMax, *pingFor, *liveMax, *liveFor); err != nil {
+			fmt.Fprintf(os.Stderr, "scale: N=%d: %v\n", n, err)
+			os.Exit(1)
+		}
+	}
+}
+
+// shape returns a Clos of about n hosts: two tiers up to 400 hosts, then
+// pods of 5 ToRs under 4 aggregation routers.
+func shape(n int) simclos.Fabric {
+	switch {
+	case n <= 150:
+		return simclos.Fabric{Spines: 4, ToRs: max(n/20, 1), HostsPerToR: 20}
+	case n <= 400:
+		return simclos.Fabric{Spines: 4, ToRs: max(n/30, 1), HostsPerToR: 30}
+	default:
+		return simclos.Fabric{Pods: max(n/200, 1), ToRs: 5, Aggs: 4, Spines: 8, HostsPerToR: 40}
+	}
+}
+
+func runSize(n int, speedup float64, agents, trials, fullMeshMax int, pingFor time.Duration, liveMax int, liveFor time.Duration) error {
+	f := simclos.New(shape(n))
+	members := make([]plan.Member, len(f.Hosts))
+	for i, h := range f.Hosts {
+		members[i] = plan.Member{Name: h.Name, Addr: h.Addr, Rack: h.Rack}
+	}
+	pc := plan.DefaultConfig()
+	now := time.Now()
+	fmt.Printf("\nN=%d hosts: %d pods, %d ToRs, %d spines, %d links; -pingPeers %d, 11 source ports\n",
+		len(f.Hosts), f.Pods, len(f.ToRAddr), len(f.Spine), len(f.Links()), pc.Budget)
+
+	// Per agent.
+	step := max(len(f.Hosts)/max(agents, 1), 1)
+	perTTL := make(map[int]float64)
+	fmt.Printf("  %-6s %5s %8s %10s %10s %10s %7s %8s %7s\n", "agent", "peers", "routes", "pings/s", "trace/s", "sweep", "join→1st", "series", "heap")
+	for i := 0; i < agents && i*step < len(f.Hosts); i++ {
+		h := f.Hosts[i*step]
+		fig, err := runAgent(f, h, members, pc, speedup, pingFor)
+		if err != nil {
+			return err
+		}
+		for t, v := range fig.routerTTL {
+			perTTL[t] += v / float64(agents)
+		}
+		fmt.Printf("  %-6s %5d %8d %10.0f %10.1f %10s %7s %8d %6.1fM\n", h.Name, fig.peers, fig.routes, fig.pingsPerSec,
+			fig.traceProbesSec, fig.sweep.Round(100*time.Millisecond), fig.firstRoute.Round(10*time.Millisecond), fig.series,
+			float64(fig.heapBytes)/(1<<20))
+	}
+
+	if liveMax > 0 {
+		if err := runLive(f, min(n, liveMax), liveFor); err != nil {
+			return err
+		}
+	}
+
+	// Cluster and aggregator, with the plan's sampled peers.
+	sampled := routesOf(f, planAll(f, members, pc, now), 11)
+	mx, p99, top := routerLoad(sampled, perTTL)
+	ttls := make([]string, 0, len(perTTL))
+	for t := 1; t <= len(perTTL); t++ {
+		ttls = append(ttls, fmt.Sprintf("%d:%.1f", t, perTTL[t]))
+	}
+	fmt.Printf("  cluster: TTL-expired answers per router per second: max %.1f (%s), p99 %.1f; per agent by TTL %s\n",
+		mx, top, p99, strings.Join(ttls, " "))
+	rng := rand.New(rand.NewPCG(uint64(n), 1))
+	agg, err := aggregate(sampled, faults(f, 1, 0.05, rng), rng, true)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("  aggregator: %d routes, %d links, heap %.0f MiB, merge %s, health %s, CPU %s, GET edges/health %s\n",
+		agg.routes, agg.links, float64(agg.heapBytes)/(1<<20), agg.merge.Round(time.Millisecond),
+		agg.health.Round(time.Millisecond), agg.cpu.Round(time.Millisecond), agg.healthLatency.Round(time.Millisecond))
+
+	// Localization: the same fault sets for the sampled plan and a full mesh.
+	var full []flowRoute
+	if len(f.Hosts) <= fullMeshMax {
+		fc := pc
+		fc.Budget = 0
+		full = routesOf(f, planAll(f, members, fc, now), 11)
+	}
+	for _, k := range []int{1, 3} {
+		if trials < 1 {
+			break
+		}
+		var sp, sf, fp, ff float64
+		for t := 0; t < trials; t++ {
+			frng := rand.New(rand.NewPCG(uint64(n), uint64(100*k+t)))
+			lossy := faults(f, k, 0.05, frng)
+			a, err := aggregate(sampled, lossy, rand.New(rand.NewPCG(7, uint64(t))), false)
+			if err != nil {
+				return err
+			}
+			sp, sf = sp+a.precision1/float64(trials), sf+a.f1/float64(trials)
+			if full != nil {
+				b, err := aggregate(full, lossy, rand.New(rand.NewPCG(7, uint64(t))), false)
+				if err != nil {
+					return err
+				}
+				fp, ff = fp+b.precision1/float64(trials), ff+b.f1/float64(trials)
+			}
+		}
+		line := fmt.Sprintf("  localization, %d faulty link(s), %d trials: sampled precision@1 %.2f F1 %.2f", k, trials, sp, sf)
+		if full != nil {
+			line += fmt.Sprintf("; full mesh precision@1 %.2f F1 %.2f", fp, ff)
+		} else {
+			line += "; full mesh not computed (N > -fullMeshMax)"
+		}
+		fmt.Println(line)
+	}
+	return nil
+}
+
+// processCPU is the process's user+system CPU time so far.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
