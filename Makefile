@@ -20,6 +20,10 @@ deps: ## install (as root) or name the Debian packages the tests and demo need
 build: ## build bin/dnms (static, no cgo: dnms drops capabilities from every thread)
 	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o bin/dnms ./cmd/dnms
 
+.PHONY: package
+package: ## build dist/dnms_<version>_<arch>.deb (binary, systemd unit, example config, /etc/default/dnms)
+	GO=$(GO) scripts/package.sh dist
+
 .PHONY: generate
 generate: ## regenerate the eBPF objects with bpf2go (needs clang)
 	scripts/deps.sh generate
@@ -46,4 +50,4 @@ lint: ## gofmt check and go vet
 
 .PHONY: clean
 clean: ## remove build output (lab fabrics: scripts/lab.sh list, then down -prefix P)
-	rm -rf bin
+	rm -rf bin dist

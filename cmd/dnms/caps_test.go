@@ -1,13 +1,11 @@
 package main
 
 import (
-	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -31,24 +29,6 @@ func TestMissingCaps(t *testing.T) {
 	if n := len(keptCaps(80)); n != 3 {
 		t.Errorf("API on port 80 keeps %d capabilities, want 3 (CAP_NET_BIND_SERVICE too)", n)
 	}
-}
-
-// lockedBuffer collects a process's output.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // TestLeastPrivilege runs dnms in a lab host as an unprivileged user with
@@ -99,7 +79,7 @@ func TestLeastPrivilege(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			var out lockedBuffer
+			var out lab.Output
 			cmd.Stdout, cmd.Stderr = &out, &out
 			if err := f.StartCmd(cmd); err != nil {
 				t.Fatal(err)

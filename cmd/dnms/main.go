@@ -25,7 +25,7 @@ func main() {
 func run(args []string) error {
 	if len(args) > 0 {
 		switch args[0] {
-		case "version":
+		case "version", "-version", "--version":
 			fmt.Println("dnms", version)
 			return nil
 		case "health":

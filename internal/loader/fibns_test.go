@@ -53,6 +53,33 @@ func inFibNS(t testing.TB, fn func()) {
 	}
 }
 
+// enterFibNS moves the calling goroutine, locked to its thread, into fibNS
+// until the returned function is called (benchmarks: no thread per run).
+func enterFibNS(tb testing.TB) (leave func()) {
+	tb.Helper()
+	fibOnce.Do(func() { fibNS, fibErr = makeFibNS() })
+	if fibErr != nil {
+		tb.Fatalf("fib test namespace: %v", fibErr)
+	}
+	runtime.LockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		runtime.UnlockOSThread()
+		tb.Fatal(err)
+	}
+	if err := netns.Set(fibNS); err != nil {
+		orig.Close()
+		runtime.UnlockOSThread()
+		tb.Fatal(err)
+	}
+	return func() {
+		defer orig.Close()
+		if netns.Set(orig) == nil {
+			runtime.UnlockOSThread() // else the thread stays locked and dies with the goroutine
+		}
+	}
+}
+
 func makeFibNS() (netns.NsHandle, error) {
 	type result struct {
 		ns  netns.NsHandle

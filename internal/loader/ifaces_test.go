@@ -1,12 +1,10 @@
 package loader
 
 import (
-	"bytes"
 	"errors"
 	"log/slog"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -34,24 +32,6 @@ func TestCheckLinkType(t *testing.T) {
 	}
 }
 
-// syncBuffer is a log sink safe for the loader's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestFollowsDefaultRoutes: with no interfaces given, the programs go on
 // both uplinks of a dual-homed host (its address is on lo), leave the one
 // whose link goes down and come back when it is up again. A tunnel without
@@ -60,7 +40,7 @@ func TestFollowsDefaultRoutes(t *testing.T) {
 	lab.RequireRoot(t)
 	f := lab.New(t, lab.Config{Spines: 1, Leaves: 2, HostsPerLeaf: 1, DualHomed: 1})
 	d := f.Host("dual1")
-	var logs syncBuffer
+	var logs lab.Output
 	cfg := DefaultConfig()
 	cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 	l, _ := liveLoader(t, f, d, cfg)
@@ -95,7 +75,7 @@ func TestFollowsDefaultRoutes(t *testing.T) {
 	if out, err := f.Exec(d.NS, "ip", "tuntap", "add", "tun0", "mode", "tun"); err != nil {
 		t.Fatalf("make a tun device: %v %s", err, out)
 	}
-	var tunLogs syncBuffer
+	var tunLogs lab.Output
 	tcfg := DefaultConfig()
 	tcfg.Ifaces = []string{"tun0"}
 	tcfg.Logger = slog.New(slog.NewTextHandler(&tunLogs, nil))
