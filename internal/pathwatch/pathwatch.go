@@ -193,6 +193,20 @@ func pathID(hops []graph.Hop) string {
 	return b.String()
 }
 
+// sameButSilent: the hop lists have one length and differ only where one
+// of them has a silent hop.
+func sameButSilent(a []Hop, b []graph.Hop) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i].Addr.IsValid() && b[i].Addr.IsValid() && a[i].Addr != b[i].Addr {
+			return false
+		}
+	}
+	return true
+}
+
 func addrs(p *Path) []netip.Addr {
 	out := make([]netip.Addr, len(p.Hops))
 	for i, h := range p.Hops {
@@ -216,6 +230,11 @@ func (w *Watcher) ObservePath(f Flow, hops []graph.Hop) *Change {
 	if fs == nil {
 		fs = &flowState{flow: f, paths: map[string]*Path{}}
 		w.flows[f] = fs
+	}
+	// A router that did not answer this once ("*" where the current path
+	// has an address, or the reverse) is no path change.
+	if cur := fs.paths[fs.current]; cur != nil && id != cur.ID && sameButSilent(cur.Hops, hops) {
+		id = cur.ID
 	}
 	p := fs.paths[id]
 	if p == nil {

@@ -129,7 +129,7 @@ func TestStateSurvivesRestart(t *testing.T) {
 	dir := t.TempDir()
 	w, _ := newWatcher(t, func(c *Config) { c.StateDir = dir })
 	w.ObservePath(flow, route(1, "198.18.1.1", "198.18.0.1", "198.18.9.1"))
-	w.ObservePath(flow, route(1, "198.18.1.1", "*", "198.18.9.1"))
+	w.ObservePath(flow, route(1, "198.18.1.1", "198.18.0.2", "198.18.9.1"))
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -139,11 +139,11 @@ func TestStateSurvivesRestart(t *testing.T) {
 	}
 	w2, _ := newWatcher(t, func(c *Config) { c.StateDir = dir })
 	h := w2.Histories("web")
-	if len(h) != 1 || len(h[0].Paths) != 2 || len(h[0].Changes) != 1 || h[0].Current != "198.18.0.10,198.18.1.1,*,198.18.9.1" {
+	if len(h) != 1 || len(h[0].Paths) != 2 || len(h[0].Changes) != 1 || h[0].Current != "198.18.0.10,198.18.1.1,198.18.0.2,198.18.9.1" {
 		t.Fatalf("after restart: %+v", h)
 	}
 	// The same path again is no change; the old one back is.
-	if w2.ObservePath(flow, route(1, "198.18.1.1", "*", "198.18.9.1")) != nil {
+	if w2.ObservePath(flow, route(1, "198.18.1.1", "198.18.0.2", "198.18.9.1")) != nil {
 		t.Fatal("change after restart on the same path")
 	}
 	if w2.ObservePath(flow, route(1, "198.18.1.1", "198.18.0.1", "198.18.9.1")) == nil {
@@ -166,5 +166,22 @@ func TestNoStateDirWritesNothing(t *testing.T) {
 	after, _ := os.ReadDir(wd)
 	if len(before) != len(after) {
 		t.Fatal("files appeared without -stateDir")
+	}
+}
+
+// TestSilentHopIsNoChange: a router that skips one answer is not a path
+// change (SmokeTrace would alert on every rate-limited hop otherwise).
+func TestSilentHopIsNoChange(t *testing.T) {
+	w, _ := newWatcher(t, nil)
+	w.ObservePath(flow, route(1, "198.18.1.1", "198.18.0.1", "198.18.9.1"))
+	if ch := w.ObservePath(flow, route(1, "198.18.1.1", "*", "198.18.9.1")); ch != nil {
+		t.Fatalf("silent hop reported as a change: %+v", ch)
+	}
+	h := w.Histories("")[0]
+	if len(h.Paths) != 1 || h.Paths[0].Traces != 2 {
+		t.Fatalf("paths %+v", h.Paths)
+	}
+	if w.ObservePath(flow, route(1, "198.18.1.1", "198.18.0.2", "198.18.9.1")) == nil {
+		t.Fatal("a real change missed")
 	}
 }

@@ -65,8 +65,12 @@ func TestTargetUDPLoopback(t *testing.T) {
 			if ts == "user" && r.Source != SourceUser {
 				t.Fatalf("source %s with -timestamps user", r.Source)
 			}
-			if ts == "auto" && r.Source != SourceKernel {
-				t.Errorf("source %s: kernel stamps expected on loopback", r.Source)
+			// The root namespace's loopback is shared with every other
+			// process (a qdisc or TC program there may stamp skbs on
+			// another clock, and then the sample falls back to user):
+			// the lab tests, in namespaces of their own, require kernel.
+			if ts == "auto" && r.Source != SourceKernel && r.Source != SourceUser {
+				t.Errorf("source %q", r.Source)
 			}
 			closed := netip.AddrPortFrom(open.Addr(), freeUDPPort(t))
 			r = probeOnce(t, p, KindUDP, closed)
@@ -97,7 +101,7 @@ func TestTargetRawLoopback(t *testing.T) {
 		t.Run(lo.String(), func(t *testing.T) {
 			p := newTestProber(t, "auto")
 			r := probeOnce(t, p, KindICMP, netip.AddrPortFrom(lo, 0))
-			if r.Lost || r.Reply != ReplyEcho || r.Source != SourceKernel {
+			if r.Lost || r.Reply != ReplyEcho {
 				t.Fatalf("icmp: %+v", r)
 			}
 			network := "tcp4"
@@ -111,7 +115,7 @@ func TestTargetRawLoopback(t *testing.T) {
 			defer ln.Close()
 			open := ln.Addr().(*net.TCPAddr).AddrPort()
 			r = probeOnce(t, p, KindTCP, open)
-			if r.Lost || r.Reply != ReplySynAck || r.Source != SourceKernel {
+			if r.Lost || r.Reply != ReplySynAck {
 				t.Fatalf("tcp open: %+v", r)
 			}
 			ln2, _ := net.Listen(network, netip.AddrPortFrom(lo, 0).String())
