@@ -57,9 +57,9 @@ type config struct {
 	StateDir        string              // -stateDir: "" writes nothing
 
 	// External targets and path watch (issue 12).
-	TargetsFile string // -targets: YAML file of external targets, "" = none
-	PathHistory int    // -pathHistory: distinct paths and changes kept per flow
-	Scale           scaleConfig // probe budget and metrics detail (scale.go)
+	TargetsFile string      // -targets: YAML file of external targets, "" = none
+	PathHistory int         // -pathHistory: distinct paths and changes kept per flow
+	Scale       scaleConfig // probe budget and metrics detail (scale.go)
 }
 
 // errHelp is returned when the user asked for -h; main exits 0.

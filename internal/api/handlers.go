@@ -12,8 +12,8 @@ import (
 
 	"github.com/dnms/dnms/internal/graph"
 	"github.com/dnms/dnms/internal/localize"
-	"github.com/dnms/dnms/internal/ui"
 	"github.com/dnms/dnms/internal/plan"
+	"github.com/dnms/dnms/internal/ui"
 )
 
 // normSnapshot makes nil slices empty so the JSON says [] rather than null.
