@@ -128,7 +128,8 @@ func TestEndToEnd(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			for _, m := range []string{"dnms_packets_rejected_total", "dnms_probe_stray_packets_total"} {
+			for _, m := range []string{"dnms_packets_rejected_total", "dnms_probe_stray_packets_total",
+				"dnms_cluster_rejected_messages_total", "dnms_api_connections_rejected_total"} {
 				if sumSeries(body, m) == 0 {
 					t.Errorf("%s: garbage not counted in %s", h.Name, m)
 				}
