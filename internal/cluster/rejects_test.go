@@ -13,10 +13,10 @@ import (
 func TestRejectReason(t *testing.T) {
 	for msg, want := range map[string]string{
 		"failed to receive: Unknown message type (71) from=127.0.0.1:1": "type",
-		"Failed to decode ping request: msgpack decode error":            "decode",
-		"failed to decrypt packet: No installed keys could decrypt":      "decrypt",
-		"Got invalid checksum for UDP packet":                            "checksum",
-		"Failed to send gossip":                                          "other",
+		"Failed to decode ping request: msgpack decode error":           "decode",
+		"failed to decrypt packet: No installed keys could decrypt":     "decrypt",
+		"Got invalid checksum for UDP packet":                           "checksum",
+		"Failed to send gossip":                                         "other",
 	} {
 		if got := rejectReason([]byte(msg)); got != want {
 			t.Errorf("rejectReason(%q) = %s, want %s", msg, got, want)
