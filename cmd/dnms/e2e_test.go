@@ -24,17 +24,9 @@ import (
 // in either direction and cleared when the fault goes, agents that vanish and
 // return, an aggregator that restarts, garbage on every port.
 func TestEndToEnd(t *testing.T) {
-	lab.RequireRoot(t)
-	bin := buildDNMS(t)
 	// Three leaves: with two, every route through leaf1→spine1 also crosses
 	// spine1→leaf2, so the two links are indistinguishable to any estimator.
-	f := lab.New(t, lab.Config{Prefix: lab.UniquePrefix(t), Spines: 2, Leaves: 3, HostsPerLeaf: 1})
-	c, err := demo.Start(demo.Config{Binary: bin, Fabric: f, LogDir: t.TempDir(),
-		Args: []string{"-pingRouteInterval", "200ms", "-mapInterval", "100ms", "-logLevel", "debug"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Stop)
+	c, f := startLabCluster(t, 3, "-logLevel", "debug")
 	ctx := context.Background()
 	agg := c.AggregatorHost().Name
 	fail := func(format string, a ...any) {
@@ -43,16 +35,7 @@ func TestEndToEnd(t *testing.T) {
 	}
 
 	pairs := len(f.Hosts) * (len(f.Hosts) - 1)
-	allPairs := func() error {
-		cov, err := c.Coverage(10, "")
-		if err != nil {
-			return err
-		}
-		if cov.Pairs < pairs {
-			return fmt.Errorf("%d of %d host pairs measured at the aggregator", cov.Pairs, pairs)
-		}
-		return nil
-	}
+	allPairs := allPairsMeasured(c, f, "")
 
 	start := time.Now()
 	if err := demo.WaitFor(ctx, 120*time.Second, time.Second, allPairs); err != nil {
@@ -361,4 +344,36 @@ func sumSeries(body []byte, name string) float64 {
 		}
 	}
 	return sum
+}
+
+// allPairsMeasured says whether the aggregator has minSamples samples from
+// source (any when "") for every ordered host pair of f.
+func allPairsMeasured(c *demo.Cluster, f *lab.Fabric, source graph.TimeSource) func() error {
+	pairs := len(f.Hosts) * (len(f.Hosts) - 1)
+	return func() error {
+		cov, err := c.Coverage(10, source)
+		if err != nil {
+			return err
+		}
+		if cov.Pairs < pairs {
+			return fmt.Errorf("%d of %d host pairs measured at the aggregator", cov.Pairs, pairs)
+		}
+		return nil
+	}
+}
+
+// startLabCluster runs the real binary on every host of a 2-spine fabric
+// with leaves leaves (one host each), probing fast, plus args.
+func startLabCluster(t *testing.T, leaves int, args ...string) (*demo.Cluster, *lab.Fabric) {
+	t.Helper()
+	lab.RequireRoot(t)
+	bin := buildDNMS(t)
+	f := lab.New(t, lab.Config{Prefix: lab.UniquePrefix(t), Spines: 2, Leaves: leaves, HostsPerLeaf: 1})
+	c, err := demo.Start(demo.Config{Binary: bin, Fabric: f, LogDir: t.TempDir(),
+		Args: append([]string{"-pingRouteInterval", "200ms", "-mapInterval", "100ms"}, args...)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Stop)
+	return c, f
 }
