@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/base64"
-	"fmt"
 	"testing"
 	"time"
 
@@ -17,28 +16,11 @@ import (
 // keyed kernel reflector answers members' pings after userspace confirmed
 // each flow's epoch, and the aggregator streams from every member it trusts.
 func TestEndToEndKeyed(t *testing.T) {
-	lab.RequireRoot(t)
-	bin := buildDNMS(t)
-	f := lab.New(t, lab.Config{Prefix: lab.UniquePrefix(t), Spines: 2, Leaves: 2, HostsPerLeaf: 1})
 	key := base64.StdEncoding.EncodeToString([]byte("0123456789abcdef0123456789abcdef"))
-	c, err := demo.Start(demo.Config{Binary: bin, Fabric: f, LogDir: t.TempDir(),
-		Args: []string{"-gossipKey", key, "-pingRouteInterval", "200ms", "-mapInterval", "100ms"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Stop)
+	f, c, _ := startLabCluster(t, lab.Config{Spines: 2, Leaves: 2, HostsPerLeaf: 1},
+		"-pingRouteInterval", "200ms", "-mapInterval", "100ms", "-gossipKey", key)
 	agg := c.AggregatorHost().Name
-	pairs := len(f.Hosts) * (len(f.Hosts) - 1)
-	err = demo.WaitFor(context.Background(), 90*time.Second, time.Second, func() error {
-		cov, err := c.Coverage(10, "")
-		if err != nil {
-			return err
-		}
-		if cov.Pairs < pairs {
-			return fmt.Errorf("%d of %d host pairs measured at the aggregator", cov.Pairs, pairs)
-		}
-		return nil
-	})
+	err := demo.WaitFor(context.Background(), 90*time.Second, time.Second, allPairsMeasured(c, f, ""))
 	if err != nil {
 		t.Fatalf("keyed cluster: %v\n%s", err, c.Tail(agg, 30))
 	}

@@ -33,16 +33,7 @@ func TestEndToEnd(t *testing.T) {
 	agg := c.AggregatorHost().Name
 
 	pairs := len(f.Hosts) * (len(f.Hosts) - 1)
-	allPairs := func() error {
-		cov, err := c.Coverage(10, "")
-		if err != nil {
-			return err
-		}
-		if cov.Pairs < pairs {
-			return fmt.Errorf("%d of %d host pairs measured at the aggregator", cov.Pairs, pairs)
-		}
-		return nil
-	}
+	allPairs := allPairsMeasured(c, f, "")
 
 	start := time.Now()
 	if err := demo.WaitFor(ctx, 120*time.Second, time.Second, allPairs); err != nil {
@@ -123,7 +114,8 @@ func TestEndToEnd(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			for _, m := range []string{"dnms_packets_rejected_total", "dnms_probe_stray_packets_total"} {
+			for _, m := range []string{"dnms_packets_rejected_total", "dnms_probe_stray_packets_total",
+				"dnms_cluster_rejected_messages_total", "dnms_api_connections_rejected_total"} {
 				if sumSeries(body, m) == 0 {
 					t.Errorf("%s: garbage not counted in %s", h.Name, m)
 				}
@@ -355,4 +347,20 @@ func sumSeries(body []byte, name string) float64 {
 		}
 	}
 	return sum
+}
+
+// allPairsMeasured says whether the aggregator has minSamples samples from
+// source (any when "") for every ordered host pair of f.
+func allPairsMeasured(c *demo.Cluster, f *lab.Fabric, source graph.TimeSource) func() error {
+	pairs := len(f.Hosts) * (len(f.Hosts) - 1)
+	return func() error {
+		cov, err := c.Coverage(10, source)
+		if err != nil {
+			return err
+		}
+		if cov.Pairs < pairs {
+			return fmt.Errorf("%d of %d host pairs measured at the aggregator", cov.Pairs, pairs)
+		}
+		return nil
+	}
 }

@@ -11,10 +11,10 @@ import (
 
 // confirmEpoch passes the userspace reflector's authenticated epochs to the
 // keyed kernel reflector.
-func (p *probes) confirmEpoch(log *slog.Logger) func(netip.Addr, uint16, uint32) {
+func (p *probes) confirmEpoch(log *slog.Logger) func(netip.Addr, uint16, uint32, uint64, uint64) {
 	ld := p.ld
-	return func(peer netip.Addr, sport uint16, epoch uint32) {
-		if err := ld.ConfirmEpoch(peer, sport, epoch); err != nil {
+	return func(peer netip.Addr, sport uint16, epoch uint32, rx, ack uint64) {
+		if err := ld.ConfirmEpoch(peer, sport, epoch, rx, ack); err != nil {
 			log.Warn("kernel reflector: confirm epoch", "peer", peer, "err", err)
 		}
 	}

@@ -335,6 +335,9 @@ func (m *member) stop() {
 	}
 	m.cancel()
 	<-m.done
+	if m.client != nil && m.client != m.a.client {
+		m.client.CloseIdleConnections() // the member's own TLS transport
+	}
 }
 
 func (m *member) setState(s string) {

@@ -70,17 +70,6 @@ func (a *Aggregator) memberURL(p cluster.Peer) string {
 	return BaseURL(addr, p.HTTPPort)
 }
 
-// CheckAPIAddr is the identity rule for a member that advertises its API
-// on an address of its own: it must be the member's gossip address, the one
-// gossip (with a key) or its certificate (with TLS) vouches for.
-func CheckAPIAddr(p cluster.Peer, api netip.Addr) error {
-	if api.Unmap() != p.Addr.Unmap() {
-		return fmt.Errorf("%w: member %s advertises its API on %s, not its gossip address %s",
-			cluster.ErrIdentity, p.Name, api, p.Addr)
-	}
-	return nil
-}
-
 // clientFor returns the HTTP client for one member: with cluster TLS a
 // transport of its own whose handshake checks the member's identity.
 func (a *Aggregator) clientFor(name, baseURL string) (*http.Client, error) {

@@ -256,3 +256,73 @@ func TestSlowConnectionsBounded(t *testing.T) {
 	}
 	resp.Body.Close()
 }
+
+// TestGarbageConnectionsCounted: garbage at the HTTP port and a plain
+// client at a TLS port are refused and counted by reason.
+func TestGarbageConnectionsCounted(t *testing.T) {
+	plain := newTestServer(t, DefaultConfig(), Deps{Graph: graph.New(graph.DefaultConfig())})
+	srvTLS, _ := clusterTLS(t)
+	cfg := DefaultConfig()
+	cfg.TLS = srvTLS
+	secure := newTestServer(t, cfg, Deps{Graph: graph.New(graph.DefaultConfig())})
+	for _, ts := range []*testServer{plain, secure} {
+		addr := ts.URL[len("https://"):]
+		if ts == plain {
+			addr = ts.URL[len("http://"):]
+		}
+		for i := range 5 {
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b := make([]byte, 64+i*100)
+			for j := range b {
+				b[j] = byte(i + j*13)
+			}
+			b[len(b)-1], b[len(b)-2] = '\n', '\n'
+			c.Write(b)
+			c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			io.Copy(io.Discard, c) // until the server closes it
+			c.Close()
+		}
+	}
+	for _, tc := range []struct {
+		ts     *testServer
+		reason string
+	}{{plain, connNoRequest}, {secure, connTLSHandshake}} {
+		waitFor(t, 5*time.Second, tc.reason+" counted", func() bool {
+			return testutilCounter(tc.ts, "dnms_api_connections_rejected_total", tc.reason) == 5
+		})
+	}
+	if n := testutilCounter(secure, "dnms_api_connections_rejected_total", connNoRequest); n != 0 {
+		t.Errorf("failed TLS handshakes also counted as no_request (%v)", n)
+	}
+	// A served request is not a rejection.
+	resp, err := http.Get(plain.URL + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	http.DefaultClient.CloseIdleConnections()
+	waitFor(t, 2*time.Second, "no extra count", func() bool {
+		return testutilCounter(plain, "dnms_api_connections_rejected_total", connNoRequest) == 5
+	})
+}
+
+// testutilCounter reads one labelled sample of a counter from ts's registry.
+func testutilCounter(ts *testServer, name, reason string) float64 {
+	mfs, _ := ts.reg.Gather()
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "reason" && l.GetValue() == reason {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
+}

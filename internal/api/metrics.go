@@ -19,6 +19,7 @@ type apiMetrics struct {
 	streamsRejected *prometheus.CounterVec // reason
 	authFailures    prometheus.Counter
 	scrapesRejected prometheus.Counter
+	connsRejected   *prometheus.CounterVec // reason (connstate.go)
 }
 
 func newUnregisteredMetrics() *apiMetrics {
@@ -43,6 +44,10 @@ func newUnregisteredMetrics() *apiMetrics {
 			Name: "dnms_api_event_streams_rejected_total",
 			Help: "Event stream requests refused, by reason: total (every slot open to the client is taken) or per_client (the client address holds its share).",
 		}, []string{"reason"}),
+		connsRejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dnms_api_connections_rejected_total",
+			Help: "HTTP connections that ended without a well-formed request, by reason: no_request (garbage, a stalled or oversized header) or tls_handshake.",
+		}, []string{"reason"}),
 		scrapesRejected: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "dnms_api_scrapes_rejected_total",
 			Help: "/metrics requests refused after waiting in the scrape queue.",
@@ -55,12 +60,15 @@ func newUnregisteredMetrics() *apiMetrics {
 	for _, r := range []string{rejectTotal, rejectPerClient} {
 		m.streamsRejected.WithLabelValues(r)
 	}
+	for _, r := range []string{connNoRequest, connTLSHandshake} {
+		m.connsRejected.WithLabelValues(r)
+	}
 	return m
 }
 
 func newAPIMetrics(reg prometheus.Registerer) (*apiMetrics, error) {
 	m := newUnregisteredMetrics()
-	for _, c := range []prometheus.Collector{m.requests, m.streams, m.events, m.resyncs, m.streamsRejected, m.authFailures, m.scrapesRejected} {
+	for _, c := range []prometheus.Collector{m.requests, m.streams, m.events, m.resyncs, m.streamsRejected, m.authFailures, m.scrapesRejected, m.connsRejected} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -29,6 +29,7 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 		want = sha256.Sum256([]byte(s.cfg.Token))
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		markServed(r)
 		h := w.Header()
 		if s.cfg.AllowOrigin != "" {
 			h.Set("Access-Control-Allow-Origin", s.cfg.AllowOrigin)

@@ -305,13 +305,18 @@ func (s *Server) Run(ctx context.Context) error {
 
 // Serve serves on ln until ctx is done (see Run). It closes ln.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	ct := newConnTracker(func() { s.metrics.connsRejected.WithLabelValues(connNoRequest).Inc() })
 	srv := &http.Server{
 		Handler:           s.handler,
 		ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
 		ReadTimeout:       s.cfg.ReadTimeout,
 		IdleTimeout:       s.cfg.IdleTimeout,
 		MaxHeaderBytes:    s.cfg.MaxHeaderBytes,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		ConnState:         ct.state,
+		ConnContext:       ct.connContext,
+		ErrorLog: newServerLog(s.log.Handler(), func() {
+			s.metrics.connsRejected.WithLabelValues(connTLSHandshake).Inc()
+		}),
 	}
 	errc := make(chan error, 1)
 	ln = netutil.LimitListener(ln, s.cfg.MaxConns)

@@ -147,7 +147,7 @@ func (c *Cluster) Start() error {
 	}
 	mc.Delegate = &delegate{c: c}
 	mc.Events = &eventDelegate{c: c}
-	mc.Logger = newMemberlistLogger(c.cfg.Logger)
+	mc.Logger = newMemberlistLogger(c.cfg.Logger, c.met.rejects)
 	if c.cfg.Tune != nil {
 		c.cfg.Tune(mc)
 	}

@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"sync"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // logBurst is how many memberlist lines at warn or above pass per second;
@@ -17,7 +19,8 @@ const logBurst = 20
 // memberlistLog adapts memberlist's "[LEVEL] memberlist: message" lines to
 // slog at the matching level.
 type memberlistLog struct {
-	l *slog.Logger
+	l       *slog.Logger
+	rejects *prometheus.CounterVec // nil: not counted
 
 	mu         sync.Mutex
 	window     time.Time
@@ -25,8 +28,12 @@ type memberlistLog struct {
 	suppressed int
 }
 
-func newMemberlistLogger(l *slog.Logger) *log.Logger {
-	return log.New(&memberlistLog{l: l.With("lib", "memberlist")}, "", 0)
+func newMemberlistLogger(l *slog.Logger, rejects ...*prometheus.CounterVec) *log.Logger {
+	w := &memberlistLog{l: l.With("lib", "memberlist")}
+	if len(rejects) > 0 {
+		w.rejects = rejects[0]
+	}
+	return log.New(w, "", 0)
 }
 
 func parseLevel(p []byte) (slog.Level, []byte) {
@@ -53,6 +60,7 @@ func parseLevel(p []byte) (slog.Level, []byte) {
 
 func (w *memberlistLog) Write(p []byte) (int, error) {
 	level, msg := parseLevel(p)
+	countReject(w.rejects, level, msg)
 	ctx := context.Background()
 	if !w.l.Enabled(ctx, level) {
 		return len(p), nil

@@ -6,6 +6,7 @@ type metrics struct {
 	members      *prometheus.GaugeVec   // role
 	events       *prometheus.CounterVec // type
 	incompatible *prometheus.CounterVec // reason
+	rejects      *prometheus.CounterVec // reason (rejects.go)
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -22,6 +23,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "dnms_cluster_incompatible_total",
 			Help: "Members ignored because their meta was undecodable or incompatible, by reason (counted once per member and reason).",
 		}, []string{"reason"}),
+		rejects: newRejectCounter(),
 	}
 	for _, r := range []string{RoleAgent, RoleAggregator} {
 		m.members.WithLabelValues(r)
@@ -30,7 +32,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		m.events.WithLabelValues(t)
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.members, m.events, m.incompatible} {
+		for _, c := range []prometheus.Collector{m.members, m.events, m.incompatible, m.rejects} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}

@@ -45,9 +45,12 @@ func addrSets(addrs []netip.Addr) (map[[4]byte]bool, map[[16]byte]bool) {
 }
 
 // ConfirmEpoch tells the kernel reflector that userspace verified an
-// authenticated ping of epoch on the flow (peer, source port sport): the
-// kernel may now start or restart that flow's counters at this epoch.
-func (l *Loader) ConfirmEpoch(peer netip.Addr, sport uint16, epoch uint32) error {
+// authenticated ping of epoch on the flow (peer, source port sport) and
+// answered it with counters rx and ack: the kernel may now count that flow
+// at this epoch, and continues from those counters unless it is already
+// counting this epoch (the prober then sees one counter sequence, not the
+// userspace reflector's and then the kernel's from 1).
+func (l *Loader) ConfirmEpoch(peer netip.Addr, sport uint16, epoch uint32, rx, ack uint64) error {
 	// Addresses as the program keys them: IPv4 in the first 4 bytes.
 	k := bpfFlowKey{Sport: sport}
 	if p := peer.Unmap(); p.Is4() {
@@ -55,6 +58,13 @@ func (l *Loader) ConfirmEpoch(peer netip.Addr, sport uint16, epoch uint32) error
 		copy(k.Peer[:4], a4[:])
 	} else {
 		k.Peer = p.As16()
+	}
+	var v bpfFlowVal
+	if err := l.objs.Flows.Lookup(k, &v); err != nil || v.Epoch != epoch {
+		v = bpfFlowVal{Epoch: epoch, Rx: rx, Ack: ack}
+		if err := l.objs.Flows.Update(k, v, ebpf.UpdateAny); err != nil {
+			return fmt.Errorf("flows: %w", err)
+		}
 	}
 	if err := l.objs.ConfirmedEpochs.Update(k, epoch, ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("confirmed_epochs: %w", err)

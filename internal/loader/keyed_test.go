@@ -44,13 +44,15 @@ func TestKeyedReflector(t *testing.T) {
 	if ret, _ := verdict(keyed(1)); ret != tcActOK {
 		t.Fatalf("member, unconfirmed epoch: verdict %d, want pass", ret)
 	}
-	if err := l.ConfirmEpoch(addrA, 40001, testEpoch); err != nil {
+	// Userspace answered ping 1 (its counters: 1, 1) and confirms the
+	// epoch: the kernel continues that count.
+	if err := l.ConfirmEpoch(addrA, 40001, testEpoch, 1, 1); err != nil {
 		t.Fatal(err)
 	}
 	for seq := uint64(2); seq <= 4; seq++ {
 		ret, a := verdict(keyed(seq))
-		if ret != tcActRedirect || a.RxCount != seq-1 {
-			t.Fatalf("confirmed ping %d: verdict %d rx %d, want redirect rx %d", seq, ret, a.RxCount, seq-1)
+		if ret != tcActRedirect || a.RxCount != seq || a.AckCount != seq {
+			t.Fatalf("confirmed ping %d: verdict %d rx %d ack %d, want redirect and %d", seq, ret, a.RxCount, a.AckCount, seq)
 		}
 		if a.HMAC != keyed(seq).HMAC {
 			t.Fatalf("the ack does not echo the ping's tag")
@@ -62,21 +64,29 @@ func TestKeyedReflector(t *testing.T) {
 	if ret, _ := verdict(spoof); ret != tcActOK {
 		t.Fatalf("unconfirmed new epoch: verdict %d, want pass", ret)
 	}
-	if ret, a := verdict(keyed(6)); ret != tcActRedirect || a.RxCount != 4 {
-		t.Fatalf("after the spoof: verdict %d rx %d, want counters kept (rx 4)", ret, a.RxCount)
+	if ret, a := verdict(keyed(6)); ret != tcActRedirect || a.RxCount != 5 {
+		t.Fatalf("after the spoof: verdict %d rx %d, want counters kept (rx 5)", ret, a.RxCount)
 	}
-	// The real prober restarted: userspace confirmed its new epoch.
-	if err := l.ConfirmEpoch(addrA, 40001, testEpoch+1); err != nil {
+	// A late confirmation of the epoch the kernel is counting changes nothing.
+	if err := l.ConfirmEpoch(addrA, 40001, testEpoch, 1, 1); err != nil {
 		t.Fatal(err)
 	}
-	if ret, a := verdict(spoof); ret != tcActRedirect || a.RxCount != 1 {
-		t.Fatalf("confirmed new epoch: verdict %d rx %d, want restart at 1", ret, a.RxCount)
+	if ret, a := verdict(keyed(7)); ret != tcActRedirect || a.RxCount != 6 {
+		t.Fatalf("after a late confirmation: verdict %d rx %d, want 6", ret, a.RxCount)
+	}
+	// The real prober restarted: userspace answered its first ping of the
+	// new epoch and confirmed it.
+	if err := l.ConfirmEpoch(addrA, 40001, testEpoch+1, 1, 1); err != nil {
+		t.Fatal(err)
+	}
+	if ret, a := verdict(spoof); ret != tcActRedirect || a.RxCount != 2 {
+		t.Fatalf("confirmed new epoch: verdict %d rx %d, want 2 (after userspace's 1)", ret, a.RxCount)
 	}
 	// Members leave: their pings go up again.
 	if err := l.SetMembers(nil); err != nil {
 		t.Fatal(err)
 	}
-	if ret, _ := verdict(keyed(7)); ret != tcActOK {
+	if ret, _ := verdict(keyed(8)); ret != tcActOK {
 		t.Fatalf("after the member left: verdict %d, want pass", ret)
 	}
 	for reason, want := range map[string]float64{"no_hmac": 1, "not_member": 2, "epoch": 2} {

@@ -32,10 +32,11 @@ type Config struct {
 	// Key is the cluster probe key; empty means no HMAC.
 	Key []byte
 	// ConfirmEpoch, when set with a Key, is told every (peer, source port,
-	// epoch) the userspace reflector answered an authenticated probe of:
-	// the keyed in-kernel reflector restarts a flow's counters only at a
-	// confirmed epoch (loader.ConfirmEpoch).
-	ConfirmEpoch func(peer netip.Addr, sport uint16, epoch uint32)
+	// epoch) the userspace reflector answered an authenticated probe of,
+	// with its counters after it: the keyed in-kernel reflector restarts a
+	// flow's counters only at a confirmed epoch, and continues from these
+	// (loader.ConfirmEpoch), so the prober sees one counter sequence.
+	ConfirmEpoch func(peer netip.Addr, sport uint16, epoch uint32, rx, ack uint64)
 	// Timestamps is "auto", "ebpf", "kernel" or "user". auto picks ebpf when
 	// EBPF is set, else kernel when SO_TIMESTAMPING works, else user.
 	Timestamps string

@@ -25,9 +25,9 @@ func TestLabKeyedKernelReflector(t *testing.T) {
 	lp := probe.NewLabPair(t, func(c *probe.Config) {
 		c.Key, c.EBPF, c.Timestamps = key, true, "ebpf"
 		c.Reflect = true // answers what the keyed kernel reflector declines
-		c.ConfirmEpoch = func(peer netip.Addr, sport uint16, epoch uint32) {
+		c.ConfirmEpoch = func(peer netip.Addr, sport uint16, epoch uint32, rx, ack uint64) {
 			if l := ldB.Load(); l != nil {
-				l.ConfirmEpoch(peer, sport, epoch)
+				l.ConfirmEpoch(peer, sport, epoch, rx, ack)
 			}
 		}
 	})

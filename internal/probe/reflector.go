@@ -128,7 +128,7 @@ func (e *Engine) reflect(from netip.AddrPort, p *Packet, t2 int64) {
 		return
 	}
 	if e.cfg.ConfirmEpoch != nil && len(e.cfg.Key) > 0 {
-		e.cfg.ConfirmEpoch(peer, from.Port(), p.Epoch) // p passed the HMAC check
+		e.cfg.ConfirmEpoch(peer, from.Port(), p.Epoch, rx, ack) // p passed the HMAC check
 	}
 	dst := netip.AddrPortFrom(peer, e.cfg.PingPort)
 	s.wmu.Lock()
