@@ -867,6 +867,7 @@ func (m *Mapper) RackOf(ctx context.Context, peer netip.Addr) (rack netip.Addr, 
 	if err != nil {
 		return netip.Addr{}, false, err
 	}
+	answered := false
 	for _, a := range res.Answers {
 		switch {
 		case a.TTL == 1 && !a.Dest:
@@ -874,6 +875,11 @@ func (m *Mapper) RackOf(ctx context.Context, peer netip.Addr) (rack netip.Addr, 
 		case a.Dest && a.TTL <= 2:
 			same = true
 		}
+		answered = answered || (a.TTL >= 2 || a.Dest) && (a.Dest || a.Hop.Addr.IsValid())
+	}
+	if !answered {
+		// Nobody answered past TTL 1: perhaps the peer is not running yet.
+		return rack, false, fmt.Errorf("mapper: no answer from or towards %s at TTL 2", peer)
 	}
 	return rack, same && rack.IsValid(), nil
 }

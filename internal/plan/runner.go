@@ -44,6 +44,7 @@ type Runner struct {
 	wake     chan struct{}
 	routers  *RouterBudget
 	checked  map[netip.Addr]bool // asked with RackOf: not a rack peer unless racks says so
+	tries    map[netip.Addr]int
 	found    chan struct{}
 }
 
@@ -68,6 +69,7 @@ func NewRunner(cfg Config, self netip.Addr, t Target, log *slog.Logger) (*Runner
 		members: map[string]Member{cfg.Self: {Name: cfg.Self, Addr: self.Unmap()}},
 		racks:   make(map[netip.Addr]netip.Addr),
 		checked: make(map[netip.Addr]bool),
+		tries:   make(map[netip.Addr]int),
 		wake:    make(chan struct{}, 1),
 		found:   make(chan struct{}, 1),
 	}
@@ -189,7 +191,10 @@ func (r *Runner) discover(ctx context.Context, rp RackProber) {
 		}
 		rack, same, err := rp.RackOf(ctx, next)
 		r.mu.Lock()
-		r.checked[next] = true
+		// No answer (the member may not run dnms yet): ask again after the
+		// others, at most three times.
+		r.tries[next]++
+		r.checked[next] = err == nil || r.tries[next] >= 3
 		if err == nil && same {
 			r.racks[next] = rack
 			if !r.selfRack.IsValid() {
@@ -211,11 +216,14 @@ func (r *Runner) unchecked() (netip.Addr, bool) {
 	if r.cfg.Budget == 0 || len(r.members)-1 <= r.cfg.Budget {
 		return netip.Addr{}, false
 	}
+	var best netip.Addr
 	for name, m := range r.members {
 		if name == r.cfg.Self || r.checked[m.Addr] || r.racks[m.Addr].IsValid() {
 			continue
 		}
-		return m.Addr, true
+		if !best.IsValid() || r.tries[m.Addr] < r.tries[best] {
+			best = m.Addr
+		}
 	}
-	return netip.Addr{}, false
+	return best, best.IsValid()
 }
