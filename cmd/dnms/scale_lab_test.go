@@ -14,7 +14,8 @@ import (
 )
 
 // TestScalePingPeers runs 16 agents (2 spines × 4 leaves × 4 hosts) with
-// -pingPeers 4: every agent probes at most 4 peers, the cluster's routes
+// -pingPeers 4: every agent probes 4 peers, its 3 rack peers among them
+// (found by the plan's TTL-2 rack probe, not by rotation), the cluster's routes
 // still cover every fabric link with at least 3 routes from at least 2
 // sources, and 5% loss on one leaf→spine link is the aggregator's top
 // faulty row.
@@ -24,7 +25,7 @@ func TestScalePingPeers(t *testing.T) {
 	ctx := context.Background()
 	agg := c.AggregatorHost().Name
 
-	// Every agent probes 4 peers, and says why.
+	// Every agent probes 4 peers, its rack peers among them, and says why.
 	if err := demo.WaitFor(ctx, 60*time.Second, time.Second, func() error {
 		for _, h := range f.Hosts {
 			var peers []mapper.PeerStatus
@@ -34,10 +35,17 @@ func TestScalePingPeers(t *testing.T) {
 			if len(peers) != 4 {
 				return fmt.Errorf("%s probes %d peers, want 4", h.Name, len(peers))
 			}
+			rack := 0
 			for _, p := range peers {
 				if p.Reason == "" {
 					return fmt.Errorf("%s: peer %s has no reason", h.Name, p.Peer)
 				}
+				if p.Reason == "rack" {
+					rack++
+				}
+			}
+			if rack != 3 {
+				return fmt.Errorf("%s probes %d of its 3 rack peers: %+v", h.Name, rack, peers)
 			}
 		}
 		return nil

@@ -849,3 +849,37 @@ func (m *Mapper) Racks() (self netip.Addr, peers map[netip.Addr]netip.Addr) {
 	}
 	return self, peers
 }
+
+// RackOf tells with one Paris probe pair (TTL 1 and 2, first source port,
+// under -traceRate) whether peer sits behind this host's first-hop router:
+// then the peer answers at TTL 2 (or 1) and rack is the router that answered
+// TTL 1. A peer further away gives same == false. The plan uses it to find
+// rack peers it has not traced.
+func (m *Mapper) RackOf(ctx context.Context, peer netip.Addr) (rack netip.Addr, same bool, err error) {
+	if m.cfg.TraceRate != nil {
+		if err := m.clock.Sleep(ctx, m.cfg.TraceRate.Reserve(m.clock.Now(), 2)); err != nil {
+			return netip.Addr{}, false, err
+		}
+	}
+	tctx, cancel := context.WithTimeout(ctx, m.cfg.TraceTimeout)
+	defer cancel()
+	res, err := m.tracer.ProbeTTLs(tctx, peer.Unmap(), m.cfg.SrcPortStart, []int{1, 2})
+	if err != nil {
+		return netip.Addr{}, false, err
+	}
+	answered := false
+	for _, a := range res.Answers {
+		switch {
+		case a.TTL == 1 && !a.Dest:
+			rack = a.Hop.Addr
+		case a.Dest && a.TTL <= 2:
+			same = true
+		}
+		answered = answered || (a.TTL >= 2 || a.Dest) && (a.Dest || a.Hop.Addr.IsValid())
+	}
+	if !answered {
+		// Nobody answered past TTL 1: perhaps the peer is not running yet.
+		return rack, false, fmt.Errorf("mapper: no answer from or towards %s at TTL 2", peer)
+	}
+	return rack, same && rack.IsValid(), nil
+}

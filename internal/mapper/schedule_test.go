@@ -132,3 +132,29 @@ func TestSetPlan(t *testing.T) {
 		t.Errorf("Racks() = %v, %v; want %v and peerA behind %v", self, racks, leaf1, leaf2)
 	}
 }
+
+// TestRackOf: a peer behind the same first-hop router answers at TTL 2; one
+// across the fabric does not.
+func TestRackOf(t *testing.T) {
+	tr := &fakeTracer{answer: func(peer netip.Addr, port uint16, attempt int) (fakePath, error) {
+		if peer == peerA {
+			return fakePath{Hops: hops(leaf1, peerA), Reached: true}, nil
+		}
+		return ecmpTrace(peer, port), nil
+	}}
+	cfg := testConfig(2)
+	cfg.TraceRate = plan.NewRate(10)
+	m, _ := newTestMapper(t, cfg, tr, newFakeSink())
+	for _, tc := range []struct {
+		peer netip.Addr
+		same bool
+	}{{peerA, true}, {peerB, false}} {
+		rack, same, err := m.RackOf(t.Context(), tc.peer)
+		if err != nil || same != tc.same || rack != leaf1 {
+			t.Errorf("RackOf(%v) = %v, %v, %v; want %v, %v", tc.peer, rack, same, err, leaf1, tc.same)
+		}
+	}
+	if n := len(tr.Calls()); n != 2 {
+		t.Errorf("%d probe rounds for 2 peers", n)
+	}
+}

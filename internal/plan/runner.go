@@ -19,6 +19,12 @@ type Target interface {
 	Racks() (self netip.Addr, peers map[netip.Addr]netip.Addr)
 }
 
+// RackProber tells whether a peer is behind this host's first-hop router
+// without tracing it fully. *mapper.Mapper implements it (RackOf).
+type RackProber interface {
+	RackOf(ctx context.Context, peer netip.Addr) (rack netip.Addr, same bool, err error)
+}
+
 // Runner keeps a Target on the current plan: it recomputes the plan when a
 // member joins or leaves, when the rotation epoch ends and, every 10 s,
 // with the racks the target's routes revealed since. Racks once learned
@@ -37,6 +43,9 @@ type Runner struct {
 	picks    []Pick
 	wake     chan struct{}
 	routers  *RouterBudget
+	checked  map[netip.Addr]bool // asked with RackOf: not a rack peer unless racks says so
+	tries    map[netip.Addr]int
+	found    chan struct{}
 }
 
 // ShareRouterBudget makes the runner tell b the cluster size on every
@@ -59,7 +68,10 @@ func NewRunner(cfg Config, self netip.Addr, t Target, log *slog.Logger) (*Runner
 		cfg: cfg, target: t, log: log, refresh: 10 * time.Second, now: time.Now,
 		members: map[string]Member{cfg.Self: {Name: cfg.Self, Addr: self.Unmap()}},
 		racks:   make(map[netip.Addr]netip.Addr),
+		checked: make(map[netip.Addr]bool),
+		tries:   make(map[netip.Addr]int),
 		wake:    make(chan struct{}, 1),
+		found:   make(chan struct{}, 1),
 	}
 	return r, nil
 }
@@ -83,9 +95,11 @@ func (r *Runner) Leave(name string) {
 }
 
 func (r *Runner) poke() {
-	select {
-	case r.wake <- struct{}{}:
-	default:
+	for _, ch := range []chan struct{}{r.wake, r.found} {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
 	}
 }
 
@@ -135,8 +149,17 @@ func (r *Runner) Update() time.Time {
 	return end
 }
 
-// Run keeps the target on the plan until ctx is done.
+// Run keeps the target on the plan until ctx is done. When the target is
+// a RackProber and the cluster is larger than the budget, it also asks it,
+// one member at a time, which members share this host's rack, so that rack
+// peers are probed from the start rather than when rotation first brings
+// them in.
 func (r *Runner) Run(ctx context.Context) error {
+	if rp, ok := r.target.(RackProber); ok {
+		done := make(chan struct{})
+		go func() { defer close(done); r.discover(ctx, rp) }()
+		defer func() { <-done }()
+	}
 	for {
 		end := r.Update()
 		wait := min(r.refresh, max(time.Until(end), time.Millisecond))
@@ -150,4 +173,57 @@ func (r *Runner) Run(ctx context.Context) error {
 		}
 		t.Stop()
 	}
+}
+
+// discover asks rp about every member whose rack is not known, while the
+// cluster is larger than the budget.
+func (r *Runner) discover(ctx context.Context, rp RackProber) {
+	for ctx.Err() == nil {
+		next, ok := r.unchecked()
+		if !ok {
+			select {
+			case <-ctx.Done():
+				return
+			case <-r.found:
+			case <-time.After(r.refresh):
+			}
+			continue
+		}
+		rack, same, err := rp.RackOf(ctx, next)
+		r.mu.Lock()
+		// No answer (the member may not run dnms yet): ask again after the
+		// others, at most three times.
+		r.tries[next]++
+		r.checked[next] = err == nil || r.tries[next] >= 3
+		if err == nil && same {
+			r.racks[next] = rack
+			if !r.selfRack.IsValid() {
+				r.selfRack = rack
+			}
+		}
+		r.mu.Unlock()
+		if err == nil && same {
+			r.poke()
+		}
+	}
+}
+
+// unchecked returns a member to ask about, if the plan needs racks (the
+// cluster exceeds the budget) and one is left.
+func (r *Runner) unchecked() (netip.Addr, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cfg.Budget == 0 || len(r.members)-1 <= r.cfg.Budget {
+		return netip.Addr{}, false
+	}
+	var best netip.Addr
+	for name, m := range r.members {
+		if name == r.cfg.Self || r.checked[m.Addr] || r.racks[m.Addr].IsValid() {
+			continue
+		}
+		if !best.IsValid() || r.tries[m.Addr] < r.tries[best] {
+			best = m.Addr
+		}
+	}
+	return best, best.IsValid()
 }

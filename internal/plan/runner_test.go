@@ -1,6 +1,7 @@
 package plan
 
 import (
+	"context"
 	"net/netip"
 	"sync"
 	"testing"
@@ -72,5 +73,80 @@ func TestRunnerLearnsRacks(t *testing.T) {
 		if p.Name == "h1" {
 			t.Errorf("h1 still planned after it left")
 		}
+	}
+}
+
+// probingTarget also answers RackOf from the fabric.
+type probingTarget struct {
+	fakeTarget
+	f      fabric
+	self   netip.Addr
+	mu2    sync.Mutex
+	probed int
+}
+
+func (p *probingTarget) RackOf(ctx context.Context, peer netip.Addr) (netip.Addr, bool, error) {
+	p.mu2.Lock()
+	p.probed++
+	p.mu2.Unlock()
+	var mine, theirs netip.Addr
+	for _, h := range p.f.hosts {
+		if h.Addr == p.self {
+			mine = h.Rack
+		}
+		if h.Addr == peer {
+			theirs = h.Rack
+		}
+	}
+	return mine, mine == theirs, nil
+}
+
+// TestRunnerDiscoversRackPeers: in a cluster larger than the budget, the
+// runner asks the target which members share its rack before any route
+// showed them, and plans every rack peer.
+func TestRunnerDiscoversRackPeers(t *testing.T) {
+	f := newFabric(simclos.Fabric{Spines: 2, ToRs: 4, HostsPerToR: 8})
+	tg := &probingTarget{fakeTarget: fakeTarget{racks: map[netip.Addr]netip.Addr{}}, f: f, self: f.hosts[0].Addr}
+	c := DefaultConfig()
+	c.Self, c.Budget = "h0", 16
+	r, err := NewRunner(c, f.hosts[0].Addr, tg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range f.hosts[1:] {
+		r.Join(h.Name, h.Addr)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	deadline := time.Now().Add(10 * time.Second)
+	var last []Pick
+	for time.Now().Before(deadline) {
+		last = r.Plan()
+		rack := 0
+		for _, p := range last {
+			if p.Reason == ReasonRack {
+				rack++
+			}
+		}
+		if rack == 7 {
+			break
+		}
+		time.Sleep(10 * time.Millisecond) // polling the runner's plan with a deadline
+	}
+	cancel()
+	<-done
+	rack := 0
+	for _, p := range last {
+		if p.Reason == ReasonRack {
+			rack++
+		}
+	}
+	if rack != 7 || len(last) != 16 {
+		t.Fatalf("plan after discovery: %d picks, %d rack peers, want 16 and 7: %v", len(last), rack, last)
+	}
+	if tg.probed > len(f.hosts)-1 {
+		t.Errorf("asked %d times about %d members", tg.probed, len(f.hosts)-1)
 	}
 }

@@ -128,6 +128,8 @@ func runLive(f *simclos.Fabric, n int, runFor time.Duration) error {
 		}
 	}
 
+	fmt.Printf("  live: %d agents started in %s\n", n, time.Since(t0).Round(time.Millisecond))
+
 	// Membership, first routes and the aggregator's merge, polled.
 	var members time.Duration
 	deadline := t0.Add(runFor)
