@@ -63,13 +63,13 @@ func runAgent(cfg *config) error {
 	gcfg.BaselineWindow = cfg.BaselineWindow
 	g := graph.New(gcfg)
 
-	cfg.logTrust(log)
 	caps := newCaps(cfg.Scale)
 	probes, err := startProbes(cfg, log, reg, g, caps.pings)
 	if err != nil {
-		return err
+		return err // one line: a refused start says only why
 	}
 	defer probes.Close()
+	cfg.logTrust(log)
 
 	mcfg := mapper.DefaultConfig()
 	mcfg.LocalAddr = cfg.GossipAddr
@@ -171,7 +171,7 @@ func runAgent(cfg *config) error {
 		return fmt.Errorf("cluster: %w", err)
 	}
 	// Everything privileged is done: eBPF loaded and attached, sockets open.
-	if err := dropCapabilities(keptCaps(httpPort), log); err != nil {
+	if err := dropCapabilities(keptCaps(httpPort, cfg.TargetsFile != ""), log); err != nil {
 		log.Warn("capabilities not dropped (a binary built with cgo cannot; build with CGO_ENABLED=0)", "err", err)
 	}
 	log.Info("dnms started", "version", version, "role", role, "node", cl.Name(),

@@ -22,7 +22,9 @@ import (
 // CAP_NET_ADMIN the eBPF time source is unavailable and dnms falls back to
 // kernel timestamps, saying so once. After start it drops every other
 // capability it holds (root's included) from its effective, permitted,
-// inheritable, ambient and bounding sets.
+// inheritable, ambient and bounding sets. External targets (-targets)
+// send ICMP echoes and TCP SYNs from raw sockets, so with -targets it also
+// keeps CAP_NET_RAW; without it that capability goes with the rest.
 
 // capability is one Linux capability, by number, with its name.
 type capability struct {
@@ -34,6 +36,7 @@ var (
 	capBPF            = capability{unix.CAP_BPF, "CAP_BPF"}
 	capNetAdmin       = capability{unix.CAP_NET_ADMIN, "CAP_NET_ADMIN"}
 	capNetBindService = capability{unix.CAP_NET_BIND_SERVICE, "CAP_NET_BIND_SERVICE"}
+	capNetRaw         = capability{unix.CAP_NET_RAW, "CAP_NET_RAW"}
 )
 
 // ebpfCaps are what the eBPF time source needs.
@@ -76,12 +79,16 @@ func missingCaps(eff uint64, want []capability) []string {
 }
 
 // keptCaps are the capabilities dnms keeps after start: the eBPF ones it
-// holds, and CAP_NET_BIND_SERVICE if the API listens on a port below 1024
-// (the listener opens after the drop).
-func keptCaps(httpPort int) []capability {
+// holds, CAP_NET_BIND_SERVICE if the API listens on a port below 1024 (the
+// listener opens after the drop), and CAP_NET_RAW when it probes external
+// targets (their raw sockets open as targets are added or reloaded).
+func keptCaps(httpPort int, targets bool) []capability {
 	keep := append([]capability(nil), ebpfCaps...)
 	if httpPort > 0 && httpPort < 1024 {
 		keep = append(keep, capNetBindService)
+	}
+	if targets {
+		keep = append(keep, capNetRaw)
 	}
 	return keep
 }

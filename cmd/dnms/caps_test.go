@@ -26,8 +26,11 @@ func TestMissingCaps(t *testing.T) {
 			t.Errorf("eff %#x: missing %q, want %q", tc.eff, got, tc.want)
 		}
 	}
-	if n := len(keptCaps(80)); n != 3 {
+	if n := len(keptCaps(80, false)); n != 3 {
 		t.Errorf("API on port 80 keeps %d capabilities, want 3 (CAP_NET_BIND_SERVICE too)", n)
+	}
+	if keep := keptCaps(12345, true); len(keep) != 3 || keep[2] != capNetRaw {
+		t.Errorf("with -targets dnms keeps %v, want CAP_BPF, CAP_NET_ADMIN and CAP_NET_RAW", keep)
 	}
 }
 

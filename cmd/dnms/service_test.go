@@ -18,7 +18,7 @@ func TestSystemdUnit(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{
-		"AmbientCapabilities=CAP_BPF CAP_NET_ADMIN\n", "CapabilityBoundingSet=CAP_BPF CAP_NET_ADMIN\n",
+		"AmbientCapabilities=CAP_BPF CAP_NET_ADMIN CAP_NET_RAW\n", "CapabilityBoundingSet=CAP_BPF CAP_NET_ADMIN CAP_NET_RAW\n",
 		"DynamicUser=yes\n", "NoNewPrivileges=yes\n", "ProtectSystem=strict\n",
 		"ExecStart=/usr/bin/dnms -config /etc/dnms/dnms.yaml $DNMS_ARGS\n", "EnvironmentFile=-/etc/default/dnms\n",
 	} {

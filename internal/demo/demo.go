@@ -5,6 +5,8 @@ package demo
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -35,6 +37,11 @@ type Config struct {
 	Wrap       []string    // command prefix inside the namespace, e.g. setpriv dropping capabilities
 	LogDir     string      // one log file per agent (default: a temp dir)
 	Token      string      // when set, every agent runs with -httpToken and the client sends it
+	// GossipKey (base64) keys the cluster. With a Token and no GossipKey the
+	// agents get a key derived from the token: an open cluster's aggregator
+	// sends its token to no member (docs/security.md), so it could not read
+	// their graphs.
+	GossipKey string
 }
 
 // Agent is one dnms process in one host namespace.
@@ -114,12 +121,25 @@ func (c *Cluster) args(a *Agent) []string {
 	if c.cfg.Token != "" {
 		args = append(args, "-httpToken", c.cfg.Token)
 	}
+	if key := c.gossipKey(); key != "" {
+		args = append(args, "-gossipKey", key)
+	}
 	if a.Aggregator {
 		args = append(args, "-aggregator")
 	} else {
 		args = append(args, "-peer", net.JoinHostPort(seed.String(), "33434"))
 	}
 	return append(args, c.cfg.Args...)
+}
+
+// gossipKey is the cluster's -gossipKey: the configured one, else with a
+// token a 32-byte key derived from it, else none.
+func (c *Cluster) gossipKey() string {
+	if c.cfg.GossipKey != "" || c.cfg.Token == "" {
+		return c.cfg.GossipKey
+	}
+	sum := sha256.Sum256([]byte("dnms demo gossip key\x00" + c.cfg.Token))
+	return base64.StdEncoding.EncodeToString(sum[:])
 }
 
 // StartAgent (re)starts the named agent.
