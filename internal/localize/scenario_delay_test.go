@@ -40,7 +40,7 @@ func TestScenarioSlowLink(t *testing.T) {
 	f := smallFabric()
 	seeds := 4
 	if testing.Short() {
-		seeds = 2
+		seeds = 1
 	}
 	hazy := withHazard(func(h *hazards) { h.silentHop, h.missingRoute, h.changed = 0.05, 0.1, 0.05 })
 	cases := []struct {
