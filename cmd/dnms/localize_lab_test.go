@@ -83,6 +83,16 @@ func TestLocalizeHardAndSlow(t *testing.T) {
 			graph.VerdictFaulty, want, 10*time.Second, turnover+5*time.Second)
 	})
 
+	t.Run("link-down", func(t *testing.T) {
+		// Both ends down: leaf1 re-routes its uplink traffic over spine2,
+		// but spine1 has no routing protocol and black-holes what the other
+		// leaves still hash to it for leaf1: spine1→leaf1 is the dead
+		// direction that still carries traffic.
+		back := spine1.Loopback.String() + "→" + leaf1.Loopback.String()
+		cycle(t, "link down", link, func() error { return f.SetDown(link, true) },
+			graph.VerdictFaulty, back, 10*time.Second, turnover+5*time.Second)
+	})
+
 	t.Run("leaf-to-host-loss", func(t *testing.T) {
 		// 30% on a leaf→host link: dropped at the leaf's egress, so the
 		// host's eBPF reflector never answers the lost probes.
