@@ -174,3 +174,43 @@ func FuzzHealthInput(f *testing.F) {
 		_ = RunHealth([]string{"-f", "-"}, bytes.NewReader(data), &out, &errb)
 	})
 }
+
+// TestHealthSortEstimate: ?sort=estimate orders by verdict then estimate,
+// the default stays by suspicion, and a bad sort is a 400; `dnms health
+// -sort estimate` prints the same order.
+func TestHealthSortEstimate(t *testing.T) {
+	h := newHandler(t, DefaultConfig(), Deps{Graph: fixtureGraph(t)})
+	var bySusp, byEst []graph.LinkHealth
+	mustUnmarshal(t, do(t, h, "GET", "/v1/graph/edges/health", nil).Body.Bytes(), &bySusp)
+	mustUnmarshal(t, do(t, h, "GET", "/v1/graph/edges/health?sort=estimate", nil).Body.Bytes(), &byEst)
+	if len(bySusp) != len(byEst) || len(byEst) < 2 {
+		t.Fatalf("%d and %d rows", len(bySusp), len(byEst))
+	}
+	for i := 1; i < len(bySusp); i++ {
+		if bySusp[i].Suspicion > bySusp[i-1].Suspicion {
+			t.Fatalf("default order: row %d suspicion %v above row %d's %v", i, bySusp[i].Suspicion, i-1, bySusp[i-1].Suspicion)
+		}
+	}
+	rank := map[graph.Verdict]int{graph.VerdictFaulty: 0, graph.VerdictSuspect: 1, graph.VerdictSlow: 2, graph.VerdictOK: 3}
+	for i := 1; i < len(byEst); i++ {
+		a, b := byEst[i-1], byEst[i]
+		if rank[a.Verdict] > rank[b.Verdict] || (a.Verdict == b.Verdict && a.EstimatedLoss < b.EstimatedLoss) {
+			t.Fatalf("sort=estimate: row %d (%s %.4f) after row %d (%s %.4f)", i, b.Verdict, b.EstimatedLoss, i-1, a.Verdict, a.EstimatedLoss)
+		}
+	}
+	if rec := do(t, h, "GET", "/v1/graph/edges/health?sort=loss", nil); rec.Code != 400 {
+		t.Errorf("sort=loss: status %d, want 400", rec.Code)
+	}
+	out, _, err := runHealth(t, "", "-f", savedGraph(t), "-sort", "estimate", "-o", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cli []graph.LinkHealth
+	mustUnmarshal(t, []byte(out), &cli)
+	if len(cli) != len(byEst) || cli[0] != byEst[0] {
+		t.Errorf("health -sort estimate top %+v, API %+v", cli[0], byEst[0])
+	}
+	if _, _, err := runHealth(t, "", "-f", savedGraph(t), "-sort", "x"); err == nil || !strings.Contains(err.Error(), "-sort") {
+		t.Errorf("-sort x: error %v", err)
+	}
+}

@@ -99,6 +99,9 @@ dnms_graph_routes{view="agent"} 6
 	if n := testutil.CollectAndCount(newGraphCollector(g, nil), "dnms_link_suspicion"); n != len(g.Snapshot().Links) {
 		t.Errorf("%d dnms_link_suspicion series, want %d", n, len(g.Snapshot().Links))
 	}
+	if n := testutil.CollectAndCount(newGraphCollector(g, nil), "dnms_link_delay_excess_seconds"); n != len(g.Snapshot().Links) {
+		t.Errorf("%d dnms_link_delay_excess_seconds series, want one per link (%d)", n, len(g.Snapshot().Links))
+	}
 }
 
 // TestMetricsLintPromtool runs `promtool check metrics` on a scrape.

@@ -26,7 +26,18 @@ func (d *delayObs) of(p int) []int32 { return d.links[d.off[p]:d.off[p+1]] }
 // observations is subtracted first: what every route sees (the probing
 // hosts' own load) is no link's fault.
 func delayObservations(in []Input, ix *index, keyOff, rev []int32) *delayObs {
-	d := &delayObs{off: []int32{0}}
+	n := 0
+	for _, r := range in {
+		if len(r.Excess) == len(r.Ports) {
+			n += len(r.Excess)
+		}
+	}
+	d := &delayObs{
+		off:    append(make([]int32, 0, n+1), 0),
+		links:  make([]int32, 0, n*(len(ix.links)/max(len(in), 1)+4)),
+		excess: make([]float64, 0, n),
+		route:  make([]int32, 0, n),
+	}
 	for p, r := range in {
 		if len(r.Excess) != len(r.Ports) || len(r.Hops) < 2 {
 			continue

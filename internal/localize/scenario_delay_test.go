@@ -1,6 +1,7 @@
 package localize
 
 import (
+	"cmp"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -27,15 +28,7 @@ func silent(r Row) bool { return strings.HasPrefix(r.Src, "*") || strings.HasPre
 // topByDelay is the named link with the largest estimated delay.
 func topByDelay(rows []Row) link {
 	rows = slices.DeleteFunc(slices.Clone(rows), silent)
-	r := slices.MaxFunc(rows, func(a, b Row) int {
-		switch {
-		case a.EstimatedDelaySeconds < b.EstimatedDelaySeconds:
-			return -1
-		case a.EstimatedDelaySeconds > b.EstimatedDelaySeconds:
-			return 1
-		}
-		return 0
-	})
+	r := slices.MaxFunc(rows, func(a, b Row) int { return cmp.Compare(a.EstimatedDelaySeconds, b.EstimatedDelaySeconds) })
 	return link{r.Src, r.Dst}
 }
 
@@ -47,7 +40,7 @@ func TestScenarioSlowLink(t *testing.T) {
 	f := smallFabric()
 	seeds := 4
 	if testing.Short() {
-		seeds = 2
+		seeds = 1
 	}
 	hazy := withHazard(func(h *hazards) { h.silentHop, h.missingRoute, h.changed = 0.05, 0.1, 0.05 })
 	cases := []struct {

@@ -85,7 +85,7 @@ var lossScenarios = []lossScenario{
 func TestScenariosLoss(t *testing.T) {
 	seeds := 8
 	if testing.Short() {
-		seeds = 4
+		seeds = 2 // the -race unit tier; the full floors need 8
 	}
 	f := smallFabric()
 	for _, sc := range lossScenarios {
@@ -145,7 +145,7 @@ func flaggedHas(ls []link, l link) bool {
 func TestScenarioHealthy(t *testing.T) {
 	seeds := 100
 	if testing.Short() {
-		seeds = 25
+		seeds = 9 // the -race unit tier; the 100 seeds run without -short
 	}
 	f := smallFabric()
 	hz := withHazard(func(h *hazards) {

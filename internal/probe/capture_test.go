@@ -46,15 +46,40 @@ type capAck struct {
 
 func startCapture(t testing.TB, f *lab.Fabric, h lab.Host) *capture {
 	t.Helper()
-	c := &capture{local: h.Addr, tx: map[capKey]int64{}, rx: map[capKey]capAck{}, raw: map[capKey][2][]byte{},
+	return startCaptureOn(t, f, h.NS, h.Ifname, h.Addr)
+}
+
+// startRouterCapture taps the router's end of host h's access link, in the
+// router's namespace: h's pings are stamped when the router receives them
+// and its acks when the router sends them, after the namespace crossing
+// and the host's whole stack, so nothing of the host (its TC hooks, its
+// stamps, its scheduling) is in the reference.
+func startRouterCapture(t testing.TB, f *lab.Fabric, h lab.Host) *capture {
+	t.Helper()
+	for _, l := range f.Links {
+		for _, e := range [][2]lab.Endpoint{{l.A, l.B}, {l.B, l.A}} {
+			if e[1].Node == h.Name {
+				return startCaptureOn(t, f, e[0].NS, e[0].Ifname, h.Addr)
+			}
+		}
+	}
+	t.Fatalf("no access link of %s", h.Name)
+	return nil
+}
+
+// startCaptureOn taps interface ifname in namespace ns for the probes of
+// the host with address local.
+func startCaptureOn(t testing.TB, f *lab.Fabric, ns, ifname string, local netip.Addr) *capture {
+	t.Helper()
+	c := &capture{local: local, tx: map[capKey]int64{}, rx: map[capKey]capAck{}, raw: map[capKey][2][]byte{},
 		traceTx: map[capKey]int64{}, traceICMP: map[capKey]int64{}, done: make(chan struct{})}
-	err := f.Do(h.NS, func() error {
+	err := f.Do(ns, func() error {
 		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(htons(unix.ETH_P_ALL)))
 		if err != nil {
 			return err
 		}
 		c.fd = fd
-		idx, err := ifindex(fd, h.Ifname)
+		idx, err := ifindex(fd, ifname)
 		if err != nil {
 			return err
 		}
@@ -67,7 +92,7 @@ func startCapture(t testing.TB, f *lab.Fabric, h lab.Host) *capture {
 		return nil
 	})
 	if err != nil {
-		t.Fatalf("capture on %s: %v", h.Name, err)
+		t.Fatalf("capture on %s in %s: %v", ifname, ns, err)
 	}
 	go c.loop()
 	t.Cleanup(c.stop)

@@ -28,7 +28,10 @@ func (lp *labPair) PingMany(t testing.TB, n int, spacing time.Duration) []Result
 	return lp.pingMany(t, n, spacing)
 }
 func StartCapture(t testing.TB, f *lab.Fabric, h lab.Host) *Capture { return startCapture(t, f, h) }
-func RTTErrors(c *Capture, rs []Result) []time.Duration             { return rttErrors(c, rs) }
+func StartRouterCapture(t testing.TB, f *lab.Fabric, h lab.Host) *Capture {
+	return startRouterCapture(t, f, h)
+}
+func RTTErrors(c *Capture, rs []Result) []time.Duration { return rttErrors(c, rs) }
 func HopRTTErrors(c *Capture, peer netip.Addr, port uint16, hops []graph.Hop) []time.Duration {
 	return hopRTTErrors(c, peer, port, hops)
 }
