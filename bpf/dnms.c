@@ -94,6 +94,8 @@ enum dnms_kind {
 	DNMS_KIND_RX_ACK = 2,
 	DNMS_KIND_RX_ICMP = 3,
 	DNMS_KIND_REFLECT = 4,
+	DNMS_KIND_TARGET_TX = 5, /* a target probe left (TC egress) */
+	DNMS_KIND_TARGET_RX = 6, /* an answer to a target probe arrived */
 };
 
 /* Indexes of the per-CPU stats array. */
@@ -108,7 +110,9 @@ enum dnms_stat {
 	DNMS_STAT_KEYED_NO_HMAC = 7,  /* keyed: ping without the HMAC flag, left to userspace */
 	DNMS_STAT_KEYED_NOT_MEMBER = 8, /* keyed: source not a member, left to userspace */
 	DNMS_STAT_KEYED_EPOCH = 9,  /* keyed: epoch userspace has not confirmed, left to userspace */
-	DNMS_STAT_MAX = 10,
+	DNMS_STAT_TARGET_TX = 10,   /* DNMS_KIND_TARGET_TX events emitted */
+	DNMS_STAT_TARGET_RX = 11,   /* DNMS_KIND_TARGET_RX events emitted */
+	DNMS_STAT_MAX = 12,
 };
 
 /*
@@ -178,7 +182,40 @@ struct flow_val {
 	__u64 ack;
 };
 
+/*
+ * External target probes (internal/probe target_*.go), IPv4: the loader puts
+ * the (protocol, port) of every open target flow into target_ports (ICMP:
+ * the echo identifier; TCP, UDP: our source port, host byte order) and sets
+ * targets_on. With targets_on 0 (no target flows) the programs never look at
+ * target packets; with it, a TCP/UDP/ICMP packet costs one hash lookup.
+ * Stamped: an echo request, a SYN (without ACK), a UDP datagram carrying
+ * "DNMT" + seq leaving; an echo reply, a TCP segment with ACK, any UDP
+ * datagram, or an ICMP error quoting one of our UDP probes arriving. The
+ * event's type is the IP protocol, seq the echo sequence / our initial
+ * sequence number / the UDP probe's seq (0: unknown, an arbitrary answer).
+ */
+struct dnms_target_key {
+	__u8 proto; /* IPPROTO_ICMP, IPPROTO_TCP or IPPROTO_UDP */
+	__u8 pad;
+	__u16 port; /* host byte order */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct dnms_target_key);
+	__type(value, __u8);
+} target_ports SEC(".maps");
+
+/* Set at run time by the loader (a .bss variable, not a load-time const). */
+volatile __u32 targets_on = 0;
+
+#define DNMT_MAGIC 0x444E4D54 /* "DNMT": payload of a UDP target probe */
+#define TCP_FL_SYN 0x02
+#define TCP_FL_ACK 0x10
+
 /* Keep the shared types in BTF so that bpf2go -type can emit them. */
+const struct dnms_target_key *unused_target_key __attribute__((unused));
 const struct dnms_event *unused_event __attribute__((unused));
 const enum dnms_stat *unused_stat __attribute__((unused));
 const enum dnms_kind *unused_kind __attribute__((unused));
@@ -445,14 +482,171 @@ static __always_inline void emit(struct __sk_buff *skb, struct udp_info *u, __u6
 	bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
 }
 
+static __always_inline int target_port(__u8 proto, __u16 port)
+{
+	struct dnms_target_key k = {.proto = proto, .port = port};
+	return bpf_map_lookup_elem(&target_ports, &k) != 0;
+}
+
+/* The UDP target probe's seq from its payload at off ("DNMT" + be64), or 0. */
+static __always_inline __u64 dnmt_seq(struct __sk_buff *skb, __u32 off)
+{
+	struct {
+		__be32 magic;
+		__be32 hi;
+		__be32 lo;
+	} p;
+	if (bpf_skb_load_bytes(skb, off, &p, sizeof(p)) < 0 || p.magic != bpf_htonl(DNMT_MAGIC))
+		return 0;
+	return ((__u64)bpf_ntohl(p.hi) << 32) | bpf_ntohl(p.lo);
+}
+
+/* Emit a target stamp; rx: an answer (local = the packet's destination). */
+static __always_inline void emit_target(struct __sk_buff *skb, __u64 now, __u8 proto, __u32 saddr, __u32 daddr,
+					__u16 sport, __u16 dport, __u64 seq, __u8 icmp_type, int rx)
+{
+	struct dnms_event *e = reserve(4);
+	if (!e)
+		return;
+	e->ts = now;
+	e->type = proto;
+	e->seq = seq;
+	e->icmp_type = icmp_type;
+	if (rx) {
+		arrival(skb, e);
+		e->kind = DNMS_KIND_TARGET_RX;
+		__builtin_memcpy(e->local_addr, &daddr, 4);
+		__builtin_memcpy(e->remote_addr, &saddr, 4);
+		e->local_port = dport;
+		e->remote_port = sport;
+		bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
+		count(DNMS_STAT_TARGET_RX);
+		return;
+	}
+	e->kind = DNMS_KIND_TARGET_TX;
+	__builtin_memcpy(e->local_addr, &saddr, 4);
+	__builtin_memcpy(e->remote_addr, &daddr, 4);
+	e->local_port = sport;
+	e->remote_port = dport;
+	e->ts = bpf_ktime_get_ns(); /* leaving: as late as possible */
+	bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
+	count(DNMS_STAT_TARGET_TX);
+}
+
+/* The first 16 bytes of a TCP header, as far as target stamps need it. */
+struct tcp_head {
+	__be16 source;
+	__be16 dest;
+	__be32 seq;
+	__be32 ack_seq;
+	__u8 doff;
+	__u8 flags;
+	__be16 window;
+};
+
+/*
+ * A plain IPv4 packet's ICMP, TCP or UDP header at L4_OFF: one of our
+ * target probes (egress) or an answer to one (ingress)? Emits the stamp and
+ * returns 1 if so, else 0. Only reached with targets_on.
+ */
+#define L4_OFF (ETH_LEN + IP_LEN)
+static __always_inline int target_packet(struct __sk_buff *skb, __u64 now, int rx)
+{
+	struct iphdr ip;
+	if (bpf_skb_load_bytes(skb, ETH_LEN, &ip, sizeof(ip)) < 0)
+		return 0;
+	if (ip.ihl != 5 || (ip.frag_off & bpf_htons(0x3fff)))
+		return 0;
+	switch (ip.protocol) {
+	case IPPROTO_ICMP: {
+		struct {
+			__u8 type;
+			__u8 code;
+			__u16 csum;
+			__be16 id;
+			__be16 seq;
+		} ic;
+		if (bpf_skb_load_bytes(skb, L4_OFF, &ic, sizeof(ic)) < 0)
+			return 0;
+		if (ic.type == (rx ? 0 : 8)) { /* echo reply in, echo request out */
+			__u16 id = bpf_ntohs(ic.id);
+			if (!target_port(IPPROTO_ICMP, id))
+				return 0;
+			if (rx)
+				emit_target(skb, now, IPPROTO_ICMP, ip.saddr, ip.daddr, 0, id, bpf_ntohs(ic.seq), 0, 1);
+			else
+				emit_target(skb, now, IPPROTO_ICMP, ip.saddr, ip.daddr, id, 0, bpf_ntohs(ic.seq), 0, 0);
+			return 1;
+		}
+		if (!rx || ic.type != ICMP_DEST_UNREACH)
+			return 0;
+		/* Destination unreachable quoting one of our UDP probes. */
+		struct {
+			struct iphdr ip;
+			struct udphdr udp;
+		} q;
+		if (bpf_skb_load_bytes(skb, L4_OFF + 8, &q, sizeof(q)) < 0)
+			return 0;
+		if (q.ip.ihl != 5 || q.ip.protocol != IPPROTO_UDP)
+			return 0;
+		__u16 sport = bpf_ntohs(q.udp.source);
+		if (!target_port(IPPROTO_UDP, sport))
+			return 0;
+		__u64 seq = dnmt_seq(skb, L4_OFF + 8 + sizeof(q));
+		/* As an answer from the probed address to our port. */
+		emit_target(skb, now, IPPROTO_UDP, q.ip.daddr, q.ip.saddr, bpf_ntohs(q.udp.dest), sport, seq,
+			    ic.type, 1);
+		return 1;
+	}
+	case IPPROTO_TCP: {
+		struct tcp_head t;
+		if (bpf_skb_load_bytes(skb, L4_OFF, &t, sizeof(t)) < 0)
+			return 0;
+		__u16 sport = bpf_ntohs(t.source), dport = bpf_ntohs(t.dest);
+		if (rx) {
+			if (!(t.flags & TCP_FL_ACK) || !target_port(IPPROTO_TCP, dport))
+				return 0;
+			emit_target(skb, now, IPPROTO_TCP, ip.saddr, ip.daddr, sport, dport, bpf_ntohl(t.ack_seq) - 1,
+				    t.flags, 1);
+			return 1;
+		}
+		if ((t.flags & (TCP_FL_SYN | TCP_FL_ACK)) != TCP_FL_SYN || !target_port(IPPROTO_TCP, sport))
+			return 0;
+		emit_target(skb, now, IPPROTO_TCP, ip.saddr, ip.daddr, sport, dport, bpf_ntohl(t.seq), 0, 0);
+		return 1;
+	}
+	case IPPROTO_UDP: {
+		struct udphdr u;
+		if (bpf_skb_load_bytes(skb, L4_OFF, &u, sizeof(u)) < 0)
+			return 0;
+		__u16 sport = bpf_ntohs(u.source), dport = bpf_ntohs(u.dest);
+		if (!target_port(IPPROTO_UDP, rx ? dport : sport))
+			return 0;
+		if (rx) {
+			emit_target(skb, now, IPPROTO_UDP, ip.saddr, ip.daddr, sport, dport, 0, 0, 1);
+			return 1;
+		}
+		__u64 seq = dnmt_seq(skb, L4_OFF + UDP_LEN);
+		if (!seq)
+			return 0;
+		emit_target(skb, now, IPPROTO_UDP, ip.saddr, ip.daddr, sport, dport, seq, 0, 0);
+		return 1;
+	}
+	}
+	return 0;
+}
+
 SEC("tc")
 int dnms_egress(struct __sk_buff *skb)
 {
 	struct udp_info u;
 	struct dnms_hdr h;
 
-	if (parse_udp(skb, &u) < 0)
+	if (parse_udp(skb, &u) < 0) {
+		if (targets_on && skb->protocol == bpf_htons(ETH_P_IP))
+			target_packet(skb, 0, 0);
 		return TC_ACT_OK;
+	}
 	/* Only the first 24 bytes (magic..seq) are needed. */
 	if (bpf_skb_load_bytes(skb, u.payload_off, &h, 24) < 0)
 		return TC_ACT_OK;
@@ -814,8 +1008,15 @@ int dnms_ingress(struct __sk_buff *skb)
 		if (ip->protocol == IPPROTO_ICMP) {
 			if (ip->ihl != 5)
 				return TC_ACT_OK;
+			if (targets_on && target_packet(skb, now, 1))
+				return TC_ACT_OK;
 			return icmp_error(skb, now, ip->saddr);
 		}
+		/* An answer to a target probe (never to the ping port: that
+		 * port is not a target flow's). */
+		if (targets_on && (ip->protocol == IPPROTO_TCP || ip->protocol == IPPROTO_UDP) &&
+		    target_packet(skb, now, 1))
+			return TC_ACT_OK;
 	} else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
 		linear_headers(skb, ETH_LEN + IP6_LEN);
 		void *data = (void *)(long)skb->data;
