@@ -55,7 +55,7 @@ func TestTargetStamps(t *testing.T) {
 		proto   uint8
 		port    uint16 // Local port
 		seq     uint64
-		offFlag bool   // run with targets_on 0
+		offFlag bool // run with targets_on 0
 	}{
 		{name: "echo request, targets off", egress: true, offFlag: true,
 			in: pkt{src: addrB, dst: addrA, ttl: 64, proto: 1, payload: echo(8, echoID, 7)}.bytes()},
