@@ -279,7 +279,15 @@ func (c *targetCapture) frame(ip []byte, out bool, ts int64) {
 	l4 := ip[ihl:]
 	var k capKey
 	switch ip[9] {
-	case 1: // echo request out, echo reply in
+	case 1: // echo request out, echo reply in, or port unreachable quoting a udp probe
+		if q := l4[8:]; !out && l4[0] == 3 && len(q) >= 20 && q[9] == 17 {
+			qihl := int(q[0]&0xf) * 4
+			if len(q) < qihl+20 {
+				return
+			}
+			k = capKey{17, binary.BigEndian.Uint16(q[qihl : qihl+2]), uint32(binary.BigEndian.Uint64(q[qihl+12 : qihl+20]))}
+			break
+		}
 		if (out && l4[0] != 8) || (!out && l4[0] != 0) {
 			return
 		}
