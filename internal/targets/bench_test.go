@@ -155,10 +155,15 @@ func BenchmarkTargetRTTError(b *testing.B) {
 	src, dst := f.Host("host1"), f.Host("host2")
 	lt := serveTargets(b, f, dst, f.Router("spine1"))
 	capt := startTargetCapture(b, f, src)
-	for _, ts := range []string{"kernel", "user"} {
-		p, err := probe.NewTargetProber(probe.TargetConfig{LocalAddr: src.Addr, Timestamps: ts})
-		if err != nil {
-			b.Fatal(err)
+	for _, ts := range []string{"ebpf", "kernel", "user"} {
+		var p *probe.TargetProber
+		if ts == "ebpf" {
+			p, _ = newEBPFProber(b, f, src) // closed at cleanup
+		} else {
+			var err error
+			if p, err = probe.NewTargetProber(probe.TargetConfig{LocalAddr: src.Addr, Timestamps: ts}); err != nil {
+				b.Fatal(err)
+			}
 		}
 		for _, c := range []struct {
 			kind probe.TargetKind
@@ -174,7 +179,7 @@ func BenchmarkTargetRTTError(b *testing.B) {
 				for range b.N {
 					for range 300 {
 						r := fl.Probe(context.Background(), 200*time.Millisecond)
-						if r.Lost || (ts == "kernel" && r.Source != probe.SourceKernel) {
+						if r.Lost || (ts != "user" && r.Source != probe.Source(ts)) {
 							continue
 						}
 						if wire, ok := capt.rtt(r); ok {
