@@ -171,7 +171,11 @@ func runAgent(cfg *config) error {
 		return fmt.Errorf("cluster: %w", err)
 	}
 	// Everything privileged is done: eBPF loaded and attached, sockets open.
-	if err := dropCapabilities(keptCaps(httpPort), log); err != nil {
+	keep := keptCaps(httpPort)
+	if cfg.TargetsFile != "" {
+		keep = append(keep, capNetRaw) // target flows open raw sockets at every reload
+	}
+	if err := dropCapabilities(keep, log); err != nil {
 		log.Warn("capabilities not dropped (a binary built with cgo cannot; build with CGO_ENABLED=0)", "err", err)
 	}
 	log.Info("dnms started", "version", version, "role", role, "node", cl.Name(),

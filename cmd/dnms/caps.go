@@ -34,6 +34,9 @@ var (
 	capBPF            = capability{unix.CAP_BPF, "CAP_BPF"}
 	capNetAdmin       = capability{unix.CAP_NET_ADMIN, "CAP_NET_ADMIN"}
 	capNetBindService = capability{unix.CAP_NET_BIND_SERVICE, "CAP_NET_BIND_SERVICE"}
+	// capNetRaw: icmp and tcp targets (-targets) send from raw sockets,
+	// opened per flow whenever the targets file adds one.
+	capNetRaw = capability{unix.CAP_NET_RAW, "CAP_NET_RAW"}
 )
 
 // ebpfCaps are what the eBPF time source needs.

@@ -98,3 +98,57 @@ func TestAgentTargetsReload(t *testing.T) {
 		t.Fatal("the agent exited")
 	}
 }
+
+// TestAgentTargetsEBPF runs the real binary with -timestamps ebpf: its
+// icmp, tcp and udp (port unreachable) target samples come from the TC
+// programs' stamps, joined through the agent's ring buffer reader.
+func TestAgentTargetsEBPF(t *testing.T) {
+	lab.RequireRoot(t)
+	bin := buildDNMS(t)
+	f := lab.New(t, lab.Config{Prefix: lab.UniquePrefix(t), Spines: 1, Leaves: 2, HostsPerLeaf: 1})
+	h, target := f.Host("host1"), f.Host("host2")
+	dir := t.TempDir()
+	file, logPath := filepath.Join(dir, "targets.yml"), filepath.Join(dir, "agent.log")
+	os.WriteFile(file, []byte(fmt.Sprintf("defaults: {interval: 100ms, timeout: 100ms}\ntargets:\n"+
+		"  - {name: gw, host: %s, probe: icmp}\n  - {name: web, host: %[1]s, port: 8082, probe: tcp}\n"+
+		"  - {name: dns, host: %[1]s, port: 5354, probe: udp}\n", target.Addr)), 0o644)
+	logf, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	cmd, err := f.Command(h.NS, bin, "-gossipAddr", h.Addr.String(), "-httpAddr", net.JoinHostPort(h.Addr.String(), "12345"),
+		"-timestamps", "ebpf", "-ifaces", h.Ifname, "-targets", file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := f.StartCmd(cmd); err != nil {
+		t.Fatal(err)
+	}
+	get := nsGetter(f, h.NS, "http://"+net.JoinHostPort(h.Addr.String(), "12345"))
+	if err := demo.WaitFor(context.Background(), 20*time.Second, 100*time.Millisecond, func() error {
+		var ts []struct {
+			Name  string `json:"name"`
+			Addrs []struct {
+				Probes int    `json:"probes"`
+				Source string `json:"source"`
+			} `json:"addrs"`
+		}
+		if err := get("/v1/targets", &ts); err != nil {
+			return err
+		}
+		if len(ts) != 3 {
+			return fmt.Errorf("%d targets, want 3", len(ts))
+		}
+		for _, tg := range ts {
+			if len(tg.Addrs) != 1 || tg.Addrs[0].Probes < 5 || tg.Addrs[0].Source != "ebpf" {
+				return fmt.Errorf("target %s: %+v, want ≥ 5 probes, source ebpf", tg.Name, tg.Addrs)
+			}
+		}
+		return nil
+	}); err != nil {
+		log, _ := os.ReadFile(logPath)
+		t.Fatalf("%v\n%s", err, log)
+	}
+}
