@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -30,21 +31,7 @@ func TestAgentTargetsReload(t *testing.T) {
 		return []byte(fmt.Sprintf("targets:\n  - {name: %s, host: %s, probe: icmp, interval: 100ms, timeout: 100ms}\n", name, target.Addr))
 	}
 	os.WriteFile(file, content("aaa"), 0o644)
-	logf, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logf.Close()
-	cmd, err := f.Command(h.NS, bin, "-gossipAddr", h.Addr.String(), "-httpAddr", net.JoinHostPort(h.Addr.String(), "12345"),
-		"-timestamps", "kernel", "-targets", file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := f.StartCmd(cmd); err != nil {
-		t.Fatal(err)
-	}
-	get := nsGetter(f, h.NS, "http://"+net.JoinHostPort(h.Addr.String(), "12345"))
+	cmd, get := startTargetsAgent(t, f, bin, h, logPath, "-timestamps", "kernel", "-targets", file)
 	ctx := context.Background()
 	probing := func(name string) func() error {
 		return func() error {
@@ -112,21 +99,7 @@ func TestAgentTargetsEBPF(t *testing.T) {
 	os.WriteFile(file, []byte(fmt.Sprintf("defaults: {interval: 100ms, timeout: 100ms}\ntargets:\n"+
 		"  - {name: gw, host: %s, probe: icmp}\n  - {name: web, host: %[1]s, port: 8082, probe: tcp}\n"+
 		"  - {name: dns, host: %[1]s, port: 5354, probe: udp}\n", target.Addr)), 0o644)
-	logf, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logf.Close()
-	cmd, err := f.Command(h.NS, bin, "-gossipAddr", h.Addr.String(), "-httpAddr", net.JoinHostPort(h.Addr.String(), "12345"),
-		"-timestamps", "ebpf", "-ifaces", h.Ifname, "-targets", file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := f.StartCmd(cmd); err != nil {
-		t.Fatal(err)
-	}
-	get := nsGetter(f, h.NS, "http://"+net.JoinHostPort(h.Addr.String(), "12345"))
+	_, get := startTargetsAgent(t, f, bin, h, logPath, "-timestamps", "ebpf", "-ifaces", h.Ifname, "-targets", file)
 	if err := demo.WaitFor(context.Background(), 20*time.Second, 100*time.Millisecond, func() error {
 		var ts []struct {
 			Name  string `json:"name"`
@@ -151,4 +124,25 @@ func TestAgentTargetsEBPF(t *testing.T) {
 		log, _ := os.ReadFile(logPath)
 		t.Fatalf("%v\n%s", err, log)
 	}
+}
+
+// startTargetsAgent starts the binary in h's namespace with the API on
+// h:12345, its output in logPath, and returns it and an API getter.
+func startTargetsAgent(t *testing.T, f *lab.Fabric, bin string, h lab.Host, logPath string, args ...string) (*exec.Cmd, func(string, any) error) {
+	t.Helper()
+	logf, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { logf.Close() })
+	api := net.JoinHostPort(h.Addr.String(), "12345")
+	cmd, err := f.Command(h.NS, append([]string{bin, "-gossipAddr", h.Addr.String(), "-httpAddr", api}, args...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := f.StartCmd(cmd); err != nil {
+		t.Fatal(err)
+	}
+	return cmd, nsGetter(f, h.NS, "http://"+api)
 }
