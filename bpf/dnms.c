@@ -24,6 +24,9 @@
 //                reflector (TC_ACT_OK, counted). Only if a rewrite helper
 //                fails half way is that ping dropped (TC_ACT_SHOT, counted);
 //              - anything else: TC_ACT_OK untouched.
+// Both also stamp external target probes and their answers (KIND_TARGET_TX,
+// KIND_TARGET_RX) for the flows the loader lists in target_ports, and only
+// while targets_on is set (see target_packet); those packets pass untouched.
 //              RX events also carry skb->tstamp, the stack's arrival time
 //              (CLOCK_REALTIME) when a socket asked for timestamps.
 //
@@ -183,9 +186,10 @@ struct flow_val {
 };
 
 /*
- * External target probes (internal/probe target_*.go), IPv4: the loader puts
- * the (protocol, port) of every open target flow into target_ports (ICMP:
- * the echo identifier; TCP, UDP: our source port, host byte order) and sets
+ * External target probes (internal/probe target_*.go), IPv4 and IPv6: the
+ * loader puts the (protocol, port) of every open target flow into
+ * target_ports (ICMP / ICMPv6: the echo identifier; TCP, UDP: our source
+ * port, host byte order) and sets
  * targets_on. With targets_on 0 (no target flows) the programs never look at
  * target packets; with it, a TCP/UDP/ICMP packet costs one hash lookup.
  * Stamped: an echo request, a SYN (without ACK), a UDP datagram carrying
@@ -195,7 +199,7 @@ struct flow_val {
  * sequence number / the UDP probe's seq (0: unknown, an arbitrary answer).
  */
 struct dnms_target_key {
-	__u8 proto; /* IPPROTO_ICMP, IPPROTO_TCP or IPPROTO_UDP */
+	__u8 proto; /* IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP or IPPROTO_UDP */
 	__u8 pad;
 	__u16 port; /* host byte order */
 };
@@ -501,11 +505,22 @@ static __always_inline __u64 dnmt_seq(struct __sk_buff *skb, __u32 off)
 	return ((__u64)bpf_ntohl(p.hi) << 32) | bpf_ntohl(p.lo);
 }
 
+/* Where a target stamp's packet came from and went to: IPv4 in the first 4
+ * bytes (family 4) or IPv6 (family 6), as in dnms_event. */
+struct target_l3 {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u32 l4;    /* packet offset of the L4 header */
+	__u8 proto;  /* IP protocol / IPv6 next header */
+	__u8 family; /* 4 or 6 */
+	__u8 pad[2];
+};
+
 /* Emit a target stamp; rx: an answer (local = the packet's destination). */
-static __always_inline void emit_target(struct __sk_buff *skb, __u64 now, __u8 proto, __u32 saddr, __u32 daddr,
+static __always_inline void emit_target(struct __sk_buff *skb, __u64 now, __u8 proto, const struct target_l3 *a,
 					__u16 sport, __u16 dport, __u64 seq, __u8 icmp_type, int rx)
 {
-	struct dnms_event *e = reserve(4);
+	struct dnms_event *e = reserve(a->family);
 	if (!e)
 		return;
 	e->ts = now;
@@ -515,8 +530,8 @@ static __always_inline void emit_target(struct __sk_buff *skb, __u64 now, __u8 p
 	if (rx) {
 		arrival(skb, e);
 		e->kind = DNMS_KIND_TARGET_RX;
-		__builtin_memcpy(e->local_addr, &daddr, 4);
-		__builtin_memcpy(e->remote_addr, &saddr, 4);
+		__builtin_memcpy(e->local_addr, a->daddr, 16);
+		__builtin_memcpy(e->remote_addr, a->saddr, 16);
 		e->local_port = dport;
 		e->remote_port = sport;
 		bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
@@ -524,8 +539,8 @@ static __always_inline void emit_target(struct __sk_buff *skb, __u64 now, __u8 p
 		return;
 	}
 	e->kind = DNMS_KIND_TARGET_TX;
-	__builtin_memcpy(e->local_addr, &saddr, 4);
-	__builtin_memcpy(e->remote_addr, &daddr, 4);
+	__builtin_memcpy(e->local_addr, a->saddr, 16);
+	__builtin_memcpy(e->remote_addr, a->daddr, 16);
 	e->local_port = sport;
 	e->remote_port = dport;
 	e->ts = bpf_ktime_get_ns(); /* leaving: as late as possible */
@@ -544,21 +559,90 @@ struct tcp_head {
 	__be16 window;
 };
 
+/* Fill t from a plain IPv4 (no options, not a fragment) or IPv6 (no
+ * extension headers) packet; -1 for anything else. */
+static __always_inline int target_l3(struct __sk_buff *skb, struct target_l3 *t)
+{
+	__builtin_memset(t, 0, sizeof(*t));
+	if (skb->protocol == bpf_htons(ETH_P_IP)) {
+		struct iphdr ip;
+		if (bpf_skb_load_bytes(skb, ETH_LEN, &ip, sizeof(ip)) < 0)
+			return -1;
+		if (ip.ihl != 5 || (ip.frag_off & bpf_htons(0x3fff)))
+			return -1;
+		__builtin_memcpy(t->saddr, &ip.saddr, 4);
+		__builtin_memcpy(t->daddr, &ip.daddr, 4);
+		t->proto = ip.protocol;
+		t->family = 4;
+		t->l4 = ETH_LEN + IP_LEN;
+		return 0;
+	}
+	if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr ip6;
+		if (bpf_skb_load_bytes(skb, ETH_LEN, &ip6, sizeof(ip6)) < 0)
+			return -1;
+		__builtin_memcpy(t->saddr, &ip6.saddr, 16);
+		__builtin_memcpy(t->daddr, &ip6.daddr, 16);
+		t->proto = ip6.nexthdr;
+		t->family = 6;
+		t->l4 = ETH_LEN + IP6_LEN;
+		return 0;
+	}
+	return -1;
+}
+
 /*
- * A plain IPv4 packet's ICMP, TCP or UDP header at L4_OFF: one of our
- * target probes (egress) or an answer to one (ingress)? Emits the stamp and
- * returns 1 if so, else 0. Only reached with targets_on.
+ * The quote of a destination unreachable at packet offset off: one of our
+ * UDP target probes? Then its stamp, as an answer from the probed address
+ * to our port, and 1; else 0.
  */
-#define L4_OFF (ETH_LEN + IP_LEN)
+static __always_inline int target_unreach(struct __sk_buff *skb, __u64 now, struct target_l3 *t, __u32 off,
+					  __u8 icmp_type)
+{
+	struct udphdr udp;
+	struct target_l3 q = {.family = t->family};
+	__u32 qlen;
+	if (t->family == 4) {
+		struct iphdr ip;
+		if (bpf_skb_load_bytes(skb, off, &ip, sizeof(ip)) < 0 || ip.ihl != 5 || ip.protocol != IPPROTO_UDP)
+			return 0;
+		/* as seen by the answer: from the probed address to us */
+		__builtin_memcpy(q.saddr, &ip.daddr, 4);
+		__builtin_memcpy(q.daddr, &ip.saddr, 4);
+		qlen = IP_LEN;
+	} else {
+		struct ipv6hdr ip6;
+		if (bpf_skb_load_bytes(skb, off, &ip6, sizeof(ip6)) < 0 || ip6.nexthdr != IPPROTO_UDP)
+			return 0;
+		__builtin_memcpy(q.saddr, &ip6.daddr, 16);
+		__builtin_memcpy(q.daddr, &ip6.saddr, 16);
+		qlen = IP6_LEN;
+	}
+	if (bpf_skb_load_bytes(skb, off + qlen, &udp, sizeof(udp)) < 0)
+		return 0;
+	__u16 sport = bpf_ntohs(udp.source);
+	if (!target_port(IPPROTO_UDP, sport))
+		return 0;
+	__u64 seq = dnmt_seq(skb, off + qlen + UDP_LEN);
+	emit_target(skb, now, IPPROTO_UDP, &q, bpf_ntohs(udp.dest), sport, seq, icmp_type, 1);
+	return 1;
+}
+
+/*
+ * One of our target probes (egress) or an answer to one (ingress)? Emits
+ * the stamp and returns 1 if so, else 0. Only reached with targets_on.
+ */
 static __always_inline int target_packet(struct __sk_buff *skb, __u64 now, int rx)
 {
-	struct iphdr ip;
-	if (bpf_skb_load_bytes(skb, ETH_LEN, &ip, sizeof(ip)) < 0)
+	struct target_l3 t;
+	if (target_l3(skb, &t) < 0)
 		return 0;
-	if (ip.ihl != 5 || (ip.frag_off & bpf_htons(0x3fff)))
-		return 0;
-	switch (ip.protocol) {
-	case IPPROTO_ICMP: {
+	__u8 v4 = t.family == 4;
+	switch (t.proto) {
+	case IPPROTO_ICMP:
+	case IPPROTO_ICMPV6_: {
+		if (t.proto != (v4 ? IPPROTO_ICMP : IPPROTO_ICMPV6_))
+			return 0;
 		struct {
 			__u8 type;
 			__u8 code;
@@ -566,70 +650,47 @@ static __always_inline int target_packet(struct __sk_buff *skb, __u64 now, int r
 			__be16 id;
 			__be16 seq;
 		} ic;
-		if (bpf_skb_load_bytes(skb, L4_OFF, &ic, sizeof(ic)) < 0)
+		if (bpf_skb_load_bytes(skb, t.l4, &ic, sizeof(ic)) < 0)
 			return 0;
-		if (ic.type == (rx ? 0 : 8)) { /* echo reply in, echo request out */
+		__u8 want = rx ? (v4 ? 0 : 129) : (v4 ? 8 : 128); /* echo reply in, echo request out */
+		if (ic.type == want) {
 			__u16 id = bpf_ntohs(ic.id);
-			if (!target_port(IPPROTO_ICMP, id))
+			if (!target_port(t.proto, id))
 				return 0;
-			if (rx)
-				emit_target(skb, now, IPPROTO_ICMP, ip.saddr, ip.daddr, 0, id, bpf_ntohs(ic.seq), 0, 1);
-			else
-				emit_target(skb, now, IPPROTO_ICMP, ip.saddr, ip.daddr, id, 0, bpf_ntohs(ic.seq), 0, 0);
+			emit_target(skb, now, t.proto, &t, rx ? 0 : id, rx ? id : 0, bpf_ntohs(ic.seq), 0, rx);
 			return 1;
 		}
-		if (!rx || ic.type != ICMP_DEST_UNREACH)
+		if (!rx || ic.type != (v4 ? ICMP_DEST_UNREACH : ICMPV6_DEST_UNREACH))
 			return 0;
-		/* Destination unreachable quoting one of our UDP probes. */
-		struct {
-			struct iphdr ip;
-			struct udphdr udp;
-		} q;
-		if (bpf_skb_load_bytes(skb, L4_OFF + 8, &q, sizeof(q)) < 0)
-			return 0;
-		if (q.ip.ihl != 5 || q.ip.protocol != IPPROTO_UDP)
-			return 0;
-		__u16 sport = bpf_ntohs(q.udp.source);
-		if (!target_port(IPPROTO_UDP, sport))
-			return 0;
-		__u64 seq = dnmt_seq(skb, L4_OFF + 8 + sizeof(q));
-		/* As an answer from the probed address to our port. */
-		emit_target(skb, now, IPPROTO_UDP, q.ip.daddr, q.ip.saddr, bpf_ntohs(q.udp.dest), sport, seq,
-			    ic.type, 1);
-		return 1;
+		return target_unreach(skb, now, &t, t.l4 + 8, ic.type);
 	}
 	case IPPROTO_TCP: {
-		struct tcp_head t;
-		if (bpf_skb_load_bytes(skb, L4_OFF, &t, sizeof(t)) < 0)
+		struct tcp_head h;
+		if (bpf_skb_load_bytes(skb, t.l4, &h, sizeof(h)) < 0)
 			return 0;
-		__u16 sport = bpf_ntohs(t.source), dport = bpf_ntohs(t.dest);
+		__u16 sport = bpf_ntohs(h.source), dport = bpf_ntohs(h.dest);
 		if (rx) {
-			if (!(t.flags & TCP_FL_ACK) || !target_port(IPPROTO_TCP, dport))
+			if (!(h.flags & TCP_FL_ACK) || !target_port(IPPROTO_TCP, dport))
 				return 0;
-			emit_target(skb, now, IPPROTO_TCP, ip.saddr, ip.daddr, sport, dport, bpf_ntohl(t.ack_seq) - 1,
-				    t.flags, 1);
+			emit_target(skb, now, IPPROTO_TCP, &t, sport, dport, bpf_ntohl(h.ack_seq) - 1, h.flags, 1);
 			return 1;
 		}
-		if ((t.flags & (TCP_FL_SYN | TCP_FL_ACK)) != TCP_FL_SYN || !target_port(IPPROTO_TCP, sport))
+		if ((h.flags & (TCP_FL_SYN | TCP_FL_ACK)) != TCP_FL_SYN || !target_port(IPPROTO_TCP, sport))
 			return 0;
-		emit_target(skb, now, IPPROTO_TCP, ip.saddr, ip.daddr, sport, dport, bpf_ntohl(t.seq), 0, 0);
+		emit_target(skb, now, IPPROTO_TCP, &t, sport, dport, bpf_ntohl(h.seq), 0, 0);
 		return 1;
 	}
 	case IPPROTO_UDP: {
 		struct udphdr u;
-		if (bpf_skb_load_bytes(skb, L4_OFF, &u, sizeof(u)) < 0)
+		if (bpf_skb_load_bytes(skb, t.l4, &u, sizeof(u)) < 0)
 			return 0;
 		__u16 sport = bpf_ntohs(u.source), dport = bpf_ntohs(u.dest);
 		if (!target_port(IPPROTO_UDP, rx ? dport : sport))
 			return 0;
-		if (rx) {
-			emit_target(skb, now, IPPROTO_UDP, ip.saddr, ip.daddr, sport, dport, 0, 0, 1);
-			return 1;
-		}
-		__u64 seq = dnmt_seq(skb, L4_OFF + UDP_LEN);
-		if (!seq)
+		__u64 seq = rx ? 0 : dnmt_seq(skb, t.l4 + UDP_LEN);
+		if (!rx && !seq)
 			return 0;
-		emit_target(skb, now, IPPROTO_UDP, ip.saddr, ip.daddr, sport, dport, seq, 0, 0);
+		emit_target(skb, now, IPPROTO_UDP, &t, sport, dport, seq, 0, rx);
 		return 1;
 	}
 	}
@@ -643,7 +704,7 @@ int dnms_egress(struct __sk_buff *skb)
 	struct dnms_hdr h;
 
 	if (parse_udp(skb, &u) < 0) {
-		if (targets_on && skb->protocol == bpf_htons(ETH_P_IP))
+		if (targets_on)
 			target_packet(skb, 0, 0);
 		return TC_ACT_OK;
 	}
@@ -1024,8 +1085,14 @@ int dnms_ingress(struct __sk_buff *skb)
 		struct ipv6hdr *ip6 = data + ETH_LEN;
 		if ((void *)(ip6 + 1) > end)
 			return TC_ACT_OK;
-		if (ip6->nexthdr == IPPROTO_ICMPV6_)
+		if (ip6->nexthdr == IPPROTO_ICMPV6_) {
+			if (targets_on && target_packet(skb, now, 1))
+				return TC_ACT_OK;
 			return icmp6_error(skb, now);
+		}
+		if (targets_on && (ip6->nexthdr == IPPROTO_TCP || ip6->nexthdr == IPPROTO_UDP) &&
+		    target_packet(skb, now, 1))
+			return TC_ACT_OK;
 	}
 
 	if (parse_udp(skb, &u) < 0)

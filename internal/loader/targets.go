@@ -7,7 +7,7 @@ import (
 	"github.com/cilium/ebpf"
 )
 
-// Target probes (internal/probe target_*.go, IPv4): the programs stamp a
+// Target probes (internal/probe target_*.go, IPv4 and IPv6): the programs stamp a
 // target flow's probes at TC egress and its answers at ingress once the
 // flow's (protocol, port) is watched: the echo identifier for ICMP, our
 // source port for TCP and UDP. The stamps arrive through Run as
@@ -15,7 +15,7 @@ import (
 // While nothing is watched the programs skip target parsing altogether.
 
 // WatchTarget starts stamping the target flow of IP protocol proto
-// (unix.IPPROTO_ICMP, _TCP or _UDP) with port.
+// (unix.IPPROTO_ICMP, _ICMPV6, _TCP or _UDP) with port.
 func (l *Loader) WatchTarget(proto uint8, port uint16) error {
 	l.nlMu.Lock()
 	defer l.nlMu.Unlock()

@@ -18,7 +18,7 @@ func TestTargetStamps(t *testing.T) {
 		tcpPort = 40100
 		udpPort = 40200
 	)
-	for _, k := range []bpfDnmsTargetKey{{Proto: 1, Port: echoID}, {Proto: 6, Port: tcpPort}, {Proto: 17, Port: udpPort}} {
+	for _, k := range []bpfDnmsTargetKey{{Proto: 1, Port: echoID}, {Proto: 58, Port: echoID}, {Proto: 6, Port: tcpPort}, {Proto: 17, Port: udpPort}} {
 		if err := objs.TargetPorts.Put(k, uint8(1)); err != nil {
 			t.Fatal(err)
 		}
@@ -46,12 +46,14 @@ func TestTargetStamps(t *testing.T) {
 		return b
 	}
 	udpProbe := pkt{src: addrB, dst: addrA, ttl: 64, sport: udpPort, dport: 53, payload: dnmt(5)}.bytes()
+	udpProbe6 := pkt6{src: addrB6, dst: addrA6, hop: 64, sport: udpPort, dport: 53, payload: dnmt(6)}.bytes()
 	const syn, ack, rst = 0x02, 0x10, 0x04
 	cases := []struct {
 		name    string
 		egress  bool
 		in      []byte
 		want    probe.StampKind // 0: no stamp
+		v6      bool
 		proto   uint8
 		port    uint16 // Local port
 		seq     uint64
@@ -86,6 +88,21 @@ func TestTargetStamps(t *testing.T) {
 			in: pkt{src: addrA, dst: addrB, ttl: 60, sport: 53, dport: udpPort + 1, payload: []byte("x")}.bytes()},
 		{name: "port unreachable quoting the udp probe", want: probe.StampTargetRx, proto: 17, port: udpPort, seq: 5,
 			in: icmpError(macR, addrA, udpProbe, 3, 3, 1500)},
+		{name: "ipv6 echo request", egress: true, v6: true, want: probe.StampTargetTx, proto: 58, port: echoID, seq: 8,
+			in: pkt6{src: addrB6, dst: addrA6, hop: 64, next: 58, payload: echo(128, echoID, 8)}.bytes()},
+		{name: "ipv6 echo reply", v6: true, want: probe.StampTargetRx, proto: 58, port: echoID, seq: 8,
+			in: pkt6{src: addrA6, dst: addrB6, hop: 60, next: 58, payload: echo(129, echoID, 8)}.bytes()},
+		{name: "ipv4 echo request (type 8) over ipv6", egress: true,
+			in: pkt6{src: addrB6, dst: addrA6, hop: 64, next: 58, payload: echo(8, echoID, 8)}.bytes()},
+		{name: "ipv6 syn", egress: true, v6: true, want: probe.StampTargetTx, proto: 6, port: tcpPort, seq: 2000,
+			in: pkt6{src: addrB6, dst: addrA6, hop: 64, next: 6, payload: tcp(tcpPort, 8080, 2000, 0, syn)}.bytes()},
+		{name: "ipv6 syn-ack", v6: true, want: probe.StampTargetRx, proto: 6, port: tcpPort, seq: 2000,
+			in: pkt6{src: addrA6, dst: addrB6, hop: 60, next: 6, payload: tcp(8080, tcpPort, 9, 2001, syn|ack)}.bytes()},
+		{name: "ipv6 udp probe", egress: true, v6: true, want: probe.StampTargetTx, proto: 17, port: udpPort, seq: 6, in: udpProbe6},
+		{name: "ipv6 udp answer", v6: true, want: probe.StampTargetRx, proto: 17, port: udpPort,
+			in: pkt6{src: addrA6, dst: addrB6, hop: 60, sport: 53, dport: udpPort, payload: []byte("answer")}.bytes()},
+		{name: "ipv6 port unreachable quoting the udp probe", v6: true, want: probe.StampTargetRx, proto: 17, port: udpPort, seq: 6,
+			in: icmp6Error(udpProbe6, 1, 4)},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -116,6 +133,9 @@ func TestTargetStamps(t *testing.T) {
 			}
 			s := st[0]
 			local, remote := addrB, addrA
+			if tc.v6 {
+				local, remote = addrB6, addrA6
+			}
 			if s.Kind != tc.want || s.Type != tc.proto || s.Local.Port() != tc.port || s.Seq != tc.seq ||
 				s.Local.Addr() != local || s.Remote != remote || s.Time == 0 {
 				t.Fatalf("stamp %+v, want kind %d proto %d local %s:%d remote %s seq %d", s, tc.want, tc.proto, local, tc.port, remote, tc.seq)

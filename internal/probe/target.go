@@ -49,8 +49,8 @@ type TargetResult struct {
 	RTT     time.Duration
 	Reply   string
 	// Source says which clock both ends of RTT came from: ebpf when the
-	// TC programs stamped the probe and its answer (TargetConfig.EBPF,
-	// IPv4), else kernel when the send and the answer both got
+	// TC programs stamped the probe and its answer (TargetConfig.EBPF),
+	// else kernel when the send and the answer both got
 	// SO_TIMESTAMPING software stamps within StampWait, else user.
 	Source Source
 }
@@ -69,7 +69,7 @@ type TargetConfig struct {
 	// family; else the kernel's route lookup picks it per target.
 	LocalAddr netip.Addr
 	// Timestamps is "auto", "ebpf", "kernel" or "user". With auto or ebpf
-	// and EBPF set, IPv4 flows take eBPF stamps, falling back to kernel
+	// and EBPF set, flows take eBPF stamps, falling back to kernel
 	// then user stamps probe by probe; kernel never uses EBPF.
 	Timestamps string
 	// EBPF, when set, stamps target probes in the TC programs (the agent's

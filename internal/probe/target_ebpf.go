@@ -40,31 +40,34 @@ type ebpfJoin struct {
 	waits map[ebpfKey]*ebpfWait
 }
 
-func protoOf(kind TargetKind) uint8 {
-	switch kind {
-	case KindICMP:
+// protoOf is the IP protocol of kind's probes to an address of v6's family.
+func protoOf(kind TargetKind, v6 bool) uint8 {
+	switch {
+	case kind == KindICMP && v6:
+		return unix.IPPROTO_ICMPV6
+	case kind == KindICMP:
 		return unix.IPPROTO_ICMP
-	case KindTCP:
+	case kind == KindTCP:
 		return unix.IPPROTO_TCP
 	}
 	return unix.IPPROTO_UDP
 }
 
 // watch asks the loader to stamp the flow (kind, port) to dst; false when
-// eBPF stamps are off for it (no loader, IPv6, or the loader refused).
+// eBPF stamps are off for it (no loader, or the loader refused).
 func (p *TargetProber) watch(kind TargetKind, dst netip.Addr, port uint16) bool {
-	if p.eb == nil || !dst.Is4() {
+	if p.eb == nil {
 		return false
 	}
-	if err := p.eb.st.WatchTarget(protoOf(kind), port); err != nil {
+	if err := p.eb.st.WatchTarget(protoOf(kind, dst.Is6()), port); err != nil {
 		p.log.Warn("target flow without eBPF stamps", "kind", kind, "addr", dst, "port", port, "err", err)
 		return false
 	}
 	return true
 }
 
-func (p *TargetProber) unwatch(kind TargetKind, port uint16) {
-	if err := p.eb.st.UnwatchTarget(protoOf(kind), port); err != nil {
+func (p *TargetProber) unwatch(kind TargetKind, dst netip.Addr, port uint16) {
+	if err := p.eb.st.UnwatchTarget(protoOf(kind, dst.Is6()), port); err != nil {
 		p.log.Warn("unwatch target flow", "kind", kind, "port", port, "err", err)
 	}
 }

@@ -330,14 +330,14 @@ type rawFlow struct {
 // watchEBPF asks the loader to stamp the flow; Close stops it.
 func (f *rawFlow) watchEBPF() {
 	if f.p.watch(f.kind, f.dst.Addr(), f.local) {
-		f.ebpf, f.ebk = true, ebpfKey{proto: protoOf(f.kind), remote: f.dst.Addr(), port: f.local}
+		f.ebpf, f.ebk = true, ebpfKey{proto: protoOf(f.kind, f.dst.Addr().Is6()), remote: f.dst.Addr(), port: f.local}
 	}
 }
 
 func (f *rawFlow) Close() error {
 	f.r.unregister(f.key)
 	if f.ebpf {
-		f.p.unwatch(f.kind, f.local)
+		f.p.unwatch(f.kind, f.dst.Addr(), f.local)
 	}
 	if f.onClose != nil {
 		f.onClose()

@@ -60,7 +60,7 @@ func (p *TargetProber) openUDP(src netip.Addr, dst netip.AddrPort) (TargetFlow, 
 
 func (f *udpFlow) Close() error {
 	if f.ebpf {
-		f.p.unwatch(KindUDP, f.port)
+		f.p.unwatch(KindUDP, f.dst.Addr(), f.port)
 	}
 	return f.conn.Close()
 }
