@@ -121,7 +121,7 @@ func NewTargetProber(cfg TargetConfig) (*TargetProber, error) {
 	case "", "auto", "ebpf":
 		p.kstamp = true
 		if cfg.EBPF != nil {
-			p.eb = &ebpfJoin{st: cfg.EBPF, waits: make(map[ebpfKey]*ebpfWait)}
+			p.eb = &ebpfJoin{st: cfg.EBPF, waits: make(map[ebpfKey]*ebpfWait), watched: make(map[[2]uint16]int)}
 		}
 	case "kernel":
 		p.kstamp = true

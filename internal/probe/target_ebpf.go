@@ -38,6 +38,10 @@ type ebpfJoin struct {
 	st    TargetStamper
 	mu    sync.Mutex
 	waits map[ebpfKey]*ebpfWait
+	// watched counts the open flows per (protocol, port): the programs'
+	// map has no address, and flows from two source addresses or to two
+	// targets may share a port or echo identifier.
+	watched map[[2]uint16]int
 }
 
 // protoOf is the IP protocol of kind's probes to an address of v6's family.
@@ -59,15 +63,28 @@ func (p *TargetProber) watch(kind TargetKind, dst netip.Addr, port uint16) bool 
 	if p.eb == nil {
 		return false
 	}
-	if err := p.eb.st.WatchTarget(protoOf(kind, dst.Is6()), port); err != nil {
-		p.log.Warn("target flow without eBPF stamps", "kind", kind, "addr", dst, "port", port, "err", err)
-		return false
+	k := [2]uint16{uint16(protoOf(kind, dst.Is6())), port}
+	p.eb.mu.Lock()
+	defer p.eb.mu.Unlock()
+	if p.eb.watched[k] == 0 {
+		if err := p.eb.st.WatchTarget(uint8(k[0]), port); err != nil {
+			p.log.Warn("target flow without eBPF stamps", "kind", kind, "addr", dst, "port", port, "err", err)
+			return false
+		}
 	}
+	p.eb.watched[k]++
 	return true
 }
 
 func (p *TargetProber) unwatch(kind TargetKind, dst netip.Addr, port uint16) {
-	if err := p.eb.st.UnwatchTarget(protoOf(kind, dst.Is6()), port); err != nil {
+	k := [2]uint16{uint16(protoOf(kind, dst.Is6())), port}
+	p.eb.mu.Lock()
+	defer p.eb.mu.Unlock()
+	if p.eb.watched[k]--; p.eb.watched[k] > 0 {
+		return // another open flow uses the same port
+	}
+	delete(p.eb.watched, k)
+	if err := p.eb.st.UnwatchTarget(uint8(k[0]), port); err != nil {
 		p.log.Warn("unwatch target flow", "kind", kind, "port", port, "err", err)
 	}
 }

@@ -8,17 +8,53 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-type fakeStamper struct{ kicks int }
+type fakeStamper struct {
+	kicks   int
+	watched map[[2]uint16]bool
+}
 
-func (f *fakeStamper) WatchTarget(uint8, uint16) error   { return nil }
-func (f *fakeStamper) UnwatchTarget(uint8, uint16) error { return nil }
-func (f *fakeStamper) Kick()                             { f.kicks++ }
+func (f *fakeStamper) WatchTarget(proto uint8, port uint16) error {
+	f.watched[[2]uint16{uint16(proto), port}] = true
+	return nil
+}
+
+func (f *fakeStamper) UnwatchTarget(proto uint8, port uint16) error {
+	delete(f.watched, [2]uint16{uint16(proto), port})
+	return nil
+}
+func (f *fakeStamper) Kick() { f.kicks++ }
+
+// Two flows sharing a port (to two targets) stay watched until both close;
+// ICMPv6 flows are watched under their own protocol.
+func TestTargetEBPFWatchShared(t *testing.T) {
+	st := &fakeStamper{watched: map[[2]uint16]bool{}}
+	p, err := NewTargetProber(TargetConfig{EBPF: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	a, b := netip.MustParseAddr("198.18.2.1"), netip.MustParseAddr("198.18.3.1")
+	if !p.watch(KindTCP, a, 40000) || !p.watch(KindTCP, b, 40000) || !p.watch(KindICMP, netip.MustParseAddr("fd00::1"), 7) {
+		t.Fatal("watch refused")
+	}
+	p.unwatch(KindTCP, a, 40000)
+	if !st.watched[[2]uint16{unix.IPPROTO_TCP, 40000}] {
+		t.Fatal("closing one of two flows on a port stopped the other's stamps")
+	}
+	p.unwatch(KindTCP, b, 40000)
+	if st.watched[[2]uint16{unix.IPPROTO_TCP, 40000}] {
+		t.Fatal("the port stays watched after its last flow closed")
+	}
+	if !st.watched[[2]uint16{unix.IPPROTO_ICMPV6, 7}] {
+		t.Fatalf("ICMPv6 flow watched as %v", st.watched)
+	}
+}
 
 // The eBPF join: a probe's stamps are its own (flow and sequence); an
 // answer that names no probe (a UDP datagram) counts only after the probe
 // left; without both stamps the sample falls back to the kernel's.
 func TestTargetEBPFJoin(t *testing.T) {
-	st := &fakeStamper{}
+	st := &fakeStamper{watched: map[[2]uint16]bool{}}
 	p, err := NewTargetProber(TargetConfig{Timestamps: "auto", EBPF: st, StampWait: 5 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
