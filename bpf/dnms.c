@@ -24,6 +24,9 @@
 //                reflector (TC_ACT_OK, counted). Only if a rewrite helper
 //                fails half way is that ping dropped (TC_ACT_SHOT, counted);
 //              - anything else: TC_ACT_OK untouched.
+// Both also stamp external target probes and their answers (KIND_TARGET_TX,
+// KIND_TARGET_RX) for the flows the loader lists in target_ports, and only
+// while targets_on is set (see target_packet); those packets pass untouched.
 //              RX events also carry skb->tstamp, the stack's arrival time
 //              (CLOCK_REALTIME) when a socket asked for timestamps.
 //
@@ -94,6 +97,8 @@ enum dnms_kind {
 	DNMS_KIND_RX_ACK = 2,
 	DNMS_KIND_RX_ICMP = 3,
 	DNMS_KIND_REFLECT = 4,
+	DNMS_KIND_TARGET_TX = 5, /* a target probe left (TC egress) */
+	DNMS_KIND_TARGET_RX = 6, /* an answer to a target probe arrived */
 };
 
 /* Indexes of the per-CPU stats array. */
@@ -108,7 +113,9 @@ enum dnms_stat {
 	DNMS_STAT_KEYED_NO_HMAC = 7,  /* keyed: ping without the HMAC flag, left to userspace */
 	DNMS_STAT_KEYED_NOT_MEMBER = 8, /* keyed: source not a member, left to userspace */
 	DNMS_STAT_KEYED_EPOCH = 9,  /* keyed: epoch userspace has not confirmed, left to userspace */
-	DNMS_STAT_MAX = 10,
+	DNMS_STAT_TARGET_TX = 10,   /* DNMS_KIND_TARGET_TX events emitted */
+	DNMS_STAT_TARGET_RX = 11,   /* DNMS_KIND_TARGET_RX events emitted */
+	DNMS_STAT_MAX = 12,
 };
 
 /*
@@ -178,7 +185,41 @@ struct flow_val {
 	__u64 ack;
 };
 
+/*
+ * External target probes (internal/probe target_*.go), IPv4 and IPv6: the
+ * loader puts the (protocol, port) of every open target flow into
+ * target_ports (ICMP / ICMPv6: the echo identifier; TCP, UDP: our source
+ * port, host byte order) and sets
+ * targets_on. With targets_on 0 (no target flows) the programs never look at
+ * target packets; with it, a TCP/UDP/ICMP packet costs one hash lookup.
+ * Stamped: an echo request, a SYN (without ACK), a UDP datagram carrying
+ * "DNMT" + seq leaving; an echo reply, a TCP segment with ACK, any UDP
+ * datagram, or an ICMP error quoting one of our UDP probes arriving. The
+ * event's type is the IP protocol, seq the echo sequence / our initial
+ * sequence number / the UDP probe's seq (0: unknown, an arbitrary answer).
+ */
+struct dnms_target_key {
+	__u8 proto; /* IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP or IPPROTO_UDP */
+	__u8 pad;
+	__u16 port; /* host byte order */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct dnms_target_key);
+	__type(value, __u8);
+} target_ports SEC(".maps");
+
+/* Set at run time by the loader (a .bss variable, not a load-time const). */
+volatile __u32 targets_on = 0;
+
+#define DNMT_MAGIC 0x444E4D54 /* "DNMT": payload of a UDP target probe */
+#define TCP_FL_SYN 0x02
+#define TCP_FL_ACK 0x10
+
 /* Keep the shared types in BTF so that bpf2go -type can emit them. */
+const struct dnms_target_key *unused_target_key __attribute__((unused));
 const struct dnms_event *unused_event __attribute__((unused));
 const enum dnms_stat *unused_stat __attribute__((unused));
 const enum dnms_kind *unused_kind __attribute__((unused));
@@ -445,14 +486,228 @@ static __always_inline void emit(struct __sk_buff *skb, struct udp_info *u, __u6
 	bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
 }
 
+static __always_inline int target_port(__u8 proto, __u16 port)
+{
+	struct dnms_target_key k = {.proto = proto, .port = port};
+	return bpf_map_lookup_elem(&target_ports, &k) != 0;
+}
+
+/* The UDP target probe's seq from its payload at off ("DNMT" + be64), or 0. */
+static __always_inline __u64 dnmt_seq(struct __sk_buff *skb, __u32 off)
+{
+	struct {
+		__be32 magic;
+		__be32 hi;
+		__be32 lo;
+	} p;
+	if (bpf_skb_load_bytes(skb, off, &p, sizeof(p)) < 0 || p.magic != bpf_htonl(DNMT_MAGIC))
+		return 0;
+	return ((__u64)bpf_ntohl(p.hi) << 32) | bpf_ntohl(p.lo);
+}
+
+/* Where a target stamp's packet came from and went to: IPv4 in the first 4
+ * bytes (family 4) or IPv6 (family 6), as in dnms_event. */
+struct target_l3 {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u32 l4;    /* packet offset of the L4 header */
+	__u8 proto;  /* IP protocol / IPv6 next header */
+	__u8 family; /* 4 or 6 */
+	__u8 pad[2];
+};
+
+/* Emit a target stamp; rx: an answer (local = the packet's destination). */
+static __always_inline void emit_target(struct __sk_buff *skb, __u64 now, __u8 proto, const struct target_l3 *a,
+					__u16 sport, __u16 dport, __u64 seq, __u8 icmp_type, int rx)
+{
+	struct dnms_event *e = reserve(a->family);
+	if (!e)
+		return;
+	e->ts = now;
+	e->type = proto;
+	e->seq = seq;
+	e->icmp_type = icmp_type;
+	if (rx) {
+		arrival(skb, e);
+		e->kind = DNMS_KIND_TARGET_RX;
+		__builtin_memcpy(e->local_addr, a->daddr, 16);
+		__builtin_memcpy(e->remote_addr, a->saddr, 16);
+		e->local_port = dport;
+		e->remote_port = sport;
+		bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
+		count(DNMS_STAT_TARGET_RX);
+		return;
+	}
+	e->kind = DNMS_KIND_TARGET_TX;
+	__builtin_memcpy(e->local_addr, a->saddr, 16);
+	__builtin_memcpy(e->remote_addr, a->daddr, 16);
+	e->local_port = sport;
+	e->remote_port = dport;
+	e->ts = bpf_ktime_get_ns(); /* leaving: as late as possible */
+	bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
+	count(DNMS_STAT_TARGET_TX);
+}
+
+/* The first 16 bytes of a TCP header, as far as target stamps need it. */
+struct tcp_head {
+	__be16 source;
+	__be16 dest;
+	__be32 seq;
+	__be32 ack_seq;
+	__u8 doff;
+	__u8 flags;
+	__be16 window;
+};
+
+/* Fill t from a plain IPv4 (no options, not a fragment) or IPv6 (no
+ * extension headers) packet; -1 for anything else. */
+static __always_inline int target_l3(struct __sk_buff *skb, struct target_l3 *t)
+{
+	__builtin_memset(t, 0, sizeof(*t));
+	if (skb->protocol == bpf_htons(ETH_P_IP)) {
+		struct iphdr ip;
+		if (bpf_skb_load_bytes(skb, ETH_LEN, &ip, sizeof(ip)) < 0)
+			return -1;
+		if (ip.ihl != 5 || (ip.frag_off & bpf_htons(0x3fff)))
+			return -1;
+		__builtin_memcpy(t->saddr, &ip.saddr, 4);
+		__builtin_memcpy(t->daddr, &ip.daddr, 4);
+		t->proto = ip.protocol;
+		t->family = 4;
+		t->l4 = ETH_LEN + IP_LEN;
+		return 0;
+	}
+	if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr ip6;
+		if (bpf_skb_load_bytes(skb, ETH_LEN, &ip6, sizeof(ip6)) < 0)
+			return -1;
+		__builtin_memcpy(t->saddr, &ip6.saddr, 16);
+		__builtin_memcpy(t->daddr, &ip6.daddr, 16);
+		t->proto = ip6.nexthdr;
+		t->family = 6;
+		t->l4 = ETH_LEN + IP6_LEN;
+		return 0;
+	}
+	return -1;
+}
+
+/*
+ * The quote of a destination unreachable at packet offset off: one of our
+ * UDP target probes? Then its stamp, as an answer from the probed address
+ * to our port, and 1; else 0.
+ */
+static __always_inline int target_unreach(struct __sk_buff *skb, __u64 now, struct target_l3 *t, __u32 off,
+					  __u8 icmp_type)
+{
+	struct udphdr udp;
+	struct target_l3 q = {.family = t->family};
+	__u32 qlen;
+	if (t->family == 4) {
+		struct iphdr ip;
+		if (bpf_skb_load_bytes(skb, off, &ip, sizeof(ip)) < 0 || ip.ihl != 5 || ip.protocol != IPPROTO_UDP)
+			return 0;
+		/* as seen by the answer: from the probed address to us */
+		__builtin_memcpy(q.saddr, &ip.daddr, 4);
+		__builtin_memcpy(q.daddr, &ip.saddr, 4);
+		qlen = IP_LEN;
+	} else {
+		struct ipv6hdr ip6;
+		if (bpf_skb_load_bytes(skb, off, &ip6, sizeof(ip6)) < 0 || ip6.nexthdr != IPPROTO_UDP)
+			return 0;
+		__builtin_memcpy(q.saddr, &ip6.daddr, 16);
+		__builtin_memcpy(q.daddr, &ip6.saddr, 16);
+		qlen = IP6_LEN;
+	}
+	if (bpf_skb_load_bytes(skb, off + qlen, &udp, sizeof(udp)) < 0)
+		return 0;
+	__u16 sport = bpf_ntohs(udp.source);
+	if (!target_port(IPPROTO_UDP, sport))
+		return 0;
+	__u64 seq = dnmt_seq(skb, off + qlen + UDP_LEN);
+	emit_target(skb, now, IPPROTO_UDP, &q, bpf_ntohs(udp.dest), sport, seq, icmp_type, 1);
+	return 1;
+}
+
+/*
+ * One of our target probes (egress) or an answer to one (ingress)? Emits
+ * the stamp and returns 1 if so, else 0. Only reached with targets_on.
+ */
+static __always_inline int target_packet(struct __sk_buff *skb, __u64 now, int rx)
+{
+	struct target_l3 t;
+	if (target_l3(skb, &t) < 0)
+		return 0;
+	__u8 v4 = t.family == 4;
+	switch (t.proto) {
+	case IPPROTO_ICMP:
+	case IPPROTO_ICMPV6_: {
+		if (t.proto != (v4 ? IPPROTO_ICMP : IPPROTO_ICMPV6_))
+			return 0;
+		struct {
+			__u8 type;
+			__u8 code;
+			__u16 csum;
+			__be16 id;
+			__be16 seq;
+		} ic;
+		if (bpf_skb_load_bytes(skb, t.l4, &ic, sizeof(ic)) < 0)
+			return 0;
+		__u8 want = rx ? (v4 ? 0 : 129) : (v4 ? 8 : 128); /* echo reply in, echo request out */
+		if (ic.type == want) {
+			__u16 id = bpf_ntohs(ic.id);
+			if (!target_port(t.proto, id))
+				return 0;
+			emit_target(skb, now, t.proto, &t, rx ? 0 : id, rx ? id : 0, bpf_ntohs(ic.seq), 0, rx);
+			return 1;
+		}
+		if (!rx || ic.type != (v4 ? ICMP_DEST_UNREACH : ICMPV6_DEST_UNREACH))
+			return 0;
+		return target_unreach(skb, now, &t, t.l4 + 8, ic.type);
+	}
+	case IPPROTO_TCP: {
+		struct tcp_head h;
+		if (bpf_skb_load_bytes(skb, t.l4, &h, sizeof(h)) < 0)
+			return 0;
+		__u16 sport = bpf_ntohs(h.source), dport = bpf_ntohs(h.dest);
+		if (rx) {
+			if (!(h.flags & TCP_FL_ACK) || !target_port(IPPROTO_TCP, dport))
+				return 0;
+			emit_target(skb, now, IPPROTO_TCP, &t, sport, dport, bpf_ntohl(h.ack_seq) - 1, h.flags, 1);
+			return 1;
+		}
+		if ((h.flags & (TCP_FL_SYN | TCP_FL_ACK)) != TCP_FL_SYN || !target_port(IPPROTO_TCP, sport))
+			return 0;
+		emit_target(skb, now, IPPROTO_TCP, &t, sport, dport, bpf_ntohl(h.seq), 0, 0);
+		return 1;
+	}
+	case IPPROTO_UDP: {
+		struct udphdr u;
+		if (bpf_skb_load_bytes(skb, t.l4, &u, sizeof(u)) < 0)
+			return 0;
+		__u16 sport = bpf_ntohs(u.source), dport = bpf_ntohs(u.dest);
+		if (!target_port(IPPROTO_UDP, rx ? dport : sport))
+			return 0;
+		__u64 seq = rx ? 0 : dnmt_seq(skb, t.l4 + UDP_LEN);
+		if (!rx && !seq)
+			return 0;
+		emit_target(skb, now, IPPROTO_UDP, &t, sport, dport, seq, 0, rx);
+		return 1;
+	}
+	}
+	return 0;
+}
+
 SEC("tc")
 int dnms_egress(struct __sk_buff *skb)
 {
 	struct udp_info u;
 	struct dnms_hdr h;
 
-	if (parse_udp(skb, &u) < 0)
+	if (parse_udp(skb, &u) < 0) {
+		if (targets_on)
+			target_packet(skb, 0, 0);
 		return TC_ACT_OK;
+	}
 	/* Only the first 24 bytes (magic..seq) are needed. */
 	if (bpf_skb_load_bytes(skb, u.payload_off, &h, 24) < 0)
 		return TC_ACT_OK;
@@ -814,8 +1069,15 @@ int dnms_ingress(struct __sk_buff *skb)
 		if (ip->protocol == IPPROTO_ICMP) {
 			if (ip->ihl != 5)
 				return TC_ACT_OK;
+			if (targets_on && target_packet(skb, now, 1))
+				return TC_ACT_OK;
 			return icmp_error(skb, now, ip->saddr);
 		}
+		/* An answer to a target probe (never to the ping port: that
+		 * port is not a target flow's). */
+		if (targets_on && (ip->protocol == IPPROTO_TCP || ip->protocol == IPPROTO_UDP) &&
+		    target_packet(skb, now, 1))
+			return TC_ACT_OK;
 	} else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
 		linear_headers(skb, ETH_LEN + IP6_LEN);
 		void *data = (void *)(long)skb->data;
@@ -823,8 +1085,14 @@ int dnms_ingress(struct __sk_buff *skb)
 		struct ipv6hdr *ip6 = data + ETH_LEN;
 		if ((void *)(ip6 + 1) > end)
 			return TC_ACT_OK;
-		if (ip6->nexthdr == IPPROTO_ICMPV6_)
+		if (ip6->nexthdr == IPPROTO_ICMPV6_) {
+			if (targets_on && target_packet(skb, now, 1))
+				return TC_ACT_OK;
 			return icmp6_error(skb, now);
+		}
+		if (targets_on && (ip6->nexthdr == IPPROTO_TCP || ip6->nexthdr == IPPROTO_UDP) &&
+		    target_packet(skb, now, 1))
+			return TC_ACT_OK;
 	}
 
 	if (parse_udp(skb, &u) < 0)

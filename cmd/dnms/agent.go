@@ -84,7 +84,7 @@ func runAgent(cfg *config) error {
 		defer table.Close()
 		mcfg.FIB = table
 	}
-	tp, err := startTargets(cfg, log, reg, probes.eng)
+	tp, err := startTargets(cfg, log, reg, probes, caps.traces)
 	if err != nil {
 		return err
 	}

@@ -24,6 +24,9 @@ type probes struct {
 	pg     *pinger.Pinger
 	source probe.Source
 	ebpf   ebpfHealth
+	// targetStamps, set before run, takes the ring's target probe stamps
+	// (the external target prober's).
+	targetStamps func(probe.Stamp)
 }
 
 // startProbes picks the time source once: eBPF when asked for (or on auto)
@@ -103,7 +106,17 @@ func startProbes(cfg *config, log *slog.Logger, reg prometheus.Registerer, g *gr
 func (p *probes) run(ctx context.Context, eg *errgroup.Group) {
 	eg.Go(func() error { return p.eng.Run(ctx) })
 	if p.ld != nil {
-		eg.Go(func() error { return p.ld.Run(ctx, p.eng.HandleStamp) })
+		fn := p.eng.HandleStamp
+		if ts := p.targetStamps; ts != nil {
+			fn = func(s probe.Stamp) {
+				if s.Kind == probe.StampTargetTx || s.Kind == probe.StampTargetRx {
+					ts(s)
+					return
+				}
+				p.eng.HandleStamp(s)
+			}
+		}
+		eg.Go(func() error { return p.ld.Run(ctx, fn) })
 	}
 	eg.Go(func() error { return p.pg.Run(ctx) })
 }

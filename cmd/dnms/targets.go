@@ -17,6 +17,7 @@ import (
 	"github.com/dnms/dnms/internal/graph"
 	"github.com/dnms/dnms/internal/mapper"
 	"github.com/dnms/dnms/internal/pathwatch"
+	"github.com/dnms/dnms/internal/plan"
 	"github.com/dnms/dnms/internal/probe"
 	"github.com/dnms/dnms/internal/targets"
 )
@@ -30,7 +31,11 @@ type targetParts struct {
 	log    *slog.Logger
 }
 
-func startTargets(cfg *config, log *slog.Logger, reg prometheus.Registerer, eng *probe.Engine) (*targetParts, error) {
+// The target prober takes eBPF stamps from the probes' loader when there is
+// one (pr.targetStamps routes the ring's target stamps to it), and target
+// traces take their probes from the agent's trace cap.
+func startTargets(cfg *config, log *slog.Logger, reg prometheus.Registerer, pr *probes, traceRate *plan.Rate) (*targetParts, error) {
+	eng := pr.eng
 	t := &targetParts{log: log}
 	pc := pathwatch.DefaultConfig()
 	pc.History, pc.StateDir = cfg.PathHistory, cfg.StateDir
@@ -44,11 +49,16 @@ func startTargets(cfg *config, log *slog.Logger, reg prometheus.Registerer, eng 
 	}
 	tc := probe.DefaultTargetConfig()
 	tc.LocalAddr, tc.Timestamps, tc.Logger = cfg.GossipAddr, cfg.Timestamps, log.With("component", "targets")
+	if pr.ld != nil {
+		tc.EBPF = pr.ld
+	}
 	if t.prober, err = probe.NewTargetProber(tc); err != nil {
 		return nil, err
 	}
+	pr.targetStamps = t.prober.HandleStamp
 	mc := targets.DefaultConfig()
 	mc.File, mc.Prober, mc.Tracer, mc.Paths = cfg.TargetsFile, t.prober, eng, t.paths
+	mc.TraceRate = traceRate
 	for p := int(cfg.MapSrcPortStart); p <= int(cfg.MapSrcPortEnd); p++ {
 		mc.TraceSrcPorts = append(mc.TraceSrcPorts, uint16(p))
 	}

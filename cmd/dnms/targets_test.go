@@ -48,7 +48,7 @@ func TestPathSink(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tp, err := startTargets(cfg, slog.New(slog.DiscardHandler), prometheus.NewRegistry(), nil)
+	tp, err := startTargets(cfg, slog.New(slog.DiscardHandler), prometheus.NewRegistry(), &probes{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -198,7 +198,7 @@ type statsCollector struct {
 }
 
 var stampDesc = prometheus.NewDesc("dnms_ebpf_stamps_total",
-	"Kernel timestamps emitted by the eBPF programs, by kind (tx, rx_ack, rx_icmp).", []string{"kind"}, nil)
+	"Kernel timestamps emitted by the eBPF programs, by kind (tx, rx_ack, rx_icmp, target_tx, target_rx).", []string{"kind"}, nil)
 
 func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) { ch <- stampDesc }
 
@@ -210,6 +210,8 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 		{"tx", bpfDnmsStatDNMS_STAT_TX},
 		{"rx_ack", bpfDnmsStatDNMS_STAT_RX_ACK},
 		{"rx_icmp", bpfDnmsStatDNMS_STAT_RX_ICMP},
+		{"target_tx", bpfDnmsStatDNMS_STAT_TARGET_TX},
+		{"target_rx", bpfDnmsStatDNMS_STAT_TARGET_RX},
 	} {
 		ch <- prometheus.MustNewConstMetric(stampDesc, prometheus.CounterValue, float64(c.l.stat(k.idx)), k.kind)
 	}

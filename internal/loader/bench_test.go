@@ -25,6 +25,12 @@ func BenchmarkPrograms(b *testing.B) {
 	trace := ping(1)
 	trace.Type, trace.TTL, trace.PadLen = typeTrace, 3, 3
 	icmp := icmpError(macR, router, pingFrame(trace).bytes(), 11, 0, 1000)
+	syn := make([]byte, 20)
+	syn[0], syn[1], syn[12], syn[13] = 0x9c, 0xa4, 5<<4, 0x02 // from port 40100
+	synFrame := pkt{src: addrB, dst: addrA, ttl: 64, proto: 6, payload: syn}.bytes()
+	if err := objs.TargetPorts.Put(bpfDnmsTargetKey{Proto: 6, Port: 40100}, uint8(1)); err != nil {
+		b.Fatal(err)
+	}
 
 	// The test-run loop's own cost: a program that returns TC_ACT_OK.
 	empty, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.SchedCLS, License: "MIT",
@@ -39,23 +45,37 @@ func BenchmarkPrograms(b *testing.B) {
 		prog   *ebpf.Program
 		in     []byte
 		repeat int // >1 only for packets the program does not rewrite
+		// targets: a target flow is watched (targets_on), so TCP, UDP
+		// and ICMP packets cost a target_ports lookup
+		targets bool
 	}{
-		{"baseline/empty-program", empty, other.bytes(), 1000},
-		{"egress/other-udp", objs.DnmsEgress, other.bytes(), 1000},
-		{"egress/tcp", objs.DnmsEgress, tcp.bytes(), 1000},
-		{"egress/ping-stamp", objs.DnmsEgress, pingFrame(ping(1)).bytes(), 1000},
-		{"ingress/other-udp", objs.DnmsIngress, other.bytes(), 1000},
-		{"ingress/tcp", objs.DnmsIngress, tcp.bytes(), 1000},
-		{"ingress/ack-stamp", objs.DnmsIngress, ackFrame, 1000},
-		{"ingress/icmp-stamp", objs.DnmsIngress, icmp, 1000},
+		{"baseline/empty-program", empty, other.bytes(), 1000, false},
+		{"egress/other-udp", objs.DnmsEgress, other.bytes(), 1000, false},
+		{"egress/tcp", objs.DnmsEgress, tcp.bytes(), 1000, false},
+		{"egress/ping-stamp", objs.DnmsEgress, pingFrame(ping(1)).bytes(), 1000, false},
+		{"ingress/other-udp", objs.DnmsIngress, other.bytes(), 1000, false},
+		{"ingress/tcp", objs.DnmsIngress, tcp.bytes(), 1000, false},
+		{"ingress/ack-stamp", objs.DnmsIngress, ackFrame, 1000, false},
+		{"egress/other-udp-targets-on", objs.DnmsEgress, other.bytes(), 1000, true},
+		{"egress/tcp-targets-on", objs.DnmsEgress, tcp.bytes(), 1000, true},
+		{"ingress/tcp-targets-on", objs.DnmsIngress, tcp.bytes(), 1000, true},
+		{"egress/target-syn-stamp", objs.DnmsEgress, synFrame, 1000, true},
+		{"ingress/icmp-stamp", objs.DnmsIngress, icmp, 1000, false},
 		// The reflector rewrites the packet in place: one run per call.
-		{"ingress/ping-reflect", objs.DnmsIngress, pingFrame(ping(1)).bytes(), 1},
+		{"ingress/ping-reflect", objs.DnmsIngress, pingFrame(ping(1)).bytes(), 1, false},
 		// The same one run per call, for comparison with the reflector.
-		{"baseline/empty-program-1", empty, other.bytes(), 1},
-		{"ingress/other-udp-1", objs.DnmsIngress, other.bytes(), 1},
-		{"ingress/ack-stamp-1", objs.DnmsIngress, ackFrame, 1},
+		{"baseline/empty-program-1", empty, other.bytes(), 1, false},
+		{"ingress/other-udp-1", objs.DnmsIngress, other.bytes(), 1, false},
+		{"ingress/ack-stamp-1", objs.DnmsIngress, ackFrame, 1, false},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
+			on := uint32(0)
+			if bc.targets {
+				on = 1
+			}
+			if err := objs.TargetsOn.Set(on); err != nil {
+				b.Fatal(err)
+			}
 			// In fibNS: the reflector looks the ack's route up there.
 			defer enterFibNS(b)()
 			var total time.Duration

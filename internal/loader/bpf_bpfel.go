@@ -43,10 +43,12 @@ type bpfDnmsEvent struct {
 type bpfDnmsKind uint32
 
 const (
-	bpfDnmsKindDNMS_KIND_TX      bpfDnmsKind = 1
-	bpfDnmsKindDNMS_KIND_RX_ACK  bpfDnmsKind = 2
-	bpfDnmsKindDNMS_KIND_RX_ICMP bpfDnmsKind = 3
-	bpfDnmsKindDNMS_KIND_REFLECT bpfDnmsKind = 4
+	bpfDnmsKindDNMS_KIND_TX        bpfDnmsKind = 1
+	bpfDnmsKindDNMS_KIND_RX_ACK    bpfDnmsKind = 2
+	bpfDnmsKindDNMS_KIND_RX_ICMP   bpfDnmsKind = 3
+	bpfDnmsKindDNMS_KIND_REFLECT   bpfDnmsKind = 4
+	bpfDnmsKindDNMS_KIND_TARGET_TX bpfDnmsKind = 5
+	bpfDnmsKindDNMS_KIND_TARGET_RX bpfDnmsKind = 6
 )
 
 type bpfDnmsStat uint32
@@ -62,8 +64,17 @@ const (
 	bpfDnmsStatDNMS_STAT_KEYED_NO_HMAC    bpfDnmsStat = 7
 	bpfDnmsStatDNMS_STAT_KEYED_NOT_MEMBER bpfDnmsStat = 8
 	bpfDnmsStatDNMS_STAT_KEYED_EPOCH      bpfDnmsStat = 9
-	bpfDnmsStatDNMS_STAT_MAX              bpfDnmsStat = 10
+	bpfDnmsStatDNMS_STAT_TARGET_TX        bpfDnmsStat = 10
+	bpfDnmsStatDNMS_STAT_TARGET_RX        bpfDnmsStat = 11
+	bpfDnmsStatDNMS_STAT_MAX              bpfDnmsStat = 12
 )
+
+type bpfDnmsTargetKey struct {
+	_     structs.HostLayout
+	Proto uint8
+	Pad   uint8
+	Port  uint16
+}
 
 type bpfFlowKey struct {
 	_     structs.HostLayout
@@ -92,6 +103,7 @@ const (
 	bpfMapMembersV4       = "members_v4"
 	bpfMapMembersV6       = "members_v6"
 	bpfMapStats           = "stats"
+	bpfMapTargetPorts     = "target_ports"
 	bpfProgDnmsEgress     = "dnms_egress"
 	bpfProgDnmsIngress    = "dnms_ingress"
 	bpfVarHmacDefault     = "hmac_default"
@@ -99,9 +111,11 @@ const (
 	bpfVarPingPort        = "ping_port"
 	bpfVarReflect         = "reflect"
 	bpfVarReflectEvents   = "reflect_events"
+	bpfVarTargetsOn       = "targets_on"
 	bpfVarUnusedEvent     = "unused_event"
 	bpfVarUnusedKind      = "unused_kind"
 	bpfVarUnusedStat      = "unused_stat"
+	bpfVarUnusedTargetKey = "unused_target_key"
 )
 
 // loadBpf returns the embedded CollectionSpec for bpf.
@@ -162,20 +176,23 @@ type bpfMapSpecs struct {
 	MembersV4       *ebpf.MapSpec `ebpf:"members_v4"`
 	MembersV6       *ebpf.MapSpec `ebpf:"members_v6"`
 	Stats           *ebpf.MapSpec `ebpf:"stats"`
+	TargetPorts     *ebpf.MapSpec `ebpf:"target_ports"`
 }
 
 // bpfVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type bpfVariableSpecs struct {
-	HmacDefault   *ebpf.VariableSpec `ebpf:"hmac_default"`
-	Keyed         *ebpf.VariableSpec `ebpf:"keyed"`
-	PingPort      *ebpf.VariableSpec `ebpf:"ping_port"`
-	Reflect       *ebpf.VariableSpec `ebpf:"reflect"`
-	ReflectEvents *ebpf.VariableSpec `ebpf:"reflect_events"`
-	UnusedEvent   *ebpf.VariableSpec `ebpf:"unused_event"`
-	UnusedKind    *ebpf.VariableSpec `ebpf:"unused_kind"`
-	UnusedStat    *ebpf.VariableSpec `ebpf:"unused_stat"`
+	HmacDefault     *ebpf.VariableSpec `ebpf:"hmac_default"`
+	Keyed           *ebpf.VariableSpec `ebpf:"keyed"`
+	PingPort        *ebpf.VariableSpec `ebpf:"ping_port"`
+	Reflect         *ebpf.VariableSpec `ebpf:"reflect"`
+	ReflectEvents   *ebpf.VariableSpec `ebpf:"reflect_events"`
+	TargetsOn       *ebpf.VariableSpec `ebpf:"targets_on"`
+	UnusedEvent     *ebpf.VariableSpec `ebpf:"unused_event"`
+	UnusedKind      *ebpf.VariableSpec `ebpf:"unused_kind"`
+	UnusedStat      *ebpf.VariableSpec `ebpf:"unused_stat"`
+	UnusedTargetKey *ebpf.VariableSpec `ebpf:"unused_target_key"`
 }
 
 // bpfObjects contains all objects after they have been loaded into the kernel.
@@ -206,6 +223,7 @@ type bpfMaps struct {
 	MembersV4       *ebpf.Map `ebpf:"members_v4"`
 	MembersV6       *ebpf.Map `ebpf:"members_v6"`
 	Stats           *ebpf.Map `ebpf:"stats"`
+	TargetPorts     *ebpf.Map `ebpf:"target_ports"`
 }
 
 func (m *bpfMaps) Close() error {
@@ -218,6 +236,7 @@ func (m *bpfMaps) Close() error {
 		m.MembersV4,
 		m.MembersV6,
 		m.Stats,
+		m.TargetPorts,
 	)
 }
 
@@ -225,14 +244,16 @@ func (m *bpfMaps) Close() error {
 //
 // It can be passed to loadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type bpfVariables struct {
-	HmacDefault   *ebpf.Variable `ebpf:"hmac_default"`
-	Keyed         *ebpf.Variable `ebpf:"keyed"`
-	PingPort      *ebpf.Variable `ebpf:"ping_port"`
-	Reflect       *ebpf.Variable `ebpf:"reflect"`
-	ReflectEvents *ebpf.Variable `ebpf:"reflect_events"`
-	UnusedEvent   *ebpf.Variable `ebpf:"unused_event"`
-	UnusedKind    *ebpf.Variable `ebpf:"unused_kind"`
-	UnusedStat    *ebpf.Variable `ebpf:"unused_stat"`
+	HmacDefault     *ebpf.Variable `ebpf:"hmac_default"`
+	Keyed           *ebpf.Variable `ebpf:"keyed"`
+	PingPort        *ebpf.Variable `ebpf:"ping_port"`
+	Reflect         *ebpf.Variable `ebpf:"reflect"`
+	ReflectEvents   *ebpf.Variable `ebpf:"reflect_events"`
+	TargetsOn       *ebpf.Variable `ebpf:"targets_on"`
+	UnusedEvent     *ebpf.Variable `ebpf:"unused_event"`
+	UnusedKind      *ebpf.Variable `ebpf:"unused_kind"`
+	UnusedStat      *ebpf.Variable `ebpf:"unused_stat"`
+	UnusedTargetKey *ebpf.Variable `ebpf:"unused_target_key"`
 }
 
 // bpfPrograms contains all programs after they have been loaded into the kernel.

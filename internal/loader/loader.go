@@ -111,6 +111,10 @@ type Status struct {
 	// arrival stamp (skb->tstamp, taken before backlog queueing) rather
 	// than the TC ingress time (Config.ArrivalStamps).
 	RxArrivalStamps uint64 `json:"rx_arrival_stamps"`
+	// TargetTxStamps and TargetRxStamps count stamps of external target
+	// probes and their answers (targets.go).
+	TargetTxStamps uint64 `json:"target_tx_stamps"`
+	TargetRxStamps uint64 `json:"target_rx_stamps"`
 	// Declined counts pings the keyed reflector left to userspace, by
 	// reason (no_hmac, not_member, epoch); nil when not keyed.
 	Declined map[string]uint64 `json:"declined,omitempty"`
@@ -137,6 +141,7 @@ type Loader struct {
 	reg       prometheus.Registerer
 
 	skbStamps atomic.Uint64 // RX stamps that used the stack's arrival time
+	targetsOn bool          // targets_on set (nlMu; targets.go)
 
 	mu      sync.Mutex // guards running
 	running bool
@@ -509,6 +514,8 @@ func (l *Loader) Status() Status {
 		RxAckStamps:     l.stat(bpfDnmsStatDNMS_STAT_RX_ACK),
 		RxICMPStamps:    l.stat(bpfDnmsStatDNMS_STAT_RX_ICMP),
 		RxArrivalStamps: l.skbStamps.Load(),
+		TargetTxStamps:  l.stat(bpfDnmsStatDNMS_STAT_TARGET_TX),
+		TargetRxStamps:  l.stat(bpfDnmsStatDNMS_STAT_TARGET_RX),
 		Declined:        l.declined(),
 	}
 }

@@ -20,6 +20,11 @@ const (
 	StampRxAck   StampKind = 2 // an ack or trace-ack for our flow arrived (TC ingress)
 	StampRxICMP  StampKind = 3 // an ICMP error quoting our trace probe arrived (TC ingress)
 	StampReflect StampKind = 4 // the in-kernel reflector answered a ping (for counting)
+	// Target probes (TargetProber; Type is the IP protocol, Local's port
+	// the flow's source port or echo identifier, Seq the probe's sequence,
+	// 0 for an answer that does not name it).
+	StampTargetTx StampKind = 5 // a target probe left the host (TC egress)
+	StampTargetRx StampKind = 6 // an answer to a target probe arrived (TC ingress)
 )
 
 // Stamp is one kernel timestamp handed up by internal/loader. The engine joins

@@ -48,9 +48,10 @@ type TargetResult struct {
 	Lost    bool
 	RTT     time.Duration
 	Reply   string
-	// Source says which clock both ends of RTT came from: kernel when the
-	// send and the answer both got SO_TIMESTAMPING software stamps within
-	// StampWait, else user.
+	// Source says which clock both ends of RTT came from: ebpf when the
+	// TC programs stamped the probe and its answer (TargetConfig.EBPF),
+	// else kernel when the send and the answer both got
+	// SO_TIMESTAMPING software stamps within StampWait, else user.
 	Source Source
 }
 
@@ -67,9 +68,14 @@ type TargetConfig struct {
 	// LocalAddr, when valid, is the source of every probe to its address
 	// family; else the kernel's route lookup picks it per target.
 	LocalAddr netip.Addr
-	// Timestamps is "auto", "kernel" or "user" ("ebpf" is taken as auto:
-	// the TC programs stamp only dnms packets, see doc.go).
+	// Timestamps is "auto", "ebpf", "kernel" or "user". With auto or ebpf
+	// and EBPF set, flows take eBPF stamps, falling back to kernel
+	// then user stamps probe by probe; kernel never uses EBPF.
 	Timestamps string
+	// EBPF, when set, stamps target probes in the TC programs (the agent's
+	// *loader.Loader, whose ring buffer reader hands the stamps to
+	// HandleStamp).
+	EBPF TargetStamper
 	// StampWait is how long an answered probe waits for its kernel
 	// transmit stamp before it falls back to user stamps.
 	StampWait time.Duration
@@ -89,6 +95,7 @@ type TargetProber struct {
 	log    *slog.Logger
 	kstamp bool
 	clk    realToMono
+	eb     *ebpfJoin // nil: no eBPF stamps
 
 	mu     sync.Mutex
 	closed bool
@@ -111,7 +118,12 @@ func NewTargetProber(cfg TargetConfig) (*TargetProber, error) {
 	}
 	p := &TargetProber{cfg: cfg, log: cfg.Logger, stop: make(chan struct{})}
 	switch cfg.Timestamps {
-	case "", "auto", "ebpf", "kernel":
+	case "", "auto", "ebpf":
+		p.kstamp = true
+		if cfg.EBPF != nil {
+			p.eb = &ebpfJoin{st: cfg.EBPF, waits: make(map[ebpfKey]*ebpfWait), watched: make(map[[2]uint16]int)}
+		}
+	case "kernel":
 		p.kstamp = true
 	case "user":
 	default:

@@ -27,6 +27,7 @@ func (p *TargetProber) openICMP(r *rawSock, _ netip.Addr, dst netip.AddrPort) (T
 		f := &rawFlow{p: p, r: r, kind: KindICMP, dst: netip.AddrPortFrom(dst.Addr(), 0), key: k, local: id, step: 1, ch: ch}
 		v6 := dst.Addr().Is6()
 		f.build = func(seq uint32) []byte { return buildEcho(id, uint16(seq), v6) }
+		f.watchEBPF()
 		return f, nil
 	}
 	return nil, ErrTraceBusy

@@ -323,10 +323,22 @@ type rawFlow struct {
 	ch      chan rawEvent
 	build   func(seq uint32) []byte
 	onClose func()
+	ebpf    bool // the loader stamps this flow (ebk)
+	ebk     ebpfKey
+}
+
+// watchEBPF asks the loader to stamp the flow; Close stops it.
+func (f *rawFlow) watchEBPF() {
+	if f.p.watch(f.kind, f.dst.Addr(), f.local) {
+		f.ebpf, f.ebk = true, ebpfKey{proto: protoOf(f.kind, f.dst.Addr().Is6()), remote: f.dst.Addr(), port: f.local}
+	}
 }
 
 func (f *rawFlow) Close() error {
 	f.r.unregister(f.key)
+	if f.ebpf {
+		f.p.unwatch(f.kind, f.dst.Addr(), f.local)
+	}
 	if f.onClose != nil {
 		f.onClose()
 	}
@@ -346,6 +358,11 @@ func (f *rawFlow) Probe(ctx context.Context, timeout time.Duration) TargetResult
 		<-f.ch
 	}
 	pkt := f.build(seq)
+	var w *ebpfWait
+	if f.ebpf {
+		w = f.p.eb.arm(f.ebk, uint64(seq))
+		defer f.p.eb.disarm(f.ebk, w)
+	}
 	res.Sent = time.Now()
 	t1u := nanotime()
 	if err := f.r.send(pkt, f.dst.Addr(), f.key, seq); err != nil {
@@ -394,7 +411,7 @@ func (f *rawFlow) Probe(ctx context.Context, timeout time.Duration) TargetResult
 			res.Lost = true
 			return res
 		}
-		sample(&res, t1u, got.tUser, t1k, got.tKern)
+		f.p.finish(&res, w, t1u, got.tUser, t1k, got.tKern)
 		return res
 	}
 }

@@ -34,6 +34,7 @@ func (p *TargetProber) openTCP(r *rawSock, src netip.Addr, dst netip.AddrPort) (
 	f := &rawFlow{p: p, r: r, kind: KindTCP, dst: dst, key: k, local: port, ch: ch,
 		seq: binary.BigEndian.Uint32(iss[:]), step: 1 << 20, onClose: func() { unix.Close(fd) }}
 	f.build = func(seq uint32) []byte { return buildSYN(src, dst, port, seq) }
+	f.watchEBPF()
 	return f, nil
 }
 

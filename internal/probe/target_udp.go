@@ -33,6 +33,8 @@ type udpFlow struct {
 	eb   *batch
 	wm   *msg
 	woob [64]byte
+	ebpf bool // the loader stamps this flow (ebk)
+	ebk  ebpfKey
 }
 
 func (p *TargetProber) openUDP(src netip.Addr, dst netip.AddrPort) (TargetFlow, error) {
@@ -48,11 +50,20 @@ func (p *TargetProber) openUDP(src netip.Addr, dst netip.AddrPort) (TargetFlow, 
 		c.Close()
 		return nil, err
 	}
-	return &udpFlow{p: p, conn: c, rc: rc, dst: dst, port: c.LocalAddr().(*net.UDPAddr).AddrPort().Port(),
-		b: newBatch(4, 2048, 512, nil), eb: newBatch(4, 2048, 512, nil), wm: newMsg(0, 0)}, nil
+	f := &udpFlow{p: p, conn: c, rc: rc, dst: dst, port: c.LocalAddr().(*net.UDPAddr).AddrPort().Port(),
+		b: newBatch(4, 2048, 512, nil), eb: newBatch(4, 2048, 512, nil), wm: newMsg(0, 0)}
+	if p.watch(KindUDP, dst.Addr(), f.port) {
+		f.ebpf, f.ebk = true, ebpfKey{proto: unix.IPPROTO_UDP, remote: dst.Addr(), port: f.port}
+	}
+	return f, nil
 }
 
-func (f *udpFlow) Close() error { return f.conn.Close() }
+func (f *udpFlow) Close() error {
+	if f.ebpf {
+		f.p.unwatch(KindUDP, f.dst.Addr(), f.port)
+	}
+	return f.conn.Close()
+}
 
 // udpAnswer is what the reads of one probe found.
 type udpAnswer struct {
@@ -73,6 +84,11 @@ func (f *udpFlow) Probe(ctx context.Context, timeout time.Duration) TargetResult
 	var oob []byte
 	if f.p.kstamp {
 		oob = txStampCmsg(f.woob[:])
+	}
+	var w *ebpfWait
+	if f.ebpf {
+		w = f.p.eb.arm(f.ebk, f.seq)
+		defer f.p.eb.disarm(f.ebk, w)
 	}
 	res.Sent = time.Now()
 	t1u := nanotime()
@@ -120,7 +136,7 @@ func (f *udpFlow) Probe(ctx context.Context, timeout time.Duration) TargetResult
 		res.Lost = true
 		return res
 	}
-	sample(&res, t1u, a.tUser, a.t1k, a.tKern)
+	f.p.finish(&res, w, t1u, a.tUser, a.t1k, a.tKern)
 	return res
 }
 

@@ -155,10 +155,15 @@ func BenchmarkTargetRTTError(b *testing.B) {
 	src, dst := f.Host("host1"), f.Host("host2")
 	lt := serveTargets(b, f, dst, f.Router("spine1"))
 	capt := startTargetCapture(b, f, src)
-	for _, ts := range []string{"kernel", "user"} {
-		p, err := probe.NewTargetProber(probe.TargetConfig{LocalAddr: src.Addr, Timestamps: ts})
-		if err != nil {
-			b.Fatal(err)
+	for _, ts := range []string{"ebpf", "kernel", "user"} {
+		var p *probe.TargetProber
+		if ts == "ebpf" {
+			p, _ = newEBPFProber(b, f, src) // closed at cleanup
+		} else {
+			var err error
+			if p, err = probe.NewTargetProber(probe.TargetConfig{LocalAddr: src.Addr, Timestamps: ts}); err != nil {
+				b.Fatal(err)
+			}
 		}
 		for _, c := range []struct {
 			kind probe.TargetKind
@@ -174,7 +179,7 @@ func BenchmarkTargetRTTError(b *testing.B) {
 				for range b.N {
 					for range 300 {
 						r := fl.Probe(context.Background(), 200*time.Millisecond)
-						if r.Lost || (ts == "kernel" && r.Source != probe.SourceKernel) {
+						if r.Lost || (ts != "user" && r.Source != probe.Source(ts)) {
 							continue
 						}
 						if wire, ok := capt.rtt(r); ok {
@@ -279,7 +284,15 @@ func (c *targetCapture) frame(ip []byte, out bool, ts int64) {
 	l4 := ip[ihl:]
 	var k capKey
 	switch ip[9] {
-	case 1: // echo request out, echo reply in
+	case 1: // echo request out, echo reply in, or port unreachable quoting a udp probe
+		if q := l4[8:]; !out && l4[0] == 3 && len(q) >= 20 && q[9] == 17 {
+			qihl := int(q[0]&0xf) * 4
+			if len(q) < qihl+20 {
+				return
+			}
+			k = capKey{17, binary.BigEndian.Uint16(q[qihl : qihl+2]), uint32(binary.BigEndian.Uint64(q[qihl+12 : qihl+20]))}
+			break
+		}
 		if (out && l4[0] != 8) || (!out && l4[0] != 0) {
 			return
 		}

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/dnms/dnms/internal/pathwatch"
+	"github.com/dnms/dnms/internal/plan"
 	"github.com/dnms/dnms/internal/probe"
 )
 
@@ -40,6 +41,11 @@ type Config struct {
 	TraceSrcPorts []uint16
 	MaxTTL        int
 	Paths         *pathwatch.Watcher
+	// TraceRate, when set, is the agent's cap on trace probes
+	// (-traceRate), shared with the mapper: each target trace reserves
+	// the probes its flow's previous trace sent before it starts, and pays
+	// for any it sent beyond that afterwards (traceBudget).
+	TraceRate *plan.Rate
 	// Resolve resolves host names; nil uses DefaultResolver.
 	Resolve Resolver
 	// Samples is how many recent samples are kept per target address.

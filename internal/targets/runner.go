@@ -128,6 +128,7 @@ func (r *runner) traceLoop(ctx context.Context, addr netip.Addr, flow int) {
 	pf := r.pathFlow(addr, flow)
 	timer := time.NewTimer(phase(min(t.TraceInterval, time.Second)))
 	defer timer.Stop()
+	want := firstTraceProbes
 	for {
 		select {
 		case <-ctx.Done():
@@ -135,9 +136,13 @@ func (r *runner) traceLoop(ctx context.Context, addr netip.Addr, flow int) {
 		case <-timer.C:
 		}
 		timer.Reset(t.TraceInterval)
+		if r.m.waitTraceBudget(ctx, want) != nil {
+			return
+		}
 		tctx, cancel := context.WithTimeout(ctx, max(t.TraceInterval, 5*time.Second))
 		res, err := r.m.cfg.Tracer.Trace(tctx, addr, pf.SrcPort, r.m.cfg.MaxTTL, 3)
 		cancel()
+		want = r.m.chargeTrace(want, res.ProbesSent)
 		if ctx.Err() != nil {
 			return
 		}
@@ -225,3 +230,41 @@ func (r *runner) status() Status {
 }
 
 func secs(d time.Duration) float64 { return d.Seconds() }
+
+// firstTraceProbes is what a flow's first trace reserves from the trace
+// cap: a guess at a datacenter path's length, corrected after the trace.
+const firstTraceProbes = 8
+
+// waitTraceBudget waits until the agent's trace cap (Config.TraceRate)
+// allows a trace of n probes; it returns ctx's error if ctx ends first.
+func (m *Manager) waitTraceBudget(ctx context.Context, n int) error {
+	if m.cfg.TraceRate == nil {
+		return ctx.Err()
+	}
+	d := m.cfg.TraceRate.Reserve(time.Now(), n)
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// chargeTrace takes the probes a trace sent beyond the reserved ones from
+// the trace cap (borrowing from the future: the next trace, the mapper's or
+// a target's, waits for them) and returns what the flow's next trace
+// reserves.
+func (m *Manager) chargeTrace(reserved, sent int) int {
+	if m.cfg.TraceRate != nil && sent > reserved {
+		m.cfg.TraceRate.Reserve(time.Now(), sent-reserved)
+	}
+	if sent <= 0 {
+		return reserved
+	}
+	return sent
+}
