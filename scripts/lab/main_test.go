@@ -26,16 +26,19 @@ func TestCLI(t *testing.T) {
 	if err := fault([]string{"-prefix", p, "-link", "leaf1-spine1", "-from", "spine1", "-loss", "100"}); err != nil {
 		t.Fatal(err)
 	}
-	out, err := exec.Command("ip", "netns", "exec", p+"-leaf1", "nft", "list", "ruleset").CombinedOutput()
-	if err != nil || !strings.Contains(string(out), `device "spine1"`) || !strings.Contains(string(out), "drop") {
-		t.Fatalf("after fault -loss: leaf1 ruleset %s (err %v)", out, err)
+	// Loss sits on the sender's egress: spine1's interface towards leaf1.
+	out, err := exec.Command("ip", "netns", "exec", p+"-spine1", "nft", "list", "ruleset").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), `device "leaf1"`) || !strings.Contains(string(out), "drop") {
+		t.Fatalf("after fault -loss: spine1 ruleset %s (err %v)", out, err)
 	}
 	if err := fault([]string{"-prefix", p, "-link", "leaf1-spine1", "-clear"}); err != nil {
 		t.Fatal(err)
 	}
-	out, err = exec.Command("ip", "netns", "exec", p+"-leaf1", "nft", "list", "ruleset").CombinedOutput()
-	if err != nil || strings.Contains(string(out), "dnmslab") {
-		t.Fatalf("after fault -clear: leaf1 ruleset %s (err %v)", out, err)
+	for _, ns := range []string{"-spine1", "-leaf1"} {
+		out, err = exec.Command("ip", "netns", "exec", p+ns, "nft", "list", "ruleset").CombinedOutput()
+		if err != nil || strings.Contains(string(out), "dnmslab") {
+			t.Fatalf("after fault -clear: %s ruleset %s (err %v)", ns, out, err)
+		}
 	}
 	if err := fault([]string{"-prefix", p, "-link", "nosuch"}); err == nil {
 		t.Fatal("fault on unknown link: no error")
