@@ -28,6 +28,9 @@ type Peer struct {
 	HTTPAddr netip.Addr
 	PingPort uint16
 	Version  string
+	// Instance is the member process's start time in Unix nanoseconds (0
+	// when it does not advertise one): it changes when the member restarts.
+	Instance uint64
 }
 
 // Handler receives membership changes, in order, from one goroutine. A
@@ -35,6 +38,15 @@ type Peer struct {
 type Handler interface {
 	PeerJoin(Peer)
 	PeerLeave(Peer)
+}
+
+// Restarter is an optional Handler method: PeerRestart is called when a
+// known member came back as a new process (its advertised Instance changed)
+// without memberlist having reported it gone, so it got no PeerLeave and
+// PeerJoin. Samples taken across the restart describe the member's
+// downtime, not the network.
+type Restarter interface {
+	PeerRestart(Peer)
 }
 
 // Cluster is this node's membership in the gossip pool.
@@ -77,7 +89,8 @@ func New(cfg Config) (*Cluster, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cluster: register metrics: %w", err)
 	}
-	local := NodeMeta{Role: cfg.Role, HTTPPort: cfg.HTTPPort, PingPort: cfg.PingPort, Version: cfg.Version, HTTPAddr: cfg.HTTPAddr}
+	local := NodeMeta{Role: cfg.Role, HTTPPort: cfg.HTTPPort, PingPort: cfg.PingPort, Version: cfg.Version, HTTPAddr: cfg.HTTPAddr,
+		Instance: uint64(time.Now().UnixNano())}
 	enc, err := local.Encode()
 	if err != nil {
 		return nil, fmt.Errorf("cluster: %w", err)
@@ -396,7 +409,7 @@ func (c *Cluster) peerOf(name string, ip net.IP, port uint16, meta []byte) (Peer
 	if err != nil {
 		return p, metaReason(err), err.Error()
 	}
-	p.Role, p.HTTPPort, p.PingPort, p.Version = m.Role, m.HTTPPort, m.PingPort, m.Version
+	p.Role, p.HTTPPort, p.PingPort, p.Version, p.Instance = m.Role, m.HTTPPort, m.PingPort, m.Version, m.Instance
 	if p.HTTPAddr = m.HTTPAddr; !p.HTTPAddr.IsValid() {
 		p.HTTPAddr = p.Addr
 	}
@@ -528,6 +541,10 @@ func (c *Cluster) handle(e rawEvent) {
 	if wasKnown {
 		if old.Addr == p.Addr && old.Role == p.Role && old.HTTPPort == p.HTTPPort && old.HTTPAddr == p.HTTPAddr && old.PingPort == p.PingPort {
 			c.known[e.name] = p // e.g. a version-only change: nothing to redo
+			if old.Instance != 0 && p.Instance != old.Instance {
+				c.log.Info("peer restarted", "name", p.Name, "addr", p.Addr, "role", p.Role)
+				c.restarted(p)
+			}
 			return
 		}
 		c.deliver(old, false)
@@ -554,6 +571,20 @@ func (c *Cluster) deliver(p Peer, join bool) {
 			h.h.PeerJoin(p)
 		} else {
 			h.h.PeerLeave(p)
+		}
+	}
+}
+
+// restarted tells the handlers that implement Restarter that p restarted.
+func (c *Cluster) restarted(p Peer) {
+	c.met.events.WithLabelValues("restart").Inc()
+	self := p.Name == c.cfg.NodeName
+	c.mu.Lock()
+	hs := append([]handlerEntry(nil), c.handlers...)
+	c.mu.Unlock()
+	for _, h := range hs {
+		if r, ok := h.h.(Restarter); ok && (!self || h.includeSelf) {
+			r.PeerRestart(p)
 		}
 	}
 }
