@@ -69,6 +69,9 @@ type Cluster struct {
 	stop     chan struct{}
 
 	joinAttempts atomic.Int64
+	// prior: the members the state file listed at Start, before this
+	// process's own events rewrote it (Run joins them).
+	prior []string
 
 	// Dispatcher-owned state.
 	known   map[string]Peer   // reported (compatible) members, self included
@@ -164,6 +167,7 @@ func (c *Cluster) Start() error {
 	if c.cfg.Tune != nil {
 		c.cfg.Tune(mc)
 	}
+	c.prior = c.loadState()
 	go c.dispatch()
 	ml, err := memberlist.Create(mc)
 	if err != nil {
@@ -240,7 +244,10 @@ func (c *Cluster) Run(ctx context.Context) error {
 	if len(c.cfg.Seeds) > 0 {
 		go c.joinLoop(ctx)
 	}
-	if known := c.loadState(); len(known) > 0 {
+	c.mu.Lock()
+	known := c.prior
+	c.mu.Unlock()
+	if len(known) > 0 {
 		go c.rejoinKnown(ctx, known)
 	}
 	<-ctx.Done()

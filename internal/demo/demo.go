@@ -35,6 +35,9 @@ type Config struct {
 	Wrap       []string    // command prefix inside the namespace, e.g. setpriv dropping capabilities
 	LogDir     string      // one log file per agent (default: a temp dir)
 	Token      string      // when set, every agent runs with -httpToken and the client sends it
+	// AgentArgs, when set, adds flags for one agent, asked at every
+	// (re)start: e.g. a -stateDir of its own.
+	AgentArgs func(host string) []string
 }
 
 // Agent is one dnms process in one host namespace.
@@ -119,7 +122,11 @@ func (c *Cluster) args(a *Agent) []string {
 	} else {
 		args = append(args, "-peer", net.JoinHostPort(seed.String(), "33434"))
 	}
-	return append(args, c.cfg.Args...)
+	args = append(args, c.cfg.Args...)
+	if c.cfg.AgentArgs != nil {
+		args = append(args, c.cfg.AgentArgs(a.Host.Name)...)
+	}
+	return args
 }
 
 // StartAgent (re)starts the named agent.
