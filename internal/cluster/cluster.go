@@ -163,6 +163,7 @@ func (c *Cluster) Start() error {
 	}
 	mc.Delegate = &delegate{c: c}
 	mc.Events = &eventDelegate{c: c}
+	mc.Ping = &pingDelegate{c: c, joined: map[string]time.Time{}}
 	mc.Logger = newMemberlistLogger(c.cfg.Logger, c.met.rejects)
 	if c.cfg.Tune != nil {
 		c.cfg.Tune(mc)

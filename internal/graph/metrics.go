@@ -75,6 +75,7 @@ func computeMetrics(samples []Sample) (m Metrics, p10 float64) {
 	})
 	m.Samples = len(s)
 	m.Source = s[len(s)-1].Source
+	m.Since = s[0].Sent
 	rtts := make([]float64, 0, len(s))
 	var (
 		sum    float64
