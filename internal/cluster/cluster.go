@@ -8,7 +8,9 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -74,8 +76,10 @@ type Cluster struct {
 	prior []string
 
 	// Dispatcher-owned state.
-	known   map[string]Peer   // reported (compatible) members, self included
-	ignored map[string]string // name -> reason already logged
+	known map[string]Peer // reported (compatible) members, self included
+	// knownView is known as of the last event, for Members.
+	knownView atomic.Pointer[[]Peer]
+	ignored   map[string]string // name -> reason already logged
 }
 
 type handlerEntry struct {
@@ -390,23 +394,24 @@ func (c *Cluster) stopDispatch() {
 	c.q.wake()
 }
 
-// Members returns every alive, compatible member, this node included.
+// Members returns every alive, compatible member, this node included, as
+// the handlers were told. (memberlist's own Members hands out nodes it
+// keeps writing: reading their meta while a member's changes is a race.)
 func (c *Cluster) Members() []Peer {
-	ml := c.memberlist()
-	if ml == nil {
-		return nil
+	if p := c.knownView.Load(); p != nil {
+		return slices.Clone(*p)
 	}
-	var out []Peer
-	for _, n := range ml.Members() {
-		if n.State != memberlist.StateAlive && n.State != memberlist.StateSuspect {
-			continue
-		}
-		p, reason, _ := c.peerOf(n.Name, n.Addr, n.Port, n.Meta)
-		if reason == "" {
-			out = append(out, p)
-		}
+	return nil
+}
+
+// publishKnown makes the dispatcher's member set what Members returns.
+func (c *Cluster) publishKnown() {
+	ps := make([]Peer, 0, len(c.known))
+	for _, p := range c.known {
+		ps = append(ps, p)
 	}
-	return out
+	slices.SortFunc(ps, func(a, b Peer) int { return strings.Compare(a.Name, b.Name) })
+	c.knownView.Store(&ps)
 }
 
 // peerOf decodes a member's meta and checks it against ours.
@@ -511,6 +516,7 @@ func (c *Cluster) handle(e rawEvent) {
 		}
 		return
 	}
+	defer c.publishKnown()
 	switch e.kind {
 	case evJoin:
 		c.met.events.WithLabelValues("join").Inc()
