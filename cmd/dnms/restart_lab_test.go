@@ -18,7 +18,7 @@ import (
 
 // TestRestartNoFalseVerdict kill -9's the aggregator (restarted once
 // without and once with its -stateDir) and then a plain agent, each
-// restarted at once, before memberlist can declare it dead. After each
+// restarted 2 s later, before memberlist declares it dead. After each
 // restart: the aggregator has every member connected again within 5 s (with
 // -stateDir it joins the members it knew; without, the member whose probe
 // the new process acks joins it), no link is judged faulty at any poll from
@@ -84,6 +84,9 @@ func TestRestartNoFalseVerdict(t *testing.T) {
 		if err := c.StopAgent(round.host, true); err != nil {
 			t.Fatal(err)
 		}
+		// Down for 2 s (the scenario, not a synchronisation): pings to it
+		// are lost, and memberlist has not declared it dead yet.
+		time.Sleep(2 * time.Second)
 		if err := c.StartAgent(round.host); err != nil {
 			t.Fatal(err)
 		}
