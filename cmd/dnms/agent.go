@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"strconv"
 	"syscall"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -104,6 +105,7 @@ func runAgent(cfg *config) error {
 		acfg := aggregator.DefaultConfig()
 		acfg.Token, acfg.Logger, acfg.Registerer = cfg.AggregatorToken, log, reg
 		acfg.Trust, acfg.TLS, acfg.Self = cfg.trust(), cfg.ClusterTLS, cfg.NodeName
+		acfg.SelfAddr, acfg.Started = cfg.GossipAddr, time.Now()
 		if acfg.Self == "" {
 			acfg.Self = cluster.DefaultNodeName(cfg.GossipAddr)
 		}
@@ -131,7 +133,7 @@ func runAgent(cfg *config) error {
 		return fmt.Errorf("plan: %w", err)
 	}
 	planner.ShareRouterBudget(caps.routers)
-	cl.AddHandler(peerHandler{planner: planner})
+	cl.AddHandler(peerHandler{planner: planner, graph: g})
 	if probes.ld != nil && cfg.EBPFReflector && len(cfg.ProbeKey) > 0 {
 		cl.AddHandlerWithSelf(newMemberSync(probes.ld, log.With("component", "loader")))
 	}
@@ -202,13 +204,24 @@ func runAgent(cfg *config) error {
 // peerHandler feeds cluster membership to the probe plan, which hands the
 // mapper the peers to trace (and so to ping): a joined peer in the plan is
 // traced first; a departed peer's routes leave the graph. The cluster logs
-// joins and leaves itself.
-type peerHandler struct{ planner *plan.Runner }
+// joins and leaves itself. A peer that restarted without being seen to
+// leave keeps its routes, but their rings start over (graph.ResetPeer): the
+// pings lost while it was down are not held against the links.
+type peerHandler struct {
+	planner *plan.Runner
+	graph   *graph.Graph
+}
 
-var _ cluster.Handler = peerHandler{}
+var (
+	_ cluster.Handler   = peerHandler{}
+	_ cluster.Restarter = peerHandler{}
+)
 
 func (h peerHandler) PeerJoin(p cluster.Peer)  { h.planner.Join(p.Name, p.Addr) }
 func (h peerHandler) PeerLeave(p cluster.Peer) { h.planner.Leave(p.Name) }
+func (h peerHandler) PeerRestart(p cluster.Peer) {
+	h.graph.ResetPeer(p.Addr, time.Now())
+}
 
 func runHealth(args []string) error {
 	return api.RunHealth(args, os.Stdin, os.Stdout, os.Stderr)

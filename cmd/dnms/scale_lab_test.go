@@ -125,11 +125,19 @@ func TestScalePingPeers(t *testing.T) {
 // test with the aggregator's log tail.
 func startLabCluster(t *testing.T, cfg lab.Config, args ...string) (*lab.Fabric, *demo.Cluster, func(format string, a ...any)) {
 	t.Helper()
+	return startLabClusterWith(t, cfg, demo.Config{Args: args})
+}
+
+// startLabClusterWith is startLabCluster with more demo settings (dc's
+// Binary, Fabric and LogDir are filled in).
+func startLabClusterWith(t *testing.T, cfg lab.Config, dc demo.Config) (*lab.Fabric, *demo.Cluster, func(format string, a ...any)) {
+	t.Helper()
 	lab.RequireRoot(t)
 	bin := buildDNMS(t)
 	cfg.Prefix = lab.UniquePrefix(t)
 	f := lab.New(t, cfg)
-	c, err := demo.Start(demo.Config{Binary: bin, Fabric: f, LogDir: t.TempDir(), Args: args})
+	dc.Binary, dc.Fabric, dc.LogDir = bin, f, t.TempDir()
+	c, err := demo.Start(dc)
 	if err != nil {
 		t.Fatal(err)
 	}

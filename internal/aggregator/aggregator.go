@@ -50,6 +50,11 @@ type Config struct {
 	TLS *cluster.ClusterTLS
 	// Self is this node's member name: its own agent is always trusted.
 	Self string
+	// SelfAddr and Started are this node's probed address and this
+	// process's start: routes to or from SelfAddr whose samples began
+	// before Started are imported without metrics (restart.go).
+	SelfAddr netip.Addr
+	Started  time.Time
 	// BackoffMin and BackoffMax bound the exponential backoff (with jitter)
 	// between connection attempts to one member.
 	BackoffMin time.Duration
@@ -579,6 +584,9 @@ func (m *member) importRoute(r graph.Route) {
 	}
 	r.ID = routeID(r)
 	r.Origin = m.name
+	if m.a.straddlesRestart(r) {
+		r.Metrics = graph.Metrics{}
+	}
 	m.a.g.ImportRoute(m.name, r)
 	// The graph dropped the keys that left r and moved those that came from
 	// another route: mirror it.

@@ -8,7 +8,9 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -28,6 +30,9 @@ type Peer struct {
 	HTTPAddr netip.Addr
 	PingPort uint16
 	Version  string
+	// Instance is the member process's start time in Unix nanoseconds (0
+	// when it does not advertise one): it changes when the member restarts.
+	Instance uint64
 }
 
 // Handler receives membership changes, in order, from one goroutine. A
@@ -35,6 +40,15 @@ type Peer struct {
 type Handler interface {
 	PeerJoin(Peer)
 	PeerLeave(Peer)
+}
+
+// Restarter is an optional Handler method: PeerRestart is called when a
+// known member came back as a new process (its advertised Instance changed)
+// without memberlist having reported it gone, so it got no PeerLeave and
+// PeerJoin. Samples taken across the restart describe the member's
+// downtime, not the network.
+type Restarter interface {
+	PeerRestart(Peer)
 }
 
 // Cluster is this node's membership in the gossip pool.
@@ -57,10 +71,15 @@ type Cluster struct {
 	stop     chan struct{}
 
 	joinAttempts atomic.Int64
+	// prior: the members the state file listed at Start, before this
+	// process's own events rewrote it (Run joins them).
+	prior []string
 
 	// Dispatcher-owned state.
-	known   map[string]Peer   // reported (compatible) members, self included
-	ignored map[string]string // name -> reason already logged
+	known map[string]Peer // reported (compatible) members, self included
+	// knownView is known as of the last event, for Members.
+	knownView atomic.Pointer[[]Peer]
+	ignored   map[string]string // name -> reason already logged
 }
 
 type handlerEntry struct {
@@ -77,7 +96,8 @@ func New(cfg Config) (*Cluster, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cluster: register metrics: %w", err)
 	}
-	local := NodeMeta{Role: cfg.Role, HTTPPort: cfg.HTTPPort, PingPort: cfg.PingPort, Version: cfg.Version, HTTPAddr: cfg.HTTPAddr}
+	local := NodeMeta{Role: cfg.Role, HTTPPort: cfg.HTTPPort, PingPort: cfg.PingPort, Version: cfg.Version, HTTPAddr: cfg.HTTPAddr,
+		Instance: uint64(time.Now().UnixNano())}
 	enc, err := local.Encode()
 	if err != nil {
 		return nil, fmt.Errorf("cluster: %w", err)
@@ -147,10 +167,12 @@ func (c *Cluster) Start() error {
 	}
 	mc.Delegate = &delegate{c: c}
 	mc.Events = &eventDelegate{c: c}
+	mc.Ping = &pingDelegate{c: c, joined: map[string]time.Time{}}
 	mc.Logger = newMemberlistLogger(c.cfg.Logger, c.met.rejects)
 	if c.cfg.Tune != nil {
 		c.cfg.Tune(mc)
 	}
+	c.prior = c.loadState()
 	go c.dispatch()
 	ml, err := memberlist.Create(mc)
 	if err != nil {
@@ -227,7 +249,10 @@ func (c *Cluster) Run(ctx context.Context) error {
 	if len(c.cfg.Seeds) > 0 {
 		go c.joinLoop(ctx)
 	}
-	if known := c.loadState(); len(known) > 0 {
+	c.mu.Lock()
+	known := c.prior
+	c.mu.Unlock()
+	if len(known) > 0 {
 		go c.rejoinKnown(ctx, known)
 	}
 	<-ctx.Done()
@@ -369,23 +394,24 @@ func (c *Cluster) stopDispatch() {
 	c.q.wake()
 }
 
-// Members returns every alive, compatible member, this node included.
+// Members returns every alive, compatible member, this node included, as
+// the handlers were told. (memberlist's own Members hands out nodes it
+// keeps writing: reading their meta while a member's changes is a race.)
 func (c *Cluster) Members() []Peer {
-	ml := c.memberlist()
-	if ml == nil {
-		return nil
+	if p := c.knownView.Load(); p != nil {
+		return slices.Clone(*p)
 	}
-	var out []Peer
-	for _, n := range ml.Members() {
-		if n.State != memberlist.StateAlive && n.State != memberlist.StateSuspect {
-			continue
-		}
-		p, reason, _ := c.peerOf(n.Name, n.Addr, n.Port, n.Meta)
-		if reason == "" {
-			out = append(out, p)
-		}
+	return nil
+}
+
+// publishKnown makes the dispatcher's member set what Members returns.
+func (c *Cluster) publishKnown() {
+	ps := make([]Peer, 0, len(c.known))
+	for _, p := range c.known {
+		ps = append(ps, p)
 	}
-	return out
+	slices.SortFunc(ps, func(a, b Peer) int { return strings.Compare(a.Name, b.Name) })
+	c.knownView.Store(&ps)
 }
 
 // peerOf decodes a member's meta and checks it against ours.
@@ -396,7 +422,7 @@ func (c *Cluster) peerOf(name string, ip net.IP, port uint16, meta []byte) (Peer
 	if err != nil {
 		return p, metaReason(err), err.Error()
 	}
-	p.Role, p.HTTPPort, p.PingPort, p.Version = m.Role, m.HTTPPort, m.PingPort, m.Version
+	p.Role, p.HTTPPort, p.PingPort, p.Version, p.Instance = m.Role, m.HTTPPort, m.PingPort, m.Version, m.Instance
 	if p.HTTPAddr = m.HTTPAddr; !p.HTTPAddr.IsValid() {
 		p.HTTPAddr = p.Addr
 	}
@@ -490,6 +516,7 @@ func (c *Cluster) handle(e rawEvent) {
 		}
 		return
 	}
+	defer c.publishKnown()
 	switch e.kind {
 	case evJoin:
 		c.met.events.WithLabelValues("join").Inc()
@@ -528,6 +555,10 @@ func (c *Cluster) handle(e rawEvent) {
 	if wasKnown {
 		if old.Addr == p.Addr && old.Role == p.Role && old.HTTPPort == p.HTTPPort && old.HTTPAddr == p.HTTPAddr && old.PingPort == p.PingPort {
 			c.known[e.name] = p // e.g. a version-only change: nothing to redo
+			if old.Instance != 0 && p.Instance != old.Instance {
+				c.log.Info("peer restarted", "name", p.Name, "addr", p.Addr, "role", p.Role)
+				c.restarted(p)
+			}
 			return
 		}
 		c.deliver(old, false)
@@ -554,6 +585,20 @@ func (c *Cluster) deliver(p Peer, join bool) {
 			h.h.PeerJoin(p)
 		} else {
 			h.h.PeerLeave(p)
+		}
+	}
+}
+
+// restarted tells the handlers that implement Restarter that p restarted.
+func (c *Cluster) restarted(p Peer) {
+	c.met.events.WithLabelValues("restart").Inc()
+	self := p.Name == c.cfg.NodeName
+	c.mu.Lock()
+	hs := append([]handlerEntry(nil), c.handlers...)
+	c.mu.Unlock()
+	for _, h := range hs {
+		if r, ok := h.h.(Restarter); ok && (!self || h.includeSelf) {
+			r.PeerRestart(p)
 		}
 	}
 }

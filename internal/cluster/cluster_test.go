@@ -110,6 +110,16 @@ type nodeOpt func(*Config)
 // the test ends.
 func startNode(t *testing.T, name string, opts ...nodeOpt) (*Cluster, context.CancelFunc) {
 	t.Helper()
+	c := newNode(t, name, opts...)
+	if err := c.Start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	return runNode(t, c)
+}
+
+// newNode is a node as startNode makes it, not started.
+func newNode(t *testing.T, name string, opts ...nodeOpt) *Cluster {
+	t.Helper()
 	cfg := DefaultConfig()
 	cfg.NodeName = name
 	cfg.BindAddr = loopback
@@ -129,9 +139,12 @@ func startNode(t *testing.T, name string, opts ...nodeOpt) (*Cluster, context.Ca
 	if err != nil {
 		t.Fatalf("new %s: %v", name, err)
 	}
-	if err := c.Start(); err != nil {
-		t.Fatalf("start %s: %v", name, err)
-	}
+	return c
+}
+
+// runNode runs a started node until the returned stop (also a cleanup).
+func runNode(t *testing.T, c *Cluster) (*Cluster, context.CancelFunc) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	go func() { errc <- c.Run(ctx) }()
@@ -142,10 +155,10 @@ func startNode(t *testing.T, name string, opts ...nodeOpt) (*Cluster, context.Ca
 			select {
 			case err := <-errc:
 				if err != nil {
-					t.Errorf("run %s: %v", name, err)
+					t.Errorf("run %s: %v", c.Name(), err)
 				}
 			case <-time.After(15 * time.Second):
-				t.Errorf("run %s did not return after cancel", name)
+				t.Errorf("run %s did not return after cancel", c.Name())
 			}
 		})
 	}

@@ -57,6 +57,8 @@ var (
 //	+0    a = length of the HTTP advertise address: 0, 4 or 16
 //	+1..  HTTP advertise address, a bytes (absent or 0: same as the gossip
 //	      address)
+//	+0..7 instance: the process's start time in Unix nanoseconds (absent,
+//	      or fewer than 8 bytes left: 0, unknown)
 //	...   ignored: later additions are appended here
 type NodeMeta struct {
 	Role     string
@@ -66,6 +68,10 @@ type NodeMeta struct {
 	// HTTPAddr is where the member's API is reached (-httpAdvertise); the
 	// zero Addr means the member's gossip address.
 	HTTPAddr netip.Addr
+	// Instance tells this process from an earlier one of the same member
+	// (its start time in Unix nanoseconds): a peer whose instance changed
+	// restarted. 0 is unknown (a node that predates the field).
+	Instance uint64
 }
 
 func roleCode(role string) (byte, bool) {
@@ -109,6 +115,9 @@ func (m NodeMeta) Encode() ([]byte, error) {
 	b[6] = byte(len(m.Version))
 	b = append(b, m.Version...)
 	b = appendAddr(b, m.HTTPAddr)
+	if m.Instance != 0 {
+		b = binary.BigEndian.AppendUint64(b, m.Instance)
+	}
 	if len(b) > MetaMaxSize {
 		return nil, fmt.Errorf("encode node meta: %w: %d > %d bytes", ErrMetaTooLarge, len(b), MetaMaxSize)
 	}
@@ -150,8 +159,15 @@ func DecodeMeta(b []byte) (NodeMeta, error) {
 		return NodeMeta{}, fmt.Errorf("decode node meta: %w: zero port (http %d, ping %d)", ErrMetaField, m.HTTPPort, m.PingPort)
 	}
 	var err error
-	if m.HTTPAddr, err = decodeAddr(b[metaFixedLen+n:]); err != nil {
+	rest := b[metaFixedLen+n:]
+	if m.HTTPAddr, err = decodeAddr(rest); err != nil {
 		return NodeMeta{}, fmt.Errorf("decode node meta: HTTP address: %w", err)
+	}
+	if len(rest) > 0 {
+		rest = rest[1+int(rest[0]):]
+	}
+	if len(rest) >= 8 {
+		m.Instance = binary.BigEndian.Uint64(rest)
 	}
 	return m, nil
 }

@@ -16,6 +16,8 @@ func TestMetaRoundTrip(t *testing.T) {
 		{Role: RoleAgent, HTTPPort: 80, PingPort: 443, Version: "dev-ünïcode"},
 		{Role: RoleAgent, HTTPPort: 12345, PingPort: 33435, Version: "v1", HTTPAddr: netip.MustParseAddr("198.18.9.1")},
 		{Role: RoleAggregator, HTTPPort: 12345, PingPort: 33435, Version: "v1", HTTPAddr: netip.MustParseAddr("fd00::9")},
+		{Role: RoleAgent, HTTPPort: 12345, PingPort: 33435, Version: "v1", Instance: 1796083200123456789},
+		{Role: RoleAgent, HTTPPort: 12345, PingPort: 33435, Version: "v1", HTTPAddr: netip.MustParseAddr("fd00::9"), Instance: 1},
 	} {
 		b, err := m.Encode()
 		if err != nil {
@@ -113,6 +115,32 @@ func TestMetaDecodesOlderLayout(t *testing.T) {
 	}
 	if b[len(old)] != 4 || len(b) != len(old)+5 {
 		t.Fatalf("HTTP address not appended after the version string: % x", b)
+	}
+}
+
+// TestMetaInstanceLayout: the instance follows the HTTP address as 8 bytes;
+// a node that predates it (meta ending after the address) decodes as
+// instance 0, and one that predates both fields skips them.
+func TestMetaInstanceLayout(t *testing.T) {
+	m := NodeMeta{Role: RoleAgent, HTTPPort: 12345, PingPort: 33435, Version: "v1.0.0", Instance: 0x0102030405060708}
+	b, err := m.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	head := metaFixedLen + len(m.Version)
+	if len(b) != head+1+8 || b[head] != 0 || b[head+1] != 1 || b[head+8] != 8 {
+		t.Fatalf("instance not appended after the (empty) HTTP address: % x", b)
+	}
+	for _, cut := range []int{head, head + 1, head + 5} {
+		got, err := DecodeMeta(b[:cut])
+		if err != nil || got.Instance != 0 || got.Version != m.Version {
+			t.Fatalf("meta cut at %d: got %+v, %v; want instance 0", cut, got, err)
+		}
+	}
+	n := m
+	n.Instance = 0
+	if b0, _ := n.Encode(); len(b0) != head+1 {
+		t.Fatalf("instance 0 must not be encoded: % x", b0)
 	}
 }
 

@@ -118,6 +118,9 @@ func (c *Cluster) rejoinKnown(ctx context.Context, known []string) {
 			c.log.Info("rejoined the members known before the restart", "contacted", n, "known", len(known))
 			return
 		}
+		if wait == 100*time.Millisecond {
+			c.log.Info("members known before the restart did not answer yet, retrying", "known", known, "err", err)
+		}
 		if time.Now().After(deadline) {
 			c.log.Warn("no member known before the restart answered", "known", known, "err", err)
 			return

@@ -40,7 +40,18 @@ func TestRestartedSeedRejoinsFromState(t *testing.T) {
 	}
 	stopA()
 	start := time.Now()
-	a2, _ := startNode(t, "seed", withState, func(c *Config) { c.Port = port })
+	// Started like the agent does: Start long before Run. The node's own
+	// join event rewrites the state file at Start; the members it listed
+	// must still be joined.
+	a2 := newNode(t, "seed", withState, func(c *Config) { c.Port = port })
+	if err := a2.Start(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "own join event rewrote the state file", func() (bool, string) {
+		raw, _ := os.ReadFile(filepath.Join(dir, stateFile))
+		return !strings.Contains(string(raw), `"b"`), string(raw)
+	})
+	runNode(t, a2)
 	eventually(t, 5*time.Second, "restarted seed and b see each other", func() (bool, string) {
 		return slices.Equal(memberNames(a2), []string{"b", "seed"}) && slices.Equal(memberNames(b), []string{"b", "seed"}), fmt.Sprint(memberNames(a2), memberNames(b))
 	})

@@ -42,6 +42,9 @@ type Config struct {
 	// sends its token to no member (docs/security.md), so it could not read
 	// their graphs.
 	GossipKey string
+	// AgentArgs, when set, adds flags for one agent, asked at every
+	// (re)start: e.g. a -stateDir of its own.
+	AgentArgs func(host string) []string
 }
 
 // Agent is one dnms process in one host namespace.
@@ -129,7 +132,11 @@ func (c *Cluster) args(a *Agent) []string {
 	} else {
 		args = append(args, "-peer", net.JoinHostPort(seed.String(), "33434"))
 	}
-	return append(args, c.cfg.Args...)
+	args = append(args, c.cfg.Args...)
+	if c.cfg.AgentArgs != nil {
+		args = append(args, c.cfg.AgentArgs(a.Host.Name)...)
+	}
+	return args
 }
 
 // gossipKey is the cluster's -gossipKey: the configured one, else with a

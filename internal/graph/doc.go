@@ -11,6 +11,7 @@
 //	func (g *Graph) SetRoute(key RouteKey, hops []Hop) (routeID string, change *PathChange)
 //	func (g *Graph) RemoveRoute(key RouteKey)
 //	func (g *Graph) RemoveHost(addr netip.Addr)     // every route from or to addr
+//	func (g *Graph) ResetPeer(addr netip.Addr, since time.Time) int // a peer restarted: empty its rings
 //	func (g *Graph) AddSample(key RouteKey, s Sample) // no-op if the key has no route
 //	func (g *Graph) RouteKeys() []RouteKey
 //	// Aggregator side: routes whose metrics were computed elsewhere.

@@ -3,6 +3,7 @@ package graph
 import (
 	"math"
 	"slices"
+	"time"
 )
 
 // sampleRing keeps the last n samples of one route key.
@@ -10,6 +11,8 @@ type sampleRing struct {
 	buf  []Sample
 	next int // where the next sample goes once buf is full
 	size int
+	// floor: samples sent before it are refused (set by ResetPeer).
+	floor time.Time
 }
 
 func newSampleRing(size int) *sampleRing {
@@ -20,6 +23,9 @@ func newSampleRing(size int) *sampleRing {
 }
 
 func (r *sampleRing) add(s Sample) {
+	if s.Sent.Before(r.floor) {
+		return
+	}
 	if len(r.buf) < r.size {
 		r.buf = append(r.buf, s)
 		return
@@ -69,6 +75,7 @@ func computeMetrics(samples []Sample) (m Metrics, p10 float64) {
 	})
 	m.Samples = len(s)
 	m.Source = s[len(s)-1].Source
+	m.Since = s[0].Sent
 	rtts := make([]float64, 0, len(s))
 	var (
 		sum    float64

@@ -106,6 +106,10 @@ type Metrics struct {
 	// percentile of that flow on these hops over BaselineWindow), in
 	// seconds; -1 when unknown. The delay localization reads it.
 	RTTExcessByKey []float64 `json:"rttExcessByKeySeconds,omitempty"`
+	// Since is when the oldest sample in the window was sent (zero when
+	// none): the aggregator does not judge from routes to or from itself
+	// whose samples straddle its own restart.
+	Since time.Time `json:"since,omitzero"`
 }
 
 // Route is one full hop list, source host to destination host, endpoints

@@ -1,0 +1,54 @@
+package graph
+
+import (
+	"cmp"
+	"net/netip"
+	"slices"
+	"time"
+)
+
+// ResetPeer empties the sample rings of every local route key from or to
+// addr and makes them refuse samples sent before since: the peer restarted,
+// and pings lost while it was down (including ones still in flight now)
+// describe its downtime, not the links between us. Routes and their RTT
+// baselines stay; each emptied route gets a route-update at once, so a
+// subscriber's copy (the aggregator's) drops the old metrics too. It returns
+// how many keys were reset.
+func (g *Graph) ResetPeer(addr netip.Addr, since time.Time) int {
+	addr = addr.Unmap()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var touched []*routeEntry
+	n := 0
+	for k, r := range g.keys {
+		if k.Src != addr && k.Dst != addr {
+			continue
+		}
+		ring := r.keys[k]
+		if ring == nil {
+			continue
+		}
+		ring.reset(since)
+		n++
+		if !slices.Contains(touched, r) {
+			touched = append(touched, r)
+		}
+	}
+	slices.SortFunc(touched, func(a, b *routeEntry) int { return cmp.Compare(a.ikey, b.ikey) })
+	for _, r := range touched {
+		r.mmu.Lock()
+		r.dirty = true
+		r.mmu.Unlock()
+		g.updateNowLocked(r)
+	}
+	return n
+}
+
+// reset empties the ring; samples sent before since are refused from now on.
+func (r *sampleRing) reset(since time.Time) {
+	r.buf = r.buf[:0]
+	r.next = 0
+	if since.After(r.floor) {
+		r.floor = since
+	}
+}
