@@ -20,7 +20,7 @@ func TestEndToEndKeyed(t *testing.T) {
 	f, c, _ := startLabCluster(t, lab.Config{Spines: 2, Leaves: 2, HostsPerLeaf: 1},
 		"-pingRouteInterval", "200ms", "-mapInterval", "100ms", "-gossipKey", key)
 	agg := c.AggregatorHost().Name
-	err := demo.WaitFor(context.Background(), 90*time.Second, time.Second, allPairsMeasured(c, f, ""))
+	err := demo.WaitFor(context.Background(), 90*time.Second, time.Second, c.AllPairsMeasured(10, ""))
 	if err != nil {
 		t.Fatalf("keyed cluster: %v\n%s", err, c.Tail(agg, 30))
 	}

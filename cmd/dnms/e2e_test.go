@@ -33,7 +33,7 @@ func TestEndToEnd(t *testing.T) {
 	agg := c.AggregatorHost().Name
 
 	pairs := len(f.Hosts) * (len(f.Hosts) - 1)
-	allPairs := allPairsMeasured(c, f, "")
+	allPairs := c.AllPairsMeasured(10, "")
 
 	start := time.Now()
 	if err := demo.WaitFor(ctx, 120*time.Second, time.Second, allPairs); err != nil {
@@ -318,17 +318,7 @@ func TestRunsWithoutEBPF(t *testing.T) {
 			t.Errorf("%s logged the eBPF fallback %d times, want once", h.Name, n)
 		}
 	}
-	pairs := len(f.Hosts) * (len(f.Hosts) - 1)
-	if err := demo.WaitFor(context.Background(), 60*time.Second, time.Second, func() error {
-		cov, err := c.Coverage(10, "kernel")
-		if err != nil {
-			return err
-		}
-		if cov.Pairs < pairs {
-			return fmt.Errorf("%d of %d pairs measured on kernel timestamps", cov.Pairs, pairs)
-		}
-		return nil
-	}); err != nil {
+	if err := demo.WaitFor(context.Background(), 60*time.Second, time.Second, c.AllPairsMeasured(10, "kernel")); err != nil {
 		t.Fatalf("without eBPF: %v\n%s", err, c.Tail(c.AggregatorHost().Name, 20))
 	}
 }
@@ -347,20 +337,4 @@ func sumSeries(body []byte, name string) float64 {
 		}
 	}
 	return sum
-}
-
-// allPairsMeasured says whether the aggregator has minSamples samples from
-// source (any when "") for every ordered host pair of f.
-func allPairsMeasured(c *demo.Cluster, f *lab.Fabric, source graph.TimeSource) func() error {
-	pairs := len(f.Hosts) * (len(f.Hosts) - 1)
-	return func() error {
-		cov, err := c.Coverage(10, source)
-		if err != nil {
-			return err
-		}
-		if cov.Pairs < pairs {
-			return fmt.Errorf("%d of %d host pairs measured at the aggregator", cov.Pairs, pairs)
-		}
-		return nil
-	}
 }

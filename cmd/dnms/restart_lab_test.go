@@ -40,7 +40,7 @@ func TestRestartNoFalseVerdict(t *testing.T) {
 	})
 	ctx := context.Background()
 	agg := c.AggregatorHost().Name
-	if err := demo.WaitFor(ctx, 60*time.Second, 500*time.Millisecond, allPairsMeasured(c, f, "")); err != nil {
+	if err := demo.WaitFor(ctx, 60*time.Second, 500*time.Millisecond, c.AllPairsMeasured(10, "")); err != nil {
 		fail("mapping: %v", err)
 	}
 	// A sweep: the slowest agent's last complete one.

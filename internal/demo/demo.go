@@ -354,6 +354,30 @@ type Coverage struct {
 	Touch  map[string]int // routes from or to each host address
 }
 
+// AllPairsMeasured is a WaitFor condition: every ordered pair of the
+// fabric's hosts has a route at the aggregator with at least minSamples
+// samples (from source, when not "").
+func (c *Cluster) AllPairsMeasured(minSamples int, source graph.TimeSource) func() error {
+	pairs := len(c.cfg.Fabric.Hosts) * (len(c.cfg.Fabric.Hosts) - 1)
+	return func() error {
+		cov, err := c.Coverage(minSamples, source)
+		if err != nil {
+			return err
+		}
+		if cov.Pairs < pairs {
+			return fmt.Errorf("%d of %d host pairs measured at the aggregator (≥ %d samples%s)", cov.Pairs, pairs, minSamples, sourceNote(source))
+		}
+		return nil
+	}
+}
+
+func sourceNote(source graph.TimeSource) string {
+	if source == "" {
+		return ""
+	}
+	return ", " + string(source) + " stamps"
+}
+
 // Coverage counts the ordered host pairs that have a route with at least
 // minSamples samples at the aggregator, stamped by source when source is set.
 func (c *Cluster) Coverage(minSamples int, source graph.TimeSource) (Coverage, error) {

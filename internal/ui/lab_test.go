@@ -59,16 +59,7 @@ func TestPageLab(t *testing.T) {
 
 	start := time.Now()
 	pairs := len(f.Hosts) * (len(f.Hosts) - 1)
-	if err := demo.WaitFor(context.Background(), 90*time.Second, time.Second, func() error {
-		cov, err := c.Coverage(10, "")
-		if err != nil {
-			return err
-		}
-		if cov.Pairs < pairs {
-			return fmt.Errorf("%d of %d host pairs measured", cov.Pairs, pairs)
-		}
-		return nil
-	}); err != nil {
+	if err := demo.WaitFor(context.Background(), 90*time.Second, time.Second, c.AllPairsMeasured(10, "")); err != nil {
 		fail("mapping: %v", err)
 	}
 	t.Logf("all %d pairs measured after %s", pairs, time.Since(start).Round(time.Millisecond))
