@@ -62,6 +62,7 @@ type Cluster struct {
 	lifeMu   sync.Mutex // serialises Leave and Shutdown
 	mu       sync.Mutex
 	ml       *memberlist.Memberlist
+	ping     *pingDelegate // joins restarted members (restart.go)
 	handlers []handlerEntry
 	closed   bool
 
@@ -167,7 +168,8 @@ func (c *Cluster) Start() error {
 	}
 	mc.Delegate = &delegate{c: c}
 	mc.Events = &eventDelegate{c: c}
-	mc.Ping = &pingDelegate{c: c, joined: map[string]time.Time{}}
+	c.ping = &pingDelegate{c: c, joined: map[string]time.Time{}}
+	mc.Ping = c.ping
 	mc.Logger = newMemberlistLogger(c.cfg.Logger, c.met.rejects)
 	if c.cfg.Tune != nil {
 		c.cfg.Tune(mc)
@@ -558,6 +560,13 @@ func (c *Cluster) handle(e rawEvent) {
 			if old.Instance != 0 && p.Instance != old.Instance {
 				c.log.Info("peer restarted", "name", p.Name, "addr", p.Addr, "role", p.Role)
 				c.restarted(p)
+				// Its refutation may reach us before any probe of ours
+				// sees its new instance in an ack: join it here too, or
+				// a restarted seed could stay knowing only the members
+				// whose gossip happened to reach it.
+				if c.ping != nil {
+					c.ping.rejoin(p.Name, net.JoinHostPort(p.Addr.String(), strconv.Itoa(int(e.port))))
+				}
 			}
 			return
 		}

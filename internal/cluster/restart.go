@@ -45,19 +45,24 @@ func (d *pingDelegate) NotifyPingComplete(other *memberlist.Node, _ time.Duratio
 	if err != nil || m.Instance == 0 || m.Instance == binary.BigEndian.Uint64(payload) {
 		return
 	}
+	d.c.log.Info("member answered as a new process; joining it so that it learns the cluster", "name", other.Name)
+	d.rejoin(other.Name, other.Address())
+}
+
+// rejoin joins the restarted member name at addr (host:port), at most once
+// per rejoinEvery, on a goroutine of its own.
+func (d *pingDelegate) rejoin(name, addr string) {
 	now := time.Now()
 	d.mu.Lock()
-	if now.Sub(d.joined[other.Name]) < rejoinEvery {
+	if now.Sub(d.joined[name]) < rejoinEvery {
 		d.mu.Unlock()
 		return
 	}
-	d.joined[other.Name] = now
+	d.joined[name] = now
 	d.mu.Unlock()
-	addr := other.Address()
-	d.c.log.Info("member answered as a new process; joining it so that it learns the cluster", "name", other.Name, "addr", addr)
 	go func() {
 		if _, err := d.c.Join([]string{addr}); err != nil {
-			d.c.log.Warn("join restarted member", "name", other.Name, "err", err)
+			d.c.log.Warn("join restarted member", "name", name, "addr", addr, "err", err)
 		}
 	}()
 }
