@@ -275,8 +275,6 @@ func hashOf(s string) uint64 {
 	return mix(h)
 }
 
-func pairHash(a, b string, epoch int64) uint64 { return pairKey(hashOf(a), b, epoch) }
-
 func pairKey(ha uint64, b string, epoch int64) uint64 {
 	return mix(ha ^ mix(hashOf(b)+uint64(epoch)))
 }
