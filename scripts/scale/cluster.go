@@ -119,12 +119,30 @@ func faults(f *simclos.Fabric, k int, loss float64, rng *rand.Rand) map[graph.Li
 	return out
 }
 
+// background gives every link a loss drawn once from [0, max): the
+// fabric's noise floor, a property of the link as on a real fabric.
+type background struct {
+	max  float64
+	rng  *rand.Rand
+	loss map[graph.LinkID]float64
+}
+
+func (b *background) of(l graph.LinkID) float64 {
+	v, ok := b.loss[l]
+	if !ok {
+		v = b.max * b.rng.Float64()
+		b.loss[l] = v
+	}
+	return v
+}
+
 // metricsFor draws samples pings' outcome on a route whose forward links
-// lose as lossy says (plus noise).
-func metricsFor(hops []string, lossy map[graph.LinkID]float64, samples int, noise float64, rng *rand.Rand) graph.Metrics {
+// lose as lossy says, plus their background loss.
+func metricsFor(hops []string, lossy map[graph.LinkID]float64, samples int, noise *background, rng *rand.Rand) graph.Metrics {
 	keep := 1.0
 	for i := 0; i+1 < len(hops); i++ {
-		keep *= 1 - lossy[graph.LinkID{Src: hops[i], Dst: hops[i+1]}] - noise*rng.Float64()
+		l := graph.LinkID{Src: hops[i], Dst: hops[i+1]}
+		keep *= (1 - lossy[l]) * (1 - noise.of(l))
 	}
 	lost := 0
 	for range samples {
@@ -147,18 +165,20 @@ type aggFigures struct {
 	healthLatency  time.Duration // GET /v1/aggregator/graph/edges/health
 	ranking        []graph.LinkHealth
 	precision1, f1 float64
+	falseAlarms    int // faulty or suspect links without a fault
 }
 
 // aggregate imports every route into a fresh graph the way the aggregator
 // does (ImportRoute per member), then ranks links and serves the health
 // endpoint through the real API.
-func aggregate(routes []flowRoute, lossy map[graph.LinkID]float64, rng *rand.Rand, withAPI bool) (aggFigures, error) {
+func aggregate(routes []flowRoute, lossy map[graph.LinkID]float64, noiseMax float64, rng *rand.Rand, withAPI bool) (aggFigures, error) {
 	var fig aggFigures
 	var ms0, ms1 runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&ms0)
 	cpu0 := processCPU()
 	g := graph.New(graph.DefaultConfig())
+	noise := &background{max: noiseMax, rng: rng, loss: make(map[graph.LinkID]float64)}
 	t0 := time.Now()
 	for _, r := range routes {
 		keys := make([]graph.RouteKey, len(r.ports))
@@ -166,7 +186,7 @@ func aggregate(routes []flowRoute, lossy map[graph.LinkID]float64, rng *rand.Ran
 			keys[i] = graph.RouteKey{Src: r.src, Dst: r.dst, SrcPort: p}
 		}
 		g.ImportRoute(r.src.String(), graph.Route{Src: r.src, Dst: r.dst, Hops: r.hops, Keys: keys,
-			Metrics: metricsFor(r.hops, lossy, 100, 0.001, rng)})
+			Metrics: metricsFor(r.hops, lossy, 100, noise, rng)})
 	}
 	fig.merge = time.Since(t0)
 	t1 := time.Now()
@@ -180,7 +200,7 @@ func aggregate(routes []flowRoute, lossy map[graph.LinkID]float64, rng *rand.Ran
 	}
 	snap := g.Snapshot()
 	fig.routes, fig.links = len(snap.Routes), len(snap.Links)
-	fig.precision1, fig.f1 = score(fig.ranking, lossy)
+	fig.precision1, fig.f1, fig.falseAlarms = score(fig.ranking, lossy)
 	if withAPI {
 		cfg := api.DefaultConfig()
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -207,8 +227,9 @@ func aggregate(routes []flowRoute, lossy map[graph.LinkID]float64, rng *rand.Ran
 }
 
 // score: precision@1 is 1 when the top row is a faulty link; F1 compares
-// the links the estimator calls faulty with the true set.
-func score(rows []graph.LinkHealth, lossy map[graph.LinkID]float64) (p1, f1 float64) {
+// the links the estimator calls faulty with the true set; alarms counts
+// the faulty or suspect links that have no fault.
+func score(rows []graph.LinkHealth, lossy map[graph.LinkID]float64) (p1, f1 float64, alarms int) {
 	if len(rows) > 0 {
 		if _, ok := lossy[graph.LinkID{Src: rows[0].Src, Dst: rows[0].Dst}]; ok {
 			p1 = 1
@@ -216,10 +237,14 @@ func score(rows []graph.LinkHealth, lossy map[graph.LinkID]float64) (p1, f1 floa
 	}
 	tp, fp := 0, 0
 	for _, r := range rows {
+		_, bad := lossy[graph.LinkID{Src: r.Src, Dst: r.Dst}]
+		if !bad && (r.Verdict == graph.VerdictFaulty || r.Verdict == graph.VerdictSuspect) {
+			alarms++
+		}
 		if r.Verdict != graph.VerdictFaulty {
 			continue
 		}
-		if _, ok := lossy[graph.LinkID{Src: r.Src, Dst: r.Dst}]; ok {
+		if bad {
 			tp++
 		} else {
 			fp++
@@ -227,7 +252,7 @@ func score(rows []graph.LinkHealth, lossy map[graph.LinkID]float64) (p1, f1 floa
 	}
 	fn := len(lossy) - tp
 	if tp == 0 {
-		return p1, 0
+		return p1, 0, alarms
 	}
-	return p1, 2 * float64(tp) / float64(2*tp+fp+fn)
+	return p1, 2 * float64(tp) / float64(2*tp+fp+fn), alarms
 }

@@ -14,7 +14,9 @@
 //     aggregator merges member streams (graph.ImportRoute), the health
 //     ranking and GET /v1/aggregator/graph/edges/health through the real API;
 //   - localization: precision@1 and F1 with the plan's sampled peers and with
-//     a full mesh, on the same fault sets (5% loss on 1 or 3 router links).
+//     a full mesh, on the same fault sets (5% loss on 1 or 3 router links),
+//     and the faulty or suspect verdicts on a healthy fabric; every link has
+//     a background loss drawn once from [0, -noise).
 //
 // Routes and samples are synthetic; what is emulated is said in the README's
 // scale section. Usage: go run ./scripts/scale [-n 100,300,1000].
@@ -44,6 +46,7 @@ func main() {
 		pingFor     = flag.Duration("pingFor", 3*time.Second, "how long each emulated agent pings")
 		liveMax     = flag.Int("liveMax", 100, "agents run live (memberlist, HTTP/SSE, aggregator) per size; 0 skips")
 		liveFor     = flag.Duration("liveFor", 60*time.Second, "how long the live agents run")
+		noise       = flag.Float64("noise", 0.0001, "every link's background loss is drawn once from [0, noise)")
 	)
 	flag.Parse()
 	for _, s := range strings.Split(*sizes, ",") {
@@ -52,7 +55,7 @@ func main() {
 			fmt.Fprintf(os.Stderr, "scale: -n %q: want sizes of at least 10\n", s)
 			os.Exit(2)
 		}
-		if err := runSize(n, *speedup, *agents, *trials, *fullMeshMax, *pingFor, *liveMax, *liveFor); err != nil {
+		if err := runSize(n, *speedup, *agents, *trials, *fullMeshMax, *pingFor, *liveMax, *liveFor, *noise); err != nil {
 			fmt.Fprintf(os.Stderr, "scale: N=%d: %v\n", n, err)
 			os.Exit(1)
 		}
@@ -72,7 +75,7 @@ func shape(n int) simclos.Fabric {
 	}
 }
 
-func runSize(n int, speedup float64, agents, trials, fullMeshMax int, pingFor time.Duration, liveMax int, liveFor time.Duration) error {
+func runSize(n int, speedup float64, agents, trials, fullMeshMax int, pingFor time.Duration, liveMax int, liveFor time.Duration, noise float64) error {
 	f := simclos.New(shape(n))
 	members := make([]plan.Member, len(f.Hosts))
 	for i, h := range f.Hosts {
@@ -117,7 +120,7 @@ func runSize(n int, speedup float64, agents, trials, fullMeshMax int, pingFor ti
 	fmt.Printf("  cluster: TTL-expired answers per router per second: max %.1f (%s), p99 %.1f; per agent by TTL %s\n",
 		mx, top, p99, strings.Join(ttls, " "))
 	rng := rand.New(rand.NewPCG(uint64(n), 1))
-	agg, err := aggregate(sampled, faults(f, 1, 0.05, rng), rng, true)
+	agg, err := aggregate(sampled, faults(f, 1, 0.05, rng), noise, rng, true)
 	if err != nil {
 		return err
 	}
@@ -132,31 +135,41 @@ func runSize(n int, speedup float64, agents, trials, fullMeshMax int, pingFor ti
 		fc.Budget = 0
 		full = routesOf(f, planAll(f, members, fc, now), 11)
 	}
-	for _, k := range []int{1, 3} {
+	for _, k := range []int{0, 1, 3} {
 		if trials < 1 {
 			break
 		}
 		var sp, sf, fp, ff float64
+		var sAlarms, fAlarms int
 		for t := 0; t < trials; t++ {
 			frng := rand.New(rand.NewPCG(uint64(n), uint64(100*k+t)))
 			lossy := faults(f, k, 0.05, frng)
-			a, err := aggregate(sampled, lossy, rand.New(rand.NewPCG(7, uint64(t))), false)
+			a, err := aggregate(sampled, lossy, noise, rand.New(rand.NewPCG(7, uint64(t))), false)
 			if err != nil {
 				return err
 			}
-			sp, sf = sp+a.precision1/float64(trials), sf+a.f1/float64(trials)
+			sp, sf, sAlarms = sp+a.precision1/float64(trials), sf+a.f1/float64(trials), sAlarms+a.falseAlarms
 			if full != nil {
-				b, err := aggregate(full, lossy, rand.New(rand.NewPCG(7, uint64(t))), false)
+				b, err := aggregate(full, lossy, noise, rand.New(rand.NewPCG(7, uint64(t))), false)
 				if err != nil {
 					return err
 				}
-				fp, ff = fp+b.precision1/float64(trials), ff+b.f1/float64(trials)
+				fp, ff, fAlarms = fp+b.precision1/float64(trials), ff+b.f1/float64(trials), fAlarms+b.falseAlarms
 			}
 		}
-		line := fmt.Sprintf("  localization, %d faulty link(s), %d trials: sampled precision@1 %.2f F1 %.2f", k, trials, sp, sf)
-		if full != nil {
-			line += fmt.Sprintf("; full mesh precision@1 %.2f F1 %.2f", fp, ff)
+		var line string
+		if k == 0 {
+			line = fmt.Sprintf("  localization, healthy fabric, %d trials: sampled %d faulty/suspect verdicts", trials, sAlarms)
+			if full != nil {
+				line += fmt.Sprintf("; full mesh %d", fAlarms)
+			}
 		} else {
+			line = fmt.Sprintf("  localization, %d faulty link(s), %d trials: sampled precision@1 %.2f F1 %.2f", k, trials, sp, sf)
+			if full != nil {
+				line += fmt.Sprintf("; full mesh precision@1 %.2f F1 %.2f", fp, ff)
+			}
+		}
+		if full == nil {
 			line += "; full mesh not computed (N > -fullMeshMax)"
 		}
 		fmt.Println(line)
