@@ -124,6 +124,8 @@ func runAgent(cfg *config) error {
 	ccfg.HTTPAddr = cfg.HTTPAdvertise
 	ccfg.Logger, ccfg.Registerer = log, reg
 	ccfg.StateDir = cfg.StateDir
+	ccfg.FailedGrace = cfg.FailedGrace
+	ccfg.Reachable = reachable(g, agg, max(5*cfg.PingRouteIntv+cfg.PingTimeout, 3*time.Second))
 	cl, err := cluster.New(ccfg)
 	if err != nil {
 		return fmt.Errorf("cluster: %w", err)
@@ -221,6 +223,28 @@ func (h peerHandler) PeerJoin(p cluster.Peer)  { h.planner.Join(p.Name, p.Addr) 
 func (h peerHandler) PeerLeave(p cluster.Peer) { h.planner.Leave(p.Name) }
 func (h peerHandler) PeerRestart(p cluster.Peer) {
 	h.graph.ResetPeer(p.Addr, time.Now())
+}
+
+// reachable tells the cluster whether a member that gossip declared dead
+// still answers: one of our pings to it was answered within window, or,
+// on an aggregator, its API stream is up. Such a member is cut off from
+// gossip, not gone, and is kept (-failedPeerGrace) so the fault that cut it
+// off stays measured; a crashed host answers nothing and is forgotten.
+func reachable(g *graph.Graph, agg *aggregator.Aggregator, window time.Duration) func(cluster.Peer) bool {
+	return func(p cluster.Peer) bool {
+		if last := g.LastAnswer(p.Addr); !last.IsZero() && time.Since(last) < window {
+			return true
+		}
+		if agg == nil {
+			return false
+		}
+		for _, st := range agg.Status() {
+			if st.Name == p.Name {
+				return st.State == "connected"
+			}
+		}
+		return false
+	}
 }
 
 func runHealth(args []string) error {

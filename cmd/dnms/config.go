@@ -55,6 +55,7 @@ type config struct {
 	WebConfigFile   string              // -web.config.file
 	HTTPMaxConns    int                 // -httpMaxConns
 	StateDir        string              // -stateDir: "" writes nothing
+	FailedGrace     time.Duration       // -failedPeerGrace
 
 	// External targets and path watch (issue 12).
 	TargetsFile string      // -targets: YAML file of external targets, "" = none
@@ -120,6 +121,7 @@ func parseFlagSet(args []string, out io.Writer, localIP func() (netip.Addr, erro
 	fs.StringVar(&sec.WebConfigFile, "web.config.file", "", "Prometheus exporter-toolkit web config (TLS, client CA, basic auth) for the HTTP API")
 	fs.IntVar(&sec.HTTPMaxConns, "httpMaxConns", 1024, "maximum open HTTP connections; more wait in the accept queue")
 	fs.StringVar(&sec.StateDir, "stateDir", "", "`dir`ectory for state kept across restarts (known members, path history); empty writes nothing to disk")
+	fs.DurationVar(&sec.FailedGrace, "failedPeerGrace", 2*time.Minute, "how long a peer that gossip declares dead (it did not announce a leave) is still probed and merged; 0 forgets it at once")
 	var scale scaleConfig
 	addScaleFlags(fs, &scale)
 	fs.Usage = func() {

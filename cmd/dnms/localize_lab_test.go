@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -170,6 +171,22 @@ func waitVerdicts(t *testing.T, c *demo.Cluster, timeout time.Duration, v graph.
 		return nil
 	})
 	if err != nil {
+		if dir := os.Getenv("DNMS_LAB_DUMP"); dir != "" {
+			if b, gerr := c.GetRaw(c.AggregatorHost().Name, "/v1/aggregator/graph"); gerr == nil {
+				name := filepath.Join(dir, strings.ReplaceAll(t.Name(), "/", "_")+".json")
+				if werr := os.WriteFile(name, b, 0o644); werr == nil {
+					t.Logf("aggregator graph saved to %s", name)
+				}
+			}
+			for name := range c.Agents {
+				b, gerr := c.GetRaw(name, "/v1/graph")
+				if gerr != nil {
+					t.Logf("%s: %v", name, gerr)
+					continue
+				}
+				os.WriteFile(filepath.Join(dir, strings.ReplaceAll(t.Name(), "/", "_")+"."+name+".json"), b, 0o644)
+			}
+		}
 		t.Fatalf("%s: %v\n--- aggregator log tail:\n%s", v, err, c.Tail(c.AggregatorHost().Name, 20))
 	}
 }

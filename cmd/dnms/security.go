@@ -16,6 +16,9 @@ import (
 // the connection cap.
 func (c *config) security(sec config) error {
 	c.TLS, c.WebConfigFile, c.HTTPMaxConns, c.StateDir = sec.TLS, sec.WebConfigFile, sec.HTTPMaxConns, sec.StateDir
+	if c.FailedGrace = sec.FailedGrace; c.FailedGrace < 0 {
+		return fmt.Errorf("-failedPeerGrace must not be negative, got %v", c.FailedGrace)
+	}
 	if c.ProbeKey == nil && c.GossipKey != nil {
 		c.ProbeKey, c.ProbeKeyDerived = probe.DeriveKey(c.GossipKey), true
 	}

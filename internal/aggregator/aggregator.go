@@ -63,7 +63,9 @@ type Config struct {
 	// one line, so this bounds the size of the graph one member can send.
 	MaxLineBytes int
 	// IdleTimeout drops a stream that sent nothing (members send a
-	// heartbeat comment every 15 s) for this long, and reconnects.
+	// heartbeat comment every 2 s) for this long, and reconnects: a stream
+	// whose packets a faulty link black-holes stalls without an error, and
+	// a new connection (new source port) likely hashes onto another path.
 	IdleTimeout time.Duration
 	// ConnectTimeout bounds dialing and waiting for the response headers.
 	ConnectTimeout time.Duration
@@ -81,8 +83,8 @@ func DefaultConfig() Config {
 		BackoffMin:     250 * time.Millisecond,
 		BackoffMax:     30 * time.Second,
 		MaxLineBytes:   64 << 20,
-		IdleTimeout:    60 * time.Second,
-		ConnectTimeout: 10 * time.Second,
+		IdleTimeout:    6 * time.Second,
+		ConnectTimeout: 3 * time.Second,
 	}
 }
 

@@ -111,7 +111,7 @@ func DefaultConfig() Config {
 		MaxScrapes:          4,
 		ScrapeQueueWait:     5 * time.Second,
 		StreamBuffer:        1024,
-		Heartbeat:           15 * time.Second,
+		Heartbeat:           2 * time.Second,
 		StreamWriteTimeout:  30 * time.Second,
 		Retry:               2 * time.Second,
 		ReadHeaderTimeout:   5 * time.Second,

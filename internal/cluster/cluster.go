@@ -33,6 +33,13 @@ type Peer struct {
 	// Instance is the member process's start time in Unix nanoseconds (0
 	// when it does not advertise one): it changes when the member restarts.
 	Instance uint64
+	// Leaving: the member announced a graceful leave (NodeMeta.Leaving).
+	Leaving bool
+	// Failed: gossip declared the member dead (it did not announce a
+	// leave) and Config.FailedGrace has not ended: it is still reported,
+	// so still probed, because a fault that cuts its gossip is exactly
+	// what dnms must go on measuring.
+	Failed bool
 }
 
 // Handler receives membership changes, in order, from one goroutine. A
@@ -57,7 +64,7 @@ type Cluster struct {
 	log     *slog.Logger
 	met     *metrics
 	local   NodeMeta
-	encoded []byte
+	encoded atomic.Pointer[[]byte] // NodeMeta's answer
 
 	lifeMu   sync.Mutex // serialises Leave and Shutdown
 	mu       sync.Mutex
@@ -80,7 +87,9 @@ type Cluster struct {
 	known map[string]Peer // reported (compatible) members, self included
 	// knownView is known as of the last event, for Members.
 	knownView atomic.Pointer[[]Peer]
-	ignored   map[string]string // name -> reason already logged
+	ignored   map[string]string  // name -> reason already logged
+	failed    map[string]failure // members in their failed-peer grace
+	failGen   uint64
 }
 
 type handlerEntry struct {
@@ -108,12 +117,13 @@ func New(cfg Config) (*Cluster, error) {
 		log:     cfg.Logger, // the caller names the component
 		met:     met,
 		local:   local,
-		encoded: enc,
 		done:    make(chan struct{}),
 		stop:    make(chan struct{}),
 		known:   map[string]Peer{},
 		ignored: map[string]string{},
+		failed:  map[string]failure{},
 	}
+	c.encoded.Store(&enc)
 	c.q.init()
 	return c, nil
 }
@@ -366,6 +376,16 @@ func (c *Cluster) Leave(timeout time.Duration) error {
 	if ml == nil || closed {
 		return nil
 	}
+	// Tell peers first that this is a leave, not a failure, so they forget
+	// us at once instead of probing us through their failed-peer grace.
+	leaving := c.local
+	leaving.Leaving = true
+	if enc, err := leaving.Encode(); err == nil {
+		c.encoded.Store(&enc)
+		if err := ml.UpdateNode(timeout / 2); err != nil {
+			c.log.Debug("leaving announcement not confirmed", "err", err)
+		}
+	}
 	if err := ml.Leave(timeout); err != nil {
 		return fmt.Errorf("cluster: leave: %w", err)
 	}
@@ -424,7 +444,7 @@ func (c *Cluster) peerOf(name string, ip net.IP, port uint16, meta []byte) (Peer
 	if err != nil {
 		return p, metaReason(err), err.Error()
 	}
-	p.Role, p.HTTPPort, p.PingPort, p.Version, p.Instance = m.Role, m.HTTPPort, m.PingPort, m.Version, m.Instance
+	p.Role, p.HTTPPort, p.PingPort, p.Version, p.Instance, p.Leaving = m.Role, m.HTTPPort, m.PingPort, m.Version, m.Instance, m.Leaving
 	if p.HTTPAddr = m.HTTPAddr; !p.HTTPAddr.IsValid() {
 		p.HTTPAddr = p.Addr
 	}
@@ -447,6 +467,7 @@ const (
 	evLeave
 	evUpdate
 	evReplay
+	evExpire // a failed member's grace ended
 )
 
 type rawEvent struct {
@@ -456,6 +477,7 @@ type rawEvent struct {
 	port   uint16
 	meta   []byte
 	replay handlerEntry
+	gen    uint64 // evExpire: the failure it ends
 }
 
 // queue is an unbounded FIFO: memberlist must never block on us.
@@ -528,15 +550,31 @@ func (c *Cluster) handle(e rawEvent) {
 		c.met.events.WithLabelValues("update").Inc()
 	}
 	old, wasKnown := c.known[e.name]
+	if e.kind == evExpire {
+		if f, ok := c.failed[e.name]; ok && f.gen == e.gen && wasKnown {
+			c.checkFailed(old, f)
+		}
+		return
+	}
 	if e.kind == evLeave {
 		delete(c.ignored, e.name)
+		if wasKnown && c.fail(old) {
+			return
+		}
 		if wasKnown {
 			delete(c.known, e.name)
+			delete(c.failed, e.name)
 			c.log.Info("peer left", "name", old.Name, "addr", old.Addr, "role", old.Role)
 			c.deliver(old, false)
 		}
 		c.updateGauge()
 		return
+	}
+	if _, ok := c.failed[e.name]; ok && e.kind != evLeave {
+		delete(c.failed, e.name)
+		old.Failed = false
+		c.known[e.name] = old
+		c.log.Info("failed peer is back", "name", old.Name, "addr", old.Addr)
 	}
 	p, reason, detail := c.peerOf(e.name, e.addr, e.port, e.meta)
 	if reason != "" {
@@ -556,6 +594,7 @@ func (c *Cluster) handle(e rawEvent) {
 	delete(c.ignored, e.name)
 	if wasKnown {
 		if old.Addr == p.Addr && old.Role == p.Role && old.HTTPPort == p.HTTPPort && old.HTTPAddr == p.HTTPAddr && old.PingPort == p.PingPort {
+			c.updateGauge()
 			c.known[e.name] = p // e.g. a version-only change: nothing to redo
 			if old.Instance != 0 && p.Instance != old.Instance {
 				c.log.Info("peer restarted", "name", p.Name, "addr", p.Addr, "role", p.Role)
@@ -577,6 +616,73 @@ func (c *Cluster) handle(e rawEvent) {
 		c.log.Info("peer joined", "name", p.Name, "addr", p.Addr, "role", p.Role, "version", p.Version)
 	}
 	c.deliver(p, true)
+	c.updateGauge()
+}
+
+// failure is a member in its failed-peer grace.
+type failure struct {
+	gen   uint64    // tells this failure's checks from an earlier one's
+	until time.Time // end of the grace
+}
+
+// failCheckEvery is how often a failed member's Reachable is asked again.
+const failCheckEvery = 2 * time.Second
+
+// fail starts the grace of a member gossip declared dead, unless it
+// announced its leave, there is no grace, or Config.Reachable says no
+// probe reaches it (a crashed or isolated host): it stays known (and
+// probed) until it comes back, stops answering or the grace ends. It
+// reports whether the member is now in its grace.
+func (c *Cluster) fail(p Peer) bool {
+	if c.cfg.FailedGrace <= 0 || p.Leaving || p.Name == c.cfg.NodeName {
+		return false
+	}
+	if _, ok := c.failed[p.Name]; ok {
+		return true
+	}
+	if c.cfg.Reachable != nil && !c.cfg.Reachable(p) {
+		c.log.Info("peer failed and answers on no path", "name", p.Name, "addr", p.Addr)
+		return false
+	}
+	c.failGen++
+	f := failure{gen: c.failGen, until: time.Now().Add(c.cfg.FailedGrace)}
+	c.failed[p.Name] = f
+	p.Failed = true
+	c.known[p.Name] = p
+	c.met.events.WithLabelValues("fail").Inc()
+	c.log.Warn("peer failed in gossip but still answers probes: still probed until it is back, stops answering or the grace ends",
+		"name", p.Name, "addr", p.Addr, "grace", c.cfg.FailedGrace)
+	c.scheduleCheck(p.Name, f)
+	c.updateGauge()
+	return true
+}
+
+// scheduleCheck queues the next look at a failed member.
+func (c *Cluster) scheduleCheck(name string, f failure) {
+	wait := time.Until(f.until)
+	if c.cfg.Reachable != nil {
+		wait = min(wait, failCheckEvery)
+	}
+	time.AfterFunc(max(wait, 0), func() { c.q.push(rawEvent{kind: evExpire, name: name, gen: f.gen}) })
+}
+
+// checkFailed forgets a failed member whose grace ended or that no probe
+// reaches any more, and otherwise looks again later.
+func (c *Cluster) checkFailed(p Peer, f failure) {
+	why := ""
+	switch {
+	case !time.Now().Before(f.until):
+		why = "its grace ended"
+	case c.cfg.Reachable != nil && !c.cfg.Reachable(p):
+		why = "it answers on no path"
+	default:
+		c.scheduleCheck(p.Name, f)
+		return
+	}
+	delete(c.failed, p.Name)
+	delete(c.known, p.Name)
+	c.log.Info("failed peer forgotten", "name", p.Name, "addr", p.Addr, "why", why)
+	c.deliver(p, false)
 	c.updateGauge()
 }
 
@@ -615,7 +721,9 @@ func (c *Cluster) restarted(p Peer) {
 func (c *Cluster) updateGauge() {
 	counts := map[string]int{RoleAgent: 0, RoleAggregator: 0}
 	for _, p := range c.known {
-		counts[p.Role]++
+		if !p.Failed {
+			counts[p.Role]++
+		}
 	}
 	for r, n := range counts {
 		c.met.members.WithLabelValues(r).Set(float64(n))
@@ -630,11 +738,12 @@ type delegate struct{ c *Cluster }
 var _ memberlist.Delegate = (*delegate)(nil)
 
 func (d *delegate) NodeMeta(limit int) []byte {
-	if len(d.c.encoded) > limit {
-		d.c.log.Error("node meta larger than memberlist allows; advertising none", "size", len(d.c.encoded), "limit", limit)
+	enc := *d.c.encoded.Load()
+	if len(enc) > limit {
+		d.c.log.Error("node meta larger than memberlist allows; advertising none", "size", len(enc), "limit", limit)
 		return nil
 	}
-	return d.c.encoded
+	return enc
 }
 func (d *delegate) NotifyMsg([]byte)                           {}
 func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }

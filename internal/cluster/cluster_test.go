@@ -184,7 +184,8 @@ func memberNames(c *Cluster) []string {
 }
 
 func TestJoinAndLeave(t *testing.T) {
-	a, _ := startNode(t, "a", func(c *Config) { c.Role = RoleAggregator })
+	const grace = 2 * time.Second
+	a, _ := startNode(t, "a", func(c *Config) { c.Role, c.FailedGrace = RoleAggregator, grace })
 	ra, raSelf := newRecorder(), newRecorder()
 	a.AddHandler(ra)
 	a.AddHandlerWithSelf(raSelf)
@@ -229,16 +230,33 @@ func TestJoinAndLeave(t *testing.T) {
 		return slices.Contains(ev, "leave b"), fmt.Sprint(ev)
 	})
 	t.Logf("graceful leave reported after %v (includes the leave broadcast wait)", time.Since(start).Round(time.Millisecond))
-	// Abrupt: no leave; failure detection must notice.
+	// Abrupt: no leave; failure detection must notice, and the member is
+	// still reported (marked failed) until the grace ends.
 	start = time.Now()
 	if err := c.Shutdown(); err != nil {
 		t.Fatalf("shutdown c: %v", err)
 	}
-	eventually(t, 30*time.Second, "a sees c fail", func() (bool, string) {
+	var failedAt time.Time
+	eventually(t, 30*time.Second, "a marks c failed", func() (bool, string) {
+		for _, p := range a.Members() {
+			if p.Name == "c" && p.Failed {
+				failedAt = time.Now()
+				return true, ""
+			}
+		}
+		return false, fmt.Sprint(a.Members())
+	})
+	if ev, _ := ra.snapshot(); slices.Contains(ev, "leave c") {
+		t.Fatalf("c reported gone while in its grace: %v", ev)
+	}
+	t.Logf("failure detected after %v (probe interval 400ms, suspicion mult 3)", failedAt.Sub(start).Round(time.Millisecond))
+	eventually(t, 30*time.Second, "a forgets c after the grace", func() (bool, string) {
 		ev, _ := ra.snapshot()
 		return slices.Contains(ev, "leave c"), fmt.Sprint(ev)
 	})
-	t.Logf("failure reported after %v (probe interval 400ms, suspicion mult 3)", time.Since(start).Round(time.Millisecond))
+	if d := time.Since(failedAt); d < grace-100*time.Millisecond {
+		t.Fatalf("c forgotten %v after it failed, before the %v grace", d, grace)
+	}
 	ev, _ := ra.snapshot()
 	// Every join precedes its leave, and nothing is reported twice.
 	for _, n := range []string{"b", "c"} {

@@ -56,6 +56,17 @@ type Config struct {
 	JoinBackoffMax time.Duration
 	// LeaveTimeout bounds the leave broadcast on shutdown.
 	LeaveTimeout time.Duration
+	// FailedGrace is how long a member that gossip declares dead (rather
+	// than one that announced its leave) is still reported to the handlers,
+	// so still probed and merged (-failedPeerGrace): a fault that cuts a
+	// member's gossip is what dnms must keep measuring. 0: forget it at once.
+	FailedGrace time.Duration
+	// Reachable, when set, tells whether probes still reach a member that
+	// gossip declared dead (some path answers, or its API stream is up).
+	// A failed member it says no to is forgotten at once, and one in its
+	// grace as soon as it says no: only a member cut off from gossip but
+	// still answering is kept. Called from the event goroutine.
+	Reachable func(Peer) bool
 	// StateDir, when set, keeps the known members across restarts
 	// (-stateDir): a restarted node joins them itself (state.go).
 	StateDir string
@@ -82,6 +93,7 @@ func DefaultConfig() Config {
 		JoinBackoffMin: 500 * time.Millisecond,
 		JoinBackoffMax: 30 * time.Second,
 		LeaveTimeout:   2 * time.Second,
+		FailedGrace:    2 * time.Minute,
 	}
 }
 
@@ -109,6 +121,9 @@ func (c *Config) validate() error {
 	}
 	if c.JoinBackoffMin <= 0 || c.JoinBackoffMax < c.JoinBackoffMin {
 		return fmt.Errorf("cluster: join backoff min %v max %v: want 0 < min <= max", c.JoinBackoffMin, c.JoinBackoffMax)
+	}
+	if c.FailedGrace < 0 {
+		return fmt.Errorf("cluster: failed-peer grace %v must not be negative", c.FailedGrace)
 	}
 	if c.LeaveTimeout <= 0 {
 		return fmt.Errorf("cluster: leave timeout %v must be positive", c.LeaveTimeout)

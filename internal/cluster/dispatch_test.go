@@ -5,7 +5,9 @@ import (
 	"log/slog"
 	"net"
 	"slices"
+	"strings"
 	"testing"
+	"time"
 )
 
 // TestDispatchRules drives the dispatcher's decisions directly with the
@@ -30,31 +32,45 @@ func TestDispatchRules(t *testing.T) {
 	first.Instance = 1000
 	second := first
 	second.Instance = 2000
+	leaving := good
+	leaving.Leaving = true
+	firstLeaving := first
+	firstLeaving.Leaving = true
 	ip := net.IPv4(198, 18, 1, 1)
 	ev := func(k evKind, name string, m []byte) rawEvent {
 		return rawEvent{kind: k, name: name, addr: ip, port: 33434, meta: m}
 	}
 	for _, tc := range []struct {
-		name string
-		in   []rawEvent
-		want []string // what a self-excluding handler sees
+		name      string
+		in        []rawEvent
+		want      []string // what a self-excluding handler sees
+		reachable []bool   // Config.Reachable's answers in turn (nil: unset)
 	}{
-		{"join then leave", []rawEvent{ev(evJoin, "b", meta(good)), ev(evLeave, "b", nil)}, []string{"join b", "leave b"}},
-		{"self is not reported", []rawEvent{ev(evJoin, "self", meta(good))}, nil},
-		{"duplicate join", []rawEvent{ev(evJoin, "b", meta(good)), ev(evJoin, "b", meta(good))}, []string{"join b"}},
-		{"update without change", []rawEvent{ev(evJoin, "b", meta(good)), ev(evUpdate, "b", meta(good))}, []string{"join b"}},
-		{"version-only update is silent", []rawEvent{ev(evJoin, "b", meta(good)), ev(evUpdate, "b", meta(newVersion))}, []string{"join b"}},
-		{"port change re-reports", []rawEvent{ev(evJoin, "b", meta(good)), ev(evUpdate, "b", meta(newHTTP))}, []string{"join b", "leave b", "join b"}},
-		{"becomes incompatible", []rawEvent{ev(evJoin, "b", meta(good)), ev(evUpdate, "b", meta(badPing))}, []string{"join b", "leave b"}},
-		{"becomes compatible", []rawEvent{ev(evJoin, "b", meta(badPing)), ev(evUpdate, "b", meta(good))}, []string{"join b"}},
-		{"restart: new instance", []rawEvent{ev(evJoin, "b", meta(first)), ev(evUpdate, "b", meta(second))}, []string{"join b", "restart b"}},
-		{"same instance is no restart", []rawEvent{ev(evJoin, "b", meta(first)), ev(evUpdate, "b", meta(first))}, []string{"join b"}},
-		{"instance first advertised is no restart", []rawEvent{ev(evJoin, "b", meta(good)), ev(evUpdate, "b", meta(first))}, []string{"join b"}},
-		{"restart seen as leave and join", []rawEvent{ev(evJoin, "b", meta(first)), ev(evLeave, "b", nil), ev(evJoin, "b", meta(second))}, []string{"join b", "leave b", "join b"}},
-		{"restart with a port change re-reports", []rawEvent{ev(evJoin, "b", meta(first)), ev(evUpdate, "b", meta(NodeMeta{Role: RoleAgent, HTTPPort: 8080, PingPort: 33435, Instance: 2000}))}, []string{"join b", "leave b", "join b"}},
-		{"garbage meta", []rawEvent{ev(evJoin, "b", []byte{9, 9, 9})}, nil},
-		{"leave of unknown", []rawEvent{ev(evLeave, "zz", nil)}, nil},
-		{"bad address", []rawEvent{{kind: evJoin, name: "b", addr: net.IP{1, 2}, meta: meta(good)}}, nil},
+		{"join then leave", []rawEvent{ev(evJoin, "b", meta(good)), ev(evUpdate, "b", meta(leaving)), ev(evLeave, "b", nil)}, []string{"join b", "leave b"}, nil},
+		{"failure waits for the grace", []rawEvent{ev(evJoin, "b", meta(good)), ev(evLeave, "b", nil)}, []string{"join b"}, nil},
+		{"failure then grace ends", []rawEvent{ev(evJoin, "b", meta(good)), ev(evLeave, "b", nil), {kind: evExpire, name: "b", gen: 1}}, []string{"join b", "leave b"}, nil},
+		{"failed member back before the grace ends", []rawEvent{ev(evJoin, "b", meta(first)), ev(evLeave, "b", nil), ev(evJoin, "b", meta(first)), {kind: evExpire, name: "b", gen: 1}}, []string{"join b"}, nil},
+		{"failed member restarted in its grace", []rawEvent{ev(evJoin, "b", meta(first)), ev(evLeave, "b", nil), ev(evJoin, "b", meta(second))}, []string{"join b", "restart b"}, nil},
+		{"failed and answering nowhere leaves at once", []rawEvent{ev(evJoin, "b", meta(good)), ev(evLeave, "b", nil)}, []string{"join b", "leave b"}, []bool{false}},
+		{"failed, answering, then not", []rawEvent{ev(evJoin, "b", meta(good)), ev(evLeave, "b", nil), {kind: evExpire, name: "b", gen: 1}, {kind: evExpire, name: "b", gen: 1}},
+			[]string{"join b", "leave b"}, []bool{true, true, false}},
+		{"failed, still answering", []rawEvent{ev(evJoin, "b", meta(good)), ev(evLeave, "b", nil), {kind: evExpire, name: "b", gen: 1}}, []string{"join b"}, []bool{true, true}},
+		{"stale grace timer of an earlier failure", []rawEvent{ev(evJoin, "b", meta(good)), ev(evLeave, "b", nil), ev(evJoin, "b", meta(good)), ev(evLeave, "b", nil), {kind: evExpire, name: "b", gen: 1}}, []string{"join b"}, nil},
+		{"self is not reported", []rawEvent{ev(evJoin, "self", meta(good))}, nil, nil},
+		{"duplicate join", []rawEvent{ev(evJoin, "b", meta(good)), ev(evJoin, "b", meta(good))}, []string{"join b"}, nil},
+		{"update without change", []rawEvent{ev(evJoin, "b", meta(good)), ev(evUpdate, "b", meta(good))}, []string{"join b"}, nil},
+		{"version-only update is silent", []rawEvent{ev(evJoin, "b", meta(good)), ev(evUpdate, "b", meta(newVersion))}, []string{"join b"}, nil},
+		{"port change re-reports", []rawEvent{ev(evJoin, "b", meta(good)), ev(evUpdate, "b", meta(newHTTP))}, []string{"join b", "leave b", "join b"}, nil},
+		{"becomes incompatible", []rawEvent{ev(evJoin, "b", meta(good)), ev(evUpdate, "b", meta(badPing))}, []string{"join b", "leave b"}, nil},
+		{"becomes compatible", []rawEvent{ev(evJoin, "b", meta(badPing)), ev(evUpdate, "b", meta(good))}, []string{"join b"}, nil},
+		{"restart: new instance", []rawEvent{ev(evJoin, "b", meta(first)), ev(evUpdate, "b", meta(second))}, []string{"join b", "restart b"}, nil},
+		{"same instance is no restart", []rawEvent{ev(evJoin, "b", meta(first)), ev(evUpdate, "b", meta(first))}, []string{"join b"}, nil},
+		{"instance first advertised is no restart", []rawEvent{ev(evJoin, "b", meta(good)), ev(evUpdate, "b", meta(first))}, []string{"join b"}, nil},
+		{"restart seen as leave and join", []rawEvent{ev(evJoin, "b", meta(first)), ev(evUpdate, "b", meta(firstLeaving)), ev(evLeave, "b", nil), ev(evJoin, "b", meta(second))}, []string{"join b", "leave b", "join b"}, nil},
+		{"restart with a port change re-reports", []rawEvent{ev(evJoin, "b", meta(first)), ev(evUpdate, "b", meta(NodeMeta{Role: RoleAgent, HTTPPort: 8080, PingPort: 33435, Instance: 2000}))}, []string{"join b", "leave b", "join b"}, nil},
+		{"garbage meta", []rawEvent{ev(evJoin, "b", []byte{9, 9, 9})}, nil, nil},
+		{"leave of unknown", []rawEvent{ev(evLeave, "zz", nil)}, nil, nil},
+		{"bad address", []rawEvent{{kind: evJoin, name: "b", addr: net.IP{1, 2}, meta: meta(good)}}, nil, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := DefaultConfig()
@@ -62,6 +78,20 @@ func TestDispatchRules(t *testing.T) {
 			cfg.AdvertiseAddr = loopback
 			cfg.Version = "v1.0.0"
 			cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+			if strings.Contains(tc.name, "grace ends") {
+				cfg.FailedGrace = time.Nanosecond
+			}
+			if tc.reachable != nil {
+				cfg.FailedGrace = time.Hour
+				cfg.Reachable = func(Peer) bool {
+					if len(tc.reachable) == 0 {
+						t.Fatal("Reachable asked more often than expected")
+					}
+					r := tc.reachable[0]
+					tc.reachable = tc.reachable[1:]
+					return r
+				}
+			}
 			c, err := New(cfg)
 			if err != nil {
 				t.Fatal(err)

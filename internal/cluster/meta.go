@@ -59,6 +59,9 @@ var (
 //	      address)
 //	+0..7 instance: the process's start time in Unix nanoseconds (absent,
 //	      or fewer than 8 bytes left: 0, unknown)
+//	+8    flags (absent: 0): bit 0 the member is leaving on purpose (set
+//	      just before a graceful leave, so peers forget it at once rather
+//	      than probing it through the failed-peer grace); other bits ignored
 //	...   ignored: later additions are appended here
 type NodeMeta struct {
 	Role     string
@@ -72,7 +75,13 @@ type NodeMeta struct {
 	// (its start time in Unix nanoseconds): a peer whose instance changed
 	// restarted. 0 is unknown (a node that predates the field).
 	Instance uint64
+	// Leaving is set by a member about to leave gracefully: its departure
+	// is not a failure.
+	Leaving bool
 }
+
+// metaFlagLeaving is bit 0 of the flags byte.
+const metaFlagLeaving = 1
 
 func roleCode(role string) (byte, bool) {
 	switch role {
@@ -115,8 +124,11 @@ func (m NodeMeta) Encode() ([]byte, error) {
 	b[6] = byte(len(m.Version))
 	b = append(b, m.Version...)
 	b = appendAddr(b, m.HTTPAddr)
-	if m.Instance != 0 {
+	if m.Instance != 0 || m.Leaving {
 		b = binary.BigEndian.AppendUint64(b, m.Instance)
+	}
+	if m.Leaving {
+		b = append(b, metaFlagLeaving)
 	}
 	if len(b) > MetaMaxSize {
 		return nil, fmt.Errorf("encode node meta: %w: %d > %d bytes", ErrMetaTooLarge, len(b), MetaMaxSize)
@@ -168,6 +180,9 @@ func DecodeMeta(b []byte) (NodeMeta, error) {
 	}
 	if len(rest) >= 8 {
 		m.Instance = binary.BigEndian.Uint64(rest)
+	}
+	if len(rest) >= 9 {
+		m.Leaving = rest[8]&metaFlagLeaving != 0
 	}
 	return m, nil
 }

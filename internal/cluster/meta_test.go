@@ -144,6 +144,29 @@ func TestMetaInstanceLayout(t *testing.T) {
 	}
 }
 
+// TestMetaLeavingFlag: the leaving flag is a byte after the instance (8
+// zero bytes when the instance is unknown); meta without it is not leaving.
+func TestMetaLeavingFlag(t *testing.T) {
+	for _, inst := range []uint64{0, 42} {
+		m := NodeMeta{Role: RoleAgent, HTTPPort: 12345, PingPort: 33435, Version: "v1.0.0", Instance: inst, Leaving: true}
+		b, err := m.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		head := metaFixedLen + len(m.Version)
+		if len(b) != head+1+8+1 || b[len(b)-1] != metaFlagLeaving {
+			t.Fatalf("instance %d: leaving flag not after the instance: % x", inst, b)
+		}
+		got, err := DecodeMeta(b)
+		if err != nil || got != m {
+			t.Fatalf("round trip: got %+v, %v; want %+v", got, err, m)
+		}
+		if got, err := DecodeMeta(b[:len(b)-1]); err != nil || got.Leaving || got.Instance != inst {
+			t.Fatalf("without the flags byte: got %+v, %v", got, err)
+		}
+	}
+}
+
 func TestCompatible(t *testing.T) {
 	local := NodeMeta{Role: RoleAgent, HTTPPort: 12345, PingPort: 33435, Version: "v1.4.0"}
 	for _, tc := range []struct {

@@ -17,7 +17,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"role"}),
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dnms_cluster_events_total",
-			Help: "Membership events from memberlist, by type (join, leave, update; restart: a known member came back as a new process).",
+			Help: "Membership events from memberlist, by type (join, leave, update; restart: a known member came back as a new process; fail: a member declared dead starts its grace).",
 		}, []string{"type"}),
 		incompatible: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dnms_cluster_incompatible_total",

@@ -52,3 +52,26 @@ func (r *sampleRing) reset(since time.Time) {
 		r.floor = since
 	}
 }
+
+// LastAnswer is when the latest answered ping to addr on any local route
+// key was sent (zero when none is in the rings): whether a peer that gossip
+// declared dead still answers on some path.
+func (g *Graph) LastAnswer(addr netip.Addr) time.Time {
+	addr = addr.Unmap()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var last time.Time
+	for k, r := range g.keys {
+		if k.Dst != addr {
+			continue
+		}
+		if ring := r.keys[k]; ring != nil {
+			for _, s := range ring.buf {
+				if !s.Lost && s.Sent.After(last) {
+					last = s.Sent
+				}
+			}
+		}
+	}
+	return last
+}

@@ -71,3 +71,28 @@ func TestResetPeer(t *testing.T) {
 		t.Fatalf("unknown peer reset %d keys", n)
 	}
 }
+
+// TestLastAnswer: the latest answered ping to a peer on any key, not a
+// lost one, not a ping from it.
+func TestLastAnswer(t *testing.T) {
+	g, clk := newTestGraph(t)
+	kAB2 := key(hA, hB, 40002)
+	kBA := key(hB, hA, 40001)
+	g.SetRoute(kAB, hops(hA, r1, hB))
+	g.SetRoute(kAB2, hops(hA, r2, hB))
+	g.SetRoute(kBA, hops(hB, r1, hA))
+	if got := g.LastAnswer(addr(hB)); !got.IsZero() {
+		t.Fatalf("no samples: LastAnswer %v, want zero", got)
+	}
+	t0 := clk.Now()
+	g.AddSample(kAB, Sample{Seq: 1, Sent: t0, RTT: time.Millisecond})
+	g.AddSample(kAB2, Sample{Seq: 1, Sent: t0.Add(time.Second), RTT: time.Millisecond})
+	g.AddSample(kAB, Sample{Seq: 2, Sent: t0.Add(2 * time.Second), Lost: true})
+	g.AddSample(kBA, Sample{Seq: 1, Sent: t0.Add(3 * time.Second), RTT: time.Millisecond})
+	if got, want := g.LastAnswer(addr(hB)), t0.Add(time.Second); !got.Equal(want) {
+		t.Fatalf("LastAnswer(B) = %v, want %v (the answered ping on the second path)", got, want)
+	}
+	if got, want := g.LastAnswer(addr(hA)), t0.Add(3*time.Second); !got.Equal(want) {
+		t.Fatalf("LastAnswer(A) = %v, want %v", got, want)
+	}
+}
