@@ -40,7 +40,7 @@ func TestLocalizeEveryLink(t *testing.T) {
 			table = append(table, rows...)
 		})
 	}
-	t.Logf("detection and clearing per link direction (20%% loss, 100 ms per route, ring 50 = 5 s):\n%-8s %-28s %8s %8s\n%s",
+	t.Logf("detection and clearing per link direction (20%% loss, 100 ms per route, ring 50 = 5 s):\n%-8s %-40s %8s %8s\n%s",
 		"source", "link", "detect", "clear", strings.Join(table, "\n"))
 }
 
