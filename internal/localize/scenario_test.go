@@ -80,12 +80,15 @@ type world struct {
 type timeSource struct {
 	name               string
 	sigma, tail, tailP float64
+	// jitter, when set, replaces the queueing model and the error above:
+	// 101 quantiles of RTT jitter measured in the lab (labjitter_test.go).
+	jitter []float64
 }
 
 var (
-	srcEBPF   = timeSource{"ebpf", 0.4e-6, 3e-6, 0.01}
-	srcKernel = timeSource{"kernel", 0.6e-6, 3.5e-6, 0.01}
-	srcUser   = timeSource{"user", 15e-6, 150e-6, 0.02}
+	srcEBPF   = timeSource{name: "ebpf", sigma: 0.4e-6, tail: 3e-6, tailP: 0.01}
+	srcKernel = timeSource{name: "kernel", sigma: 0.6e-6, tail: 3.5e-6, tailP: 0.01}
+	srcUser   = timeSource{name: "user", sigma: 15e-6, tail: 150e-6, tailP: 0.02}
 )
 
 func (w *world) success(p []string) float64 {
@@ -108,6 +111,9 @@ func (w *world) pathDelay(p []string) float64 {
 // per hop of base, exponential queueing of mean 2 µs per hop, the world's
 // link delays, and the source's error.
 func (w *world) rtt(rng *rand.Rand, hops int, delay float64) float64 {
+	if q := w.source.jitter; q != nil {
+		return 20e-6*float64(hops) + delay + drawQuantile(rng, q)
+	}
 	v := 20e-6*float64(hops) + rng.ExpFloat64()*2e-6*float64(hops) + delay
 	v += math.Abs(rng.NormFloat64()) * w.source.sigma
 	if rng.Float64() < w.source.tailP {

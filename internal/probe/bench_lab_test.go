@@ -1,9 +1,11 @@
 package probe_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -30,6 +32,11 @@ import (
 //     path the router cannot see), so it bounds the error from above.
 //
 //     go test -run '^$' -bench RTTError -benchtime 1x ./internal/probe/
+//
+// With DNMS_WRITE_JITTER=FILE it also writes, per source, the idle RTT
+// jitter (each ping's RTT minus the smallest RTT of its flow) as 101
+// quantiles: internal/localize's slow-link benchmark draws its per-sample
+// RTT noise from that file (internal/localize/testdata/lab_jitter.json).
 func BenchmarkRTTError(b *testing.B) {
 	lab.RequireRoot(b)
 	type row struct {
@@ -38,6 +45,8 @@ func BenchmarkRTTError(b *testing.B) {
 		p50, p99, max  time.Duration
 	}
 	var rows []row
+	jitter := labJitter{Sources: map[string][]float64{},
+		Recorded: time.Now().UTC().Format(time.DateOnly) + ": DNMS_WRITE_JITTER=FILE go test -run '^$' -bench RTTError -benchtime 1x ./internal/probe (idle rows, 500 pings, 2-spine 2-leaf lab: 4 links each way)"}
 	for _, load := range []string{"idle", "stress-ng --cpu 2"} {
 		if load != "idle" {
 			cmd := exec.Command("stress-ng", "--cpu", "2", "--timeout", "120s", "--quiet")
@@ -76,6 +85,9 @@ func BenchmarkRTTError(b *testing.B) {
 				{"router", probe.StartRouterCapture(b, lp.Fabric(), h)},
 			}
 			rs := lp.PingMany(b, 500, 2*time.Millisecond)
+			if load == "idle" {
+				jitter.Sources[string(src)] = jitterQuantiles(rs)
+			}
 			for _, ref := range refs {
 				errs := probe.RTTErrors(ref.c, rs)
 				if len(errs) == 0 {
@@ -91,4 +103,46 @@ func BenchmarkRTTError(b *testing.B) {
 		fmt.Fprintf(&sb, "%-18s %-7s %-8s %5d %10v %10v %10v\n", r.load, r.src, r.ref, r.n, r.p50, r.p99, r.max)
 	}
 	fmt.Fprint(os.Stdout, sb.String())
+	if path := os.Getenv("DNMS_WRITE_JITTER"); path != "" {
+		buf, err := json.MarshalIndent(jitter, "", "  ")
+		if err == nil {
+			err = os.WriteFile(path, append(buf, '\n'), 0o644)
+		}
+		if err != nil {
+			b.Fatalf("DNMS_WRITE_JITTER: %v", err)
+		}
+	}
+}
+
+// labJitter is the file DNMS_WRITE_JITTER writes: per time source, 101
+// quantiles (0, 1, ..., 100%) of RTT jitter in seconds.
+type labJitter struct {
+	Recorded string               `json:"recorded"`
+	Sources  map[string][]float64 `json:"sources"`
+}
+
+// jitterQuantiles is the distribution of each answered ping's RTT minus
+// the smallest RTT of its flow (source port).
+func jitterQuantiles(rs []probe.Result) []float64 {
+	low := map[uint16]time.Duration{}
+	for _, r := range rs {
+		if m, ok := low[r.SrcPort]; !r.Lost && (!ok || r.RTT < m) {
+			low[r.SrcPort] = r.RTT
+		}
+	}
+	var js []float64
+	for _, r := range rs {
+		if !r.Lost {
+			js = append(js, (r.RTT - low[r.SrcPort]).Seconds())
+		}
+	}
+	if len(js) == 0 {
+		return nil
+	}
+	slices.Sort(js)
+	q := make([]float64, 101)
+	for i := range q {
+		q[i] = js[min(len(js)-1, i*(len(js)-1)/100)]
+	}
+	return q
 }
