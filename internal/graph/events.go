@@ -60,6 +60,10 @@ func (g *Graph) emitLocked(ev Event) {
 	ev.Time = g.cfg.Now()
 	g.events.push(ev)
 	for s := range g.subs {
+		if s.batched && ev.coalesced != nil {
+			s.dirty[ev.coalesced] = struct{}{} // goes out with the next batch
+			continue
+		}
 		select {
 		case s.ch <- ev:
 		default:
@@ -90,6 +94,12 @@ type Subscription struct {
 	ch         chan Event
 	g          *Graph
 	overflowed atomic.Bool
+
+	// Batched subscriptions (SubscribeBatched), under g.mu: routes whose
+	// coalesced metrics updates are owed, and whether every route is owed.
+	batched bool
+	dirty   map[*routeEntry]struct{}
+	all     bool
 }
 
 // Subscribe starts a stream of events with ID > after. When after is 0, or
@@ -99,12 +109,16 @@ type Subscription struct {
 // on a subscriber: one that falls buf events behind is closed and marked
 // overflowed.
 func (g *Graph) Subscribe(after uint64, buf int) *Subscription {
+	return g.subscribe(after, buf, false)
+}
+
+func (g *Graph) subscribe(after uint64, buf int, batched bool) *Subscription {
 	if buf <= 0 {
 		buf = g.cfg.SubscriberBuffer
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	s := &Subscription{g: g}
+	s := &Subscription{g: g, batched: batched}
 	var replay []Event
 	ok := false
 	if after > 0 {
@@ -114,6 +128,13 @@ func (g *Graph) Subscribe(after uint64, buf int) *Subscription {
 		snap := g.snapshotLocked()
 		s.Snapshot = &snap
 		replay = nil
+	}
+	if batched {
+		s.dirty = make(map[*routeEntry]struct{})
+		// A resumed reader may have missed coalesced updates from before
+		// its resume point that were owed to its next batch: owe it all.
+		s.all = s.Snapshot == nil
+		replay = slices.DeleteFunc(replay, func(ev Event) bool { return ev.coalesced != nil })
 	}
 	s.ch = make(chan Event, buf+len(replay))
 	for _, ev := range replay {
