@@ -312,12 +312,14 @@ type member struct {
 	lastSeen   atomic.Uint64
 	nroutes    atomic.Int64
 	reconnects atomic.Uint64
+	batch      atomic.Value // string: the stream's api.BatchHeader, "" when unbatched
 }
 
 func newMember(a *Aggregator, name, url string) *member {
 	m := &member{a: a, name: name, url: url, keys: map[graph.RouteKey]string{}, byRoute: map[string][]graph.RouteKey{}, has: map[string]bool{}}
 	m.state.Store("idle")
 	m.reason.Store("")
+	m.batch.Store("")
 	return m
 }
 
@@ -461,7 +463,9 @@ func (m *member) stream(ctx context.Context, log *slog.Logger) streamResult {
 	}
 	m.setState(stateConnected)
 	m.reason.Store("")
-	m.batched = resp.Header.Get(api.BatchHeader) != ""
+	batch := resp.Header.Get(api.BatchHeader)
+	m.batched = batch != ""
+	m.batch.Store(batch)
 	log.Debug("stream connected", "last_event_id", m.lastID)
 
 	idle := time.AfterFunc(cfg.IdleTimeout, cancel)

@@ -154,3 +154,44 @@ func TestLiveBatchedStream(t *testing.T) {
 	}
 	t.Logf("resyncs in %v with %d routes: per-update %v, batched %v", watch, n, counts["per-update"], counts["batched"])
 }
+
+// TestLiveBatchedResume: a batched stream dropped by the member resumes
+// from its Last-Event-ID without a fresh snapshot, and the first batch
+// after the resume carries every route, so metrics that changed while it
+// was down (and updates owed from before the resume point) arrive.
+func TestLiveBatchedResume(t *testing.T) {
+	a := startLiveAgent(t, "agentA", func(c *api.Config) {
+		c.BatchInterval = 100 * time.Millisecond
+	})
+	var keys []graph.RouteKey
+	for i := range 20 {
+		dst := netip.AddrFrom4([4]byte{198, 18, 5, byte(1 + i)})
+		k := graph.RouteKey{Src: hA, Dst: dst, SrcPort: 33436}
+		a.g.SetRoute(k, hopsOf(hA, leaf1, []netip.Addr{sp1, sp2}[i%2], leaf2, dst))
+		addSamples(a.g, k, 0, 10, 0)
+		keys = append(keys, k)
+	}
+	h := startAggregator(t, func(c *Config) { c.Token = "tok" })
+	h.a.AddMember(a.name, a.srv.URL)
+	waitMirrors(t, h.g, a)
+	if st := h.a.Status()[0]; st.Batch != "100ms" {
+		t.Fatalf("member status batch %q, want the member's interval 100ms", st.Batch)
+	}
+	n := len(a.requests())
+	sent := testutil.ToFloat64(h.a.met.batchRoutes)
+	a.srv.CloseClientConnections()
+	for _, k := range keys {
+		addSamples(a.g, k, 10, 10, 2) // half lost from now
+	}
+	waitMirrors(t, h.g, a)
+	eventually(t, 10*time.Second, "reconnect", func() (bool, string) { return len(a.requests()) > n, "" })
+	if got := a.requests()[n].Get("Last-Event-ID"); got == "" {
+		t.Fatal("reconnect sent no Last-Event-ID")
+	}
+	if r := streamResyncs(h); r != 0 {
+		t.Fatalf("%v fresh snapshots, want a resume", r)
+	}
+	if got := testutil.ToFloat64(h.a.met.batchRoutes) - sent; got < float64(len(keys)) {
+		t.Fatalf("%v routes in batches after the resume, want at least every route (%d)", got, len(keys))
+	}
+}
