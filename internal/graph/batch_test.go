@@ -115,6 +115,28 @@ func TestSubscribeBatched(t *testing.T) {
 	if b := drainSub(sub); len(b) != 1 || b[0].Batch[0].ID != RouteID([]string{hA, r1, ks[7].Dst.String()}) || b[0].Batch[0].Metrics.Lost != 1 {
 		t.Fatalf("batch %+v, want route to %s with its lost sample", b, ks[7].Dst)
 	}
+
+	// A resumed reader gets what it missed at once, minus the coalesced
+	// updates, which its first batch carries with every other route.
+	from := g.LastEventID()
+	clk.Advance(time.Second)
+	for _, k := range ks[2:5] {
+		g.AddSample(k, Sample{Seq: 10, Sent: clk.Now(), RTT: time.Millisecond})
+	}
+	g.Flush()
+	g.SetRoute(ks[2], hops(hA, r3, ks[2].Dst.String()))
+	re := g.SubscribeBatched(from, 16)
+	types = types[:0]
+	for _, ev := range drainSub(re) {
+		types = append(types, ev.Type)
+	}
+	if has(EventRouteUpdate) || !has(EventPathChange) {
+		t.Fatalf("resumed batched stream replayed %v, want the path change and no route-update", types)
+	}
+	if got, want := re.Batch(), len(g.Snapshot().Routes); got != want {
+		t.Fatalf("first batch after the resume has %d routes, want all %d", got, want)
+	}
+	re.Close()
 	sub.Close()
 	if got := sub.Batch(); got != 0 {
 		t.Fatalf("Batch on a closed subscription queued %d routes", got)

@@ -58,10 +58,12 @@ func (g *Graph) emitLocked(ev Event) {
 	g.events.last++
 	ev.ID = g.events.last
 	ev.Time = g.cfg.Now()
+	folded := ev.coalesced
+	ev.coalesced, ev.batchable = nil, folded != nil
 	g.events.push(ev)
 	for s := range g.subs {
-		if s.batched && ev.coalesced != nil {
-			s.dirty[ev.coalesced] = struct{}{} // goes out with the next batch
+		if s.batched && folded != nil {
+			s.dirty[folded] = struct{}{} // goes out with the next batch
 			continue
 		}
 		select {
@@ -134,7 +136,7 @@ func (g *Graph) subscribe(after uint64, buf int, batched bool) *Subscription {
 		// A resumed reader may have missed coalesced updates from before
 		// its resume point that were owed to its next batch: owe it all.
 		s.all = s.Snapshot == nil
-		replay = slices.DeleteFunc(replay, func(ev Event) bool { return ev.coalesced != nil })
+		replay = slices.DeleteFunc(replay, func(ev Event) bool { return ev.batchable })
 	}
 	s.ch = make(chan Event, buf+len(replay))
 	for _, ev := range replay {

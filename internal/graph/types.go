@@ -191,6 +191,9 @@ type Event struct {
 	Batch []RouteMetrics `json:"batch,omitempty"`
 
 	// coalesced is the route of a coalesced, metrics-only route-update:
-	// batched subscriptions fold it into their next batch.
+	// batched subscriptions fold it into their next batch. Only set on the
+	// way to emitLocked; batchable says the same in the replay buffer
+	// (which must not keep the route alive).
 	coalesced *routeEntry
+	batchable bool
 }
