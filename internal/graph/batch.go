@@ -83,12 +83,7 @@ func (s *Subscription) Batch() int {
 		}
 	}
 	ev := Event{ID: g.events.last, Type: EventRouteBatch, Time: g.cfg.Now(), Batch: batch}
-	select {
-	case s.ch <- ev:
-	default:
-		s.overflowed.Store(true)
-		delete(g.subs, s)
-		close(s.ch)
+	if !s.sendLocked(ev) {
 		return 0
 	}
 	return len(batch)

@@ -66,13 +66,21 @@ func (g *Graph) emitLocked(ev Event) {
 			s.dirty[folded] = struct{}{} // goes out with the next batch
 			continue
 		}
-		select {
-		case s.ch <- ev:
-		default:
-			s.overflowed.Store(true)
-			delete(g.subs, s)
-			close(s.ch)
-		}
+		s.sendLocked(ev)
+	}
+}
+
+// sendLocked hands ev to s without blocking; a full channel closes s as
+// overflowed. It reports whether ev was queued.
+func (s *Subscription) sendLocked(ev Event) bool {
+	select {
+	case s.ch <- ev:
+		return true
+	default:
+		s.overflowed.Store(true)
+		delete(s.g.subs, s)
+		close(s.ch)
+		return false
 	}
 }
 
