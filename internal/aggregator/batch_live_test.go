@@ -195,3 +195,34 @@ func TestLiveBatchedResume(t *testing.T) {
 		t.Fatalf("%v routes in batches after the resume, want at least every route (%d)", got, len(keys))
 	}
 }
+
+// TestLiveBatchedChurn: keys moving between paths (re-traces) while
+// metrics change, on a batched stream: the aggregator ends with exactly
+// the member's routes, keys and metrics.
+func TestLiveBatchedChurn(t *testing.T) {
+	a := startLiveAgent(t, "agentA", func(c *api.Config) { c.BatchInterval = 100 * time.Millisecond })
+	h := startAggregator(t, func(c *Config) { c.Token = "tok" })
+	h.a.AddMember(a.name, a.srv.URL)
+	var keys []graph.RouteKey
+	for i := range 40 {
+		dst := netip.AddrFrom4([4]byte{198, 18, 6, byte(1 + i/4)})
+		keys = append(keys, graph.RouteKey{Src: hA, Dst: dst, SrcPort: uint16(33436 + i%4)})
+	}
+	for round := range 30 {
+		for i, k := range keys {
+			if (i+round)%3 == 0 {
+				sp := []netip.Addr{sp1, sp2}[(i+round)%2]
+				a.g.SetRoute(k, hopsOf(hA, leaf1, sp, leaf2, k.Dst))
+			}
+			addSamples(a.g, k, round*5, 5, 3+round%4)
+		}
+		if round%10 == 9 {
+			a.g.RemoveRoute(keys[round])
+		}
+		time.Sleep(20 * time.Millisecond) // paces the member's changes over a few batches
+	}
+	waitMirrors(t, h.g, a)
+	if r := streamResyncs(h); r != 0 {
+		t.Fatalf("%v fresh snapshots", r)
+	}
+}
