@@ -3,6 +3,7 @@ package aggregator
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"net/http/httptest"
 	"net/netip"
 	"sync"
@@ -170,6 +171,20 @@ func TestLiveBatchedResume(t *testing.T) {
 		a.g.SetRoute(k, hopsOf(hA, leaf1, []netip.Addr{sp1, sp2}[i%2], leaf2, dst))
 		addSamples(a.g, k, 0, 10, 0)
 		keys = append(keys, k)
+	}
+	// An aggregator that predates batching does not ask: it gets the
+	// per-update stream.
+	for q, want := range map[string]string{"": "", "?batch=1": "100ms"} {
+		req, _ := http.NewRequest(http.MethodGet, a.srv.URL+EventsPath+q, nil)
+		req.Header.Set("Authorization", "Bearer tok")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if got := resp.Header.Get(api.BatchHeader); got != want {
+			t.Fatalf("GET %s%s: %s %q, want %q", EventsPath, q, api.BatchHeader, got, want)
+		}
 	}
 	h := startAggregator(t, func(c *Config) { c.Token = "tok" })
 	h.a.AddMember(a.name, a.srv.URL)
