@@ -151,6 +151,8 @@ func runAgent(cfg *config) error {
 		acfg.TLS = cfg.ClusterTLS.ServerConfig()
 	}
 	acfg.RouteMetrics = cfg.Scale.MetricsDetail == "route"
+	acfg.BatchInterval = cfg.Scale.AggregateInterval
+	acfg.BatchPhase = api.BatchPhase(cl.Name(), cfg.Scale.AggregateInterval)
 	deps := api.Deps{
 		Graph:          g,
 		MapperPeers:    func() any { return mp.Peers() },

@@ -17,6 +17,9 @@ type scaleConfig struct {
 	TraceRate       float64
 	TraceRouterRate float64
 	MetricsDetail   string // peer|route
+	// AggregateInterval: how often this member sends an aggregator one
+	// batch of route metrics (internal/api BatchInterval); 0 = every update.
+	AggregateInterval time.Duration
 }
 
 func addScaleFlags(fs *flag.FlagSet, s *scaleConfig) {
@@ -26,6 +29,7 @@ func addScaleFlags(fs *flag.FlagSet, s *scaleConfig) {
 	fs.Float64Var(&s.TraceRate, "traceRate", 50, "cap on trace probes per second per agent")
 	fs.Float64Var(&s.TraceRouterRate, "traceRouterRate", 500, "cluster-wide cap on TTL-expired answers per second asked of one router; each agent takes its share (rate / members)")
 	fs.StringVar(&s.MetricsDetail, "metricsDetail", "peer", "series on /metrics: peer (per-peer loss and latency) or route (also per route)")
+	fs.DurationVar(&s.AggregateInterval, "aggregateInterval", 5*time.Second, "how often this member sends each aggregator one batch of its routes' metrics, at a phase set by its node name (path changes and removals go at once); 0 sends every update as it comes")
 }
 
 func (s scaleConfig) validate() error {
@@ -40,6 +44,8 @@ func (s scaleConfig) validate() error {
 		return fmt.Errorf("-traceRate must be positive, got %v", s.TraceRate)
 	case !(s.TraceRouterRate > 0):
 		return fmt.Errorf("-traceRouterRate must be positive, got %v", s.TraceRouterRate)
+	case s.AggregateInterval != 0 && (s.AggregateInterval < 100*time.Millisecond || s.AggregateInterval > time.Hour):
+		return fmt.Errorf("-aggregateInterval must be 0 or between 100ms and 1h, got %s", s.AggregateInterval)
 	case s.MetricsDetail != "peer" && s.MetricsDetail != "route":
 		return fmt.Errorf("-metricsDetail must be peer or route, got %q", s.MetricsDetail)
 	}

@@ -12,12 +12,12 @@ func TestScaleFlags(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := scaleConfig{PingPeers: 64, PeerRotate: 10 * time.Minute, ProbeRate: 1000, TraceRate: 50, TraceRouterRate: 500, MetricsDetail: "peer"}
+	want := scaleConfig{PingPeers: 64, PeerRotate: 10 * time.Minute, ProbeRate: 1000, TraceRate: 50, TraceRouterRate: 500, MetricsDetail: "peer", AggregateInterval: 5 * time.Second}
 	if c.Scale != want {
 		t.Errorf("defaults %+v, want %+v", c.Scale, want)
 	}
-	c, err = parseFlags([]string{"-pingPeers", "0", "-metricsDetail", "route", "-traceRate", "5"}, io.Discard, fixedIP)
-	if err != nil || c.Scale.PingPeers != 0 || c.Scale.MetricsDetail != "route" || c.Scale.TraceRate != 5 {
+	c, err = parseFlags([]string{"-pingPeers", "0", "-metricsDetail", "route", "-traceRate", "5", "-aggregateInterval", "0"}, io.Discard, fixedIP)
+	if err != nil || c.Scale.PingPeers != 0 || c.Scale.MetricsDetail != "route" || c.Scale.TraceRate != 5 || c.Scale.AggregateInterval != 0 {
 		t.Errorf("parsed %+v, %v", c.Scale, err)
 	}
 	for _, tc := range []struct {
@@ -30,6 +30,8 @@ func TestScaleFlags(t *testing.T) {
 		{[]string{"-traceRate", "-3"}, "-traceRate must be positive"},
 		{[]string{"-traceRouterRate", "0"}, "-traceRouterRate must be positive"},
 		{[]string{"-metricsDetail", "flow"}, "-metricsDetail must be peer or route"},
+		{[]string{"-aggregateInterval", "10ms"}, "-aggregateInterval must be 0 or between 100ms and 1h"},
+		{[]string{"-aggregateInterval", "-5s"}, "-aggregateInterval must be 0 or between 100ms and 1h"},
 	} {
 		if _, err := parseFlags(tc.args, io.Discard, fixedIP); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%v: got %v, want error containing %q", tc.args, err, tc.want)

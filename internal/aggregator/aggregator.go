@@ -19,6 +19,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/dnms/dnms/internal/api"
 	"github.com/dnms/dnms/internal/cluster"
 	"github.com/dnms/dnms/internal/graph"
 	"github.com/dnms/dnms/internal/sseid"
@@ -33,6 +34,8 @@ type Graph interface {
 	ImportRoute(origin string, r graph.Route)
 	RemoveImportedRoute(origin string, key graph.RouteKey)
 	RemoveOrigin(origin string)
+	// ImportMetrics applies a member's route-batch event under one lock.
+	ImportMetrics(origin string, batch []graph.RouteMetrics) int
 }
 
 var _ Graph = (*graph.Graph)(nil)
@@ -298,6 +301,7 @@ type member struct {
 
 	// Owned by the stream goroutine (or by AddMember before it starts).
 	instance string                      // the member process our ids come from
+	batched  bool                        // this stream sends route-batch events
 	lastID   uint64                      // last applied event seq of instance
 	synced   bool                        // a snapshot was applied on this stream
 	keys     map[graph.RouteKey]string   // imported key -> route id
@@ -310,12 +314,14 @@ type member struct {
 	lastSeen   atomic.Uint64
 	nroutes    atomic.Int64
 	reconnects atomic.Uint64
+	batch      atomic.Value // string: the stream's api.BatchHeader, "" when unbatched
 }
 
 func newMember(a *Aggregator, name, url string) *member {
 	m := &member{a: a, name: name, url: url, keys: map[graph.RouteKey]string{}, byRoute: map[string][]graph.RouteKey{}, has: map[string]bool{}}
 	m.state.Store("idle")
 	m.reason.Store("")
+	m.batch.Store("")
 	return m
 }
 
@@ -427,7 +433,9 @@ func (m *member) stream(ctx context.Context, log *slog.Logger) streamResult {
 	if m.idErr != nil {
 		return streamResult{err: m.idErr}
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, m.url+EventsPath, nil)
+	// batch=1 asks for route-batch events (api.BatchHeader says the member
+	// sends them); a member that predates them ignores it.
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, m.url+EventsPath+"?batch=1", nil)
 	if err != nil {
 		return streamResult{err: fmt.Errorf("build request: %w", err)}
 	}
@@ -457,6 +465,9 @@ func (m *member) stream(ctx context.Context, log *slog.Logger) streamResult {
 	}
 	m.setState(stateConnected)
 	m.reason.Store("")
+	batch := resp.Header.Get(api.BatchHeader)
+	m.batched = batch != ""
+	m.batch.Store(batch)
 	log.Debug("stream connected", "last_event_id", m.lastID)
 
 	idle := time.AfterFunc(cfg.IdleTimeout, cancel)
@@ -499,7 +510,8 @@ func (m *member) apply(ev sseEvent) (string, error) {
 		return reasonResync, errors.New(strings.TrimSpace(string(ev.Data)))
 	}
 	known := ev.Name == "snapshot" || ev.Name == string(graph.EventRouteAdd) ||
-		ev.Name == string(graph.EventRouteUpdate) || ev.Name == string(graph.EventRouteRemove)
+		ev.Name == string(graph.EventRouteUpdate) || ev.Name == string(graph.EventRouteRemove) ||
+		ev.Name == string(graph.EventRouteBatch)
 	if ev.Broken {
 		if known || ev.HasID {
 			return reasonBadEvent, fmt.Errorf("%s event with an over-long line", ev.Name)
@@ -541,10 +553,15 @@ func (m *member) apply(ev sseEvent) (string, error) {
 	if inst != m.instance {
 		return reasonRestarted, fmt.Errorf("%s event from instance %q, our snapshot is from %q", ev.Name, inst, m.instance)
 	}
+	if ev.Name == string(graph.EventRouteBatch) {
+		return m.applyBatch(ev, id)
+	}
 	if id <= m.lastID {
 		return "", fmt.Errorf("duplicate %s event %d (have %d)", ev.Name, id, m.lastID)
 	}
-	if id != m.lastID+1 {
+	// A batched stream skips the ids of the metrics updates it folds into
+	// route-batch events, so only an unbatched one can see a gap.
+	if id != m.lastID+1 && !m.batched {
 		return reasonGap, fmt.Errorf("event %d after %d", id, m.lastID)
 	}
 	if known {
@@ -567,6 +584,32 @@ func (m *member) apply(ev sseEvent) (string, error) {
 		}
 	}
 	// path-change, node-* and link-*: the graph derives them from routes.
+	m.lastID = id
+	m.seen(id)
+	return "", nil
+}
+
+// applyBatch applies a route-batch event: the metrics of routes the stream
+// already announced, as of event id (which the event before it may share).
+func (m *member) applyBatch(ev sseEvent, id uint64) (string, error) {
+	if !m.batched {
+		return reasonInconsistent, fmt.Errorf("route-batch event %d on a stream without %s", id, api.BatchHeader)
+	}
+	if id < m.lastID {
+		return "", fmt.Errorf("stale route-batch event %d (have %d)", id, m.lastID)
+	}
+	var e graph.Event
+	if err := json.Unmarshal(ev.Data, &e); err != nil {
+		return reasonBadEvent, fmt.Errorf("decode route-batch event %d: %w", id, err)
+	}
+	b := slices.DeleteFunc(e.Batch, func(rm graph.RouteMetrics) bool { return !m.has[rm.ID] })
+	for i := range b {
+		if m.a.straddles(b[i].Src, b[i].Dst, b[i].Metrics) {
+			b[i].Metrics = graph.Metrics{}
+		}
+	}
+	m.a.g.ImportMetrics(m.name, b)
+	m.a.met.batchRoutes.Add(float64(len(b)))
 	m.lastID = id
 	m.seen(id)
 	return "", nil

@@ -30,6 +30,10 @@ type MemberStatus struct {
 	// belongs, or it is this node).
 	Token      bool   `json:"token"`
 	Reconnects uint64 `json:"reconnects"`
+	// Batch is the member's -aggregateInterval when its stream sends
+	// route-batch events ("" when it streams every route-update: a member
+	// with -aggregateInterval 0, or one that predates batching).
+	Batch string `json:"batch,omitempty"`
 }
 
 // Status lists the members and their streams, sorted by name.
@@ -46,6 +50,7 @@ func (a *Aggregator) Status() []MemberStatus {
 			LastEventID: m.lastSeen.Load(), Routes: int(m.nroutes.Load()),
 			Token: m.a.sendsToken(m.name), Reconnects: m.reconnects.Load(),
 		}
+		s.Batch, _ = m.batch.Load().(string)
 		if ns := m.lastEvent.Load(); ns != 0 {
 			t := time.Unix(0, ns).UTC()
 			s.LastEvent = &t

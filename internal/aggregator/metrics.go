@@ -17,6 +17,8 @@ type metrics struct {
 	resyncs    *prometheus.CounterVec // reason
 	garbage    prometheus.Counter
 	rejections *prometheus.CounterVec // reason
+	// batchRoutes counts the routes that route-batch events updated.
+	batchRoutes prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -45,6 +47,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "dnms_aggregator_member_rejections_total",
 			Help: "Connection attempts to members that did not prove they belong to the cluster, by reason (tls, identity): no token was sent and nothing imported.",
 		}, []string{"reason"}),
+		batchRoutes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "dnms_aggregator_batch_routes_total",
+			Help: "Route metrics applied from members' route-batch events (one per route per batch).",
+		}),
 	}
 	for _, r := range []string{rejectTLS, rejectIdentity} {
 		m.rejections.WithLabelValues(r)
@@ -56,7 +62,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		m.resyncs.WithLabelValues(r)
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.streams, m.events, m.reconnects, m.resyncs, m.garbage, m.rejections} {
+		for _, c := range []prometheus.Collector{m.streams, m.events, m.reconnects, m.resyncs, m.garbage, m.rejections, m.batchRoutes} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}
@@ -68,7 +74,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 // eventLabel bounds the type label to the names the protocol defines.
 func eventLabel(name string) string {
 	switch name {
-	case "snapshot", "resync", "route-add", "route-update", "route-remove", "path-change",
+	case "snapshot", "resync", "route-add", "route-update", "route-remove", "route-batch", "path-change",
 		"node-add", "node-remove", "link-add", "link-remove":
 		return name
 	}

@@ -75,6 +75,14 @@ type Config struct {
 	// socket does not drain in that time is dropped. The server has no
 	// overall WriteTimeout, which would cut every stream.
 	StreamWriteTimeout time.Duration
+	// BatchInterval is how often a stream that asks for batches
+	// (?batch=1, what the aggregator sends) gets one route-batch event with
+	// the metrics that changed since the last one (-aggregateInterval);
+	// BatchPhase (see BatchPhase) places this member's batches within the
+	// interval. 0 ignores ?batch=1: every metrics update is its own
+	// route-update event.
+	BatchInterval time.Duration
+	BatchPhase    time.Duration
 	// Retry is the reconnect delay suggested to SSE clients ("retry:").
 	Retry time.Duration
 	// Instance names this server's process in SSE event ids

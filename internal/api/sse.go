@@ -5,10 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"net/http"
 	"strings"
 	"time"
 
+	"github.com/dnms/dnms/internal/graph"
 	"github.com/dnms/dnms/internal/sseid"
 )
 
@@ -69,11 +71,24 @@ func (s *Server) eventsHandler(g Graph, view string) http.Handler {
 		defer s.metrics.streams.WithLabelValues(view).Dec()
 
 		after := s.lastEventID(r)
-		sub := g.Subscribe(after, s.cfg.StreamBuffer)
+		h := w.Header()
+		var (
+			sub    *graph.Subscription
+			bt     *time.Timer
+			batchC <-chan time.Time // nil: not batched
+		)
+		if bg, ok := g.(batchGraph); ok && s.cfg.BatchInterval > 0 && r.URL.Query().Get("batch") == "1" {
+			sub = bg.SubscribeBatched(after, s.cfg.StreamBuffer)
+			h.Set(BatchHeader, s.cfg.BatchInterval.String())
+			bt = time.NewTimer(time.Until(NextBatch(time.Now(), s.cfg.BatchInterval, s.cfg.BatchPhase)))
+			defer bt.Stop()
+			batchC = bt.C
+		} else {
+			sub = g.Subscribe(after, s.cfg.StreamBuffer)
+		}
 		defer sub.Close()
 
 		rc := http.NewResponseController(w)
-		h := w.Header()
 		h.Set("Content-Type", "text/event-stream")
 		h.Set("Cache-Control", "no-store")
 		h.Set("X-Accel-Buffering", "no") // no proxy buffering
@@ -108,6 +123,11 @@ func (s *Server) eventsHandler(g Graph, view string) http.Handler {
 				if err := st.send(func() error { _, err := bw.WriteString(": hb\n\n"); return err }); err != nil {
 					return
 				}
+			case <-batchC:
+				// The batch is queued on sub.C behind what was already
+				// sent there, and written when it comes out.
+				sub.Batch()
+				bt.Reset(time.Until(NextBatch(time.Now(), s.cfg.BatchInterval, s.cfg.BatchPhase)))
 			case ev, ok := <-sub.C:
 				if !ok {
 					reason := "subscription closed"
@@ -189,4 +209,41 @@ func (st *stream) send(write func() error) error {
 		return err
 	}
 	return st.rc.Flush()
+}
+
+// BatchHeader is the response header of an event stream that sends
+// route-batch events (the client asked with ?batch=1 and the server
+// batches): its value is the interval, e.g. "5s". A client that asked and
+// does not see it talks to a server that streams every route-update.
+const BatchHeader = "X-Dnms-Batch-Interval"
+
+// batchGraph is a Graph that can batch metrics updates (*graph.Graph).
+type batchGraph interface {
+	SubscribeBatched(after uint64, buf int) *graph.Subscription
+}
+
+// NextBatch is the first time after now at which a member whose batches
+// sit at phase within interval sends one: phase past a multiple of
+// interval since the Unix epoch. Streams of one member (to several
+// aggregators) batch together; members with different phases do not.
+func NextBatch(now time.Time, interval, phase time.Duration) time.Time {
+	iv := int64(interval)
+	off := now.UnixNano() - int64(phase%interval)
+	k := off / iv
+	if off < 0 && off%iv != 0 {
+		k-- // floor
+	}
+	return time.Unix(0, (k+1)*iv+int64(phase%interval))
+}
+
+// BatchPhase spreads members' batches over the interval: a hash (FNV-1a)
+// of the member's name, modulo interval. Deterministic, so a restart keeps
+// it, and independent of graph.Flush's one-second tick.
+func BatchPhase(name string, interval time.Duration) time.Duration {
+	if interval <= 0 {
+		return 0
+	}
+	h := fnv.New64a()
+	h.Write([]byte(name))
+	return time.Duration(h.Sum64() % uint64(interval))
 }

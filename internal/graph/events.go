@@ -58,15 +58,29 @@ func (g *Graph) emitLocked(ev Event) {
 	g.events.last++
 	ev.ID = g.events.last
 	ev.Time = g.cfg.Now()
+	folded := ev.coalesced
+	ev.coalesced, ev.batchable = nil, folded != nil
 	g.events.push(ev)
 	for s := range g.subs {
-		select {
-		case s.ch <- ev:
-		default:
-			s.overflowed.Store(true)
-			delete(g.subs, s)
-			close(s.ch)
+		if s.batched && folded != nil {
+			s.dirty[folded] = struct{}{} // goes out with the next batch
+			continue
 		}
+		s.sendLocked(ev)
+	}
+}
+
+// sendLocked hands ev to s without blocking; a full channel closes s as
+// overflowed. It reports whether ev was queued.
+func (s *Subscription) sendLocked(ev Event) bool {
+	select {
+	case s.ch <- ev:
+		return true
+	default:
+		s.overflowed.Store(true)
+		delete(s.g.subs, s)
+		close(s.ch)
+		return false
 	}
 }
 
@@ -90,6 +104,12 @@ type Subscription struct {
 	ch         chan Event
 	g          *Graph
 	overflowed atomic.Bool
+
+	// Batched subscriptions (SubscribeBatched), under g.mu: routes whose
+	// coalesced metrics updates are owed, and whether every route is owed.
+	batched bool
+	dirty   map[*routeEntry]struct{}
+	all     bool
 }
 
 // Subscribe starts a stream of events with ID > after. When after is 0, or
@@ -99,12 +119,16 @@ type Subscription struct {
 // on a subscriber: one that falls buf events behind is closed and marked
 // overflowed.
 func (g *Graph) Subscribe(after uint64, buf int) *Subscription {
+	return g.subscribe(after, buf, false)
+}
+
+func (g *Graph) subscribe(after uint64, buf int, batched bool) *Subscription {
 	if buf <= 0 {
 		buf = g.cfg.SubscriberBuffer
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	s := &Subscription{g: g}
+	s := &Subscription{g: g, batched: batched}
 	var replay []Event
 	ok := false
 	if after > 0 {
@@ -114,6 +138,13 @@ func (g *Graph) Subscribe(after uint64, buf int) *Subscription {
 		snap := g.snapshotLocked()
 		s.Snapshot = &snap
 		replay = nil
+	}
+	if batched {
+		s.dirty = make(map[*routeEntry]struct{})
+		// A resumed reader may have missed coalesced updates from before
+		// its resume point that were owed to its next batch: owe it all.
+		s.all = s.Snapshot == nil
+		replay = slices.DeleteFunc(replay, func(ev Event) bool { return ev.batchable })
 	}
 	s.ch = make(chan Event, buf+len(replay))
 	for _, ev := range replay {

@@ -805,7 +805,7 @@ func compareLinkIDs(a, b LinkID) int {
 func (g *Graph) maybeUpdateLocked(r *routeEntry) {
 	now := g.cfg.Now()
 	if now.Sub(r.lastUpdate) >= g.cfg.CoalesceInterval {
-		g.updateAtLocked(r, now)
+		g.coalescedUpdateLocked(r, now)
 		return
 	}
 	g.pending[r] = struct{}{}
@@ -837,7 +837,7 @@ func (g *Graph) Flush() {
 	}
 	slices.SortFunc(rs, func(a, b *routeEntry) int { return cmp.Compare(a.ikey, b.ikey) })
 	for _, r := range rs {
-		g.updateAtLocked(r, now)
+		g.coalescedUpdateLocked(r, now)
 	}
 }
 

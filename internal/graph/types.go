@@ -186,4 +186,14 @@ type Event struct {
 	Link   *Link       `json:"link,omitempty"`
 	Route  *Route      `json:"route,omitempty"` // full route incl. metrics
 	Change *PathChange `json:"change,omitempty"`
+	// Batch is the route-batch event's routes (batched subscriptions only,
+	// see SubscribeBatched).
+	Batch []RouteMetrics `json:"batch,omitempty"`
+
+	// coalesced is the route of a coalesced, metrics-only route-update:
+	// batched subscriptions fold it into their next batch. Only set on the
+	// way to emitLocked; batchable says the same in the replay buffer
+	// (which must not keep the route alive).
+	coalesced *routeEntry
+	batchable bool
 }

@@ -1,0 +1,125 @@
+package graph
+
+import (
+	"cmp"
+	"net/netip"
+	"slices"
+	"time"
+)
+
+// EventRouteBatch carries the metrics of many routes in one event. Only
+// batched subscriptions (SubscribeBatched) see it, when their reader asks
+// for it (Subscription.Batch); it is not kept for replay.
+const EventRouteBatch EventType = "route-batch"
+
+// RouteMetrics is one route's entry in a route-batch event: the metrics
+// (and per-hop RTTs) of a route the reader already knows from its snapshot
+// or a route-add, identified like Route.
+type RouteMetrics struct {
+	ID      string     `json:"id"`
+	Origin  string     `json:"origin,omitempty"`
+	Src     netip.Addr `json:"src"`
+	Dst     netip.Addr `json:"dst"`
+	Metrics Metrics    `json:"metrics"`
+	HopRTTs []float64  `json:"hopRttSeconds,omitempty"`
+}
+
+// SubscribeBatched is Subscribe for a reader that takes metrics in batches:
+// coalesced route-update events (metrics only) are not sent on C, so a burst
+// of them (every route's update is owed at the same Flush) cannot overflow
+// the subscription. The route is remembered instead and its current
+// metrics go out in the next route-batch event, which the reader asks for
+// with Batch. Every other event (route-add and -remove, a route-update
+// whose keys changed or whose window was reset, path-change, node-* and
+// link-*) is sent at once, as with Subscribe. C therefore skips the ids of
+// the events folded into batches. A subscription that resumed (no
+// Snapshot) owes its first batch every route, since what was owed before
+// the resume point is not replayed.
+func (g *Graph) SubscribeBatched(after uint64, buf int) *Subscription {
+	return g.subscribe(after, buf, true)
+}
+
+// Batch queues, on C and after every event already sent, a route-batch
+// event with the current metrics of every route owed to this batched
+// subscription, sorted by origin then id. Its ID is the graph's newest
+// event id: the batch covers every coalesced update up to it, so it may
+// repeat the ID of the event sent before it. It reports how many routes
+// the batch holds; it queues nothing (0) when none is owed, when the
+// subscription is not batched or is closed. A reader too far behind to
+// take the batch is closed as overflowed, like on any event.
+func (s *Subscription) Batch() int {
+	g := s.g
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if _, ok := g.subs[s]; !ok || !s.batched {
+		return 0
+	}
+	var rs []*routeEntry
+	if s.all {
+		rs = make([]*routeEntry, 0, len(g.routes))
+		for _, r := range g.routes {
+			rs = append(rs, r)
+		}
+	} else {
+		rs = make([]*routeEntry, 0, len(s.dirty))
+		for r := range s.dirty {
+			if g.routes[r.ikey] == r { // not removed since
+				rs = append(rs, r)
+			}
+		}
+	}
+	clear(s.dirty)
+	s.all = false
+	if len(rs) == 0 {
+		return 0
+	}
+	slices.SortFunc(rs, func(a, b *routeEntry) int { return cmp.Compare(a.ikey, b.ikey) })
+	batch := make([]RouteMetrics, len(rs))
+	for i, r := range rs {
+		batch[i] = RouteMetrics{ID: r.id, Origin: r.origin, Src: r.src, Dst: r.dst,
+			Metrics: r.metricsOf(), HopRTTs: slices.Clone(r.hopRTT)}
+		if r.local {
+			batch[i].Origin = ""
+		}
+	}
+	ev := Event{ID: g.events.last, Type: EventRouteBatch, Time: g.cfg.Now(), Batch: batch}
+	if !s.sendLocked(ev) {
+		return 0
+	}
+	return len(batch)
+}
+
+// ImportMetrics sets the metrics (and per-hop RTTs) of routes imported
+// from origin, all under one lock: the aggregator applying a member's
+// route-batch event. Entries naming a route origin does not have are
+// skipped. It returns how many routes it updated.
+func (g *Graph) ImportMetrics(origin string, batch []RouteMetrics) int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	n := 0
+	for i := range batch {
+		rm := &batch[i]
+		r := g.routes[routeIKey(origin, false, rm.ID)]
+		if r == nil {
+			continue
+		}
+		r.mmu.Lock()
+		r.metrics = rm.Metrics
+		r.mmu.Unlock()
+		if len(rm.HopRTTs) == len(r.hops) {
+			r.hopRTT = slices.Clone(rm.HopRTTs)
+		}
+		g.maybeUpdateLocked(r)
+		n++
+	}
+	return n
+}
+
+// coalescedUpdateLocked is updateAtLocked for a metrics-only update that
+// coalescing held back or let through: batched subscriptions fold it into
+// their next batch.
+func (g *Graph) coalescedUpdateLocked(r *routeEntry, now time.Time) {
+	delete(g.pending, r)
+	r.lastUpdate = now
+	g.emitLocked(Event{Type: EventRouteUpdate, Route: g.routeCopyLocked(r), coalesced: r})
+}
