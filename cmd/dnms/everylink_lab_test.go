@@ -50,7 +50,9 @@ func sweepLinks(t *testing.T, bin, src string, all bool) []string {
 	f := lab.New(t, lab.Config{Prefix: lab.UniquePrefix(t), Spines: 2, Leaves: 3, HostsPerLeaf: 1})
 	const interval, ring = 100 * time.Millisecond, 50
 	c, err := demo.Start(demo.Config{Binary: bin, Fabric: f, LogDir: t.TempDir(),
-		Args: []string{"-timestamps", src, "-pingRouteInterval", interval.String(), "-mapInterval", "100ms", "-metricRingSize", fmt.Sprint(ring)}})
+		Args: []string{"-timestamps", src, "-pingRouteInterval", interval.String(), "-mapInterval", "100ms", "-metricRingSize", fmt.Sprint(ring),
+			// Pings are 10× the default pace, so is the aggregation.
+			"-aggregateInterval", "500ms"}})
 	if err != nil {
 		t.Fatal(err)
 	}

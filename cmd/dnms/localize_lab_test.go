@@ -27,7 +27,9 @@ func TestLocalizeHardAndSlow(t *testing.T) {
 	const interval, ring = 100 * time.Millisecond, 100
 	turnover := interval * ring
 	c, err := demo.Start(demo.Config{Binary: bin, Fabric: f, LogDir: t.TempDir(),
-		Args: []string{"-pingRouteInterval", interval.String(), "-mapInterval", "100ms", "-metricRingSize", fmt.Sprint(ring)}})
+		Args: []string{"-pingRouteInterval", interval.String(), "-mapInterval", "100ms", "-metricRingSize", fmt.Sprint(ring),
+			// Pings are 10× the default pace, so is the aggregation.
+			"-aggregateInterval", "500ms"}})
 	if err != nil {
 		t.Fatal(err)
 	}
