@@ -1,6 +1,7 @@
 package graph
 
 import (
+	"cmp"
 	"math"
 	"slices"
 	"time"
@@ -60,19 +61,30 @@ func computeMetrics(samples []Sample) (m Metrics, p10 float64) {
 	if len(samples) == 0 {
 		return m, 0
 	}
-	s := slices.Clone(samples)
-	slices.SortStableFunc(s, func(a, b Sample) int {
-		if c := a.Sent.Compare(b.Sent); c != 0 {
+	// Order by send time then sequence through a small key slice: moving
+	// the samples themselves (strings inside) cost most of the time.
+	type ord struct {
+		t   int64
+		seq uint64
+		i   int32
+	}
+	o := make([]ord, len(samples))
+	for i, x := range samples {
+		o[i] = ord{x.Sent.UnixNano(), x.Seq, int32(i)}
+	}
+	slices.SortFunc(o, func(a, b ord) int {
+		if c := cmp.Compare(a.t, b.t); c != 0 {
 			return c
 		}
-		switch {
-		case a.Seq < b.Seq:
-			return -1
-		case a.Seq > b.Seq:
-			return 1
+		if c := cmp.Compare(a.seq, b.seq); c != 0 {
+			return c
 		}
-		return 0
+		return cmp.Compare(a.i, b.i) // stable
 	})
+	s := make([]*Sample, len(o))
+	for j, x := range o {
+		s[j] = &samples[x.i]
+	}
 	m.Samples = len(s)
 	m.Source = s[len(s)-1].Source
 	m.Since = s[0].Sent
