@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -56,7 +57,7 @@ func TestLocalizeHardAndSlow(t *testing.T) {
 	// cycle sets a fault, waits until want is the only link with verdict v
 	// (and, for delay, the top one by estimated delay), clears the fault
 	// and waits until no link has v.
-	cycle := func(t *testing.T, what string, l lab.Link, set func() error, v graph.Verdict, want string, detect, clear time.Duration) {
+	cycle := func(t *testing.T, what string, l lab.Link, set func() error, v graph.Verdict, want string, detect, clear time.Duration, after ...func(t *testing.T, set time.Time)) {
 		t.Helper()
 		if err := set(); err != nil {
 			t.Fatal(err)
@@ -71,6 +72,9 @@ func TestLocalizeHardAndSlow(t *testing.T) {
 		at := time.Now()
 		waitVerdicts(t, c, detect, v, want, v == graph.VerdictSlow)
 		t.Logf("%s: %s the only %s link after %s", what, want, v, time.Since(at).Round(time.Millisecond))
+		for _, f := range after {
+			f(t, at)
+		}
 		cleared = true
 		if err := f.ClearFaults(l); err != nil {
 			t.Fatal(err)
@@ -114,14 +118,65 @@ func TestLocalizeHardAndSlow(t *testing.T) {
 			}
 		}
 		hl := f.LinkBetween(leaf.Name, h.Name)
+		want := leaf.Loopback.String() + "→" + h.Addr.String()
+		// Once every route from or to the host holds only samples sent
+		// after the fault, the estimate must be the lab's 30% within
+		// binomial bounds: the refit is unpenalised, not shrunk.
+		unbiased := func(t *testing.T, set time.Time) {
+			if err := demo.WaitFor(ctx, 2*turnover+10*time.Second, 250*time.Millisecond, settledSince(c, h.Addr.String(), set)); err != nil {
+				t.Fatalf("rings not refilled after the fault: %v", err)
+			}
+			rows, err := c.Health()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range rows {
+				if r.Src+"→"+r.Dst != want {
+					continue
+				}
+				n := float64(r.SamplesThrough)
+				sd := math.Sqrt(0.3 * 0.7 / n)
+				t.Logf("estimated loss %.3f over %d samples through the link (lab: 0.300, ±4σ = ±%.3f): %s", r.EstimatedLoss, r.SamplesThrough, 4*sd, r.Evidence)
+				if n < 100 || math.Abs(r.EstimatedLoss-0.3) > 4*sd {
+					t.Fatalf("estimated loss %.3f over %.0f samples: not 0.30 within 4σ (%.3f)", r.EstimatedLoss, n, 4*sd)
+				}
+				return
+			}
+			t.Fatalf("no row for %s", want)
+		}
 		cycle(t, "30% loss", hl, func() error { return f.SetLoss(hl, leaf.Name, 30) },
-			graph.VerdictFaulty, leaf.Loopback.String()+"→"+h.Addr.String(), 20*time.Second, turnover+5*time.Second)
+			graph.VerdictFaulty, want, 20*time.Second, turnover+5*time.Second, unbiased)
 	})
 
 	t.Run("slow-link", func(t *testing.T) {
 		cycle(t, "1 ms delay", link, func() error { return f.SetDelay(link, leaf1.Name, time.Millisecond) },
 			graph.VerdictSlow, want, 60*time.Second, turnover+10*time.Second)
 	})
+}
+
+// settledSince is a WaitFor condition: every aggregator route from or to
+// host holds only samples sent after since.
+func settledSince(c *demo.Cluster, host string, since time.Time) func() error {
+	return func() error {
+		rs, err := c.Routes()
+		if err != nil {
+			return err
+		}
+		n := 0
+		for _, r := range rs {
+			if r.Src.String() != host && r.Dst.String() != host {
+				continue
+			}
+			if r.Metrics.Samples == 0 || r.Metrics.Since.Before(since) {
+				return fmt.Errorf("route %s→%s holds samples from %s, before the fault", r.Src, r.Dst, r.Metrics.Since.Format(time.StampMilli))
+			}
+			n++
+		}
+		if n == 0 {
+			return fmt.Errorf("no route from or to %s", host)
+		}
+		return nil
+	}
 }
 
 // verdicts lists the links with verdict v ("" : any but ok), as "src→dst".
