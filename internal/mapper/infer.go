@@ -122,12 +122,6 @@ type tracePlan struct {
 	// predicted[t] is the hop the port's last route had at TTL t (index 0
 	// unused); nil when the port has no route yet.
 	predicted []graph.Hop
-	// charge stands in for predicted in the per-router budget when the
-	// port has no route yet (its first trace): the routers of another
-	// port's route to the peer, which share its tiers and mostly its
-	// routers, else just this host's first-hop router at TTL 1. The peer
-	// itself (the last element) is never charged.
-	charge []graph.Hop
 	// limit is the TTL at which the peer is expected: the port's last
 	// route's length, else the shortest known route to the peer, 0 when
 	// nothing is known. No probe is sent above it until everything up to it
@@ -259,11 +253,7 @@ func (m *Mapper) startTrace(peer netip.Addr, port uint16) *tracePlan {
 		for _, o := range ps.ports {
 			if d := len(o.route) - 1; o.route != nil && (tp.limit == 0 || d < tp.limit) {
 				tp.limit = d
-				tp.charge = o.route
 			}
-		}
-		if tp.charge == nil {
-			tp.charge = m.firstHopLocked()
 		}
 	}
 	tp.limit = min(tp.limit, m.cfg.MaxTTL)

@@ -512,11 +512,8 @@ func (m *Mapper) waitBudget(ctx context.Context, tp *tracePlan, ttls []int) erro
 	if m.cfg.RouterBudget != nil {
 		var routers []string
 		for _, t := range ttls {
-			switch {
-			case t < len(tp.predicted) && t < tp.limit && tp.predicted[t].Addr.IsValid():
+			if t < len(tp.predicted) && t < tp.limit && tp.predicted[t].Addr.IsValid() {
 				routers = append(routers, tp.predicted[t].Addr.String())
-			case tp.predicted == nil && t < len(tp.charge)-1 && tp.charge[t].Addr.IsValid():
-				routers = append(routers, tp.charge[t].Addr.String())
 			}
 		}
 		d = max(d, m.cfg.RouterBudget.Reserve(now, routers))
@@ -828,20 +825,6 @@ func (m *Mapper) SetPlan(picks []plan.Pick) {
 		}
 	}
 	m.mu.Unlock()
-}
-
-// firstHopLocked is [local, this host's first-hop router, unknown] as any
-// route shows it (nil when none does): what a first trace to a new peer
-// certainly asks at TTL 1.
-func (m *Mapper) firstHopLocked() []graph.Hop {
-	for _, ps := range m.peers {
-		for _, st := range ps.ports {
-			if len(st.route) >= 3 && st.route[1].Addr.IsValid() {
-				return []graph.Hop{st.route[0], st.route[1], {}}
-			}
-		}
-	}
-	return nil
 }
 
 // Racks returns this host's first-hop router and each traced peer's (the

@@ -102,40 +102,6 @@ func TestRouterBudgetDelaysRounds(t *testing.T) {
 	}
 }
 
-// TestRouterBudgetChargesFirstTraces: a new peer's first traces have no
-// route of their own to predict their routers, yet they ask the first-hop
-// router (and, hashed like the other ports, its tiers) to answer: they are
-// charged on the routes already known, so a burst of new peers cannot
-// exceed the budget on leaf1.
-func TestRouterBudgetChargesFirstTraces(t *testing.T) {
-	cfg := testConfig(6)
-	cfg.Interval, cfg.Jitter = time.Millisecond, 0
-	cfg.RouterBudget = plan.NewRouterBudget(1)
-	tr := &fakeTracer{}
-	m, clk := newTestMapper(t, cfg, tr, newFakeSink())
-	m.AddPeer(peerA)
-	runFor(t, m, tr, 6) // peerA's ports: leaf1 is known from here on
-	start := clk.Now()
-	m.AddPeer(peerB)
-	m.AddPeer(peerC)
-	runFor(t, m, tr, 24) // a sweep: peerA's 6 re-traces, the new peers' 12 first traces
-	firsts := 0
-	for _, c := range tr.Traces()[6:] {
-		if c.peer == peerB || c.peer == peerC {
-			firsts++
-		}
-	}
-	if firsts < 12 {
-		t.Fatalf("only %d first traces of the new peers", firsts)
-	}
-	// Each of the 18 asks leaf1 at TTL 1 at least once: at 1 answer/s,
-	// ≥ ~17 s (peerA's 6 re-traces alone, the only ones charged before
-	// first traces were, take ~5 s).
-	if el := clk.Now().Sub(start); el < 15*time.Second {
-		t.Errorf("18 traces through leaf1, 12 of them first traces, took %v of fake time under a 1/s budget", el)
-	}
-}
-
 // TestSetPlan: the plan's picks become the traced peers, with their reasons;
 // a peer left out of the plan is removed with its routes, and a new pick is
 // traced first.
