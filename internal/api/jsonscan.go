@@ -26,6 +26,7 @@ type jsonScanner struct {
 	lastNL int64  // offset of the last newline before buf[0], -1 if none
 	rerr   error  // the reader's error, once it has returned one
 	unesc  []byte // a string with escapes, unescaped
+	key    []byte // the member name being read
 	// wasArray says whether the last elements call met an array (not null).
 	wasArray bool
 }
@@ -47,7 +48,7 @@ func (e *jsonPosError) Error() string {
 }
 
 func newJSONScanner(r io.Reader) *jsonScanner {
-	return &jsonScanner{r: r, buf: make([]byte, 256<<10), lastNL: -1}
+	return &jsonScanner{r: r, buf: make([]byte, 64<<10), lastNL: -1}
 }
 
 // fill reads more input, keeping buf[pos:end]. It returns false at the
@@ -204,9 +205,10 @@ func (s *jsonScanner) fields(what string, each func(key []byte) error) error {
 		if err != nil {
 			return err
 		}
-		// Copied: reading on may move the buffer under key.
-		var kb [32]byte
-		key = append(kb[:0], key...)
+		// Copied: reading on may move the buffer under key. (each
+		// reads key before it reads on.)
+		s.key = append(s.key[:0], key...)
+		key = s.key
 		if err := s.expect(':', what); err != nil {
 			return err
 		}

@@ -30,6 +30,7 @@ type snapDecoder struct {
 	excess []float64         // arena of rttExcessByKeySeconds lists
 	seen   uint8             // seenNodes | seenEdges
 	cur    graph.Route       // the route being read, when streaming
+	keep   bool              // keep the routes in snap (tests), never stream
 }
 
 const (
@@ -117,7 +118,7 @@ func (d *snapDecoder) object() error {
 				return d.link(&snap.Links[len(snap.Links)-1])
 			})
 		case "routes":
-			if d.seen == seenNodes|seenEdges && d.doc.input == nil && d.doc.invalid == nil {
+			if d.seen == seenNodes|seenEdges && d.doc.input == nil && d.doc.invalid == nil && !d.keep {
 				d.start()
 			}
 			if d.doc.input != nil || d.doc.invalid != nil {
@@ -280,7 +281,8 @@ func (d *snapDecoder) route(r *graph.Route) error {
 	})
 }
 
-// arenaChunk is how many elements a fresh arena holds.
+// arenaChunk is how many elements a fresh arena holds at most (they
+// start small and double).
 const arenaChunk = 1 << 16
 
 // arenaList reads an array onto the end of *arena with read and returns
@@ -292,7 +294,7 @@ func arenaList[T any](s *jsonScanner, what string, arena *[]T, read func(*T) err
 	err := s.elements(what, func() error {
 		empty = false
 		if a := *arena; len(a) == cap(a) { // move this list to a fresh arena
-			*arena = append(make([]T, 0, max(arenaChunk, 2*(len(a)-start))), a[start:]...)
+			*arena = append(make([]T, 0, max(min(2*cap(a), arenaChunk), 2*(len(a)-start), 16)), a[start:]...)
 			start = 0
 		}
 		var v T
