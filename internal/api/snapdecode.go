@@ -30,6 +30,7 @@ type snapDecoder struct {
 	excess []float64         // arena of rttExcessByKeySeconds lists
 	seen   uint8             // seenNodes | seenEdges
 	cur    graph.Route       // the route being read, when streaming
+	hopNum []int32           // the numbers of cur's hops (graph.HealthInput.Node)
 	keep   bool              // keep the routes in snap (tests), never stream
 }
 
@@ -61,7 +62,7 @@ func (d *snapDecoder) decode() (healthDoc, error) {
 		d.start()
 	}
 	for i := range d.snap.Routes {
-		d.add(&d.snap.Routes[i])
+		d.add(&d.snap.Routes[i], nil)
 	}
 	return d.doc, nil
 }
@@ -71,11 +72,12 @@ func (d *snapDecoder) start() {
 	d.doc.input, d.doc.invalid = graph.NewHealthInput(d.snap.Nodes, d.snap.Links)
 }
 
-// add checks one route and hands it to the input.
-func (d *snapDecoder) add(r *graph.Route) {
+// add checks one route and hands it to the input, with its hops'
+// numbers when the decoder looked them up (else nil).
+func (d *snapDecoder) add(r *graph.Route, hops []int32) {
 	d.doc.routes++
 	if d.doc.invalid == nil {
-		d.doc.invalid = d.doc.input.Add(r)
+		d.doc.invalid = d.doc.input.AddNumbered(r, hops)
 	}
 }
 
@@ -145,10 +147,15 @@ func (d *snapDecoder) streamRoutes() error {
 	return d.s.elements("routes", func() error {
 		d.cur = graph.Route{}
 		d.keys = d.keys[:0]
+		d.hopNum = d.hopNum[:0]
 		if err := d.route(&d.cur); err != nil {
 			return err
 		}
-		d.add(&d.cur)
+		if len(d.hopNum) != len(d.cur.Hops) { // not numbered (no input, or hops twice)
+			d.add(&d.cur, nil)
+			return nil
+		}
+		d.add(&d.cur, d.hopNum)
 		return nil
 	})
 }
@@ -312,8 +319,18 @@ func arenaList[T any](s *jsonScanner, what string, arena *[]T, read func(*T) err
 }
 
 func (d *snapDecoder) hopList(dst *[]string) (err error) {
+	d.hopNum = d.hopNum[:0]
 	*dst, err = arenaList(d.s, "hops", &d.hops, func(h *string) error {
 		b, err := d.s.str("hop")
+		if d.doc.input != nil && !d.keep {
+			// Numbered and interned by the nodes list: one lookup.
+			n, name, ok := d.doc.input.Node(b)
+			d.hopNum = append(d.hopNum, n)
+			if ok {
+				*h = name
+				return err
+			}
+		}
 		*h = d.string(b, true)
 		return err
 	})

@@ -44,7 +44,7 @@ func Validate(s Snapshot) error {
 		return err
 	}
 	for i := range s.Routes {
-		if err := b.check(&s.Routes[i]); err != nil {
+		if err := b.check(&s.Routes[i], nil); err != nil {
 			return err
 		}
 		b.n++
@@ -58,15 +58,18 @@ func Validate(s Snapshot) error {
 // Nodes are numbered once; hops and links are checked by number.
 type HealthInput struct {
 	nodes map[string]int32
+	names []string            // node number → id
 	links map[uint64]struct{} // src<<32 | dst, by node number
-	in    []localize.Input
-	ports []uint16 // the Ports of in, cut from one buffer
-	n     int      // routes checked
+	in    []localize.Input    // the last routes added
+	full  [][]localize.Input  // the routes before them, in chunks
+	ports []uint16            // the Ports of in, cut from one buffer
+	n     int                 // routes checked
 }
 
 // NewHealthInput checks the nodes and links of a snapshot.
 func NewHealthInput(nodes []Node, links []Link) (*HealthInput, error) {
-	b := &HealthInput{nodes: make(map[string]int32, len(nodes)), links: make(map[uint64]struct{}, len(links))}
+	b := &HealthInput{nodes: make(map[string]int32, len(nodes)), names: make([]string, len(nodes)),
+		links: make(map[uint64]struct{}, len(links))}
 	for i, n := range nodes {
 		if n.ID == "" {
 			return nil, fmt.Errorf("node %d: empty id", i)
@@ -75,6 +78,7 @@ func NewHealthInput(nodes []Node, links []Link) (*HealthInput, error) {
 			return nil, fmt.Errorf("node %q listed twice", n.ID)
 		}
 		b.nodes[n.ID] = int32(i)
+		b.names[i] = n.ID
 	}
 	for _, l := range links {
 		s, ok := b.nodes[l.Src]
@@ -96,11 +100,36 @@ func NewHealthInput(nodes []Node, links []Link) (*HealthInput, error) {
 // Add checks the next route of the snapshot and keeps what the estimator
 // reads of it. The input aliases r.Hops and r.Metrics.RTTExcessByKey: the
 // caller must not change them afterwards (r itself may be reused).
-func (b *HealthInput) Add(r *Route) error {
-	if err := b.check(r); err != nil {
+func (b *HealthInput) Add(r *Route) error { return b.AddNumbered(r, nil) }
+
+// Node returns the number of the node named name and its id (the string
+// the nodes list holds, for interning), or false when there is no such
+// node.
+func (b *HealthInput) Node(name []byte) (int32, string, bool) {
+	n, ok := b.nodes[string(name)]
+	if !ok {
+		return -1, "", false
+	}
+	return n, b.names[n], true
+}
+
+// AddNumbered is Add for a decoder that numbered the hops itself (Node):
+// hops[j] is the number of r.Hops[j], -1 for an unknown node; nil means
+// look them up.
+func (b *HealthInput) AddNumbered(r *Route, hops []int32) error {
+	if err := b.check(r, hops); err != nil {
 		return err
 	}
 	b.n++
+	if len(b.in) == cap(b.in) {
+		// Filled in chunks, joined once by Run: append grows a large
+		// slice by a quarter at a time, which allocated (and faulted in)
+		// a 500k-route input five times over.
+		if len(b.in) > 0 {
+			b.full = append(b.full, b.in)
+		}
+		b.in = make([]localize.Input, 0, min(64<<10, max(1024, 2*cap(b.in))))
+	}
 	var x localize.Input
 	x, b.ports = inputOf(r.Hops, r.Keys, r.Metrics, b.ports)
 	b.in = append(b.in, x)
@@ -108,13 +137,22 @@ func (b *HealthInput) Add(r *Route) error {
 }
 
 // Len is how many routes were added.
-func (b *HealthInput) Len() int { return len(b.in) }
+func (b *HealthInput) Len() int { return b.n }
 
 // Run ranks the links of the routes added.
-func (b *HealthInput) Run(hc HealthConfig) []LinkHealth { return localize.Run(b.in, hc) }
+func (b *HealthInput) Run(hc HealthConfig) []LinkHealth {
+	if len(b.full) > 0 {
+		all := make([]localize.Input, 0, b.n)
+		for _, c := range b.full {
+			all = append(all, c...)
+		}
+		b.in, b.full = append(all, b.in...), nil
+	}
+	return localize.Run(b.in, hc)
+}
 
-// check checks route number b.n.
-func (b *HealthInput) check(r *Route) error {
+// check checks route number b.n, its hops numbered by hops when not nil.
+func (b *HealthInput) check(r *Route, hops []int32) error {
 	name := routeName{b.n, r}
 	if r.ID == "" {
 		return fmt.Errorf("%s: empty id", name)
@@ -122,9 +160,19 @@ func (b *HealthInput) check(r *Route) error {
 	if len(r.Hops) < 2 {
 		return fmt.Errorf("%s: %d hops, need at least source and destination", name, len(r.Hops))
 	}
+	if hops != nil && len(hops) != len(r.Hops) {
+		return fmt.Errorf("%s: %d hop numbers for %d hops", name, len(hops), len(r.Hops))
+	}
 	var prev int32
 	for j, h := range r.Hops {
-		id, ok := b.nodes[h]
+		var id int32
+		ok := true
+		if hops != nil {
+			id = hops[j]
+			ok = id >= 0 && int(id) < len(b.names)
+		} else {
+			id, ok = b.nodes[h]
+		}
 		if !ok {
 			return fmt.Errorf("%s: hop %d %q is not a known node", name, j, h)
 		}
