@@ -20,7 +20,7 @@ const maxHealthInput = 512 << 20
 
 // RunHealth implements `dnms health -f FILE|- [-o text|json] [-top N]`: it
 // reads a saved /v1/graph or /v1/aggregator/graph document (a
-// graph.Snapshot), runs graph.HealthOf over it (the code behind
+// graph.Snapshot), checks it as graph.Validate does and runs the estimator (the code behind
 // /v1/graph/edges/health) and prints the rows, most suspicious first, as an
 // aligned table or as the same JSON the API serves. args excludes the
 // command name. A malformed or inconsistent document is an error; -h returns
@@ -73,14 +73,14 @@ func RunHealth(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		defer f.Close()
 		in = f
 	}
-	snap, err := readSnapshot(in)
+	doc, err := readHealthDoc(in)
 	if err != nil {
 		return fmt.Errorf("health: %s: %w", name, err)
 	}
-	rows, err := graph.HealthOf(snap)
-	if err != nil {
-		return fmt.Errorf("health: %s: inconsistent graph: %w", name, err)
+	if doc.invalid != nil {
+		return fmt.Errorf("health: %s: inconsistent graph: %w", name, doc.invalid)
 	}
+	rows := doc.input.Run(graph.DefaultHealthConfig())
 	if *order == "estimate" {
 		localize.SortByEstimate(rows)
 	}
@@ -96,11 +96,11 @@ func RunHealth(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		_, err = fmt.Fprintf(stdout, "%s\n", b)
 		return err
 	}
-	return writeHealthText(stdout, snap, all, rows)
+	return writeHealthText(stdout, doc, all, rows)
 }
 
 // writeHealthText prints the summary over all rows and the table of shown.
-func writeHealthText(w io.Writer, snap graph.Snapshot, all, rows []graph.LinkHealth) error {
+func writeHealthText(w io.Writer, doc healthDoc, all, rows []graph.LinkHealth) error {
 	var faulty, suspect, slow int
 	for _, r := range all {
 		switch r.Verdict {
@@ -113,7 +113,7 @@ func writeHealthText(w io.Writer, snap graph.Snapshot, all, rows []graph.LinkHea
 		}
 	}
 	fmt.Fprintf(w, "graph at event %d: %d nodes, %d links, %d routes; %d faulty, %d suspect, %d slow (showing %d)\n\n",
-		snap.EventID, len(snap.Nodes), len(snap.Links), len(snap.Routes), faulty, suspect, slow, len(rows))
+		doc.eventID, doc.nodes, doc.links, doc.routes, faulty, suspect, slow, len(rows))
 	// Numbers align right; the link column is padded by hand to read left.
 	lw := len("LINK")
 	for _, r := range rows {

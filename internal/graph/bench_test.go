@@ -37,7 +37,8 @@ var locFabrics = map[string]closSim{
 	"1k": {Spines: 8, Leaves: 32, HostsPerLeaf: 8, Peers: 32, Ports: 4, Samples: 100, NoiseMax: 2e-4, UnknownFrac: 0.1},
 	// 16 spines x 128 leaves x 32 hosts: 8,192 + 4,096 = 12,288 links.
 	"10k": {Spines: 16, Leaves: 128, HostsPerLeaf: 32, Peers: 8, Ports: 4, Samples: 100, NoiseMax: 2e-4, UnknownFrac: 0.1},
-	// The same with 20 peers per host: ~300,000 routes (issue 14's size).
+	// The same with 20 peers per host: ~300,000 flows each way, 591k
+	// routes (each key and its reverse); "10k" has 237k.
 	"10k-300k": {Spines: 16, Leaves: 128, HostsPerLeaf: 32, Peers: 20, Ports: 4, Samples: 100, NoiseMax: 2e-4, UnknownFrac: 0.1},
 }
 

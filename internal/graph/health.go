@@ -23,73 +23,183 @@ func HealthOf(s Snapshot) ([]LinkHealth, error) {
 
 // HealthOfConfig is HealthOf with explicit estimator settings.
 func HealthOfConfig(s Snapshot, hc HealthConfig) ([]LinkHealth, error) {
-	if err := Validate(s); err != nil {
+	b, err := NewHealthInput(s.Nodes, s.Links)
+	if err != nil {
 		return nil, err
 	}
-	return localize.Run(inputsOf(s.Routes), hc), nil
+	for i := range s.Routes {
+		if err := b.Add(&s.Routes[i]); err != nil {
+			return nil, err
+		}
+	}
+	return b.Run(hc), nil
 }
 
 // Validate checks a snapshot: unique node IDs, links between known nodes,
 // routes of at least two hops over known nodes and listed links, and sane
 // counts (non-negative, lost <= samples, forward+reverse <= lost).
 func Validate(s Snapshot) error {
-	nodes := make(map[string]bool, len(s.Nodes))
-	for i, n := range s.Nodes {
-		if n.ID == "" {
-			return fmt.Errorf("node %d: empty id", i)
-		}
-		if nodes[n.ID] {
-			return fmt.Errorf("node %q listed twice", n.ID)
-		}
-		nodes[n.ID] = true
+	b, err := NewHealthInput(s.Nodes, s.Links)
+	if err != nil {
+		return err
 	}
-	links := make(map[LinkID]bool, len(s.Links))
-	for _, l := range s.Links {
-		if !nodes[l.Src] {
-			return fmt.Errorf("edge %s→%s: unknown source node %q", l.Src, l.Dst, l.Src)
+	for i := range s.Routes {
+		if err := b.check(&s.Routes[i], nil); err != nil {
+			return err
 		}
-		if !nodes[l.Dst] {
-			return fmt.Errorf("edge %s→%s: unknown destination node %q", l.Src, l.Dst, l.Dst)
+		b.n++
+	}
+	return nil
+}
+
+// HealthInput is the estimator's input of a snapshot, checked and
+// collected one route at a time (as Validate checks it), so a decoder can
+// hand over each route as it reads it instead of holding every Route.
+// Nodes are numbered once; hops and links are checked by number.
+type HealthInput struct {
+	nodes map[string]int32
+	names []string            // node number → id
+	links map[uint64]struct{} // src<<32 | dst, by node number
+	in    []localize.Input    // the last routes added
+	full  [][]localize.Input  // the routes before them, in chunks
+	ports []uint16            // the Ports of in, cut from one buffer
+	n     int                 // routes checked
+}
+
+// NewHealthInput checks the nodes and links of a snapshot.
+func NewHealthInput(nodes []Node, links []Link) (*HealthInput, error) {
+	b := &HealthInput{nodes: make(map[string]int32, len(nodes)), names: make([]string, len(nodes)),
+		links: make(map[uint64]struct{}, len(links))}
+	for i, n := range nodes {
+		if n.ID == "" {
+			return nil, fmt.Errorf("node %d: empty id", i)
+		}
+		if _, dup := b.nodes[n.ID]; dup {
+			return nil, fmt.Errorf("node %q listed twice", n.ID)
+		}
+		b.nodes[n.ID] = int32(i)
+		b.names[i] = n.ID
+	}
+	for _, l := range links {
+		s, ok := b.nodes[l.Src]
+		if !ok {
+			return nil, fmt.Errorf("edge %s→%s: unknown source node %q", l.Src, l.Dst, l.Src)
+		}
+		d, ok := b.nodes[l.Dst]
+		if !ok {
+			return nil, fmt.Errorf("edge %s→%s: unknown destination node %q", l.Src, l.Dst, l.Dst)
 		}
 		if l.Routes < 0 {
-			return fmt.Errorf("edge %s→%s: negative route count %d", l.Src, l.Dst, l.Routes)
+			return nil, fmt.Errorf("edge %s→%s: negative route count %d", l.Src, l.Dst, l.Routes)
 		}
-		links[l.LinkID] = true
+		b.links[uint64(s)<<32|uint64(d)] = struct{}{}
 	}
-	for i, r := range s.Routes {
-		name := routeName{i, &s.Routes[i]}
-		if r.ID == "" {
-			return fmt.Errorf("%s: empty id", name)
+	return b, nil
+}
+
+// Add checks the next route of the snapshot and keeps what the estimator
+// reads of it. The input aliases r.Hops and r.Metrics.RTTExcessByKey: the
+// caller must not change them afterwards (r itself may be reused).
+func (b *HealthInput) Add(r *Route) error { return b.AddNumbered(r, nil) }
+
+// Node returns the number of the node named name and its id (the string
+// the nodes list holds, for interning), or false when there is no such
+// node.
+func (b *HealthInput) Node(name []byte) (int32, string, bool) {
+	n, ok := b.nodes[string(name)]
+	if !ok {
+		return -1, "", false
+	}
+	return n, b.names[n], true
+}
+
+// AddNumbered is Add for a decoder that numbered the hops itself (Node):
+// hops[j] is the number of r.Hops[j], -1 for an unknown node; nil means
+// look them up.
+func (b *HealthInput) AddNumbered(r *Route, hops []int32) error {
+	if err := b.check(r, hops); err != nil {
+		return err
+	}
+	b.n++
+	if len(b.in) == cap(b.in) {
+		// Filled in chunks, joined once by Run: append grows a large
+		// slice by a quarter at a time, which allocated (and faulted in)
+		// a 500k-route input five times over.
+		if len(b.in) > 0 {
+			b.full = append(b.full, b.in)
 		}
-		if len(r.Hops) < 2 {
-			return fmt.Errorf("%s: %d hops, need at least source and destination", name, len(r.Hops))
+		b.in = make([]localize.Input, 0, min(64<<10, max(1024, 2*cap(b.in))))
+	}
+	var x localize.Input
+	x, b.ports = inputOf(r.Hops, r.Keys, r.Metrics, b.ports)
+	b.in = append(b.in, x)
+	return nil
+}
+
+// Len is how many routes were added.
+func (b *HealthInput) Len() int { return b.n }
+
+// Run ranks the links of the routes added.
+func (b *HealthInput) Run(hc HealthConfig) []LinkHealth {
+	if len(b.full) > 0 {
+		all := make([]localize.Input, 0, b.n)
+		for _, c := range b.full {
+			all = append(all, c...)
 		}
-		for j, h := range r.Hops {
-			if !nodes[h] {
-				return fmt.Errorf("%s: hop %d %q is not a known node", name, j, h)
-			}
-			if j > 0 && !links[LinkID{Src: r.Hops[j-1], Dst: h}] {
+		b.in, b.full = append(all, b.in...), nil
+	}
+	return localize.Run(b.in, hc)
+}
+
+// check checks route number b.n, its hops numbered by hops when not nil.
+func (b *HealthInput) check(r *Route, hops []int32) error {
+	name := routeName{b.n, r}
+	if r.ID == "" {
+		return fmt.Errorf("%s: empty id", name)
+	}
+	if len(r.Hops) < 2 {
+		return fmt.Errorf("%s: %d hops, need at least source and destination", name, len(r.Hops))
+	}
+	if hops != nil && len(hops) != len(r.Hops) {
+		return fmt.Errorf("%s: %d hop numbers for %d hops", name, len(hops), len(r.Hops))
+	}
+	var prev int32
+	for j, h := range r.Hops {
+		var id int32
+		ok := true
+		if hops != nil {
+			id = hops[j]
+			ok = id >= 0 && int(id) < len(b.names)
+		} else {
+			id, ok = b.nodes[h]
+		}
+		if !ok {
+			return fmt.Errorf("%s: hop %d %q is not a known node", name, j, h)
+		}
+		if j > 0 {
+			if _, ok := b.links[uint64(prev)<<32|uint64(id)]; !ok {
 				return fmt.Errorf("%s: hops %d→%d (%s→%s) are not a known edge", name, j-1, j, r.Hops[j-1], h)
 			}
 		}
-		m := r.Metrics
-		switch {
-		case m.Samples < 0 || m.Lost < 0 || m.LostForward < 0 || m.LostReverse < 0:
-			return fmt.Errorf("%s: negative count (samples %d, lost %d, forward %d, reverse %d)",
-				name, m.Samples, m.Lost, m.LostForward, m.LostReverse)
-		case m.Lost > m.Samples:
-			return fmt.Errorf("%s: lost %d > samples %d", name, m.Lost, m.Samples)
-		case m.LostForward+m.LostReverse > m.Lost:
-			return fmt.Errorf("%s: lost forward %d + reverse %d > lost %d", name, m.LostForward, m.LostReverse, m.Lost)
+		prev = id
+	}
+	m := &r.Metrics
+	switch {
+	case m.Samples < 0 || m.Lost < 0 || m.LostForward < 0 || m.LostReverse < 0:
+		return fmt.Errorf("%s: negative count (samples %d, lost %d, forward %d, reverse %d)",
+			name, m.Samples, m.Lost, m.LostForward, m.LostReverse)
+	case m.Lost > m.Samples:
+		return fmt.Errorf("%s: lost %d > samples %d", name, m.Lost, m.Samples)
+	case m.LostForward+m.LostReverse > m.Lost:
+		return fmt.Errorf("%s: lost forward %d + reverse %d > lost %d", name, m.LostForward, m.LostReverse, m.Lost)
+	}
+	for _, f := range [...]float64{m.Loss, m.LossForward, m.LossReverse, m.RTTMin, m.RTTAvg, m.RTTP50, m.RTTP99, m.RTTMax, m.JitterRFC3550, m.JitterStddev, m.RTTBaseline} {
+		if math.IsNaN(f) || math.IsInf(f, 0) || f < 0 {
+			return fmt.Errorf("%s: metric value %v out of range", name, f)
 		}
-		for _, f := range []float64{m.Loss, m.LossForward, m.LossReverse, m.RTTMin, m.RTTAvg, m.RTTP50, m.RTTP99, m.RTTMax, m.JitterRFC3550, m.JitterStddev, m.RTTBaseline} {
-			if math.IsNaN(f) || math.IsInf(f, 0) || f < 0 {
-				return fmt.Errorf("%s: metric value %v out of range", name, f)
-			}
-		}
-		if err := validExcess(m.RTTExcessByKey, len(r.Keys)); err != nil {
-			return fmt.Errorf("%s: %w", name, err)
-		}
+	}
+	if err := validExcess(m.RTTExcessByKey, len(r.Keys)); err != nil {
+		return fmt.Errorf("%s: %w", name, err)
 	}
 	return nil
 }
@@ -99,6 +209,8 @@ type routeName struct {
 	i int
 	r *Route
 }
+
+var _ fmt.Stringer = routeName{}
 
 func (n routeName) String() string {
 	return fmt.Sprintf("route %d (id %q, origin %q)", n.i, n.r.ID, n.r.Origin)

@@ -38,9 +38,16 @@ func delayObservations(in []Input, ix *index, keyOff, rev []int32) *delayObs {
 		excess: make([]float64, 0, n),
 		route:  make([]int32, 0, n),
 	}
+	// mark[l] == p+1: link l is on route p (a slice, not a search of the
+	// observation's links, for the reverse route's links).
+	mark := make([]int32, ix.nLinks())
 	for p, r := range in {
 		if len(r.Excess) != len(r.Ports) || len(r.Hops) < 2 {
 			continue
+		}
+		fwd := ix.routeLinks(p)
+		for _, l := range fwd {
+			mark[l] = int32(p) + 1
 		}
 		for i, e := range r.Excess {
 			if math.IsNaN(e) || math.IsInf(e, 0) || e < 0 {
@@ -50,10 +57,9 @@ func delayObservations(in []Input, ix *index, keyOff, rev []int32) *delayObs {
 			if q < 0 {
 				continue
 			}
-			start := len(d.links)
-			d.links = append(d.links, ix.routeLinks(p)...)
+			d.links = append(d.links, fwd...)
 			for _, l := range ix.routeLinks(int(q)) {
-				if !slices.Contains(d.links[start:], l) {
+				if mark[l] != int32(p)+1 {
 					d.links = append(d.links, l)
 				}
 			}
@@ -71,10 +77,34 @@ func delayObservations(in []Input, ix *index, keyOff, rev []int32) *delayObs {
 	return d
 }
 
+// median is the upper median of v (v[len/2] once sorted), found by
+// selection rather than a full sort.
 func median(v []float64) float64 {
 	s := slices.Clone(v)
-	slices.Sort(s)
-	return s[len(s)/2]
+	k := len(s) / 2
+	lo, hi := 0, len(s)-1
+	for lo < hi {
+		// Hoare partition around the middle element: afterwards
+		// s[lo..j] <= pivot <= s[j+1..hi].
+		pivot := s[lo+(hi-lo)/2]
+		i, j := lo-1, hi+1
+		for {
+			for i++; s[i] < pivot; i++ {
+			}
+			for j--; s[j] > pivot; j-- {
+			}
+			if i >= j {
+				break
+			}
+			s[i], s[j] = s[j], s[i]
+		}
+		if k <= j {
+			hi = j
+		} else {
+			lo = j + 1
+		}
+	}
+	return s[k]
 }
 
 // delaySeed fills DelayExcessSeconds: mean excess of the observations

@@ -5,38 +5,59 @@ import "math"
 // lossFit holds per-link success rates x_l and, per observation, the
 // product of x over its links.
 type lossFit struct {
-	o    *obs
-	by   *csr
-	x    []float64
-	prod []float64
-	y    []float64 // observed success ratio per observation
+	o  *obs
+	by *csr
+	x  []float64
+	// st is, per observation, what the sweeps read of it, side by side:
+	// one cache line per observation visited instead of three.
+	st []fitObs
+}
+
+// fitObs is one observation's state in the fit.
+type fitObs struct {
+	prod float64 // Π x over its links
+	w    float64 // trials
+	y    float64 // observed success ratio
 }
 
 func newLossFit(o *obs, nl int) *lossFit {
-	f := &lossFit{o: o, x: make([]float64, nl), prod: make([]float64, len(o.trials)), y: make([]float64, len(o.trials))}
+	f := &lossFit{o: o, x: make([]float64, nl), st: make([]fitObs, len(o.trials))}
 	f.by = byLink(len(o.trials), nl, o.of, func(p int) bool { return o.trials[p] > 0 })
 	for l := range f.x {
 		f.x[l] = 1
 	}
-	for p := range f.prod {
-		f.prod[p] = 1
-		f.y[p] = 1 - ratio(o.losses[p], o.trials[p])
+	for p := range f.st {
+		f.st[p] = fitObs{prod: 1, w: o.trials[p], y: 1 - ratio(o.losses[p], o.trials[p])}
 	}
 	return f
 }
 
 // resetY recomputes the observed success ratios after the losses moved.
 func (f *lossFit) resetY() {
-	for p := range f.y {
-		f.y[p] = 1 - ratio(f.o.losses[p], f.o.trials[p])
+	for p := range f.st {
+		f.st[p].y = 1 - ratio(f.o.losses[p], f.o.trials[p])
 	}
+}
+
+// prods returns the product of every observation.
+func (f *lossFit) prods() []float64 {
+	out := make([]float64, len(f.st))
+	for p := range f.st {
+		out[p] = f.st[p].prod
+	}
+	return out
 }
 
 // others is Π x over p's links except l.
 func (f *lossFit) others(p int32, l int) float64 {
 	if f.x[l] > 1e-6 {
-		return f.prod[p] / f.x[l]
+		return f.st[p].prod / f.x[l]
 	}
+	return f.othersSlow(p, l)
+}
+
+// othersSlow is others by multiplication, for x_l near 0.
+func (f *lossFit) othersSlow(p int32, l int) float64 {
 	c := 1.0
 	for _, k := range f.o.of(int(p)) {
 		if int(k) != l {
@@ -48,11 +69,13 @@ func (f *lossFit) others(p int32, l int) float64 {
 
 // set changes x_l and the products of its observations.
 func (f *lossFit) set(l int, nx float64) {
-	for _, p := range f.by.of(l) {
-		if f.x[l] > 1e-6 {
-			f.prod[p] = f.prod[p] / f.x[l] * nx
-		} else {
-			f.prod[p] = f.others(p, l) * nx
+	if xl := f.x[l]; xl > 1e-6 {
+		for _, p := range f.by.of(l) {
+			f.st[p].prod = f.st[p].prod / xl * nx
+		}
+	} else {
+		for _, p := range f.by.of(l) {
+			f.st[p].prod = f.othersSlow(p, l) * nx
 		}
 	}
 	f.x[l] = nx
@@ -89,13 +112,7 @@ func (f *lossFit) run(active []int, forgive float64, sweeps int) int {
 		n++
 		maxMove := 0.0
 		for _, l := range active {
-			var num, den float64
-			for _, p := range f.by.of(l) {
-				c := f.others(p, l)
-				w := f.o.trials[p]
-				num += w * c * f.y[p]
-				den += w * c * c
-			}
+			num, den := f.sums(l)
 			if den <= 0 {
 				continue
 			}
@@ -113,6 +130,28 @@ func (f *lossFit) run(active []int, forgive float64, sweeps int) int {
 	return n
 }
 
+// sums are Σ w·c·y and Σ w·c² over l's observations, c the success the
+// other links give each.
+func (f *lossFit) sums(l int) (num, den float64) {
+	ps := f.by.of(l)
+	if xl := f.x[l]; xl > 1e-6 {
+		for _, p := range ps {
+			st := &f.st[p]
+			c := st.prod / xl
+			num += st.w * c * st.y
+			den += st.w * c * c
+		}
+		return num, den
+	}
+	for _, p := range ps {
+		st := &f.st[p]
+		c := f.othersSlow(p, l)
+		num += st.w * c * st.y
+		den += st.w * c * c
+	}
+	return num, den
+}
+
 // fitLoss selects the lossy links with the penalised fit, then refits the
 // selected ones without the penalty: the penalty pulls a selected link's
 // estimate down by about forgive ÷ its probes, the refit removes that bias
@@ -123,7 +162,7 @@ func fitLoss(o *obs, nl int, c Config) *lossFit {
 	// Three EM steps: one left a dead link's blame on the other link of
 	// its round trips in the lab (TestLocalizeHardAndSlow/dead-link).
 	for i := 0; i < 3 && len(o.shares) > 0; i++ {
-		o.resplit(f.prod, c.NegligibleLoss)
+		o.resplit(f.prods(), c.NegligibleLoss)
 		f.resetY()
 		f.run(f.lossy(), c.Forgive, c.Sweeps)
 	}
