@@ -49,14 +49,14 @@ fi
 if want localize; then
 	section "localize: scenario tables (independent generator: gray loss, 5 faults, smallest delay per time source) and one run at 12k links / 340k routes"
 	gobench -bench 'Scenarios|Run$' -benchtime 1x -timeout 60m -v ./internal/localize | grep -vE '^=== RUN'
-	section "localize: the graph's health run (estimator input + estimator, CPU time) and a cached read, 12k links / 237k and 591k routes"
+	section "localize: the graph's health run (estimator input + estimator, CPU time) and a cached read, 12k links / 237k, ~300k and 591k routes"
 	tmp=$(mktemp -d)
 	DNMS_BENCH_SNAPSHOT="$tmp" gobench -bench 'Localization/time-10k' -benchtime 1x -timeout 30m ./internal/graph
 	section "localize: reading that graph saved (320 MB), encoding/json (the decoder before) vs dnms health's streaming decoder, same bytes, same run (CPU time)"
-	DNMS_BENCH_HEALTH_DOC="$tmp/10k-300k.json" gobench -bench HealthDecode -benchtime 1x -timeout 30m ./internal/api
+	DNMS_BENCH_HEALTH_DOC="$tmp/10k-600k.json" gobench -bench HealthDecode -benchtime 1x -timeout 30m ./internal/api
 	section "localize: dnms health -f end to end on both saved graphs (wall time, CPU, peak RSS)"
 	go build -o "$tmp/dnms" ./cmd/dnms
-	for doc in 10k 10k-300k; do
+	for doc in 10k 10k-300k 10k-600k; do
 		if [ -x /usr/bin/time ]; then
 			/usr/bin/time -f "health -f $doc: %e s wall, %U s user, %S s sys, %M KiB peak RSS" "$tmp/dnms" health -f "$tmp/$doc.json" -top 5 >/dev/null
 		else

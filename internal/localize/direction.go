@@ -63,45 +63,47 @@ func splitLoss(r Input) (fwd, rev float64) {
 
 // reverses finds the reverse route of every key (dst→src, same port),
 // matched by endpoint nodes: rev[keyOff[p]+i] is the route of the reverse
-// of route p's i-th port, or -1 when it is not in the set.
+// of route p's i-th port, or -1 when it is not in the set. Routes are
+// grouped by their (source, destination) pair, so the reverse of a key is
+// looked for among the few routes of the opposite pair: one map lookup per
+// route, not two per port.
 func reverses(in []Input, ix *index) (keyOff, rev []int32) {
+	pair := func(s, d int32) uint64 { return uint64(uint32(s))<<32 | uint64(uint32(d)) }
+	byPair := make(map[uint64][]int32)
 	nports := 0
-	for _, r := range in {
-		nports += len(r.Ports)
-	}
-	byKey := make(map[uint64]int32, nports)
-	key := func(src, dst int32, port uint16) uint64 {
-		return uint64(src)<<40 | uint64(dst)<<16 | uint64(port)
-	}
 	for p, r := range in {
-		if len(r.Hops) < 2 {
-			continue
-		}
-		s, d := ix.ends(p)
-		for _, port := range r.Ports {
-			if _, ok := byKey[key(s, d, port)]; !ok {
-				byKey[key(s, d, port)] = int32(p)
-			}
+		nports += len(r.Ports)
+		if len(r.Hops) >= 2 {
+			s, d := ix.ends(p)
+			byPair[pair(s, d)] = append(byPair[pair(s, d)], int32(p))
 		}
 	}
 	keyOff = make([]int32, len(in)+1)
 	rev = make([]int32, 0, nports)
 	for p, r := range in {
 		keyOff[p] = int32(len(rev))
-		s, d := int32(-1), int32(-1)
+		var back []int32
 		if len(r.Hops) >= 2 {
-			s, d = ix.ends(p)
+			s, d := ix.ends(p)
+			back = byPair[pair(d, s)]
 		}
 		for _, port := range r.Ports {
-			q, ok := byKey[key(d, s, port)]
-			if !ok || s < 0 {
-				q = -1
-			}
-			rev = append(rev, q)
+			rev = append(rev, withPort(in, back, port))
 		}
 	}
 	keyOff[len(in)] = int32(len(rev))
 	return keyOff, rev
+}
+
+// withPort is the first of routes (in input order) with a key on port, -1
+// when none has.
+func withPort(in []Input, routes []int32, port uint16) int32 {
+	for _, q := range routes {
+		if slices.Contains(in[q].Ports, port) {
+			return q
+		}
+	}
+	return -1
 }
 
 // found drops the -1s of a reverses list.
