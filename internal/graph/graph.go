@@ -55,10 +55,10 @@ type Graph struct {
 	mu       sync.RWMutex
 	nodes    map[string]*nodeEntry
 	links    map[LinkID]*linkEntry
-	routes   map[string]*routeEntry              // by routeEntry.ikey
-	keys     map[RouteKey]*routeEntry            // local (agent) keys
-	imported map[string]map[RouteKey]*routeEntry // origin -> key -> route
-	pending  map[*routeEntry]struct{}            // owe a route-update event
+	routes   map[string]*routeEntry   // by routeEntry.ikey
+	keys     map[RouteKey]*routeEntry // local (agent) keys
+	imported map[string]*originIndex  // origin -> its routes by key pair
+	pending  map[*routeEntry]struct{} // owe a route-update event
 	events   eventLog
 	subs     map[*Subscription]struct{}
 	// baselines outlive their routes: by routeEntry.ikey (origin + hop
@@ -80,35 +80,54 @@ type linkEntry struct {
 
 type routeEntry struct {
 	ikey   string // origin + "\x00" + id
-	id     string
+	id     string // the tail of ikey
 	origin string
 	local  bool
 	src    netip.Addr
 	dst    netip.Addr
-	hops   []string
+	hops   []string                 // node IDs: the nodes' own strings
 	hopRTT []float64                // latest trace's per-hop RTT (seconds), aligned with hops; nil if none
-	keys   map[RouteKey]*sampleRing // local: per-key rings; imported: nil values
+	keys   map[RouteKey]*sampleRing // local routes' per-key rings; nil for imported routes (see keyList)
 
 	lastUpdate time.Time
 	now        func() time.Time
 	bases      map[RouteKey]*baseline // local keys' RTT baselines
 
-	mmu      sync.Mutex // guards the lazily computed fields below for readers
-	metrics  Metrics
-	dirty    bool
-	keyList  []RouteKey // sorted keys; replaced, never modified, when stale
+	mmu     sync.Mutex // guards the lazily computed fields below for readers
+	metrics Metrics
+	dirty   bool
+	// keyList is the sorted keys, replaced, never modified. Local routes
+	// derive it from keys when stale; for imported routes it is the key
+	// set itself (see compact.go).
+	keyList  []RouteKey
 	keyStale bool
 }
 
 // setKey and delKey change the key set (under the graph's write lock).
+// setKey is for local routes; imported routes set theirs with
+// originIndex.setKeys.
 func (r *routeEntry) setKey(k RouteKey, ring *sampleRing) {
 	r.keys[k] = ring
 	r.keyStale = true
 }
 
 func (r *routeEntry) delKey(k RouteKey) {
+	if !r.local {
+		if i, ok := slices.BinarySearchFunc(r.keyList, k, compareKeys); ok {
+			r.keyList = slices.Delete(slices.Clone(r.keyList), i, i+1)
+		}
+		return
+	}
 	delete(r.keys, k)
 	r.keyStale = true
+}
+
+// numKeys is how many keys map to r.
+func (r *routeEntry) numKeys() int {
+	if r.local {
+		return len(r.keys)
+	}
+	return len(r.keyList)
 }
 
 // keysOf returns the sorted key list. The slice is shared: callers must not
@@ -121,7 +140,7 @@ func (r *routeEntry) keysOf() []RouteKey {
 
 // sortedKeysLocked is keysOf under r.mmu.
 func (r *routeEntry) sortedKeysLocked() []RouteKey {
-	if r.keyStale || r.keyList == nil {
+	if r.local && (r.keyStale || r.keyList == nil) {
 		ks := make([]RouteKey, 0, len(r.keys))
 		for k := range r.keys {
 			ks = append(ks, k)
@@ -161,7 +180,7 @@ func New(cfg Config) *Graph {
 		links:    make(map[LinkID]*linkEntry),
 		routes:   make(map[string]*routeEntry),
 		keys:     make(map[RouteKey]*routeEntry),
-		imported: make(map[string]map[RouteKey]*routeEntry),
+		imported: make(map[string]*originIndex),
 		pending:  make(map[*routeEntry]struct{}),
 		events:   newEventLog(cfg.EventBuffer),
 		subs:     make(map[*Subscription]struct{}),
@@ -443,34 +462,25 @@ func (g *Graph) ImportRoute(origin string, r Route) {
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	ikey := routeIKey(origin, false, id)
-	byKey := g.imported[origin]
-	if byKey == nil {
-		byKey = make(map[RouteKey]*routeEntry)
-		g.imported[origin] = byKey
+	idx := g.imported[origin]
+	if idx == nil {
+		idx = newOriginIndex(origin)
+		g.imported[origin] = idx
 	}
-	want := make(map[RouteKey]bool, len(r.Keys))
-	for _, k := range r.Keys {
-		want[k] = true
-	}
+	ikey := routeIKey(idx.name, false, id)
+	want := sortedKeySet(r.Keys)
 	// Keys that left this route.
 	if cur := g.routes[ikey]; cur != nil {
-		var gone []RouteKey
-		for k := range cur.keys {
-			if !want[k] {
-				gone = append(gone, k)
+		for _, k := range cur.keyList {
+			if _, ok := slices.BinarySearchFunc(want, k, compareKeys); !ok {
+				idx.delKey(cur, k)
 			}
-		}
-		slices.SortFunc(gone, compareKeys)
-		for _, k := range gone {
-			delete(byKey, k)
-			cur.delKey(k)
 		}
 	}
 	var moved []*PathChange
 	var from []*routeEntry
 	for _, k := range r.Keys {
-		prev := byKey[k]
+		prev := idx.find(k)
 		if prev == nil || prev.ikey == ikey {
 			continue
 		}
@@ -482,8 +492,7 @@ func (g *Graph) ImportRoute(origin string, r Route) {
 			})
 		}
 		from = append(from, prev)
-		prev.delKey(k)
-		delete(byKey, k)
+		idx.delKey(prev, k)
 	}
 	cur := g.routes[ikey]
 	defer func() {
@@ -492,19 +501,13 @@ func (g *Graph) ImportRoute(origin string, r Route) {
 		}
 	}()
 	if cur == nil {
-		cur = g.createLocked(ikey, id, origin, false, src, dst, slices.Clone(r.Hops))
+		cur = g.createLocked(ikey, id, idx.name, false, src, dst, slices.Clone(r.Hops))
 		cur.metrics = r.Metrics
-		for _, k := range r.Keys {
-			cur.setKey(k, nil)
-			byKey[k] = cur
-		}
+		idx.setKeys(cur, want)
 		g.emitLocked(Event{Type: EventRouteAdd, Route: g.routeCopyLocked(cur)})
 		cur.lastUpdate = g.cfg.Now()
 	} else {
-		for _, k := range r.Keys {
-			cur.setKey(k, nil)
-			byKey[k] = cur
-		}
+		idx.setKeys(cur, want)
 		cur.mmu.Lock()
 		cur.metrics = r.Metrics
 		cur.mmu.Unlock()
@@ -525,13 +528,15 @@ func (g *Graph) ImportRoute(origin string, r Route) {
 func (g *Graph) RemoveImportedRoute(origin string, key RouteKey) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	byKey := g.imported[origin]
-	r := byKey[key]
+	idx := g.imported[origin]
+	if idx == nil {
+		return
+	}
+	r := idx.find(key)
 	if r == nil {
 		return
 	}
-	delete(byKey, key)
-	r.delKey(key)
+	idx.delKey(r, key)
 	g.afterKeyLossLocked(r)
 }
 
@@ -591,7 +596,7 @@ func (g *Graph) detachLocked(r *routeEntry, key RouteKey) {
 
 // afterKeyLossLocked removes r when it has no key left, else announces it.
 func (g *Graph) afterKeyLossLocked(r *routeEntry) {
-	if len(r.keys) == 0 {
+	if r.numKeys() == 0 {
 		g.removeRouteLocked(r)
 		return
 	}
@@ -602,15 +607,20 @@ func (g *Graph) afterKeyLossLocked(r *routeEntry) {
 // emitting node-add and link-add for new ones.
 func (g *Graph) createLocked(ikey, id, origin string, local bool, src, dst netip.Addr, hops []string) *routeEntry {
 	r := &routeEntry{
-		ikey: ikey, id: id, origin: origin, local: local,
+		ikey: ikey, id: ikey[len(ikey)-len(id):], origin: origin, local: local,
 		src: src, dst: dst, hops: hops,
-		keys: make(map[RouteKey]*sampleRing),
-		now:  g.cfg.Now,
+		now: g.cfg.Now,
+	}
+	if local {
+		r.keys = make(map[RouteKey]*sampleRing)
 	}
 	g.routes[ikey] = r
 	for i, h := range hops {
 		endpoint := i == 0 || i == len(hops)-1
 		n := g.nodes[h]
+		if n != nil {
+			hops[i] = n.node.ID // one string per node, shared by its routes
+		}
 		if n == nil {
 			n = &nodeEntry{node: makeNode(h, endpoint)}
 			g.nodes[h] = n
@@ -676,14 +686,14 @@ func (g *Graph) removeRouteLocked(r *routeEntry) {
 	}
 	delete(g.routes, r.ikey)
 	delete(g.pending, r)
-	for k := range r.keys {
-		if r.local {
+	if r.local {
+		for k := range r.keys {
 			if g.keys[k] == r {
 				delete(g.keys, k)
 			}
-		} else if byKey := g.imported[r.origin]; byKey[k] == r {
-			delete(byKey, k)
 		}
+	} else if idx := g.imported[r.origin]; idx != nil {
+		idx.drop(r)
 	}
 	g.emitLocked(Event{Type: EventRouteRemove, Route: g.routeCopyLocked(r)})
 	for i := 1; i < len(r.hops); i++ {
