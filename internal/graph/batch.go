@@ -94,7 +94,7 @@ func (s *Subscription) Batch() int {
 // route-batch event. Entries naming a route origin does not have are
 // skipped. It returns how many routes it updated.
 func (g *Graph) ImportMetrics(origin string, batch []RouteMetrics) int {
-	g.mu.Lock()
+	g.lockChange()
 	defer g.mu.Unlock()
 	n := 0
 	for i := range batch {

@@ -6,6 +6,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 )
 
 // Imported-route memory benchmark (issue 10, compact storage). Run:
@@ -136,4 +137,61 @@ func BenchmarkImportedRouteMemory(b *testing.B) {
 	b.ReportMetric(perRoute, "B/route")
 	b.ReportMetric(perKey, "B/key")
 	b.ReportMetric(float64(routes), "routes")
+}
+
+// BenchmarkSnapshotCache compares, on the same aggregator graph in the
+// same run, a read of the cached snapshot (SnapshotView, what the API's
+// graph, routes and edges handlers now call) with a recompute of it (the
+// copy the cache saves, made under the read lock) and with Snapshot (the
+// caller's deep copy), and the aggregator /metrics size (Size) with the
+// Snapshot the collector used to take. Run:
+//
+//	go test -run '^$' -bench SnapshotCache -benchtime 20x ./internal/graph
+func BenchmarkSnapshotCache(b *testing.B) {
+	f := newImportFixture(8, 16, 4, 2, 11) // 128 agents, ~32,000 routes
+	g := New(DefaultConfig())
+	for o, rs := range f.routes {
+		for _, r := range rs {
+			g.ImportRoute(f.origins[o], fresh(r))
+		}
+	}
+	g.SnapshotView()
+	const reads = 100
+	var cached, recompute, deep, size, sizeSnap time.Duration
+	for i := 0; i < b.N; i++ {
+		t0 := time.Now()
+		for range reads {
+			if g.SnapshotView() == nil {
+				b.Fatal("no view")
+			}
+		}
+		cached += time.Since(t0) / reads
+		t0 = time.Now()
+		g.mu.RLock()
+		s := g.snapshotLocked()
+		g.mu.RUnlock()
+		recompute += time.Since(t0)
+		t0 = time.Now()
+		d := g.Snapshot()
+		deep += time.Since(t0)
+		t0 = time.Now()
+		for range reads {
+			if g.Size().Routes != len(s.Routes) {
+				b.Fatal("size")
+			}
+		}
+		size += time.Since(t0) / reads
+		t0 = time.Now()
+		if len(g.Snapshot().Routes) != len(d.Routes) {
+			b.Fatal("snapshot")
+		}
+		sizeSnap += time.Since(t0)
+	}
+	n := float64(b.N)
+	b.ReportMetric(float64(cached.Nanoseconds())/n, "cached-ns")
+	b.ReportMetric(float64(recompute.Nanoseconds())/n, "recompute-ns")
+	b.ReportMetric(float64(deep.Nanoseconds())/n, "snapshot-ns")
+	b.ReportMetric(float64(recompute)/float64(cached), "recompute/cached")
+	b.ReportMetric(float64(sizeSnap)/float64(size), "snapshot/size")
+	b.ReportMetric(float64(f.count()), "routes")
 }

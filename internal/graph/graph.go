@@ -66,6 +66,10 @@ type Graph struct {
 	baselines map[baselineKey]*baseline
 
 	health healthCache
+	// gen counts changes to the graph's data, with or without an event
+	// (a sample or imported metrics that coalescing holds back), under mu.
+	gen   uint64
+	snaps snapCache
 }
 
 type nodeEntry struct {
@@ -291,7 +295,7 @@ func (g *Graph) SetRoute(key RouteKey, hops []Hop) (string, *PathChange) {
 	newHops := normalizeHops(key, hops)
 	rtts := hopRTTs(key, hops)
 
-	g.mu.Lock()
+	g.lockChange()
 	defer g.mu.Unlock()
 	// The route the key ends on keeps this trace's hop RTTs (a trace that
 	// timed nothing leaves the previous ones).
@@ -366,7 +370,7 @@ func mergeHops(old []string, nw []string) (merged []string, compatible bool) {
 // uses it).
 func (g *Graph) RemoveRoute(key RouteKey) {
 	key.Src, key.Dst = key.Src.Unmap(), key.Dst.Unmap()
-	g.mu.Lock()
+	g.lockChange()
 	defer g.mu.Unlock()
 	if r := g.keys[key]; r != nil {
 		g.detachLocked(r, key)
@@ -377,7 +381,7 @@ func (g *Graph) RemoveRoute(key RouteKey) {
 // Imported routes are managed per origin (RemoveOrigin).
 func (g *Graph) RemoveHost(addr netip.Addr) {
 	addr = addr.Unmap()
-	g.mu.Lock()
+	g.lockChange()
 	defer g.mu.Unlock()
 	var ks []RouteKey
 	for k := range g.keys {
@@ -398,7 +402,7 @@ func (g *Graph) RemoveHost(addr netip.Addr) {
 // per route.
 func (g *Graph) AddSample(key RouteKey, s Sample) {
 	key.Src, key.Dst = key.Src.Unmap(), key.Dst.Unmap()
-	g.mu.Lock()
+	g.lockChange()
 	defer g.mu.Unlock()
 	r := g.keys[key]
 	if r == nil {
@@ -460,7 +464,7 @@ func (g *Graph) ImportRoute(origin string, r Route) {
 	if !dst.IsValid() {
 		dst, _ = netip.ParseAddr(r.Hops[len(r.Hops)-1])
 	}
-	g.mu.Lock()
+	g.lockChange()
 	defer g.mu.Unlock()
 	idx := g.imported[origin]
 	if idx == nil {
@@ -526,7 +530,7 @@ func (g *Graph) ImportRoute(origin string, r Route) {
 // RemoveImportedRoute drops key from origin's routes (and the route when no
 // key is left).
 func (g *Graph) RemoveImportedRoute(origin string, key RouteKey) {
-	g.mu.Lock()
+	g.lockChange()
 	defer g.mu.Unlock()
 	idx := g.imported[origin]
 	if idx == nil {
@@ -542,7 +546,7 @@ func (g *Graph) RemoveImportedRoute(origin string, key RouteKey) {
 
 // RemoveOrigin drops every route imported from origin (an agent left).
 func (g *Graph) RemoveOrigin(origin string) {
-	g.mu.Lock()
+	g.lockChange()
 	defer g.mu.Unlock()
 	var rs []*routeEntry
 	for _, r := range g.routes {
@@ -868,13 +872,16 @@ func (g *Graph) Run(ctx context.Context) error {
 }
 
 // Snapshot copies the whole graph, sorted (nodes and links by ID, routes by
-// origin then ID), at the current event id.
+// origin then ID), at the current event id. The copy is the caller's: it
+// is a deep copy of the shared snapshot SnapshotView returns.
 func (g *Graph) Snapshot() Snapshot {
-	g.mu.RLock()
-	defer g.mu.RUnlock()
-	return g.snapshotLocked()
+	return cloneSnapshot(g.SnapshotView())
 }
 
+// snapshotLocked copies the graph under the read lock. The routes' Hops,
+// Keys, HopRTTs and Metrics.RTTExcessByKey are the graph's own slices,
+// which it replaces and never modifies: readers of the result must not
+// modify them either (Snapshot and subscriptions get deep copies).
 func (g *Graph) snapshotLocked() Snapshot {
 	s := Snapshot{
 		EventID: g.events.last,
@@ -896,7 +903,10 @@ func (g *Graph) snapshotLocked() Snapshot {
 	}
 	slices.SortFunc(rs, func(a, b *routeEntry) int { return cmp.Compare(a.ikey, b.ikey) })
 	for _, r := range rs {
-		s.Routes = append(s.Routes, *g.routeCopyLocked(r))
+		s.Routes = append(s.Routes, Route{
+			ID: r.id, Src: r.src, Dst: r.dst, Hops: r.hops, Keys: r.keysOf(),
+			Metrics: r.metricsOf(), Origin: r.origin, HopRTTs: r.hopRTT,
+		})
 	}
 	return s
 }
