@@ -9,8 +9,10 @@ import (
 // routes: ~1.7 N² at N agents).
 //
 // An imported route has no sample rings, so it keeps its keys as one
-// sorted slice (routeEntry.keyList, replaced, never modified) instead of a
-// map of keys to nil rings. Its origin's index finds the route a key is on
+// sorted slice instead of a map of keys to nil rings: when every key is a
+// flow of the route's own src and dst (the rule: a route is one flow
+// pair's path), only their source ports (routeEntry.ports), else the
+// keys (routeEntry.keyList). Both are replaced, never modified. Its origin's index finds the route a key is on
 // through the key's (src, dst) pair: the keys of one flow pair spread over
 // a handful of routes (one per path), so a lookup scans a couple of short
 // sorted key lists instead of hashing into a map with an entry per key.
@@ -72,7 +74,7 @@ func (x *originIndex) unlist(r *routeEntry, p flowPair) {
 // setKeys makes want (sorted, without duplicates) r's key set and lists r
 // under want's pairs. r must already have lost every key not in want.
 func (x *originIndex) setKeys(r *routeEntry, want []RouteKey) {
-	r.keyList = want
+	r.setImportedKeys(want)
 	for i, k := range want {
 		if i == 0 || pairOf(want[i-1]) != pairOf(k) {
 			x.list(r, pairOf(k))
@@ -84,6 +86,9 @@ func (x *originIndex) setKeys(r *routeEntry, want []RouteKey) {
 func (x *originIndex) delKey(r *routeEntry, k RouteKey) {
 	r.delKey(k)
 	p := pairOf(k)
+	if r.ports != nil && p == (flowPair{r.src, r.dst}) {
+		return
+	}
 	for _, o := range r.keyList {
 		if pairOf(o) == p {
 			return
@@ -94,6 +99,10 @@ func (x *originIndex) delKey(r *routeEntry, k RouteKey) {
 
 // drop unlists r from every pair of its keys (r is being removed).
 func (x *originIndex) drop(r *routeEntry) {
+	if r.ports != nil {
+		x.unlist(r, flowPair{r.src, r.dst})
+		return
+	}
 	for i, k := range r.keyList {
 		if i == 0 || pairOf(r.keyList[i-1]) != pairOf(k) {
 			x.unlist(r, pairOf(k))
@@ -101,11 +110,72 @@ func (x *originIndex) drop(r *routeEntry) {
 	}
 }
 
-// hasImportedKey reports whether k is in an imported route's sorted key
-// list.
+// setImportedKeys makes want (sorted, without duplicates) an imported
+// route's key set, as ports when every key is a flow of the route's pair.
+func (r *routeEntry) setImportedKeys(want []RouteKey) {
+	r.ports, r.keyList = nil, nil
+	if len(want) == 0 {
+		return
+	}
+	for _, k := range want {
+		if k.Src != r.src || k.Dst != r.dst {
+			r.keyList = want
+			return
+		}
+	}
+	r.ports = make([]uint16, len(want))
+	for i, k := range want {
+		r.ports[i] = k.SrcPort
+	}
+}
+
+// importedKeys returns an imported route's sorted keys (made from the
+// ports in the compact form). The slice is shared: callers must not modify
+// it.
+func (r *routeEntry) importedKeys() []RouteKey {
+	if r.ports == nil {
+		return r.keyList
+	}
+	ks := make([]RouteKey, len(r.ports))
+	for i, p := range r.ports {
+		ks[i] = RouteKey{Src: r.src, Dst: r.dst, SrcPort: p}
+	}
+	return ks
+}
+
+// hasImportedKey reports whether k is one of an imported route's keys.
 func (r *routeEntry) hasImportedKey(k RouteKey) bool {
+	if r.ports != nil {
+		if k.Src != r.src || k.Dst != r.dst {
+			return false
+		}
+		_, ok := slices.BinarySearch(r.ports, k.SrcPort)
+		return ok
+	}
 	_, ok := slices.BinarySearchFunc(r.keyList, k, compareKeys)
 	return ok
+}
+
+// delImportedKey takes k off an imported route.
+func (r *routeEntry) delImportedKey(k RouteKey) {
+	if r.ports != nil {
+		if k.Src != r.src || k.Dst != r.dst {
+			return
+		}
+		if i, ok := slices.BinarySearch(r.ports, k.SrcPort); ok {
+			r.ports = slices.Delete(slices.Clone(r.ports), i, i+1)
+			if len(r.ports) == 0 {
+				r.ports = nil
+			}
+		}
+		return
+	}
+	if i, ok := slices.BinarySearchFunc(r.keyList, k, compareKeys); ok {
+		r.keyList = slices.Delete(slices.Clone(r.keyList), i, i+1)
+		if len(r.keyList) == 0 {
+			r.keyList = nil
+		}
+	}
 }
 
 // sortedKeySet returns ks sorted without duplicates, in a new slice.

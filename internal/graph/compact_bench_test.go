@@ -131,6 +131,7 @@ func BenchmarkImportedRouteMemory(b *testing.B) {
 		}
 		h1 := heapNow()
 		runtime.KeepAlive(g)
+		keepGraph = g
 		perRoute = float64(h1-h0) / float64(routes)
 		perKey = float64(h1-h0) / float64(f.keys)
 	}
@@ -195,3 +196,5 @@ func BenchmarkSnapshotCache(b *testing.B) {
 	b.ReportMetric(float64(sizeSnap)/float64(size), "snapshot/size")
 	b.ReportMetric(float64(f.count()), "routes")
 }
+
+var keepGraph *Graph

@@ -101,9 +101,11 @@ type routeEntry struct {
 	metrics Metrics
 	dirty   bool
 	// keyList is the sorted keys, replaced, never modified. Local routes
-	// derive it from keys when stale; for imported routes it is the key
-	// set itself (see compact.go).
+	// derive it from keys when stale. An imported route's key set is
+	// keyList, or ports when every key is a flow of src→dst (see
+	// compact.go).
 	keyList  []RouteKey
+	ports    []uint16
 	keyStale bool
 }
 
@@ -117,9 +119,7 @@ func (r *routeEntry) setKey(k RouteKey, ring *sampleRing) {
 
 func (r *routeEntry) delKey(k RouteKey) {
 	if !r.local {
-		if i, ok := slices.BinarySearchFunc(r.keyList, k, compareKeys); ok {
-			r.keyList = slices.Delete(slices.Clone(r.keyList), i, i+1)
-		}
+		r.delImportedKey(k)
 		return
 	}
 	delete(r.keys, k)
@@ -131,7 +131,7 @@ func (r *routeEntry) numKeys() int {
 	if r.local {
 		return len(r.keys)
 	}
-	return len(r.keyList)
+	return len(r.ports) + len(r.keyList)
 }
 
 // keysOf returns the sorted key list. The slice is shared: callers must not
@@ -144,7 +144,10 @@ func (r *routeEntry) keysOf() []RouteKey {
 
 // sortedKeysLocked is keysOf under r.mmu.
 func (r *routeEntry) sortedKeysLocked() []RouteKey {
-	if r.local && (r.keyStale || r.keyList == nil) {
+	if !r.local {
+		return r.importedKeys()
+	}
+	if r.keyStale || r.keyList == nil {
 		ks := make([]RouteKey, 0, len(r.keys))
 		for k := range r.keys {
 			ks = append(ks, k)
@@ -475,7 +478,7 @@ func (g *Graph) ImportRoute(origin string, r Route) {
 	want := sortedKeySet(r.Keys)
 	// Keys that left this route.
 	if cur := g.routes[ikey]; cur != nil {
-		for _, k := range cur.keyList {
+		for _, k := range cur.importedKeys() {
 			if _, ok := slices.BinarySearchFunc(want, k, compareKeys); !ok {
 				idx.delKey(cur, k)
 			}
