@@ -120,6 +120,6 @@ func (g *Graph) ImportMetrics(origin string, batch []RouteMetrics) int {
 // their next batch.
 func (g *Graph) coalescedUpdateLocked(r *routeEntry, now time.Time) {
 	delete(g.pending, r)
-	r.lastUpdate = now
+	g.setUpdated(r, now)
 	g.emitLocked(Event{Type: EventRouteUpdate, Route: g.routeCopyLocked(r), coalesced: r})
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"math"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -70,6 +71,7 @@ type Graph struct {
 	// (a sample or imported metrics that coalescing holds back), under mu.
 	gen   uint64
 	snaps snapCache
+	t0    time.Time // creation: routes' update times count from it
 }
 
 type nodeEntry struct {
@@ -82,31 +84,57 @@ type linkEntry struct {
 	refs int
 }
 
+// routeEntry is one route. The aggregator holds ~1.7 N² imported ones,
+// so the fields only local routes need are behind localState, and the
+// bools share one word.
 type routeEntry struct {
 	ikey   string // origin + "\x00" + id
 	id     string // the tail of ikey
 	origin string
-	local  bool
 	src    netip.Addr
 	dst    netip.Addr
-	hops   []string                 // node IDs: the nodes' own strings
-	hopRTT []float64                // latest trace's per-hop RTT (seconds), aligned with hops; nil if none
-	keys   map[RouteKey]*sampleRing // local routes' per-key rings; nil for imported routes (see keyList)
+	hops   []string  // node IDs: the nodes' own strings
+	hopRTT []float64 // latest trace's per-hop RTT (seconds), aligned with hops; nil if none
 
-	lastUpdate time.Time
-	now        func() time.Time
-	bases      map[RouteKey]*baseline // local keys' RTT baselines
+	*localState // local routes only; nil for imported routes
 
-	mmu     sync.Mutex // guards the lazily computed fields below for readers
-	metrics Metrics
-	dirty   bool
+	updated int64 // when the last route-update went out: see setUpdated
+
+	mmu      sync.Mutex // guards the lazily computed fields (metrics, dirty, a local route's keyList) for readers
+	local    bool
+	dirty    bool
+	keyStale bool
+	metrics  Metrics
 	// keyList is the sorted keys, replaced, never modified. Local routes
 	// derive it from keys when stale. An imported route's key set is
 	// keyList, or ports when every key is a flow of src→dst (see
 	// compact.go).
-	keyList  []RouteKey
-	ports    []uint16
-	keyStale bool
+	keyList []RouteKey
+	ports   []uint16
+}
+
+// localState is what only a local route has: its keys' sample rings and
+// RTT baselines.
+type localState struct {
+	keys  map[RouteKey]*sampleRing
+	bases map[RouteKey]*baseline
+	now   func() time.Time
+}
+
+// neverUpdated is routeEntry.updated before the first route-update.
+const neverUpdated = math.MinInt64
+
+// setUpdated records that r's route-update went out at now, as the time
+// since the graph's creation: a monotonic clock reading's meaning in 8
+// bytes instead of a time.Time's 24.
+func (g *Graph) setUpdated(r *routeEntry, now time.Time) { r.updated = int64(now.Sub(g.t0)) }
+
+// sinceUpdate is how long before now r's last route-update went out.
+func (g *Graph) sinceUpdate(r *routeEntry, now time.Time) time.Duration {
+	if r.updated == neverUpdated {
+		return math.MaxInt64
+	}
+	return now.Sub(g.t0) - time.Duration(r.updated)
 }
 
 // setKey and delKey change the key set (under the graph's write lock).
@@ -183,6 +211,7 @@ func New(cfg Config) *Graph {
 	cfg.Health = cfg.Health.WithDefaults()
 	return &Graph{
 		cfg:      cfg,
+		t0:       cfg.Now(),
 		nodes:    make(map[string]*nodeEntry),
 		links:    make(map[LinkID]*linkEntry),
 		routes:   make(map[string]*routeEntry),
@@ -512,7 +541,7 @@ func (g *Graph) ImportRoute(origin string, r Route) {
 		cur.metrics = r.Metrics
 		idx.setKeys(cur, want)
 		g.emitLocked(Event{Type: EventRouteAdd, Route: g.routeCopyLocked(cur)})
-		cur.lastUpdate = g.cfg.Now()
+		g.setUpdated(cur, g.cfg.Now())
 	} else {
 		idx.setKeys(cur, want)
 		cur.mmu.Lock()
@@ -575,7 +604,7 @@ func (g *Graph) attachLocked(key RouteKey, id, origin string, local bool, src, d
 		r.dirty = true
 		g.keys[key] = r
 		g.emitLocked(Event{Type: EventRouteAdd, Route: g.routeCopyLocked(r)})
-		r.lastUpdate = g.cfg.Now()
+		g.setUpdated(r, g.cfg.Now())
 		return r
 	}
 	g.keyBaselineLocked(r, key, ring)
@@ -615,11 +644,10 @@ func (g *Graph) afterKeyLossLocked(r *routeEntry) {
 func (g *Graph) createLocked(ikey, id, origin string, local bool, src, dst netip.Addr, hops []string) *routeEntry {
 	r := &routeEntry{
 		ikey: ikey, id: ikey[len(ikey)-len(id):], origin: origin, local: local,
-		src: src, dst: dst, hops: hops,
-		now: g.cfg.Now,
+		src: src, dst: dst, hops: hops, updated: neverUpdated,
 	}
 	if local {
-		r.keys = make(map[RouteKey]*sampleRing)
+		r.localState = &localState{keys: make(map[RouteKey]*sampleRing), now: g.cfg.Now}
 	}
 	g.routes[ikey] = r
 	for i, h := range hops {
@@ -821,7 +849,7 @@ func compareLinkIDs(a, b LinkID) int {
 // CoalesceInterval ago, in which case it is owed (Flush or a later sample).
 func (g *Graph) maybeUpdateLocked(r *routeEntry) {
 	now := g.cfg.Now()
-	if now.Sub(r.lastUpdate) >= g.cfg.CoalesceInterval {
+	if g.sinceUpdate(r, now) >= g.cfg.CoalesceInterval {
 		g.coalescedUpdateLocked(r, now)
 		return
 	}
@@ -832,7 +860,7 @@ func (g *Graph) updateNowLocked(r *routeEntry) { g.updateAtLocked(r, g.cfg.Now()
 
 func (g *Graph) updateAtLocked(r *routeEntry, now time.Time) {
 	delete(g.pending, r)
-	r.lastUpdate = now
+	g.setUpdated(r, now)
 	g.emitLocked(Event{Type: EventRouteUpdate, Route: g.routeCopyLocked(r)})
 }
 
@@ -848,7 +876,7 @@ func (g *Graph) Flush() {
 	now := g.cfg.Now()
 	rs := make([]*routeEntry, 0, len(g.pending))
 	for r := range g.pending {
-		if now.Sub(r.lastUpdate) >= g.cfg.CoalesceInterval {
+		if g.sinceUpdate(r, now) >= g.cfg.CoalesceInterval {
 			rs = append(rs, r)
 		}
 	}
