@@ -884,6 +884,9 @@ func (g *Graph) Flush() {
 	for _, r := range rs {
 		g.coalescedUpdateLocked(r, now)
 	}
+	if len(rs) > 0 {
+		g.snaps.drop() // a new event id
+	}
 }
 
 // Run flushes coalesced route updates every CoalesceInterval until ctx ends.

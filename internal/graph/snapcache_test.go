@@ -26,6 +26,9 @@ func TestSnapshotCacheInvalidates(t *testing.T) {
 	clk.Advance(time.Millisecond)
 	id := g.SnapshotView().EventID
 	g.AddSample(kAB, Sample{Seq: 1, Sent: clk.Now(), RTT: ms(1), Source: "user"})
+	if g.snaps.cur.Load() != nil {
+		t.Fatal("the graph changed but still holds the stale snapshot")
+	}
 	v3 := g.SnapshotView()
 	if v3.EventID != id {
 		t.Fatalf("test premise: the sample emitted an event (%d -> %d)", id, v3.EventID)
