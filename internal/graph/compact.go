@@ -1,6 +1,7 @@
 package graph
 
 import (
+	"hash/maphash"
 	"net/netip"
 	"slices"
 )
@@ -11,11 +12,16 @@ import (
 // An imported route has no sample rings, so it keeps its keys as one
 // sorted slice instead of a map of keys to nil rings: when every key is a
 // flow of the route's own src and dst (the rule: a route is one flow
-// pair's path), only their source ports (routeEntry.ports), else the
-// keys (routeEntry.keyList). Both are replaced, never modified. Its origin's index finds the route a key is on
-// through the key's (src, dst) pair: the keys of one flow pair spread over
-// a handful of routes (one per path), so a lookup scans a couple of short
-// sorted key lists instead of hashing into a map with an entry per key.
+// pair's path), only their source ports (routeEntry.ports), else the keys
+// (routeEntry.keyList). Both are replaced, never modified.
+//
+// Its origin's index finds the route a key is on through a hash of the
+// key's (src, dst) pair: the keys of one flow pair spread over a handful
+// of routes (one per path), so a lookup scans a couple of short sorted key
+// lists instead of hashing into a map with an entry per key, and the
+// map's key is 8 bytes, not the pair's 48. Routes of pairs whose hashes
+// collide share a list; the key check sorts them out.
+//
 // Hop strings are the graph's node IDs (createLocked interns them), the
 // route id shares the bytes of its internal key and every route of an
 // origin shares the origin string.
@@ -25,21 +31,28 @@ type flowPair struct{ src, dst netip.Addr }
 
 func pairOf(k RouteKey) flowPair { return flowPair{k.Src, k.Dst} }
 
-// originIndex is one origin's imported routes by the flow pairs of their
-// keys: a route is listed under every pair one of its keys has. Each key
-// is on at most one of the origin's routes.
+// originIndex is one origin's imported routes by the hashed flow pairs of
+// their keys: a route is listed under the hash of every pair one of its
+// keys has. Each key is on at most one of the origin's routes.
 type originIndex struct {
 	name  string // the origin, shared by its routes
-	pairs map[flowPair][]*routeEntry
+	seed  maphash.Seed
+	pairs map[uint64][]*routeEntry
 }
 
 func newOriginIndex(name string) *originIndex {
-	return &originIndex{name: name, pairs: make(map[flowPair][]*routeEntry)}
+	return &originIndex{name: name, seed: maphash.MakeSeed(), pairs: make(map[uint64][]*routeEntry)}
 }
+
+func (x *originIndex) hash(p flowPair) uint64 { return pairHash(x.seed, p) }
+
+// pairHash hashes a flow pair (a variable so a test can make every pair
+// collide).
+var pairHash = maphash.Comparable[flowPair]
 
 // find returns the route k is on, or nil.
 func (x *originIndex) find(k RouteKey) *routeEntry {
-	for _, r := range x.pairs[pairOf(k)] {
+	for _, r := range x.pairs[x.hash(pairOf(k))] {
 		if r.hasImportedKey(k) {
 			return r
 		}
@@ -47,28 +60,30 @@ func (x *originIndex) find(k RouteKey) *routeEntry {
 	return nil
 }
 
-// list puts r under pair p (once).
+// list puts r under pair p's hash (once).
 func (x *originIndex) list(r *routeEntry, p flowPair) {
-	rs := x.pairs[p]
+	h := x.hash(p)
+	rs := x.pairs[h]
 	if !slices.Contains(rs, r) {
-		x.pairs[p] = append(rs, r)
+		x.pairs[h] = append(rs, r)
 	}
 }
 
-// unlist removes r from pair p.
+// unlist removes r from pair p's hash.
 func (x *originIndex) unlist(r *routeEntry, p flowPair) {
-	rs := x.pairs[p]
+	h := x.hash(p)
+	rs := x.pairs[h]
 	i := slices.Index(rs, r)
 	if i < 0 {
 		return
 	}
 	if len(rs) == 1 {
-		delete(x.pairs, p)
+		delete(x.pairs, h)
 		return
 	}
 	// A new backing array: no slice of the old one is kept anywhere, but
 	// shrinking keeps it small.
-	x.pairs[p] = slices.Delete(slices.Clone(rs), i, i+1)
+	x.pairs[h] = slices.Delete(slices.Clone(rs), i, i+1)
 }
 
 // setKeys makes want (sorted, without duplicates) r's key set and lists r
@@ -82,15 +97,17 @@ func (x *originIndex) setKeys(r *routeEntry, want []RouteKey) {
 	}
 }
 
-// delKey takes k off r, and r off k's pair when no other key of r has it.
+// delKey takes k off r, and r off k's pair's hash when no other key of r
+// has a pair with that hash.
 func (x *originIndex) delKey(r *routeEntry, k RouteKey) {
 	r.delKey(k)
 	p := pairOf(k)
-	if r.ports != nil && p == (flowPair{r.src, r.dst}) {
+	h := x.hash(p)
+	if r.ports != nil && x.hash(flowPair{r.src, r.dst}) == h {
 		return
 	}
-	for _, o := range r.keyList {
-		if pairOf(o) == p {
+	for i, o := range r.keyList {
+		if (i == 0 || pairOf(r.keyList[i-1]) != pairOf(o)) && x.hash(pairOf(o)) == h {
 			return
 		}
 	}
