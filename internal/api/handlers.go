@@ -24,6 +24,21 @@ func normSnapshot(s graph.Snapshot) graph.Snapshot {
 	return s
 }
 
+// viewer is a graph that serves its snapshot from a cache (*graph.Graph):
+// one copy per graph change, shared by every request and scrape.
+type viewer interface {
+	SnapshotView() *graph.Snapshot
+}
+
+// snapshotOf is g's snapshot, shared with other readers when g caches it:
+// handlers read it and must not modify it or any slice in it.
+func snapshotOf(g Graph) graph.Snapshot {
+	if v, ok := g.(viewer); ok {
+		return *v.SnapshotView()
+	}
+	return g.Snapshot()
+}
+
 func orEmpty[T any](s []T) []T {
 	if s == nil {
 		return []T{}
@@ -33,19 +48,19 @@ func orEmpty[T any](s []T) []T {
 
 func (s *Server) graphHandler(g Graph) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, r, normSnapshot(g.Snapshot()))
+		writeJSON(w, r, normSnapshot(snapshotOf(g)))
 	})
 }
 
 func (s *Server) nodesHandler(g Graph) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, r, orEmpty(g.Snapshot().Nodes))
+		writeJSON(w, r, orEmpty(snapshotOf(g).Nodes))
 	})
 }
 
 func (s *Server) edgesHandler(g Graph) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, r, edgesWithCoverage(g.Snapshot()))
+		writeJSON(w, r, edgesWithCoverage(snapshotOf(g)))
 	})
 }
 
@@ -84,9 +99,9 @@ func (s *Server) routesHandler(g Graph) http.Handler {
 				*f.addr = a.Unmap()
 			}
 		}
-		routes := g.Snapshot().Routes
+		routes := snapshotOf(g).Routes
 		if src.IsValid() || dst.IsValid() {
-			kept := routes[:0]
+			var kept []graph.Route // the snapshot is shared: filter into a new slice
 			for _, rt := range routes {
 				if (!src.IsValid() || rt.Src == src) && (!dst.IsValid() || rt.Dst == dst) {
 					kept = append(kept, rt)
@@ -101,7 +116,7 @@ func (s *Server) routesHandler(g Graph) http.Handler {
 // layoutHandler serves the tier layout of the graph for the web page.
 func (s *Server) layoutHandler(g Graph) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, r, ui.ComputeLayout(g.Snapshot()))
+		writeJSON(w, r, ui.ComputeLayout(snapshotOf(g)))
 	})
 }
 

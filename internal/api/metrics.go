@@ -161,24 +161,43 @@ func (c *graphCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c *graphCollector) Collect(ch chan<- prometheus.Metric) {
-	snap := c.agent.Snapshot()
-	collectSize(ch, "agent", snap)
 	if c.routes {
+		snap := snapshotOf(c.agent)
+		collectSize(ch, "agent", sizeOfSnapshot(snap))
 		collectRoutes(ch, snap)
+	} else {
+		collectSize(ch, "agent", sizeOf(c.agent))
 	}
 	collectLinks(ch, "agent", c.agent.Health(), !c.routes)
 	if c.aggregator != nil {
 		// The aggregator's routes are every agent's routes (peers² x ports):
 		// each agent exports its own, so only sizes and links here.
-		collectSize(ch, "aggregator", c.aggregator.Snapshot())
+		collectSize(ch, "aggregator", sizeOf(c.aggregator))
 		collectLinks(ch, "aggregator", c.aggregator.Health(), false)
 	}
 }
 
-func collectSize(ch chan<- prometheus.Metric, view string, s graph.Snapshot) {
-	ch <- prometheus.MustNewConstMetric(descGraphNodes, prometheus.GaugeValue, float64(len(s.Nodes)), view)
-	ch <- prometheus.MustNewConstMetric(descGraphLinks, prometheus.GaugeValue, float64(len(s.Links)), view)
-	ch <- prometheus.MustNewConstMetric(descGraphRoutes, prometheus.GaugeValue, float64(len(s.Routes)), view)
+// sizer is a graph that counts itself without a snapshot (*graph.Graph).
+type sizer interface {
+	Size() graph.Size
+}
+
+// sizeOf is g's size, counted without copying g when it can.
+func sizeOf(g Graph) graph.Size {
+	if s, ok := g.(sizer); ok {
+		return s.Size()
+	}
+	return sizeOfSnapshot(g.Snapshot())
+}
+
+func sizeOfSnapshot(s graph.Snapshot) graph.Size {
+	return graph.Size{EventID: s.EventID, Nodes: len(s.Nodes), Links: len(s.Links), Routes: len(s.Routes)}
+}
+
+func collectSize(ch chan<- prometheus.Metric, view string, s graph.Size) {
+	ch <- prometheus.MustNewConstMetric(descGraphNodes, prometheus.GaugeValue, float64(s.Nodes), view)
+	ch <- prometheus.MustNewConstMetric(descGraphLinks, prometheus.GaugeValue, float64(s.Links), view)
+	ch <- prometheus.MustNewConstMetric(descGraphRoutes, prometheus.GaugeValue, float64(s.Routes), view)
 	ch <- prometheus.MustNewConstMetric(descGraphEvents, prometheus.CounterValue, float64(s.EventID), view)
 }
 

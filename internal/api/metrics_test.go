@@ -385,3 +385,76 @@ func TestEdgesCoverage(t *testing.T) {
 		}
 	}
 }
+
+// snapshotCounter is a graph whose Snapshot calls are counted; Size and
+// SnapshotView come from the embedded *graph.Graph unless hidden.
+type snapshotCounter struct {
+	*graph.Graph
+	snapshots int
+}
+
+func (c *snapshotCounter) Snapshot() graph.Snapshot {
+	c.snapshots++
+	return c.Graph.Snapshot()
+}
+
+// onlySnapshot is a Graph with neither Size nor SnapshotView.
+type onlySnapshot struct{ g *snapshotCounter }
+
+func (o onlySnapshot) Snapshot() graph.Snapshot   { return o.g.Snapshot() }
+func (o onlySnapshot) Health() []graph.LinkHealth { return o.g.Health() }
+func (o onlySnapshot) Subscribe(after uint64, buf int) *graph.Subscription {
+	return o.g.Subscribe(after, buf)
+}
+
+// A /metrics scrape counts the aggregator's (and, without route series,
+// the agent's) nodes, links and routes without copying the graph; a graph
+// that cannot count itself gets the same figures from a snapshot.
+func TestGraphMetricsSizeWithoutSnapshot(t *testing.T) {
+	// The agent graph is empty.
+	want := func(s graph.Snapshot) string {
+		return fmt.Sprintf(`
+# HELP dnms_graph_links Directed links in the graph.
+# TYPE dnms_graph_links gauge
+dnms_graph_links{view="agent"} 0
+dnms_graph_links{view="aggregator"} %d
+# HELP dnms_graph_nodes Nodes in the graph.
+# TYPE dnms_graph_nodes gauge
+dnms_graph_nodes{view="agent"} 0
+dnms_graph_nodes{view="aggregator"} %d
+# HELP dnms_graph_routes Routes in the graph.
+# TYPE dnms_graph_routes gauge
+dnms_graph_routes{view="agent"} 0
+dnms_graph_routes{view="aggregator"} %d
+`, len(s.Links), len(s.Nodes), len(s.Routes))
+	}
+	agent := &snapshotCounter{Graph: graph.New(graph.DefaultConfig())}
+	agg := &snapshotCounter{Graph: fixtureGraph(t)}
+	snap := agg.Graph.Snapshot()
+	for _, tc := range []struct {
+		name      string
+		aggregate Graph
+		copies    int
+	}{{"sizer", agg, 0}, {"snapshot only", onlySnapshot{agg}, 1}} {
+		t.Run(tc.name, func(t *testing.T) {
+			agg.snapshots = 0
+			c := newGraphCollector(agent, tc.aggregate)
+			c.routes = false
+			reg := prometheus.NewRegistry()
+			if err := reg.Register(c); err != nil {
+				t.Fatal(err)
+			}
+			if len(snap.Routes) == 0 || len(snap.Links) == 0 {
+				t.Fatal("test premise: the fixture graph is empty")
+			}
+			if err := testutil.GatherAndCompare(reg, strings.NewReader(want(snap)),
+				"dnms_graph_links", "dnms_graph_nodes", "dnms_graph_routes"); err != nil {
+				t.Error(err)
+			}
+			if agg.snapshots != tc.copies || agent.snapshots != 0 {
+				t.Errorf("scrape copied the aggregator graph %d times (want %d), the agent's %d (want 0)",
+					agg.snapshots, tc.copies, agent.snapshots)
+			}
+		})
+	}
+}

@@ -483,3 +483,28 @@ func TestRequestLimits(t *testing.T) {
 	}
 	t.Logf("slow-header connection closed after %v", time.Since(start))
 }
+
+// The handlers read the graph's shared snapshot: a filtered request must
+// not change what the next requests see.
+func TestFiltersLeaveSharedSnapshot(t *testing.T) {
+	g := fixtureGraph(t)
+	h := newHandler(t, DefaultConfig(), Deps{Graph: g})
+	want, err := json.Marshal(g.Snapshot().Routes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{"/v1/graph/routes?dst=198.18.3.1", "/v1/graph/routes?src=198.18.9.9", "/v1/graph/routes"} {
+		if rec := do(t, h, http.MethodGet, path, nil); rec.Code != http.StatusOK {
+			t.Fatalf("GET %s: %d", path, rec.Code)
+		}
+		rec := do(t, h, http.MethodGet, "/v1/graph/routes", nil)
+		if got := bytes.TrimSpace(rec.Body.Bytes()); !bytes.Equal(got, want) {
+			t.Fatalf("after GET %s, /v1/graph/routes:\n%s\nwant\n%s", path, got, want)
+		}
+		var doc graph.Snapshot
+		mustUnmarshal(t, do(t, h, http.MethodGet, "/v1/graph", nil).Body.Bytes(), &doc)
+		if got, _ := json.Marshal(doc.Routes); !bytes.Equal(got, want) {
+			t.Fatalf("after GET %s, /v1/graph routes differ", path)
+		}
+	}
+}

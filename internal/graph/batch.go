@@ -94,7 +94,7 @@ func (s *Subscription) Batch() int {
 // route-batch event. Entries naming a route origin does not have are
 // skipped. It returns how many routes it updated.
 func (g *Graph) ImportMetrics(origin string, batch []RouteMetrics) int {
-	g.mu.Lock()
+	g.lockChange()
 	defer g.mu.Unlock()
 	n := 0
 	for i := range batch {
@@ -120,6 +120,6 @@ func (g *Graph) ImportMetrics(origin string, batch []RouteMetrics) int {
 // their next batch.
 func (g *Graph) coalescedUpdateLocked(r *routeEntry, now time.Time) {
 	delete(g.pending, r)
-	r.lastUpdate = now
+	g.setUpdated(r, now)
 	g.emitLocked(Event{Type: EventRouteUpdate, Route: g.routeCopyLocked(r), coalesced: r})
 }

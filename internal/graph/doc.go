@@ -19,7 +19,9 @@
 //	func (g *Graph) RemoveImportedRoute(origin string, key RouteKey)
 //	func (g *Graph) RemoveOrigin(origin string)
 //	// Readers (safe concurrently with writers):
-//	func (g *Graph) Snapshot() Snapshot
+//	func (g *Graph) Snapshot() Snapshot       // the caller's deep copy
+//	func (g *Graph) SnapshotView() *Snapshot  // shared, read-only, copied once per change
+//	func (g *Graph) Size() Size               // counts and event id, no copy
 //	func (g *Graph) Health() []LinkHealth
 //	func HealthOf(s Snapshot) ([]LinkHealth, error) // validates (offline `dnms health`)
 //	func (g *Graph) Subscribe(after uint64, buf int) *Subscription
@@ -61,6 +63,9 @@
 //     unknown-direction losses are charged, and estimate for the estimator
 //     and the verdict rule. HealthConfig tunes it; Validate is the check
 //     HealthOf runs.
+//   - Imported routes are stored compactly (compact.go): keys as a sorted
+//     slice or just their ports, an origin's routes indexed by a hash of the
+//     key's (src, dst), hop strings shared with the nodes.
 //   - Extra API: RouteOf(key), LastEventID(), Flush(), Run(ctx),
 //     ComputeMetrics(samples), RouteID, SilentID, Validate, HealthOfConfig,
 //     DefaultHealthConfig.

@@ -135,7 +135,7 @@ func (g *Graph) subscribe(after uint64, buf int, batched bool) *Subscription {
 		replay, ok = g.events.since(after)
 	}
 	if !ok {
-		snap := g.snapshotLocked()
+		snap := cloneSnapshot(g.viewLocked())
 		s.Snapshot = &snap
 		replay = nil
 	}

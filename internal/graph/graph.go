@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"math"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -55,10 +56,10 @@ type Graph struct {
 	mu       sync.RWMutex
 	nodes    map[string]*nodeEntry
 	links    map[LinkID]*linkEntry
-	routes   map[string]*routeEntry              // by routeEntry.ikey
-	keys     map[RouteKey]*routeEntry            // local (agent) keys
-	imported map[string]map[RouteKey]*routeEntry // origin -> key -> route
-	pending  map[*routeEntry]struct{}            // owe a route-update event
+	routes   map[string]*routeEntry   // by routeEntry.ikey
+	keys     map[RouteKey]*routeEntry // local (agent) keys
+	imported map[string]*originIndex  // origin -> its routes by key pair
+	pending  map[*routeEntry]struct{} // owe a route-update event
 	events   eventLog
 	subs     map[*Subscription]struct{}
 	// baselines outlive their routes: by routeEntry.ikey (origin + hop
@@ -66,6 +67,11 @@ type Graph struct {
 	baselines map[baselineKey]*baseline
 
 	health healthCache
+	// gen counts changes to the graph's data, with or without an event
+	// (a sample or imported metrics that coalescing holds back), under mu.
+	gen   uint64
+	snaps snapCache
+	t0    time.Time // creation: routes' update times count from it
 }
 
 type nodeEntry struct {
@@ -78,37 +84,82 @@ type linkEntry struct {
 	refs int
 }
 
+// routeEntry is one route. The aggregator holds ~1.7 N² imported ones,
+// so the fields only local routes need are behind localState, and the
+// bools share one word.
 type routeEntry struct {
 	ikey   string // origin + "\x00" + id
-	id     string
+	id     string // the tail of ikey
 	origin string
-	local  bool
 	src    netip.Addr
 	dst    netip.Addr
-	hops   []string
-	hopRTT []float64                // latest trace's per-hop RTT (seconds), aligned with hops; nil if none
-	keys   map[RouteKey]*sampleRing // local: per-key rings; imported: nil values
+	hops   []string  // node IDs: the nodes' own strings
+	hopRTT []float64 // latest trace's per-hop RTT (seconds), aligned with hops; nil if none
 
-	lastUpdate time.Time
-	now        func() time.Time
-	bases      map[RouteKey]*baseline // local keys' RTT baselines
+	*localState // local routes only; nil for imported routes
 
-	mmu      sync.Mutex // guards the lazily computed fields below for readers
-	metrics  Metrics
+	updated int64 // when the last route-update went out: see setUpdated
+
+	mmu      sync.Mutex // guards the lazily computed fields (metrics, dirty, a local route's keyList) for readers
+	local    bool
 	dirty    bool
-	keyList  []RouteKey // sorted keys; replaced, never modified, when stale
 	keyStale bool
+	metrics  Metrics
+	// keyList is the sorted keys, replaced, never modified. Local routes
+	// derive it from keys when stale. An imported route's key set is
+	// keyList, or ports when every key is a flow of src→dst (see
+	// compact.go).
+	keyList []RouteKey
+	ports   []uint16
+}
+
+// localState is what only a local route has: its keys' sample rings and
+// RTT baselines.
+type localState struct {
+	keys  map[RouteKey]*sampleRing
+	bases map[RouteKey]*baseline
+	now   func() time.Time
+}
+
+// neverUpdated is routeEntry.updated before the first route-update.
+const neverUpdated = math.MinInt64
+
+// setUpdated records that r's route-update went out at now, as the time
+// since the graph's creation: a monotonic clock reading's meaning in 8
+// bytes instead of a time.Time's 24.
+func (g *Graph) setUpdated(r *routeEntry, now time.Time) { r.updated = int64(now.Sub(g.t0)) }
+
+// sinceUpdate is how long before now r's last route-update went out.
+func (g *Graph) sinceUpdate(r *routeEntry, now time.Time) time.Duration {
+	if r.updated == neverUpdated {
+		return math.MaxInt64
+	}
+	return now.Sub(g.t0) - time.Duration(r.updated)
 }
 
 // setKey and delKey change the key set (under the graph's write lock).
+// setKey is for local routes; imported routes set theirs with
+// originIndex.setKeys.
 func (r *routeEntry) setKey(k RouteKey, ring *sampleRing) {
 	r.keys[k] = ring
 	r.keyStale = true
 }
 
 func (r *routeEntry) delKey(k RouteKey) {
+	if !r.local {
+		r.delImportedKey(k)
+		return
+	}
 	delete(r.keys, k)
 	r.keyStale = true
+}
+
+// numKeys is how many keys map to r.
+func (r *routeEntry) numKeys() int {
+	if r.local {
+		return len(r.keys)
+	}
+	return len(r.ports) + len(r.keyList)
 }
 
 // keysOf returns the sorted key list. The slice is shared: callers must not
@@ -121,6 +172,9 @@ func (r *routeEntry) keysOf() []RouteKey {
 
 // sortedKeysLocked is keysOf under r.mmu.
 func (r *routeEntry) sortedKeysLocked() []RouteKey {
+	if !r.local {
+		return r.importedKeys()
+	}
 	if r.keyStale || r.keyList == nil {
 		ks := make([]RouteKey, 0, len(r.keys))
 		for k := range r.keys {
@@ -157,11 +211,12 @@ func New(cfg Config) *Graph {
 	cfg.Health = cfg.Health.WithDefaults()
 	return &Graph{
 		cfg:      cfg,
+		t0:       cfg.Now(),
 		nodes:    make(map[string]*nodeEntry),
 		links:    make(map[LinkID]*linkEntry),
 		routes:   make(map[string]*routeEntry),
 		keys:     make(map[RouteKey]*routeEntry),
-		imported: make(map[string]map[RouteKey]*routeEntry),
+		imported: make(map[string]*originIndex),
 		pending:  make(map[*routeEntry]struct{}),
 		events:   newEventLog(cfg.EventBuffer),
 		subs:     make(map[*Subscription]struct{}),
@@ -272,7 +327,7 @@ func (g *Graph) SetRoute(key RouteKey, hops []Hop) (string, *PathChange) {
 	newHops := normalizeHops(key, hops)
 	rtts := hopRTTs(key, hops)
 
-	g.mu.Lock()
+	g.lockChange()
 	defer g.mu.Unlock()
 	// The route the key ends on keeps this trace's hop RTTs (a trace that
 	// timed nothing leaves the previous ones).
@@ -347,7 +402,7 @@ func mergeHops(old []string, nw []string) (merged []string, compatible bool) {
 // uses it).
 func (g *Graph) RemoveRoute(key RouteKey) {
 	key.Src, key.Dst = key.Src.Unmap(), key.Dst.Unmap()
-	g.mu.Lock()
+	g.lockChange()
 	defer g.mu.Unlock()
 	if r := g.keys[key]; r != nil {
 		g.detachLocked(r, key)
@@ -358,7 +413,7 @@ func (g *Graph) RemoveRoute(key RouteKey) {
 // Imported routes are managed per origin (RemoveOrigin).
 func (g *Graph) RemoveHost(addr netip.Addr) {
 	addr = addr.Unmap()
-	g.mu.Lock()
+	g.lockChange()
 	defer g.mu.Unlock()
 	var ks []RouteKey
 	for k := range g.keys {
@@ -379,7 +434,7 @@ func (g *Graph) RemoveHost(addr netip.Addr) {
 // per route.
 func (g *Graph) AddSample(key RouteKey, s Sample) {
 	key.Src, key.Dst = key.Src.Unmap(), key.Dst.Unmap()
-	g.mu.Lock()
+	g.lockChange()
 	defer g.mu.Unlock()
 	r := g.keys[key]
 	if r == nil {
@@ -441,36 +496,27 @@ func (g *Graph) ImportRoute(origin string, r Route) {
 	if !dst.IsValid() {
 		dst, _ = netip.ParseAddr(r.Hops[len(r.Hops)-1])
 	}
-	g.mu.Lock()
+	g.lockChange()
 	defer g.mu.Unlock()
-	ikey := routeIKey(origin, false, id)
-	byKey := g.imported[origin]
-	if byKey == nil {
-		byKey = make(map[RouteKey]*routeEntry)
-		g.imported[origin] = byKey
+	idx := g.imported[origin]
+	if idx == nil {
+		idx = newOriginIndex(origin)
+		g.imported[origin] = idx
 	}
-	want := make(map[RouteKey]bool, len(r.Keys))
-	for _, k := range r.Keys {
-		want[k] = true
-	}
+	ikey := routeIKey(idx.name, false, id)
+	want := sortedKeySet(r.Keys)
 	// Keys that left this route.
 	if cur := g.routes[ikey]; cur != nil {
-		var gone []RouteKey
-		for k := range cur.keys {
-			if !want[k] {
-				gone = append(gone, k)
+		for _, k := range cur.importedKeys() {
+			if _, ok := slices.BinarySearchFunc(want, k, compareKeys); !ok {
+				idx.delKey(cur, k)
 			}
-		}
-		slices.SortFunc(gone, compareKeys)
-		for _, k := range gone {
-			delete(byKey, k)
-			cur.delKey(k)
 		}
 	}
 	var moved []*PathChange
 	var from []*routeEntry
 	for _, k := range r.Keys {
-		prev := byKey[k]
+		prev := idx.find(k)
 		if prev == nil || prev.ikey == ikey {
 			continue
 		}
@@ -482,8 +528,7 @@ func (g *Graph) ImportRoute(origin string, r Route) {
 			})
 		}
 		from = append(from, prev)
-		prev.delKey(k)
-		delete(byKey, k)
+		idx.delKey(prev, k)
 	}
 	cur := g.routes[ikey]
 	defer func() {
@@ -492,19 +537,13 @@ func (g *Graph) ImportRoute(origin string, r Route) {
 		}
 	}()
 	if cur == nil {
-		cur = g.createLocked(ikey, id, origin, false, src, dst, slices.Clone(r.Hops))
+		cur = g.createLocked(ikey, id, idx.name, false, src, dst, slices.Clone(r.Hops))
 		cur.metrics = r.Metrics
-		for _, k := range r.Keys {
-			cur.setKey(k, nil)
-			byKey[k] = cur
-		}
+		idx.setKeys(cur, want)
 		g.emitLocked(Event{Type: EventRouteAdd, Route: g.routeCopyLocked(cur)})
-		cur.lastUpdate = g.cfg.Now()
+		g.setUpdated(cur, g.cfg.Now())
 	} else {
-		for _, k := range r.Keys {
-			cur.setKey(k, nil)
-			byKey[k] = cur
-		}
+		idx.setKeys(cur, want)
 		cur.mmu.Lock()
 		cur.metrics = r.Metrics
 		cur.mmu.Unlock()
@@ -523,21 +562,23 @@ func (g *Graph) ImportRoute(origin string, r Route) {
 // RemoveImportedRoute drops key from origin's routes (and the route when no
 // key is left).
 func (g *Graph) RemoveImportedRoute(origin string, key RouteKey) {
-	g.mu.Lock()
+	g.lockChange()
 	defer g.mu.Unlock()
-	byKey := g.imported[origin]
-	r := byKey[key]
+	idx := g.imported[origin]
+	if idx == nil {
+		return
+	}
+	r := idx.find(key)
 	if r == nil {
 		return
 	}
-	delete(byKey, key)
-	r.delKey(key)
+	idx.delKey(r, key)
 	g.afterKeyLossLocked(r)
 }
 
 // RemoveOrigin drops every route imported from origin (an agent left).
 func (g *Graph) RemoveOrigin(origin string) {
-	g.mu.Lock()
+	g.lockChange()
 	defer g.mu.Unlock()
 	var rs []*routeEntry
 	for _, r := range g.routes {
@@ -563,7 +604,7 @@ func (g *Graph) attachLocked(key RouteKey, id, origin string, local bool, src, d
 		r.dirty = true
 		g.keys[key] = r
 		g.emitLocked(Event{Type: EventRouteAdd, Route: g.routeCopyLocked(r)})
-		r.lastUpdate = g.cfg.Now()
+		g.setUpdated(r, g.cfg.Now())
 		return r
 	}
 	g.keyBaselineLocked(r, key, ring)
@@ -591,7 +632,7 @@ func (g *Graph) detachLocked(r *routeEntry, key RouteKey) {
 
 // afterKeyLossLocked removes r when it has no key left, else announces it.
 func (g *Graph) afterKeyLossLocked(r *routeEntry) {
-	if len(r.keys) == 0 {
+	if r.numKeys() == 0 {
 		g.removeRouteLocked(r)
 		return
 	}
@@ -602,15 +643,19 @@ func (g *Graph) afterKeyLossLocked(r *routeEntry) {
 // emitting node-add and link-add for new ones.
 func (g *Graph) createLocked(ikey, id, origin string, local bool, src, dst netip.Addr, hops []string) *routeEntry {
 	r := &routeEntry{
-		ikey: ikey, id: id, origin: origin, local: local,
-		src: src, dst: dst, hops: hops,
-		keys: make(map[RouteKey]*sampleRing),
-		now:  g.cfg.Now,
+		ikey: ikey, id: ikey[len(ikey)-len(id):], origin: origin, local: local,
+		src: src, dst: dst, hops: hops, updated: neverUpdated,
+	}
+	if local {
+		r.localState = &localState{keys: make(map[RouteKey]*sampleRing), now: g.cfg.Now}
 	}
 	g.routes[ikey] = r
 	for i, h := range hops {
 		endpoint := i == 0 || i == len(hops)-1
 		n := g.nodes[h]
+		if n != nil {
+			hops[i] = n.node.ID // one string per node, shared by its routes
+		}
 		if n == nil {
 			n = &nodeEntry{node: makeNode(h, endpoint)}
 			g.nodes[h] = n
@@ -676,14 +721,14 @@ func (g *Graph) removeRouteLocked(r *routeEntry) {
 	}
 	delete(g.routes, r.ikey)
 	delete(g.pending, r)
-	for k := range r.keys {
-		if r.local {
+	if r.local {
+		for k := range r.keys {
 			if g.keys[k] == r {
 				delete(g.keys, k)
 			}
-		} else if byKey := g.imported[r.origin]; byKey[k] == r {
-			delete(byKey, k)
 		}
+	} else if idx := g.imported[r.origin]; idx != nil {
+		idx.drop(r)
 	}
 	g.emitLocked(Event{Type: EventRouteRemove, Route: g.routeCopyLocked(r)})
 	for i := 1; i < len(r.hops); i++ {
@@ -804,7 +849,7 @@ func compareLinkIDs(a, b LinkID) int {
 // CoalesceInterval ago, in which case it is owed (Flush or a later sample).
 func (g *Graph) maybeUpdateLocked(r *routeEntry) {
 	now := g.cfg.Now()
-	if now.Sub(r.lastUpdate) >= g.cfg.CoalesceInterval {
+	if g.sinceUpdate(r, now) >= g.cfg.CoalesceInterval {
 		g.coalescedUpdateLocked(r, now)
 		return
 	}
@@ -815,7 +860,7 @@ func (g *Graph) updateNowLocked(r *routeEntry) { g.updateAtLocked(r, g.cfg.Now()
 
 func (g *Graph) updateAtLocked(r *routeEntry, now time.Time) {
 	delete(g.pending, r)
-	r.lastUpdate = now
+	g.setUpdated(r, now)
 	g.emitLocked(Event{Type: EventRouteUpdate, Route: g.routeCopyLocked(r)})
 }
 
@@ -831,13 +876,16 @@ func (g *Graph) Flush() {
 	now := g.cfg.Now()
 	rs := make([]*routeEntry, 0, len(g.pending))
 	for r := range g.pending {
-		if now.Sub(r.lastUpdate) >= g.cfg.CoalesceInterval {
+		if g.sinceUpdate(r, now) >= g.cfg.CoalesceInterval {
 			rs = append(rs, r)
 		}
 	}
 	slices.SortFunc(rs, func(a, b *routeEntry) int { return cmp.Compare(a.ikey, b.ikey) })
 	for _, r := range rs {
 		g.coalescedUpdateLocked(r, now)
+	}
+	if len(rs) > 0 {
+		g.snaps.drop() // a new event id
 	}
 }
 
@@ -858,13 +906,16 @@ func (g *Graph) Run(ctx context.Context) error {
 }
 
 // Snapshot copies the whole graph, sorted (nodes and links by ID, routes by
-// origin then ID), at the current event id.
+// origin then ID), at the current event id. The copy is the caller's: it
+// is a deep copy of the shared snapshot SnapshotView returns.
 func (g *Graph) Snapshot() Snapshot {
-	g.mu.RLock()
-	defer g.mu.RUnlock()
-	return g.snapshotLocked()
+	return cloneSnapshot(g.SnapshotView())
 }
 
+// snapshotLocked copies the graph under the read lock. The routes' Hops,
+// Keys, HopRTTs and Metrics.RTTExcessByKey are the graph's own slices,
+// which it replaces and never modifies: readers of the result must not
+// modify them either (Snapshot and subscriptions get deep copies).
 func (g *Graph) snapshotLocked() Snapshot {
 	s := Snapshot{
 		EventID: g.events.last,
@@ -886,7 +937,10 @@ func (g *Graph) snapshotLocked() Snapshot {
 	}
 	slices.SortFunc(rs, func(a, b *routeEntry) int { return cmp.Compare(a.ikey, b.ikey) })
 	for _, r := range rs {
-		s.Routes = append(s.Routes, *g.routeCopyLocked(r))
+		s.Routes = append(s.Routes, Route{
+			ID: r.id, Src: r.src, Dst: r.dst, Hops: r.hops, Keys: r.keysOf(),
+			Metrics: r.metricsOf(), Origin: r.origin, HopRTTs: r.hopRTT,
+		})
 	}
 	return s
 }

@@ -16,7 +16,7 @@ import (
 // how many keys were reset.
 func (g *Graph) ResetPeer(addr netip.Addr, since time.Time) int {
 	addr = addr.Unmap()
-	g.mu.Lock()
+	g.lockChange()
 	defer g.mu.Unlock()
 	var touched []*routeEntry
 	n := 0
