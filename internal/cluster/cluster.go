@@ -60,11 +60,12 @@ type Restarter interface {
 
 // Cluster is this node's membership in the gossip pool.
 type Cluster struct {
-	cfg     Config
-	log     *slog.Logger
-	met     *metrics
-	local   NodeMeta
-	encoded atomic.Pointer[[]byte] // NodeMeta's answer
+	cfg       Config
+	log       *slog.Logger
+	met       *metrics
+	local     NodeMeta
+	encoded   atomic.Pointer[[]byte] // NodeMeta's answer
+	boundPort atomic.Int32           // the gossip port bound, set by Start
 
 	lifeMu   sync.Mutex // serialises Leave and Shutdown
 	mu       sync.Mutex
@@ -193,6 +194,7 @@ func (c *Cluster) Start() error {
 	}
 	c.ml = ml
 	n := ml.LocalNode()
+	c.boundPort.Store(int32(n.Port))
 	c.log.Info("gossip started", "name", n.Name, "addr", n.Address(), "role", c.cfg.Role,
 		"encrypted", len(c.cfg.GossipKey) > 0)
 	return nil
@@ -206,11 +208,12 @@ func (c *Cluster) memberlist() *memberlist.Memberlist {
 
 // Port is the gossip port actually bound (useful when Config.Port is 0).
 func (c *Cluster) Port() int {
-	ml := c.memberlist()
-	if ml == nil {
-		return c.cfg.Port
+	// Read once at Start: memberlist's local node is rewritten, without
+	// a lock we could take, by UpdateNode (Leave's announcement).
+	if p := c.boundPort.Load(); p != 0 {
+		return int(p)
 	}
-	return int(ml.LocalNode().Port)
+	return c.cfg.Port
 }
 
 // Join contacts seeds (host:port or host) once and returns how many
@@ -258,16 +261,20 @@ func (c *Cluster) Run(ctx context.Context) error {
 		return err
 	}
 	defer c.Shutdown()
+	// The join loops read memberlist's member records, which Leave's
+	// announcement rewrites: they end before it.
+	var loops sync.WaitGroup
 	if len(c.cfg.Seeds) > 0 {
-		go c.joinLoop(ctx)
+		loops.Go(func() { c.joinLoop(ctx) })
 	}
 	c.mu.Lock()
 	known := c.prior
 	c.mu.Unlock()
 	if len(known) > 0 {
-		go c.rejoinKnown(ctx, known)
+		loops.Go(func() { c.rejoinKnown(ctx, known) })
 	}
 	<-ctx.Done()
+	loops.Wait()
 	if err := c.Leave(c.cfg.LeaveTimeout); err != nil {
 		c.log.Warn("leave cluster", "err", err)
 	}
