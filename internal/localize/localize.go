@@ -36,7 +36,8 @@ func SortBySuspicion(rows []Row) {
 }
 
 // SortByEstimate orders rows by verdict (faulty, suspect, slow, ok), then
-// estimated loss, then estimated delay (both descending), then link.
+// estimated loss, then estimated delay, then the delay seed score (all
+// descending), then link.
 func SortByEstimate(rows []Row) {
 	slices.SortStableFunc(rows, func(a, b Row) int {
 		if c := cmp.Compare(verdictRank(a.Verdict), verdictRank(b.Verdict)); c != 0 {
@@ -46,6 +47,11 @@ func SortByEstimate(rows []Row) {
 			return c
 		}
 		if c := cmp.Compare(b.EstimatedDelaySeconds, a.EstimatedDelaySeconds); c != 0 {
+			return c
+		}
+		// Below the fit's penalty a small delay is estimated 0 on every
+		// link: the seed score still ranks it.
+		if c := cmp.Compare(b.DelayExcessSeconds, a.DelayExcessSeconds); c != 0 {
 			return c
 		}
 		return compareLinks(a, b)

@@ -25,10 +25,17 @@ func slowRun(seed uint64, f *fabric, src timeSource, d float64, hz hazards) ([]R
 // placeholder's link on that one route).
 func silent(r Row) bool { return strings.HasPrefix(r.Src, "*") || strings.HasPrefix(r.Dst, "*") }
 
-// topByDelay is the named link with the largest estimated delay.
+// topByDelay is the named link with the largest estimated delay, then
+// delay seed score (SortByEstimate's order among links of one verdict and
+// no loss).
 func topByDelay(rows []Row) link {
 	rows = slices.DeleteFunc(slices.Clone(rows), silent)
-	r := slices.MaxFunc(rows, func(a, b Row) int { return cmp.Compare(a.EstimatedDelaySeconds, b.EstimatedDelaySeconds) })
+	r := slices.MaxFunc(rows, func(a, b Row) int {
+		if c := cmp.Compare(a.EstimatedDelaySeconds, b.EstimatedDelaySeconds); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.DelayExcessSeconds, b.DelayExcessSeconds) // as SortByEstimate
+	})
 	return link{r.Src, r.Dst}
 }
 
