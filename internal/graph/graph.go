@@ -768,6 +768,11 @@ func (g *Graph) removeRouteLocked(r *routeEntry) {
 func (r *routeEntry) metricsOf() Metrics {
 	r.mmu.Lock()
 	defer r.mmu.Unlock()
+	return r.metricsLocked()
+}
+
+// metricsLocked is metricsOf under r.mmu.
+func (r *routeEntry) metricsLocked() Metrics {
 	if r.local && r.dirty {
 		var all []Sample
 		for _, ring := range r.keys {

@@ -224,18 +224,24 @@ func inputOf(hops []string, keys []RouteKey, m Metrics, ports []uint16) (localiz
 	for _, k := range keys {
 		ports = append(ports, k.SrcPort)
 	}
+	return inputWith(hops, ports[start:len(ports):len(ports)], m), ports
+}
+
+// inputWith is the estimator's input for a route with these hops, key
+// ports (in key order) and metrics.
+func inputWith(hops []string, ports []uint16, m Metrics) localize.Input {
 	in := localize.Input{
 		Hops:        hops,
-		Ports:       ports[start:len(ports):len(ports)],
+		Ports:       ports,
 		Samples:     m.Samples,
 		Lost:        m.Lost,
 		LostForward: m.LostForward,
 		LostReverse: m.LostReverse,
 	}
-	if len(m.RTTExcessByKey) == len(keys) {
+	if len(m.RTTExcessByKey) == len(ports) {
 		in.Excess = m.RTTExcessByKey
 	}
-	return in, ports
+	return in
 }
 
 func inputsOf(routes []Route) []localize.Input {

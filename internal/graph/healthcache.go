@@ -59,8 +59,23 @@ func (g *Graph) healthInputsLocked() []localize.Input {
 	var ports []uint16
 	for _, r := range g.routes {
 		var x localize.Input
-		x, ports = inputOf(r.hops, r.keysOf(), r.metricsOf(), ports)
+		x, ports = r.healthInput(ports)
 		in = append(in, x)
 	}
 	return in
+}
+
+// healthInput is inputOf for r under one lock of r.mmu, reading a compact
+// imported route's ports (sorted, as its keys are) without building its
+// key list.
+func (r *routeEntry) healthInput(ports []uint16) (localize.Input, []uint16) {
+	r.mmu.Lock()
+	defer r.mmu.Unlock()
+	m := r.metricsLocked()
+	if r.local || r.ports == nil {
+		return inputOf(r.hops, r.sortedKeysLocked(), m, ports)
+	}
+	start := len(ports)
+	ports = append(ports, r.ports...)
+	return inputWith(r.hops, ports[start:len(ports):len(ports)], m), ports
 }
