@@ -237,15 +237,7 @@ func reachable(g *graph.Graph, agg *aggregator.Aggregator, window time.Duration)
 		if last := g.LastAnswer(p.Addr); !last.IsZero() && time.Since(last) < window {
 			return true
 		}
-		if agg == nil {
-			return false
-		}
-		for _, st := range agg.Status() {
-			if st.Name == p.Name {
-				return st.State == "connected"
-			}
-		}
-		return false
+		return agg != nil && agg.Connected(p.Name)
 	}
 }
 

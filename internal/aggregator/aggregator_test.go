@@ -281,6 +281,9 @@ func TestSnapshotAndEvents(t *testing.T) {
 	if n := testutil.ToFloat64(h.a.met.streams.WithLabelValues(stateConnected)); n != 1 {
 		t.Fatalf("streams{connected} = %v", n)
 	}
+	if name := h.a.Status()[0].Name; !h.a.Connected(name) || h.a.Connected(name+"-unknown") {
+		t.Fatalf("Connected(%q) = %v, Connected of an unknown member = %v", name, h.a.Connected(name), h.a.Connected(name+"-unknown"))
+	}
 	if n := testutil.ToFloat64(h.a.met.events.WithLabelValues("route-update")); n != 1 {
 		t.Fatalf("events{route-update} = %v", n)
 	}

@@ -62,6 +62,18 @@ func (a *Aggregator) Status() []MemberStatus {
 	return out
 }
 
+// Connected reports whether the aggregator's stream from member name is up.
+func (a *Aggregator) Connected(name string) bool {
+	a.mu.Lock()
+	m := a.members[name]
+	a.mu.Unlock()
+	if m == nil {
+		return false
+	}
+	st, _ := m.state.Load().(string)
+	return st == stateConnected
+}
+
 // staleRoutes counts routes kept from members whose stream is down, for
 // dnms_aggregator_stale_routes.
 func (a *Aggregator) staleRoutes() float64 {

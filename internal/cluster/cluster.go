@@ -577,11 +577,12 @@ func (c *Cluster) handle(e rawEvent) {
 		c.updateGauge()
 		return
 	}
-	if _, ok := c.failed[e.name]; ok && e.kind != evLeave {
+	if _, ok := c.failed[e.name]; ok {
 		delete(c.failed, e.name)
 		old.Failed = false
 		c.known[e.name] = old
 		c.log.Info("failed peer is back", "name", old.Name, "addr", old.Addr)
+		c.updateGauge()
 	}
 	p, reason, detail := c.peerOf(e.name, e.addr, e.port, e.meta)
 	if reason != "" {
@@ -601,7 +602,6 @@ func (c *Cluster) handle(e rawEvent) {
 	delete(c.ignored, e.name)
 	if wasKnown {
 		if old.Addr == p.Addr && old.Role == p.Role && old.HTTPPort == p.HTTPPort && old.HTTPAddr == p.HTTPAddr && old.PingPort == p.PingPort {
-			c.updateGauge()
 			c.known[e.name] = p // e.g. a version-only change: nothing to redo
 			if old.Instance != 0 && p.Instance != old.Instance {
 				c.log.Info("peer restarted", "name", p.Name, "addr", p.Addr, "role", p.Role)

@@ -58,8 +58,8 @@ func (r *sampleRing) reset(since time.Time) {
 // declared dead still answers on some path.
 func (g *Graph) LastAnswer(addr netip.Addr) time.Time {
 	addr = addr.Unmap()
-	g.mu.Lock()
-	defer g.mu.Unlock()
+	g.mu.RLock()
+	defer g.mu.RUnlock()
 	var last time.Time
 	for k, r := range g.keys {
 		if k.Dst != addr {
