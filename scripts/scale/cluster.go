@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"hash/fnv"
 	"io"
 	"log/slog"
 	"math"
@@ -119,26 +120,24 @@ func faults(f *simclos.Fabric, k int, loss float64, rng *rand.Rand) map[graph.Li
 	return out
 }
 
-// background gives every link a loss drawn once from [0, max): the
-// fabric's noise floor, a property of the link as on a real fabric.
+// background gives every link a loss in [0, max) fixed by the link's name
+// and the seed: the fabric's noise floor, a property of the link as on a
+// real fabric, and the same for the sampled and the full-mesh route sets
+// whatever order they touch the links in.
 type background struct {
 	max  float64
-	rng  *rand.Rand
-	loss map[graph.LinkID]float64
+	seed uint64
 }
 
-func (b *background) of(l graph.LinkID) float64 {
-	v, ok := b.loss[l]
-	if !ok {
-		v = b.max * b.rng.Float64()
-		b.loss[l] = v
-	}
-	return v
+func (b background) of(l graph.LinkID) float64 {
+	h := fnv.New64a()
+	h.Write([]byte(l.Src + "→" + l.Dst))
+	return b.max * float64((h.Sum64()^b.seed)>>11) / (1 << 53)
 }
 
 // metricsFor draws samples pings' outcome on a route whose forward links
 // lose as lossy says, plus their background loss.
-func metricsFor(hops []string, lossy map[graph.LinkID]float64, samples int, noise *background, rng *rand.Rand) graph.Metrics {
+func metricsFor(hops []string, lossy map[graph.LinkID]float64, samples int, noise background, rng *rand.Rand) graph.Metrics {
 	keep := 1.0
 	for i := 0; i+1 < len(hops); i++ {
 		l := graph.LinkID{Src: hops[i], Dst: hops[i+1]}
@@ -171,14 +170,14 @@ type aggFigures struct {
 // aggregate imports every route into a fresh graph the way the aggregator
 // does (ImportRoute per member), then ranks links and serves the health
 // endpoint through the real API.
-func aggregate(routes []flowRoute, lossy map[graph.LinkID]float64, noiseMax float64, rng *rand.Rand, withAPI bool) (aggFigures, error) {
+func aggregate(routes []flowRoute, lossy map[graph.LinkID]float64, noiseMax float64, noiseSeed uint64, rng *rand.Rand, withAPI bool) (aggFigures, error) {
 	var fig aggFigures
 	var ms0, ms1 runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&ms0)
 	cpu0 := processCPU()
 	g := graph.New(graph.DefaultConfig())
-	noise := &background{max: noiseMax, rng: rng, loss: make(map[graph.LinkID]float64)}
+	noise := background{max: noiseMax, seed: noiseSeed}
 	t0 := time.Now()
 	for _, r := range routes {
 		keys := make([]graph.RouteKey, len(r.ports))

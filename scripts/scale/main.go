@@ -46,7 +46,7 @@ func main() {
 		pingFor     = flag.Duration("pingFor", 3*time.Second, "how long each emulated agent pings")
 		liveMax     = flag.Int("liveMax", 100, "agents run live (memberlist, HTTP/SSE, aggregator) per size; 0 skips")
 		liveFor     = flag.Duration("liveFor", 60*time.Second, "how long the live agents run")
-		noise       = flag.Float64("noise", 0.0001, "every link's background loss is drawn once from [0, noise)")
+		noise       = flag.Float64("noise", 0.0001, "every link's background loss, fixed per link and trial, in [0, noise)")
 	)
 	flag.Parse()
 	for _, s := range strings.Split(*sizes, ",") {
@@ -120,7 +120,7 @@ func runSize(n int, speedup float64, agents, trials, fullMeshMax int, pingFor ti
 	fmt.Printf("  cluster: TTL-expired answers per router per second: max %.1f (%s), p99 %.1f; per agent by TTL %s\n",
 		mx, top, p99, strings.Join(ttls, " "))
 	rng := rand.New(rand.NewPCG(uint64(n), 1))
-	agg, err := aggregate(sampled, faults(f, 1, 0.05, rng), noise, rng, true)
+	agg, err := aggregate(sampled, faults(f, 1, 0.05, rng), noise, 1, rng, true)
 	if err != nil {
 		return err
 	}
@@ -144,13 +144,13 @@ func runSize(n int, speedup float64, agents, trials, fullMeshMax int, pingFor ti
 		for t := 0; t < trials; t++ {
 			frng := rand.New(rand.NewPCG(uint64(n), uint64(100*k+t)))
 			lossy := faults(f, k, 0.05, frng)
-			a, err := aggregate(sampled, lossy, noise, rand.New(rand.NewPCG(7, uint64(t))), false)
+			a, err := aggregate(sampled, lossy, noise, uint64(t), rand.New(rand.NewPCG(7, uint64(t))), false)
 			if err != nil {
 				return err
 			}
 			sp, sf, sAlarms = sp+a.precision1/float64(trials), sf+a.f1/float64(trials), sAlarms+a.falseAlarms
 			if full != nil {
-				b, err := aggregate(full, lossy, noise, rand.New(rand.NewPCG(7, uint64(t))), false)
+				b, err := aggregate(full, lossy, noise, uint64(t), rand.New(rand.NewPCG(7, uint64(t))), false)
 				if err != nil {
 					return err
 				}
