@@ -47,18 +47,13 @@ func TestLocalizeEveryLink(t *testing.T) {
 // sweepLinks runs the fault cycle on the fabric's link directions with
 // time source src and returns one table row per direction.
 func sweepLinks(t *testing.T, bin, src string, all bool) []string {
-	f := lab.New(t, lab.Config{Prefix: lab.UniquePrefix(t), Spines: 2, Leaves: 3, HostsPerLeaf: 1})
 	const interval, ring = 100 * time.Millisecond, 50
-	c, err := demo.Start(demo.Config{Binary: bin, Fabric: f, LogDir: t.TempDir(),
+	f, c, fail := startLabClusterWith(t, lab.Config{Spines: 2, Leaves: 3, HostsPerLeaf: 1}, demo.Config{Binary: bin,
 		Args: []string{"-timestamps", src, "-pingRouteInterval", interval.String(), "-mapInterval", "100ms", "-metricRingSize", fmt.Sprint(ring),
 			// Pings are 10× the default pace, so is the aggregation.
 			"-aggregateInterval", "500ms"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Stop)
 	if err := demo.WaitFor(context.Background(), 120*time.Second, time.Second, c.AllPairsMeasured(ring, graph.TimeSource(src))); err != nil {
-		t.Fatalf("warm-up: %v\n%s", err, c.Tail(c.AggregatorHost().Name, 20))
+		fail("warm-up: %v", err)
 	}
 	id := func(node string) string {
 		for _, h := range f.Hosts {

@@ -22,25 +22,14 @@ import (
 // the only slow link and the top one by estimated delay within 60 s, and
 // clears within a turnover.
 func TestLocalizeHardAndSlow(t *testing.T) {
-	lab.RequireRoot(t)
-	bin := buildDNMS(t)
-	f := lab.New(t, lab.Config{Prefix: lab.UniquePrefix(t), Spines: 2, Leaves: 3, HostsPerLeaf: 1})
 	const interval, ring = 100 * time.Millisecond, 100
 	turnover := interval * ring
-	c, err := demo.Start(demo.Config{Binary: bin, Fabric: f, LogDir: t.TempDir(),
-		Args: []string{"-pingRouteInterval", interval.String(), "-mapInterval", "100ms", "-metricRingSize", fmt.Sprint(ring),
-			// Pings are 10× the default pace, so is the aggregation.
-			"-aggregateInterval", "500ms"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Stop)
+	f, c, fail := startLabCluster(t, lab.Config{Spines: 2, Leaves: 3, HostsPerLeaf: 1},
+		"-pingRouteInterval", interval.String(), "-mapInterval", "100ms", "-metricRingSize", fmt.Sprint(ring),
+		// Pings are 10× the default pace, so is the aggregation.
+		"-aggregateInterval", "500ms")
 	ctx := context.Background()
 	agg := c.AggregatorHost().Name
-	fail := func(format string, a ...any) {
-		t.Helper()
-		t.Fatalf("%s\n--- aggregator %s log tail:\n%s", fmt.Sprintf(format, a...), agg, c.Tail(agg, 30))
-	}
 	// Every pair measured, and a ring's worth of healthy samples so the
 	// baselines are set before any fault.
 	if err := demo.WaitFor(ctx, 120*time.Second, time.Second, c.AllPairsMeasured(ring, "")); err != nil {

@@ -129,14 +129,16 @@ func startLabCluster(t *testing.T, cfg lab.Config, args ...string) (*lab.Fabric,
 }
 
 // startLabClusterWith is startLabCluster with more demo settings (dc's
-// Binary, Fabric and LogDir are filled in).
+// Fabric and LogDir are filled in, and Binary when empty).
 func startLabClusterWith(t *testing.T, cfg lab.Config, dc demo.Config) (*lab.Fabric, *demo.Cluster, func(format string, a ...any)) {
 	t.Helper()
 	lab.RequireRoot(t)
-	bin := buildDNMS(t)
+	if dc.Binary == "" {
+		dc.Binary = buildDNMS(t)
+	}
 	cfg.Prefix = lab.UniquePrefix(t)
 	f := lab.New(t, cfg)
-	dc.Binary, dc.Fabric, dc.LogDir = bin, f, t.TempDir()
+	dc.Fabric, dc.LogDir = f, t.TempDir()
 	c, err := demo.Start(dc)
 	if err != nil {
 		t.Fatal(err)
