@@ -192,12 +192,21 @@ func verdicts(rows []graph.LinkHealth, v graph.Verdict) []string {
 // row with the largest estimated delay.
 func waitVerdicts(t *testing.T, c *demo.Cluster, timeout time.Duration, v graph.Verdict, want string, topDelay bool) {
 	t.Helper()
+	// The sets of links with v as they changed, for the log: how a fault
+	// was first seen and what was blamed on the way.
+	start, seen := time.Now(), "-"
+	var timeline []string
+	defer func() { t.Logf("%s links over time: %s", v, strings.Join(timeline, ", ")) }()
 	err := demo.WaitFor(context.Background(), timeout, 250*time.Millisecond, func() error {
 		rows, err := c.Health()
 		if err != nil {
 			return err
 		}
 		got := verdicts(rows, v)
+		if s := fmt.Sprint(got); s != seen {
+			seen = s
+			timeline = append(timeline, fmt.Sprintf("%.2fs %s", time.Since(start).Seconds(), s))
+		}
 		if (want == "" && len(got) > 0) || (want != "" && (len(got) != 1 || got[0] != want)) {
 			return fmt.Errorf("%s links %v, want [%s]; %s", v, got, want, describe(rows))
 		}

@@ -34,6 +34,9 @@ type Graph interface {
 	ImportRoute(origin string, r graph.Route)
 	RemoveImportedRoute(origin string, key graph.RouteKey)
 	RemoveOrigin(origin string)
+	// SetOriginStale leaves origin's samples out of health while its
+	// stream is silent; its routes stay.
+	SetOriginStale(origin string, stale bool)
 	// ImportMetrics applies a member's route-batch event under one lock.
 	ImportMetrics(origin string, batch []graph.RouteMetrics) int
 }
@@ -70,6 +73,12 @@ type Config struct {
 	// whose packets a faulty link black-holes stalls without an error, and
 	// a new connection (new source port) likely hashes onto another path.
 	IdleTimeout time.Duration
+	// StaleAfter marks a member's routes stale in the graph (health leaves
+	// their samples out, graph.SetOriginStale) once nothing, not even a
+	// heartbeat, has come from it for this long or its stream is down,
+	// until it streams again. Shorter than IdleTimeout: the samples stop
+	// counting before the stream is given up.
+	StaleAfter time.Duration
 	// ConnectTimeout bounds dialing and waiting for the response headers.
 	ConnectTimeout time.Duration
 	// Client, when set, is used instead of the built-in one (which has no
@@ -87,6 +96,7 @@ func DefaultConfig() Config {
 		BackoffMax:     30 * time.Second,
 		MaxLineBytes:   64 << 20,
 		IdleTimeout:    6 * time.Second,
+		StaleAfter:     4 * time.Second, // two missed heartbeats
 		ConnectTimeout: 3 * time.Second,
 	}
 }
@@ -117,8 +127,8 @@ func New(cfg Config, g Graph) (*Aggregator, error) {
 	if cfg.MaxLineBytes < 1024 {
 		return nil, fmt.Errorf("aggregator: max line %d bytes is too small (want >= 1024)", cfg.MaxLineBytes)
 	}
-	if cfg.IdleTimeout <= 0 || cfg.ConnectTimeout <= 0 {
-		return nil, fmt.Errorf("aggregator: idle timeout %v and connect timeout %v must be positive", cfg.IdleTimeout, cfg.ConnectTimeout)
+	if cfg.IdleTimeout <= 0 || cfg.ConnectTimeout <= 0 || cfg.StaleAfter <= 0 {
+		return nil, fmt.Errorf("aggregator: idle timeout %v, stale-after %v and connect timeout %v must be positive", cfg.IdleTimeout, cfg.StaleAfter, cfg.ConnectTimeout)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -155,7 +165,7 @@ func New(cfg Config, g Graph) (*Aggregator, error) {
 	if cfg.Registerer != nil {
 		if err := cfg.Registerer.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "dnms_aggregator_stale_routes",
-			Help: "Routes kept from members whose event stream is down (they stop changing until it is back); see /v1/aggregator/members.",
+			Help: "Routes kept from members whose event stream is down or silent (they stop changing until it is back, and health leaves their samples out); see /v1/aggregator/members.",
 		}, a.staleRoutes)); err != nil {
 			return nil, fmt.Errorf("aggregator: register metrics: %w", err)
 		}
@@ -251,7 +261,13 @@ func (a *Aggregator) Run(ctx context.Context) error {
 	}
 	a.opMu.Unlock()
 
+	marked := make(chan struct{})
+	go func() {
+		defer close(marked)
+		a.markStaleLoop(ctx)
+	}()
 	<-ctx.Done()
+	<-marked
 
 	a.opMu.Lock()
 	defer a.opMu.Unlock()
@@ -311,6 +327,8 @@ type member struct {
 	state      atomic.Value // string
 	reason     atomic.Value // string: why the last attempt failed, "" when connected
 	lastEvent  atomic.Int64 // unix ns of the last applied event, 0 before any
+	lastLine   atomic.Int64 // unix ns of the last line read (heartbeats too)
+	stale      atomic.Bool  // marked stale in the graph (markStale)
 	lastSeen   atomic.Uint64
 	nroutes    atomic.Int64
 	reconnects atomic.Uint64
@@ -473,7 +491,11 @@ func (m *member) stream(ctx context.Context, log *slog.Logger) streamResult {
 	idle := time.AfterFunc(cfg.IdleTimeout, cancel)
 	defer idle.Stop()
 	r := newSSEReader(resp.Body, cfg.MaxLineBytes)
-	r.OnLine = func() { idle.Reset(cfg.IdleTimeout) }
+	m.lastLine.Store(time.Now().UnixNano())
+	r.OnLine = func() {
+		idle.Reset(cfg.IdleTimeout)
+		m.lastLine.Store(time.Now().UnixNano())
+	}
 	res := streamResult{connected: true}
 	seenGarbage := 0
 	for {

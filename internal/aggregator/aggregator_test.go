@@ -517,3 +517,31 @@ func TestBaseURL(t *testing.T) {
 		}
 	}
 }
+
+// TestSilentMemberIsStale: a member whose stream goes silent (a dead link
+// black-holes it without an error) is marked stale in the graph once
+// StaleAfter passes, before the idle timeout gives the stream up; its
+// routes stay, and the status and the stale-routes gauge say so.
+func TestSilentMemberIsStale(t *testing.T) {
+	f := newFakeAgent(t, frame(t, "snapshot", 2, snap(2, rSp1))) // then silence
+	h := startAggregator(t, func(c *Config) {
+		c.StaleAfter = 200 * time.Millisecond
+		c.IdleTimeout = time.Minute
+	})
+	h.a.AddMember("a", f.srv.URL)
+	waitRoutes(t, h.g, "a", rSp1)
+	eventually(t, 10*time.Second, "member a marked stale", func() (bool, string) {
+		return h.g.OriginStale("a"), "not stale"
+	})
+	if len(f.requests()) != 1 {
+		t.Errorf("%d connections: the stream was given up, want it kept until the idle timeout", len(f.requests()))
+	}
+	waitRoutes(t, h.g, "a", rSp1) // still there
+	st := h.a.Status()
+	if len(st) != 1 || !st[0].Stale || st[0].State != stateConnected {
+		t.Errorf("status %+v, want one connected member marked stale", st)
+	}
+	if v := h.a.staleRoutes(); v != 1 {
+		t.Errorf("dnms_aggregator_stale_routes %v, want 1", v)
+	}
+}

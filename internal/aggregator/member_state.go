@@ -1,6 +1,7 @@
 package aggregator
 
 import (
+	"context"
 	"log/slog"
 	"net/http"
 	"slices"
@@ -55,7 +56,7 @@ func (a *Aggregator) Status() []MemberStatus {
 			t := time.Unix(0, ns).UTC()
 			s.LastEvent = &t
 		}
-		s.Stale = s.Routes > 0 && st != stateConnected
+		s.Stale = s.Routes > 0 && (st != stateConnected || m.stale.Load())
 		out = append(out, s)
 	}
 	slices.SortFunc(out, func(x, y MemberStatus) int { return strings.Compare(x.Name, y.Name) })
@@ -72,6 +73,48 @@ func (a *Aggregator) Connected(name string) bool {
 	}
 	st, _ := m.state.Load().(string)
 	return st == stateConnected
+}
+
+// markStaleLoop runs markStale every quarter of StaleAfter until ctx ends.
+func (a *Aggregator) markStaleLoop(ctx context.Context) {
+	t := time.NewTicker(a.cfg.StaleAfter / 4)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			a.markStale(now)
+		}
+	}
+}
+
+// markStale marks in the graph the members from which nothing has come for
+// StaleAfter, or whose stream is down, and marks fresh again those that
+// stream: health leaves a stale member's samples out, since what it sent
+// before its stream stalled is not what its probes see now.
+func (a *Aggregator) markStale(now time.Time) {
+	a.mu.Lock()
+	ms := a.memberList()
+	a.mu.Unlock()
+	for _, m := range ms {
+		st, _ := m.state.Load().(string)
+		last := m.lastLine.Load()
+		stale := st != stateConnected || last == 0 || now.Sub(time.Unix(0, last)) > a.cfg.StaleAfter
+		if stale == m.stale.Load() {
+			continue
+		}
+		m.stale.Store(stale)
+		a.g.SetOriginStale(m.name, stale)
+		if m.nroutes.Load() == 0 {
+			continue // nothing imported yet: nothing to say
+		}
+		if stale {
+			a.log.Info("member stale: its samples are left out of health until it streams again", "member", m.name, "state", st)
+		} else {
+			a.log.Info("member fresh again", "member", m.name)
+		}
+	}
 }
 
 // staleRoutes counts routes kept from members whose stream is down, for

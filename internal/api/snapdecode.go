@@ -28,6 +28,7 @@ type snapDecoder struct {
 	hops   []string          // arena the routes' hop lists are cut from
 	keys   []graph.RouteKey  // the current route's keys (ports are copied out)
 	excess []float64         // arena of rttExcessByKeySeconds lists
+	counts []int             // arena of samplesByKey and lostByKey lists
 	seen   uint8             // seenNodes | seenEdges
 	cur    graph.Route       // the route being read, when streaming
 	hopNum []int32           // the numbers of cur's hops (graph.HealthInput.Node)
@@ -362,6 +363,14 @@ func (d *snapDecoder) excessList(dst *[]float64) (err error) {
 	return err
 }
 
+// countList reads samplesByKey or lostByKey.
+func (d *snapDecoder) countList(what string, dst *[]int) (err error) {
+	*dst, err = arenaList(d.s, what, &d.counts, func(v *int) error {
+		return d.int(what, v)
+	})
+	return err
+}
+
 func (d *snapDecoder) metrics(m *graph.Metrics) error {
 	return d.s.fields("metrics", func(key []byte) error {
 		if f := metricFloat(m, key); f != nil {
@@ -383,6 +392,10 @@ func (d *snapDecoder) metrics(m *graph.Metrics) error {
 			return err
 		case "rttExcessByKeySeconds":
 			return d.excessList(&m.RTTExcessByKey)
+		case "samplesByKey":
+			return d.countList("metrics samplesByKey", &m.SamplesByKey)
+		case "lostByKey":
+			return d.countList("metrics lostByKey", &m.LostByKey)
 		}
 		return d.s.skip(1) // since
 	})

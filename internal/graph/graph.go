@@ -67,6 +67,11 @@ type Graph struct {
 	baselines map[baselineKey]*baseline
 
 	health healthCache
+	// staleOrigins are the origins whose imported routes health leaves
+	// out (SetOriginStale); staleGen counts changes to it, so the health
+	// cache knows its rows are old.
+	staleOrigins map[string]bool
+	staleGen     uint64
 	// gen counts changes to the graph's data, with or without an event
 	// (a sample or imported metrics that coalescing holds back), under mu.
 	gen   uint64
@@ -591,6 +596,10 @@ func (g *Graph) RemoveOrigin(origin string) {
 		g.removeRouteLocked(r)
 	}
 	delete(g.imported, origin)
+	if g.staleOrigins[origin] {
+		delete(g.staleOrigins, origin)
+		g.staleGen++
+	}
 }
 
 // attachLocked adds key to route id (creating it), with ring as its samples.
@@ -781,7 +790,7 @@ func (r *routeEntry) metricsLocked() Metrics {
 			}
 		}
 		m := ComputeMetrics(all)
-		m.RTTBaseline, m.RTTExcessByKey = r.keyExcessLocked()
+		m.RTTBaseline, m.RTTExcessByKey, m.SamplesByKey, m.LostByKey = r.keyExcessLocked()
 		r.metrics = m
 		r.dirty = false
 	}
@@ -790,22 +799,27 @@ func (r *routeEntry) metricsLocked() Metrics {
 
 // keyExcessLocked folds every key's ring into its RTT baseline and returns
 // the route's baseline (the lowest of its keys') and each key's excess
-// (ring p50 − baseline; -1 when the key has no RTT or no baseline), in
-// key order. Under r.mmu.
-func (r *routeEntry) keyExcessLocked() (float64, []float64) {
+// (ring p50 − baseline; -1 when the key has no RTT or no baseline),
+// samples and lost samples, in key order. Under r.mmu.
+func (r *routeEntry) keyExcessLocked() (float64, []float64, []int, []int) {
 	keys := r.sortedKeysLocked()
 	out := make([]float64, len(keys))
+	samples, lost := make([]int, len(keys)), make([]int, len(keys))
 	now := r.now()
 	low := 0.0
 	var buf []Sample
 	for i, k := range keys {
 		out[i] = -1
 		ring, b := r.keys[k], r.bases[k]
-		if ring == nil || b == nil {
+		if ring == nil {
 			continue
 		}
 		buf = ring.ordered(buf[:0])
 		km, p10 := computeMetrics(buf)
+		samples[i], lost[i] = km.Samples, km.Lost
+		if b == nil {
+			continue
+		}
 		base := b.observe(now, p10)
 		if base <= 0 || km.Samples == km.Lost {
 			continue
@@ -815,7 +829,20 @@ func (r *routeEntry) keyExcessLocked() (float64, []float64) {
 			low = base
 		}
 	}
-	return low, out
+	return low, out, samples, lost
+}
+
+// byKeyFor drops m's per-key lists when they no longer match the route's
+// keys (an imported route lost a key before its member sent new metrics):
+// a snapshot never pairs a value with the wrong key.
+func byKeyFor(m Metrics, keys int) Metrics {
+	if len(m.RTTExcessByKey) != keys {
+		m.RTTExcessByKey = nil
+	}
+	if len(m.SamplesByKey) != keys || len(m.LostByKey) != keys {
+		m.SamplesByKey, m.LostByKey = nil, nil
+	}
+	return m
 }
 
 // routeCopyLocked returns a deep copy of r with current metrics.
@@ -826,7 +853,7 @@ func (g *Graph) routeCopyLocked(r *routeEntry) *Route {
 		Dst:     r.dst,
 		Hops:    slices.Clone(r.hops),
 		Keys:    slices.Clone(r.keysOf()),
-		Metrics: r.metricsOf(),
+		Metrics: byKeyFor(r.metricsOf(), r.numKeys()),
 		Origin:  r.origin,
 		HopRTTs: slices.Clone(r.hopRTT),
 	}

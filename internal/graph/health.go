@@ -98,7 +98,7 @@ func NewHealthInput(nodes []Node, links []Link) (*HealthInput, error) {
 }
 
 // Add checks the next route of the snapshot and keeps what the estimator
-// reads of it. The input aliases r.Hops and r.Metrics.RTTExcessByKey: the
+// reads of it. The input aliases r.Hops and r.Metrics's per-key slices: the
 // caller must not change them afterwards (r itself may be reused).
 func (b *HealthInput) Add(r *Route) error { return b.AddNumbered(r, nil) }
 
@@ -201,6 +201,9 @@ func (b *HealthInput) check(r *Route, hops []int32) error {
 	if err := validExcess(m.RTTExcessByKey, len(r.Keys)); err != nil {
 		return fmt.Errorf("%s: %w", name, err)
 	}
+	if err := validByKey(m, len(r.Keys)); err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
 	return nil
 }
 
@@ -241,6 +244,9 @@ func inputWith(hops []string, ports []uint16, m Metrics) localize.Input {
 	if len(m.RTTExcessByKey) == len(ports) {
 		in.Excess = m.RTTExcessByKey
 	}
+	if len(m.SamplesByKey) == len(ports) && len(m.LostByKey) == len(ports) {
+		in.SamplesByKey, in.LostByKey = m.SamplesByKey, m.LostByKey
+	}
 	return in
 }
 
@@ -255,6 +261,20 @@ func inputsOf(routes []Route) []localize.Input {
 		in[i], ports = inputOf(r.Hops, r.Keys, r.Metrics, ports)
 	}
 	return in
+}
+
+// validByKey checks a route's per-key counts: none, or one per key each,
+// with 0 <= lost <= samples.
+func validByKey(m *Metrics, keys int) error {
+	if len(m.SamplesByKey) != len(m.LostByKey) || (len(m.SamplesByKey) != 0 && len(m.SamplesByKey) != keys) {
+		return fmt.Errorf("%d samplesByKey and %d lostByKey values for %d keys", len(m.SamplesByKey), len(m.LostByKey), keys)
+	}
+	for i, n := range m.SamplesByKey {
+		if l := m.LostByKey[i]; n < 0 || l < 0 || l > n {
+			return fmt.Errorf("key %d: lost %d of %d samples", i, l, n)
+		}
+	}
+	return nil
 }
 
 // validExcess checks a route's per-key RTT excess: none, or one finite

@@ -272,6 +272,16 @@ func TestHealthOfValidation(t *testing.T) {
 		{"no id", func(s *Snapshot) { s.Routes[0].ID = "" }, "empty id"},
 		{"duplicate node", func(s *Snapshot) { s.Nodes = append(s.Nodes, Node{ID: hA}) }, "listed twice"},
 		{"negative ratio", func(s *Snapshot) { s.Routes[0].Metrics.Loss = -0.5 }, "out of range"},
+		{"per-key counts", func(s *Snapshot) {
+			s.Routes[0].Metrics.SamplesByKey, s.Routes[0].Metrics.LostByKey = []int{10}, []int{2}
+		}, ""},
+		{"per-key counts, wrong length", func(s *Snapshot) {
+			s.Routes[0].Metrics.SamplesByKey, s.Routes[0].Metrics.LostByKey = []int{5, 5}, []int{1, 1}
+		}, "2 samplesByKey and 2 lostByKey values for 1 keys"},
+		{"per-key lost only", func(s *Snapshot) { s.Routes[0].Metrics.LostByKey = []int{2} }, "0 samplesByKey and 1 lostByKey"},
+		{"per-key lost > samples", func(s *Snapshot) {
+			s.Routes[0].Metrics.SamplesByKey, s.Routes[0].Metrics.LostByKey = []int{10}, []int{11}
+		}, "lost 11 of 10 samples"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

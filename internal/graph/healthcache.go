@@ -13,6 +13,7 @@ type healthCache struct {
 	mu    sync.Mutex // held while computing, so concurrent readers wait for one run
 	valid bool
 	id    uint64
+	stale uint64 // Graph.staleGen the rows saw
 	rows  []LinkHealth
 	runs  uint64
 }
@@ -31,15 +32,15 @@ func (g *Graph) HealthAt() ([]LinkHealth, uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	g.mu.RLock()
-	id := g.events.last
-	if c.valid && c.id == id {
+	id, stale := g.events.last, g.staleGen
+	if c.valid && c.id == id && c.stale == stale {
 		g.mu.RUnlock()
 		return slices.Clone(c.rows), id
 	}
 	in := g.healthInputsLocked()
 	hc := g.cfg.Health
 	g.mu.RUnlock()
-	c.rows, c.id, c.valid = localize.Run(in, hc), id, true
+	c.rows, c.id, c.stale, c.valid = localize.Run(in, hc), id, stale, true
 	c.runs++
 	return slices.Clone(c.rows), id
 }
@@ -60,6 +61,9 @@ func (g *Graph) healthInputsLocked() []localize.Input {
 	for _, r := range g.routes {
 		var x localize.Input
 		x, ports = r.healthInput(ports)
+		if g.staleLocked(r) {
+			x = withoutEvidence(x)
+		}
 		in = append(in, x)
 	}
 	return in

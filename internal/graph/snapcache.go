@@ -92,6 +92,8 @@ func cloneSnapshot(s *Snapshot) Snapshot {
 		r.Keys = slices.Clone(r.Keys)
 		r.HopRTTs = slices.Clone(r.HopRTTs)
 		r.Metrics.RTTExcessByKey = slices.Clone(r.Metrics.RTTExcessByKey)
+		r.Metrics.SamplesByKey = slices.Clone(r.Metrics.SamplesByKey)
+		r.Metrics.LostByKey = slices.Clone(r.Metrics.LostByKey)
 	}
 	return out
 }

@@ -106,6 +106,13 @@ type Metrics struct {
 	// percentile of that flow on these hops over BaselineWindow), in
 	// seconds; -1 when unknown. The delay localization reads it.
 	RTTExcessByKey []float64 `json:"rttExcessByKeySeconds,omitempty"`
+	// SamplesByKey and LostByKey are, per key of the route (in Route.Keys
+	// order), the samples and the lost ones in its window. A route's keys
+	// share its forward hops but not their reverse paths: when the acks of
+	// some keys are black-holed, only the per-key counts say which round
+	// trips lost them. Empty when unknown (e.g. from an older agent).
+	SamplesByKey []int `json:"samplesByKey,omitempty"`
+	LostByKey    []int `json:"lostByKey,omitempty"`
 	// Since is when the oldest sample in the window was sent (zero when
 	// none): the aggregator does not judge from routes to or from itself
 	// whose samples straddle its own restart.

@@ -13,16 +13,20 @@ type obs struct {
 	trials []float64
 	losses []float64
 	// shares are the reverse losses of routes with several reverse routes
-	// (keys merged on one forward route whose acks took different paths):
+	// (keys merged on one forward route whose acks took different paths),
+	// and the losses of unknown direction of such routes' round trips:
 	// split evenly at first, then by the fit (resplit).
 	shares []share
 }
 
-// share is one route's reverse losses to be divided over its targets.
+// share is one route's losses to be divided over its target observations.
 type share struct {
 	targets []int32
 	lost    float64
 	cur     []float64 // what each target has now; nil: even
+	// capped: no target gets more losses than its trials (round trips,
+	// whose targets carry only this route's probes).
+	capped bool
 }
 
 func (o *obs) of(p int) []int32 { return o.links[o.off[p]:o.off[p+1]] }
@@ -139,9 +143,29 @@ func splitDirections(in []Input, ix *index, revOff, rev []int32) *obs {
 		}
 		targets := found(rev[revOff[p]:revOff[p+1]])
 		if r.LostForward <= 0 && r.LostReverse <= 0 && r.Lost > 0 && len(targets) > 0 {
+			// Round trips, one per key. Which keys lost the probes is
+			// not known, only how many the route lost: when the keys'
+			// acks took different paths the losses start even and then
+			// follow the fit, as reverse losses do. In the lab, a downed
+			// link black-holed the acks of 3 of a route's 4 keys; an
+			// even split put a quarter of the losses on the round trip
+			// over the healthy reverse path, and the forward links got
+			// the blame.
+			if o.roundTripsByKey(ix, p, r, rev[revOff[p]:revOff[p+1]]) {
+				continue
+			}
 			frac := 1 / float64(len(targets))
+			lost := float64(min(r.Lost, r.Samples))
+			first := int32(len(o.trials))
 			for _, q := range targets {
-				o.addUnion(ix.routeLinks(p), ix.routeLinks(int(q)), float64(r.Samples)*frac, float64(min(r.Lost, r.Samples))*frac)
+				o.addUnion(ix.routeLinks(p), ix.routeLinks(int(q)), float64(r.Samples)*frac, lost*frac)
+			}
+			if distinct(targets) {
+				obsIdx := make([]int32, len(targets))
+				for i := range obsIdx {
+					obsIdx[i] = first + int32(i)
+				}
+				o.shares = append(o.shares, share{targets: obsIdx, lost: lost, capped: true})
 			}
 			continue
 		}
@@ -163,6 +187,40 @@ func splitDirections(in []Input, ix *index, revOff, rev []int32) *obs {
 	return o
 }
 
+// roundTripsByKey adds route p's round trips from its per-key counts: one
+// observation per reverse route, over the forward and reverse links, with
+// the samples and losses of the keys whose acks take it. Keys without a
+// reverse route in the set are left out, as their reverse losses are in
+// splitDirections. It reports false, adding nothing, when the route has
+// no usable per-key counts.
+func (o *obs) roundTripsByKey(ix *index, p int, r Input, rev []int32) bool {
+	if len(r.SamplesByKey) != len(r.Ports) || len(r.LostByKey) != len(r.Ports) || len(rev) != len(r.Ports) {
+		return false
+	}
+	type trip struct {
+		q            int32
+		trials, lost float64
+	}
+	var trips []trip
+	for i, q := range rev {
+		n, l := r.SamplesByKey[i], r.LostByKey[i]
+		if q < 0 || n <= 0 {
+			continue
+		}
+		j := slices.IndexFunc(trips, func(t trip) bool { return t.q == q })
+		if j < 0 {
+			trips = append(trips, trip{q: q})
+			j = len(trips) - 1
+		}
+		trips[j].trials += float64(n)
+		trips[j].lost += float64(min(max(l, 0), n))
+	}
+	for _, t := range trips {
+		o.addUnion(ix.routeLinks(p), ix.routeLinks(int(t.q)), t.trials, t.lost)
+	}
+	return len(trips) > 0
+}
+
 // resplit divides the reverse losses of every share in proportion to the
 // loss the fit now gives each target route (1 − prod), instead of evenly: a
 // lost ack is more likely on the reverse path that loses more (one EM step
@@ -176,14 +234,82 @@ func (o *obs) resplit(prod []float64, floor float64) {
 				s.cur[j] = s.lost / float64(len(s.targets))
 			}
 		}
-		var tot float64
-		for _, q := range s.targets {
-			tot += 1 - prod[q] + floor
-		}
+		w := make([]float64, len(s.targets))
 		for j, q := range s.targets {
-			nw := s.lost * (1 - prod[q] + floor) / tot
+			w[j] = 1 - prod[q] + floor
+		}
+		var caps []float64
+		if s.capped {
+			caps = make([]float64, len(s.targets))
+			for j, q := range s.targets {
+				caps[j] = o.trials[q]
+			}
+		}
+		for j, nw := range splitCapped(s.lost, w, caps) {
+			q := s.targets[j]
 			o.losses[q] += nw - s.cur[j]
 			s.cur[j] = nw
 		}
 	}
+}
+
+// splitCapped divides total in proportion to w (evenly where w is all 0,
+// and w may be changed), giving no part more than
+// its cap (caps nil: no caps): what a capped part cannot take goes to the
+// others, in proportion again.
+func splitCapped(total float64, w, caps []float64) []float64 {
+	out := make([]float64, len(w))
+	open := make([]bool, len(w))
+	for j := range open {
+		open[j] = true
+	}
+	for range w {
+		var tot float64
+		for j, ok := range open {
+			if ok {
+				tot += w[j]
+			}
+		}
+		if total <= 0 {
+			break
+		}
+		if tot <= 0 { // no weight left: even
+			for j, ok := range open {
+				if ok {
+					w[j] = 1
+					tot++
+				}
+			}
+		}
+		over := false
+		for j, ok := range open {
+			if !ok {
+				continue
+			}
+			out[j] = total * w[j] / tot
+			if caps != nil && out[j] > caps[j] {
+				over = true
+			}
+		}
+		if !over {
+			break
+		}
+		for j, ok := range open {
+			if ok && out[j] > caps[j] {
+				out[j], open[j] = caps[j], false
+				total -= caps[j]
+			}
+		}
+	}
+	return out
+}
+
+// distinct reports whether routes holds two different routes.
+func distinct(routes []int32) bool {
+	for _, q := range routes[1:] {
+		if q != routes[0] {
+			return true
+		}
+	}
+	return false
 }

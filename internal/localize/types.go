@@ -17,6 +17,12 @@ type Input struct {
 	// long-window low percentile), negative or NaN when unknown. Per key, because the
 	// keys of one route share its forward hops but not their reverse paths.
 	Excess []float64
+	// SamplesByKey and LostByKey, when not nil, are parallel to Ports: each
+	// key's samples and lost samples. They say which round trips lost the
+	// probes whose direction is unknown (no ack came back with the
+	// reflector's counters), so those losses follow the reverse path of
+	// each key instead of being spread over all of them.
+	SamplesByKey, LostByKey []int
 }
 
 // Verdict is the estimator's call on one link.
