@@ -203,6 +203,9 @@ func waitVerdicts(t *testing.T, c *demo.Cluster, timeout time.Duration, v graph.
 			return err
 		}
 		got := verdicts(rows, v)
+		if dir := os.Getenv("DNMS_LAB_TRACE"); dir != "" {
+			traceHealth(t, c, dir, time.Since(start), rows)
+		}
 		if s := fmt.Sprint(got); s != seen {
 			seen = s
 			timeline = append(timeline, fmt.Sprintf("%.2fs %s", time.Since(start).Seconds(), s))
@@ -242,6 +245,28 @@ func waitVerdicts(t *testing.T, c *demo.Cluster, timeout time.Duration, v graph.
 			}
 		}
 		t.Fatalf("%s: %v\n--- aggregator log tail:\n%s", v, err, c.Tail(c.AggregatorHost().Name, 20))
+	}
+}
+
+// traceHealth appends one poll to DIR/<test>.trace (DNMS_LAB_TRACE=DIR):
+// the time, the member streams and every row that is not ok, for reading
+// how a verdict formed.
+func traceHealth(t *testing.T, c *demo.Cluster, dir string, at time.Duration, rows []graph.LinkHealth) {
+	f, err := os.OpenFile(filepath.Join(dir, strings.ReplaceAll(t.Name(), "/", "_")+".trace"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		t.Logf("trace: %v", err)
+		return
+	}
+	defer f.Close()
+	members, _ := c.GetRaw(c.AggregatorHost().Name, "/v1/aggregator/members")
+	fmt.Fprintf(f, "== %.2fs members %s\n", at.Seconds(), members)
+	if g, err := c.GetRaw(c.AggregatorHost().Name, "/v1/aggregator/graph"); err == nil {
+		os.WriteFile(filepath.Join(dir, fmt.Sprintf("%s-%05.2f.json", strings.ReplaceAll(t.Name(), "/", "_"), at.Seconds())), g, 0o644)
+	}
+	for _, r := range rows {
+		if r.Verdict != graph.VerdictOK || r.EstimatedLoss > 0.01 {
+			fmt.Fprintf(f, "   %s→%s %s est %.3f through %d/%d routes/samples\n", r.Src, r.Dst, r.Verdict, r.EstimatedLoss, r.RoutesThrough, r.SamplesThrough)
+		}
 	}
 }
 
