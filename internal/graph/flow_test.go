@@ -97,6 +97,8 @@ type turnsFixture struct {
 	keys []RouteKey
 	all  []Sample
 	rng  *rand.Rand
+	// jitter is RFC 3550's over every answered sample in arrival order.
+	jitter, prev float64
 }
 
 func newTurnsFixture(t *testing.T, ringSize, nkeys int) *turnsFixture {
@@ -126,6 +128,12 @@ func (f *turnsFixture) add(i int) {
 	}
 	f.all = append(f.all, s)
 	f.g.AddSample(f.keys[i], s)
+	if !s.Lost {
+		if v := s.RTT.Seconds(); f.prev != 0 {
+			f.jitter += (math.Abs(v-f.prev) - f.jitter) / 16
+		}
+		f.prev = s.RTT.Seconds()
+	}
 }
 
 func (f *turnsFixture) metrics(t *testing.T) Metrics {
@@ -175,6 +183,9 @@ func TestWindowPortsTakingTurns(t *testing.T) {
 					t.Fatalf("after %d samples: window %d, want %d (in [%d, %d])", total, m.Samples, w, n, n+bs-1)
 				}
 				checkWindowMetrics(t, m, want)
+				if math.Abs(m.JitterRFC3550-f.jitter) > 1e-15 {
+					t.Fatalf("jitter %v, want the running RFC 3550 jitter %v", m.JitterRFC3550, f.jitter)
+				}
 				if !m.Since.Equal(f.all[total-w].Sent) {
 					t.Fatalf("since %v, want the oldest sample in the window %v", m.Since, f.all[total-w].Sent)
 				}
@@ -265,5 +276,44 @@ func TestFlowStateMemory(t *testing.T) {
 		w.add(f, Sample{Sent: time.Unix(int64(2000+i), 0), RTT: time.Duration(50_000 + i%977), Lost: i%9 == 0})
 	}); a != 0 {
 		t.Errorf("AddSample allocates %.1f times", a)
+	}
+}
+
+// TestKeyExcessTakingTurns: with 4 keys taking turns, each key's excess
+// comes from its own samples in the route window: the one key whose RTT
+// rose 1 ms shows 1 ms (within the sketch's error), the others 0, and a
+// key that has not been pinged within the window says -1.
+func TestKeyExcessTakingTurns(t *testing.T) {
+	f := newTurnsFixture(t, 100, 5)
+	rtt := func(k, i int) time.Duration { return 100*time.Microsecond + time.Duration(i%7)*time.Microsecond }
+	send := func(n int, slow time.Duration) {
+		for i := range n {
+			k := i % 4
+			f.clk.Advance(100 * time.Millisecond)
+			d := rtt(k, i)
+			if k == 2 {
+				d += slow
+			}
+			f.g.AddSample(f.keys[k], Sample{Sent: f.clk.Now(), RTT: d, Source: "ebpf"})
+		}
+	}
+	f.g.AddSample(f.keys[4], Sample{Sent: f.clk.Now(), RTT: time.Millisecond, Source: "ebpf"})
+	send(400, 0)
+	send(200, time.Millisecond)
+	m := f.metrics(t)
+	for k, e := range m.RTTExcessByKey {
+		want := 0.0
+		switch k {
+		case 2:
+			want = 1e-3
+		case 4:
+			want = -1
+		}
+		if math.Abs(e-want) > 2*sketchRelErr*1.1e-3 {
+			t.Errorf("key %d: excess %v, want %v", k, e, want)
+		}
+	}
+	if m.RTTBaseline < 100e-6*(1-sketchRelErr) || m.RTTBaseline > 101e-6 {
+		t.Errorf("route baseline %v, want ≈ 100 µs", m.RTTBaseline)
 	}
 }
