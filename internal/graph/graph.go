@@ -433,7 +433,8 @@ func (g *Graph) RemoveHost(addr netip.Addr) {
 }
 
 // AddSample adds one ping result to key's flow state. It is a no-op when
-// the key has no route. A route-update event goes out at most once per CoalesceInterval
+// the key has no route or the sample was sent before the key's ResetPeer
+// floor. A route-update event goes out at most once per CoalesceInterval
 // per route.
 func (g *Graph) AddSample(key RouteKey, s Sample) {
 	key.Src, key.Dst = key.Src.Unmap(), key.Dst.Unmap()
@@ -769,8 +770,7 @@ func (g *Graph) removeRouteLocked(r *routeEntry) {
 }
 
 // metricsOf returns r's metrics, computing them from the flow state when
-// stale.
-// Safe under the read lock (mmu serialises concurrent readers).
+// stale. Safe under the read lock (mmu serialises concurrent readers).
 func (r *routeEntry) metricsOf() Metrics {
 	r.mmu.Lock()
 	defer r.mmu.Unlock()
