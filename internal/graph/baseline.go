@@ -5,8 +5,8 @@ import "time"
 // baselineBuckets is how many buckets a baseline window is cut into.
 const baselineBuckets = 8
 
-// baseline is a route's long-window RTT floor: the lowest ring 10th
-// percentile seen in each of the last baselineBuckets buckets of the
+// baseline is a route's long-window RTT floor: the lowest window 10th
+// percentile of one key seen in each of the last baselineBuckets buckets of the
 // window; the baseline is the lowest of them. It is kept per hop list (the
 // route's internal key) in the graph, so a key that leaves a path and comes
 // back finds the path's baseline, and a different path starts its own.
@@ -20,7 +20,7 @@ func newBaseline(window time.Duration) *baseline {
 	return &baseline{bucket: max(window/baselineBuckets, time.Nanosecond)}
 }
 
-// observe folds a ring low percentile seen at now into the window and
+// observe folds a key's window low percentile seen at now into the window and
 // returns the baseline (0 when low is not positive and nothing is known).
 func (b *baseline) observe(now time.Time, low float64) float64 {
 	n := now.UnixNano()/int64(b.bucket) + 1

@@ -11,7 +11,7 @@
 //	func (g *Graph) SetRoute(key RouteKey, hops []Hop) (routeID string, change *PathChange)
 //	func (g *Graph) RemoveRoute(key RouteKey)
 //	func (g *Graph) RemoveHost(addr netip.Addr)     // every route from or to addr
-//	func (g *Graph) ResetPeer(addr netip.Addr, since time.Time) int // a peer restarted: empty its rings
+//	func (g *Graph) ResetPeer(addr netip.Addr, since time.Time) int // a peer restarted: empty its flow state
 //	func (g *Graph) AddSample(key RouteKey, s Sample) // no-op if the key has no route
 //	func (g *Graph) RouteKeys() []RouteKey
 //	// Aggregator side: routes whose metrics were computed elsewhere.
@@ -49,9 +49,13 @@
 //   - SetRoute adds key.Src/key.Dst when the hop list lacks them. A re-trace
 //     that differs only where the new trace has silent hops is not a change
 //     (the key keeps its route); one that only fills in silent hops moves the
-//     key to the refined route with its sample ring and no PathChange; any
-//     other difference is a PathChange and the key starts a fresh ring on the
-//     new route (old samples describe the old path).
+//     key to the refined route with its flow state and no PathChange; any
+//     other difference is a PathChange and the key starts a fresh state on
+//     the new route (old samples describe the old path).
+//   - Per-key flow state (flow.go): buckets of counters and an RTT sketch
+//     (sketch.go), O(1) per sample; a route's metrics merge its keys'
+//     newest buckets, in whole epochs of its samples, up to RingSize
+//     samples over all its keys.
 //   - Coalescing needs no goroutine: a route-update goes out on AddSample (or
 //     ImportRoute) when the route's last one is at least CoalesceInterval old;
 //     a held-back update goes out on the next such call or on Flush. Run(ctx)

@@ -16,7 +16,9 @@ import (
 
 // Config configures a Graph.
 type Config struct {
-	// RingSize is how many samples each route key keeps (-metricRingSize).
+	// RingSize is how many samples a route's metrics cover
+	// (-metricRingSize): its newest samples over all its keys, N to
+	// N+⌈N/8⌉−1 of them (at most N+15), in whole epochs (see flow.go).
 	RingSize int
 	// CoalesceInterval bounds route-update events to one per route per
 	// interval. Updates owed inside the interval go out on the next AddSample
@@ -31,11 +33,11 @@ type Config struct {
 	// Health tunes the localization (see HealthConfig).
 	Health HealthConfig
 	// BaselineWindow is how far back a route's RTT baseline looks (the
-	// lowest ring 10th percentile over the window). Default 10 minutes.
+	// lowest 10th percentile of its window samples). Default 10 minutes.
 	BaselineWindow time.Duration
 }
 
-// DefaultConfig returns the defaults: 100 samples per key, one route update
+// DefaultConfig returns the defaults: 100 samples per route, one route update
 // per second per route, 4096 events of replay.
 func DefaultConfig() Config {
 	return Config{
@@ -118,12 +120,13 @@ type routeEntry struct {
 	ports   []uint16
 }
 
-// localState is what only a local route has: its keys' sample rings and
-// RTT baselines.
+// localState is what only a local route has: its keys' flow state and
+// RTT baselines, and the route's side of the window (flow.go).
 type localState struct {
-	keys  map[RouteKey]*sampleRing
+	keys  map[RouteKey]*flowState
 	bases map[RouteKey]*baseline
 	now   func() time.Time
+	win   flowWindow
 }
 
 // neverUpdated is routeEntry.updated before the first route-update.
@@ -145,8 +148,8 @@ func (g *Graph) sinceUpdate(r *routeEntry, now time.Time) time.Duration {
 // setKey and delKey change the key set (under the graph's write lock).
 // setKey is for local routes; imported routes set theirs with
 // originIndex.setKeys.
-func (r *routeEntry) setKey(k RouteKey, ring *sampleRing) {
-	r.keys[k] = ring
+func (r *routeEntry) setKey(k RouteKey, f *flowState) {
+	r.keys[k] = f
 	r.keyStale = true
 }
 
@@ -322,8 +325,8 @@ func nodeIDs(id string, hops []string) []string {
 // where an address was known) is not a change: the key keeps its route. A
 // re-trace that only fills in addresses where the current route had silent
 // hops is not a change either: the key moves to the refined route with its
-// sample ring. A real path change moves the key to the new route with a fresh
-// sample ring (old samples describe the old path).
+// flow state. A real path change moves the key to the new route with a fresh
+// flow state (old samples describe the old path).
 func (g *Graph) SetRoute(key RouteKey, hops []Hop) (string, *PathChange) {
 	if !key.Src.IsValid() || !key.Dst.IsValid() {
 		return "", nil
@@ -345,7 +348,7 @@ func (g *Graph) SetRoute(key RouteKey, hops []Hop) (string, *PathChange) {
 	old := g.keys[key]
 	if old == nil {
 		id := RouteID(newHops)
-		r := g.attachLocked(key, id, "", true, key.Src, key.Dst, nodeIDs(id, newHops), newSampleRing(g.cfg.RingSize))
+		r := g.attachLocked(key, id, "", true, key.Src, key.Dst, nodeIDs(id, newHops), newFlowState())
 		return r.id, nil
 	}
 	merged, compatible := mergeHops(old.hops, newHops)
@@ -362,7 +365,7 @@ func (g *Graph) SetRoute(key RouteKey, hops []Hop) (string, *PathChange) {
 	}
 	id := RouteID(newHops)
 	oldID, oldHops := old.id, slices.Clone(old.hops)
-	r := g.attachLocked(key, id, "", true, key.Src, key.Dst, nodeIDs(id, newHops), newSampleRing(g.cfg.RingSize))
+	r := g.attachLocked(key, id, "", true, key.Src, key.Dst, nodeIDs(id, newHops), newFlowState())
 	pc := &PathChange{
 		Key:      key,
 		OldRoute: oldID,
@@ -434,8 +437,9 @@ func (g *Graph) RemoveHost(addr netip.Addr) {
 	}
 }
 
-// AddSample adds one ping result to key's ring. It is a no-op when the key has
-// no route. A route-update event goes out at most once per CoalesceInterval
+// AddSample adds one ping result to key's flow state. It is a no-op when
+// the key has no route or the sample was sent before the key's ResetPeer
+// floor. A route-update event goes out at most once per CoalesceInterval
 // per route.
 func (g *Graph) AddSample(key RouteKey, s Sample) {
 	key.Src, key.Dst = key.Src.Unmap(), key.Dst.Unmap()
@@ -445,11 +449,10 @@ func (g *Graph) AddSample(key RouteKey, s Sample) {
 	if r == nil {
 		return
 	}
-	ring := r.keys[key]
-	if ring == nil {
+	f := r.keys[key]
+	if f == nil || !r.win.add(f, s) {
 		return
 	}
-	ring.add(s)
 	r.mmu.Lock()
 	r.dirty = true
 	r.mmu.Unlock()
@@ -602,22 +605,25 @@ func (g *Graph) RemoveOrigin(origin string) {
 	}
 }
 
-// attachLocked adds key to route id (creating it), with ring as its samples.
-func (g *Graph) attachLocked(key RouteKey, id, origin string, local bool, src, dst netip.Addr, hops []string, ring *sampleRing) *routeEntry {
+// attachLocked adds key to route id (creating it), with f as its samples
+// (renumbered into the route's epochs when it brings some).
+func (g *Graph) attachLocked(key RouteKey, id, origin string, local bool, src, dst netip.Addr, hops []string, f *flowState) *routeEntry {
 	ikey := routeIKey(origin, local, id)
 	r := g.routes[ikey]
 	if r == nil {
 		r = g.createLocked(ikey, id, origin, local, src, dst, hops)
-		g.keyBaselineLocked(r, key, ring)
-		r.setKey(key, ring)
+		g.keyBaselineLocked(r, key, f)
+		f.rebase(r.win.epoch())
+		r.setKey(key, f)
 		r.dirty = true
 		g.keys[key] = r
 		g.emitLocked(Event{Type: EventRouteAdd, Route: g.routeCopyLocked(r)})
 		g.setUpdated(r, g.cfg.Now())
 		return r
 	}
-	g.keyBaselineLocked(r, key, ring)
-	r.setKey(key, ring)
+	g.keyBaselineLocked(r, key, f)
+	f.rebase(r.win.epoch())
+	r.setKey(key, f)
 	g.keys[key] = r
 	r.mmu.Lock()
 	r.dirty = true
@@ -656,7 +662,7 @@ func (g *Graph) createLocked(ikey, id, origin string, local bool, src, dst netip
 		src: src, dst: dst, hops: hops, updated: neverUpdated,
 	}
 	if local {
-		r.localState = &localState{keys: make(map[RouteKey]*sampleRing), now: g.cfg.Now}
+		r.localState = &localState{keys: make(map[RouteKey]*flowState), now: g.cfg.Now, win: newFlowWindow(g.cfg.RingSize)}
 	}
 	g.routes[ikey] = r
 	for i, h := range hops {
@@ -772,8 +778,8 @@ func (g *Graph) removeRouteLocked(r *routeEntry) {
 	}
 }
 
-// metricsOf returns r's metrics, computing them from the rings when stale.
-// Safe under the read lock (mmu serialises concurrent readers).
+// metricsOf returns r's metrics, computing them from the flow state when
+// stale. Safe under the read lock (mmu serialises concurrent readers).
 func (r *routeEntry) metricsOf() Metrics {
 	r.mmu.Lock()
 	defer r.mmu.Unlock()
@@ -783,48 +789,44 @@ func (r *routeEntry) metricsOf() Metrics {
 // metricsLocked is metricsOf under r.mmu.
 func (r *routeEntry) metricsLocked() Metrics {
 	if r.local && r.dirty {
-		var all []Sample
-		for _, ring := range r.keys {
-			if ring != nil {
-				all = ring.ordered(all)
-			}
+		keys := r.sortedKeysLocked()
+		flows := make([]*flowState, len(keys))
+		for i, k := range keys {
+			flows[i] = r.keys[k]
 		}
-		m := ComputeMetrics(all)
-		m.RTTBaseline, m.RTTExcessByKey, m.SamplesByKey, m.LostByKey = r.keyExcessLocked()
+		m, parts := r.win.summarize(flows)
+		m.RTTBaseline, m.RTTExcessByKey, m.SamplesByKey, m.LostByKey = r.keyExcessLocked(keys, parts)
 		r.metrics = m
 		r.dirty = false
 	}
 	return r.metrics
 }
 
-// keyExcessLocked folds every key's ring into its RTT baseline and returns
-// the route's baseline (the lowest of its keys') and each key's excess
-// (ring p50 − baseline; -1 when the key has no RTT or no baseline),
-// samples and lost samples, in key order. Under r.mmu.
-func (r *routeEntry) keyExcessLocked() (float64, []float64, []int, []int) {
-	keys := r.sortedKeysLocked()
+// keyExcessLocked folds every key's part of the window (parts, in keys'
+// order) into its RTT baseline and returns the route's baseline (the
+// lowest of its keys') and each key's excess (its window p50 − baseline;
+// -1 when the key has no RTT in the window or no baseline), samples and
+// lost samples in the window, in key order. Under r.mmu.
+func (r *routeEntry) keyExcessLocked(keys []RouteKey, parts []keyWindow) (float64, []float64, []int, []int) {
 	out := make([]float64, len(keys))
 	samples, lost := make([]int, len(keys)), make([]int, len(keys))
 	now := r.now()
 	low := 0.0
-	var buf []Sample
 	for i, k := range keys {
 		out[i] = -1
-		ring, b := r.keys[k], r.bases[k]
-		if ring == nil {
+		b := r.bases[k]
+		if r.keys[k] == nil {
 			continue
 		}
-		buf = ring.ordered(buf[:0])
-		km, p10 := computeMetrics(buf)
-		samples[i], lost[i] = km.Samples, km.Lost
+		samples[i], lost[i] = parts[i].sum.n, parts[i].sum.lost
 		if b == nil {
 			continue
 		}
-		base := b.observe(now, p10)
-		if base <= 0 || km.Samples == km.Lost {
+		base := b.observe(now, parts[i].p10)
+		if base <= 0 || parts[i].sum.answered == 0 {
 			continue
 		}
-		out[i] = max(km.RTTP50-base, 0)
+		out[i] = max(parts[i].p50-base, 0)
 		if low == 0 || base < low {
 			low = base
 		}
@@ -980,8 +982,8 @@ func (g *Graph) snapshotLocked() Snapshot {
 // keyBaselineLocked gives a local key of r its RTT baseline: the one of
 // (r's hop list, key), kept across path changes, created when new. Stale
 // baselines are dropped when the map has grown past twice the keys.
-func (g *Graph) keyBaselineLocked(r *routeEntry, k RouteKey, ring *sampleRing) {
-	if ring == nil {
+func (g *Graph) keyBaselineLocked(r *routeEntry, k RouteKey, f *flowState) {
+	if f == nil {
 		return
 	}
 	bk := baselineKey{ikey: r.ikey, key: k}

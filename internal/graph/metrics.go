@@ -4,47 +4,11 @@ import (
 	"cmp"
 	"math"
 	"slices"
-	"time"
 )
 
-// sampleRing keeps the last n samples of one route key.
-type sampleRing struct {
-	buf  []Sample
-	next int // where the next sample goes once buf is full
-	size int
-	// floor: samples sent before it are refused (set by ResetPeer).
-	floor time.Time
-}
-
-func newSampleRing(size int) *sampleRing {
-	if size < 1 {
-		size = 1
-	}
-	return &sampleRing{size: size}
-}
-
-func (r *sampleRing) add(s Sample) {
-	if s.Sent.Before(r.floor) {
-		return
-	}
-	if len(r.buf) < r.size {
-		r.buf = append(r.buf, s)
-		return
-	}
-	r.buf[r.next] = s
-	r.next = (r.next + 1) % r.size
-}
-
-// ordered appends the ring's samples to dst, oldest first.
-func (r *sampleRing) ordered(dst []Sample) []Sample {
-	if len(r.buf) < r.size {
-		return append(dst, r.buf...)
-	}
-	dst = append(dst, r.buf[r.next:]...)
-	return append(dst, r.buf[:r.next]...)
-}
-
-// ComputeMetrics summarises samples. Samples may come from several keys of one
+// ComputeMetrics summarises samples exactly (it sorts them; the graph's own
+// route metrics merge flow state instead, see flow.go, and tests hold them
+// to this). Samples may come from several keys of one
 // route: they are ordered by send time (then sequence) before the jitter is
 // computed, so consecutive samples are consecutive in time on the path.
 // A lost sample counts as a loss and never enters the RTT figures. Forward and

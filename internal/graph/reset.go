@@ -7,7 +7,7 @@ import (
 	"time"
 )
 
-// ResetPeer empties the sample rings of every local route key from or to
+// ResetPeer empties the flow state of every local route key from or to
 // addr and makes them refuse samples sent before since: the peer restarted,
 // and pings lost while it was down (including ones still in flight now)
 // describe its downtime, not the links between us. Routes and their RTT
@@ -24,11 +24,12 @@ func (g *Graph) ResetPeer(addr netip.Addr, since time.Time) int {
 		if k.Src != addr && k.Dst != addr {
 			continue
 		}
-		ring := r.keys[k]
-		if ring == nil {
+		f := r.keys[k]
+		if f == nil {
 			continue
 		}
-		ring.reset(since)
+		f.reset(since)
+		r.win.resetJitter()
 		n++
 		if !slices.Contains(touched, r) {
 			touched = append(touched, r)
@@ -44,17 +45,9 @@ func (g *Graph) ResetPeer(addr netip.Addr, since time.Time) int {
 	return n
 }
 
-// reset empties the ring; samples sent before since are refused from now on.
-func (r *sampleRing) reset(since time.Time) {
-	r.buf = r.buf[:0]
-	r.next = 0
-	if since.After(r.floor) {
-		r.floor = since
-	}
-}
-
 // LastAnswer is when the latest answered ping to addr on any local route
-// key was sent (zero when none is in the rings): whether a peer that gossip
+// key was sent (zero when none since the key's flow state began: a new
+// route key, a path change or ResetPeer): whether a peer that gossip
 // declared dead still answers on some path.
 func (g *Graph) LastAnswer(addr netip.Addr) time.Time {
 	addr = addr.Unmap()
@@ -65,11 +58,9 @@ func (g *Graph) LastAnswer(addr netip.Addr) time.Time {
 		if k.Dst != addr {
 			continue
 		}
-		if ring := r.keys[k]; ring != nil {
-			for _, s := range ring.buf {
-				if !s.Lost && s.Sent.After(last) {
-					last = s.Sent
-				}
+		if f := r.keys[k]; f != nil && f.lastAnswer != noStamp {
+			if t := unstamp(f.lastAnswer); t.After(last) {
+				last = t
 			}
 		}
 	}

@@ -79,8 +79,13 @@ type Link struct {
 	Routes int `json:"routes"`
 }
 
-// Metrics summarise a route's sample ring. Durations are in seconds (float) in
-// JSON; counts are integers. A lost probe never enters the RTT figures.
+// Metrics summarise a route's window: its newest -metricRingSize samples
+// over all its keys (N to N+⌈N/8⌉−1 of them, see flow.go). Durations are
+// in seconds (float) in JSON; counts are integers. A lost probe never
+// enters the RTT figures. On an agent, RTTP50 and RTTP99 come from a
+// sketch, within 0.39% of the exact nearest-rank value; RTTMin, RTTMax,
+// RTTAvg and JitterStddev are exact; JitterRFC3550 is the route's running
+// RFC 3550 jitter at its newest sample.
 type Metrics struct {
 	Samples       int        `json:"samples"`
 	Lost          int        `json:"lost"`
@@ -102,9 +107,10 @@ type Metrics struct {
 	// change starts a new one). 0 when unknown.
 	RTTBaseline float64 `json:"rttBaselineSeconds,omitempty"`
 	// RTTExcessByKey is, per key of the route (in Route.Keys order), the
-	// ring's p50 RTT minus the key's baseline (the lowest ring 10th
-	// percentile of that flow on these hops over BaselineWindow), in
-	// seconds; -1 when unknown. The delay localization reads it.
+	// p50 RTT of the key's samples in the window minus the key's baseline
+	// (the lowest 10th percentile of that flow's window samples on these
+	// hops over BaselineWindow), in seconds; -1 when unknown (no RTT in
+	// the window, or no baseline). The delay localization reads it.
 	RTTExcessByKey []float64 `json:"rttExcessByKeySeconds,omitempty"`
 	// SamplesByKey and LostByKey are, per key of the route (in Route.Keys
 	// order), the samples and the lost ones in its window. A route's keys
