@@ -45,18 +45,11 @@ func TestPingPairs(t *testing.T) {
 
 	// Pings per peer over 10 s: at most one per pair per interval (+10%
 	// and one ping for the window's edges).
-	before := map[string]map[string]float64{}
-	for name := range c.Agents {
-		before[name] = sentPerPeer(t, c, name)
-	}
-	start := time.Now()
-	time.Sleep(10 * time.Second) // the measurement window, not a wait for anything
-	secs := time.Since(start).Seconds()
+	got, secs := pingsOver(t, c, 10*time.Second)
 	var sent, ports, pairs float64
 	for name, peers := range want {
-		after := sentPerPeer(t, c, name)
 		for peer, pc := range peers {
-			n := after[peer.String()] - before[name][peer.String()]
+			n := got[name][peer.String()]
 			limit := 1.1*float64(pc.schedules)*secs/interval.Seconds() + 1
 			if n > limit {
 				t.Errorf("%s → %s: %.0f pings in %.1f s for %d schedules (%d pairs, %d ports), want ≤ %.0f",
@@ -157,8 +150,80 @@ func checkPairs(c *demo.Cluster) (map[string]map[netip.Addr]pairCount, error) {
 	return out, nil
 }
 
+// pingsOver counts each agent's pings per peer over a measurement window.
+func pingsOver(t testing.TB, c *demo.Cluster, window time.Duration) (map[string]map[string]float64, float64) {
+	t.Helper()
+	before := map[string]map[string]float64{}
+	for name := range c.Agents {
+		before[name] = sentPerPeer(t, c, name)
+	}
+	start := time.Now()
+	time.Sleep(window) // the measurement window, not a wait for anything
+	secs := time.Since(start).Seconds()
+	out := map[string]map[string]float64{}
+	for name := range c.Agents {
+		out[name] = map[string]float64{}
+		for peer, n := range sentPerPeer(t, c, name) {
+			out[name][peer] = n - before[name][peer]
+		}
+	}
+	return out, secs
+}
+
+// BenchmarkPingLoad measures the pings per second of an agent on a lab
+// fabric (2 spines × 3 leaves × 2 hosts, default intervals) once every
+// mapped port of every peer is pinged: with -pingEveryPort and with the
+// default (one per distinct forward and reverse route pair), in the same
+// run. Reported: pings/s per agent for each and their ratio.
+func BenchmarkPingLoad(b *testing.B) {
+	lab.RequireRoot(b)
+	bin := buildDNMS(b)
+	rate := map[string]float64{}
+	for _, mode := range []string{"every-port", "pairs"} {
+		var args []string
+		if mode == "every-port" {
+			args = []string{"-pingEveryPort"}
+		}
+		_, c, fail := startLabClusterWith(b, lab.Config{Spines: 2, Leaves: 3, HostsPerLeaf: 2}, demo.Config{Binary: bin, Args: args})
+		settled := func() error {
+			if mode == "pairs" {
+				if _, err := checkPairs(c); err != nil {
+					return err
+				}
+			}
+			for name := range c.Agents {
+				var rows []peerRow
+				if err := c.Get(name, "/v1/mapper/peers", &rows); err != nil {
+					return err
+				}
+				for _, r := range rows {
+					if r.Ping == nil || r.Ping.PortsMapped != r.PortsInRange {
+						return fmt.Errorf("%s → %s: not every port mapped and pinged yet: %+v", name, r.Peer, r.Ping)
+					}
+				}
+			}
+			return nil
+		}
+		if err := demo.WaitFor(context.Background(), 120*time.Second, time.Second, settled); err != nil {
+			fail("%s: %v", mode, err)
+		}
+		got, secs := pingsOver(b, c, 20*time.Second)
+		sum := 0.0
+		for _, peers := range got {
+			for _, n := range peers {
+				sum += n
+			}
+		}
+		rate[mode] = sum / secs / float64(len(got))
+		c.Stop()
+	}
+	b.ReportMetric(rate["every-port"], "pings/s-every-port")
+	b.ReportMetric(rate["pairs"], "pings/s-pairs")
+	b.ReportMetric(rate["pairs"]/rate["every-port"], "ratio")
+}
+
 // sentPerPeer reads dnms_probes_sent_total per peer from an agent's /metrics.
-func sentPerPeer(t *testing.T, c *demo.Cluster, name string) map[string]float64 {
+func sentPerPeer(t testing.TB, c *demo.Cluster, name string) map[string]float64 {
 	t.Helper()
 	b, err := c.GetRaw(name, "/metrics")
 	if err != nil {

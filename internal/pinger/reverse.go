@@ -83,6 +83,7 @@ type revPeer struct {
 	asked  time.Time // last ReverseOf about this peer
 	missed bool      // ReverseOf asked about a port the answer lacks
 	busy   bool
+	failed bool // the last request failed (logged once per run of failures)
 }
 
 // NewReverse checks cfg and registers dnms_reverse_route_requests_total.
@@ -229,11 +230,17 @@ func (r *Reverse) done(peer netip.Addr, routes map[uint16]string, etag string, e
 		return
 	}
 	p.busy = false
-	switch {
-	case err != nil:
+	if err != nil {
 		r.reqs.WithLabelValues("error").Inc()
-		r.log.Debug("reverse routes: request failed; its ports are pinged one by one once the last answer is too old",
-			"peer", peer, "err", err)
+		if !p.failed {
+			r.log.Info("reverse routes: the peer did not answer; its ports are pinged one by one once its last answer is a minute old",
+				"peer", peer, "err", err)
+		}
+		p.failed = true
+		return
+	}
+	p.failed = false
+	switch {
 	case routes == nil:
 		r.reqs.WithLabelValues("unchanged").Inc()
 		p.got = now
