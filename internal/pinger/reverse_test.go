@@ -169,3 +169,22 @@ func TestDecodeRoutesTo(t *testing.T) {
 		}
 	}
 }
+
+// FuzzDecodeRoutesTo: a peer's answer never panics the decoder, and what
+// it keeps has only non-empty, bounded route ids.
+func FuzzDecodeRoutesTo(f *testing.F) {
+	f.Add(`{"peer":"198.18.0.1","traced":true,"ports":[{"srcPort":33436,"routeId":"a"}]}`)
+	f.Add(`{"peer":"198.18.0.1","ports":null}`)
+	f.Add(`{"peer":1}`)
+	f.Fuzz(func(t *testing.T, body string) {
+		routes, err := decodeRoutesTo(strings.NewReader(body), local)
+		if err != nil && routes != nil {
+			t.Fatalf("error %v with routes %v", err, routes)
+		}
+		for p, id := range routes {
+			if id == "" || len(id) > 256 {
+				t.Fatalf("port %d kept route id of %d bytes", p, len(id))
+			}
+		}
+	})
+}
