@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/local/go/bin"
 
 want() { [ $# -eq 0 ] || [[ " ${SECTIONS} " == *" $1 "* ]]; }
-SECTIONS="${*:-probe ebpf graph localize mapper api aggregator lab ui targets scale}"
+SECTIONS="${*:-probe ebpf graph localize mapper pinger api aggregator lab ui targets scale}"
 root=$([ "$(id -u)" -eq 0 ] && echo yes || echo no)
 section() { printf '\n=== %s\n' "$*"; }
 gobench() { go test -run '^$' -count=1 "$@" 2>&1 | grep -vE '^(goos|goarch|pkg|cpu):'; }
@@ -72,6 +72,14 @@ if want mapper; then
 	if [ "$root" = yes ]; then
 		section "mapper: paths found and probes sent, dnms vs scamper tracelb, on lab pairs"
 		go run ./scripts/benchtrace
+	fi
+fi
+if want pinger; then
+	if [ "$root" = yes ]; then
+		section "pinger: pings/s per agent on a lab fabric (6 hosts), every port vs one per (forward, reverse) route pair, same run"
+		gobench -bench PingLoad -benchtime 1x ./cmd/dnms | grep -vE '^\s*time='
+	else
+		section "pinger: SKIPPED (needs root for the lab fabric)"
 	fi
 fi
 if want api; then

@@ -23,6 +23,7 @@ import (
 	"github.com/dnms/dnms/internal/graph"
 	"github.com/dnms/dnms/internal/loader"
 	"github.com/dnms/dnms/internal/mapper"
+	"github.com/dnms/dnms/internal/pinger"
 	"github.com/dnms/dnms/internal/plan"
 )
 
@@ -135,7 +136,7 @@ func runAgent(cfg *config) error {
 		return fmt.Errorf("plan: %w", err)
 	}
 	planner.ShareRouterBudget(caps.routers)
-	cl.AddHandler(peerHandler{planner: planner, graph: g})
+	cl.AddHandler(peerHandler{planner: planner, graph: g, reverse: probes.rev, apis: newPeerAPIs(cfg)})
 	if probes.ld != nil && cfg.EBPFReflector && len(cfg.ProbeKey) > 0 {
 		cl.AddHandlerWithSelf(newMemberSync(probes.ld, log.With("component", "loader")))
 	}
@@ -155,8 +156,9 @@ func runAgent(cfg *config) error {
 	acfg.BatchPhase = api.BatchPhase(cl.Name(), cfg.Scale.AggregateInterval)
 	deps := api.Deps{
 		Graph:          g,
-		MapperPeers:    func() any { return mp.Peers() },
+		MapperPeers:    func() any { return mapperPeers(mp, probes.pg) },
 		MapperRouteMap: func() any { return mp.RouteMap() },
+		MapperRoutesTo: func(peer netip.Addr) any { return mp.RoutesTo(peer) },
 		Meta: func() any {
 			return healthMeta{Version: version, Role: role, Node: cl.Name(),
 				TimeSource: string(probes.source), EBPF: probes.health(), ProbeCaps: caps.status()}
@@ -208,12 +210,15 @@ func runAgent(cfg *config) error {
 // peerHandler feeds cluster membership to the probe plan, which hands the
 // mapper the peers to trace (and so to ping): a joined peer in the plan is
 // traced first; a departed peer's routes leave the graph. The cluster logs
-// joins and leaves itself. A peer that restarted without being seen to
+// joins and leaves itself. The pinger's reverse route source learns where
+// each peer's API is. A peer that restarted without being seen to
 // leave keeps its routes, but their rings start over (graph.ResetPeer): the
 // pings lost while it was down are not held against the links.
 type peerHandler struct {
 	planner *plan.Runner
 	graph   *graph.Graph
+	reverse *pinger.Reverse // nil with -pingEveryPort
+	apis    peerAPIs
 }
 
 var (
@@ -221,8 +226,19 @@ var (
 	_ cluster.Restarter = peerHandler{}
 )
 
-func (h peerHandler) PeerJoin(p cluster.Peer)  { h.planner.Join(p.Name, p.Addr) }
-func (h peerHandler) PeerLeave(p cluster.Peer) { h.planner.Leave(p.Name) }
+func (h peerHandler) PeerJoin(p cluster.Peer) {
+	h.planner.Join(p.Name, p.Addr)
+	if api, ok := h.apis.of(p); ok && h.reverse != nil {
+		h.reverse.SetPeer(p.Addr, api)
+	}
+}
+
+func (h peerHandler) PeerLeave(p cluster.Peer) {
+	h.planner.Leave(p.Name)
+	if h.reverse != nil {
+		h.reverse.RemovePeer(p.Addr)
+	}
+}
 func (h peerHandler) PeerRestart(p cluster.Peer) {
 	h.graph.ResetPeer(p.Addr, time.Now())
 }

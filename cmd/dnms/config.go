@@ -96,7 +96,7 @@ func parseFlagSet(args []string, out io.Writer, localIP func() (netip.Addr, erro
 	fs.IntVar(&portStart, "mapSrcPortStart", 0, "first UDP source port swept for ECMP paths (default pingPort+1)")
 	fs.IntVar(&portEnd, "mapSrcPortEnd", 0, "last UDP source port swept for ECMP paths (default pingPort+11)")
 	fs.DurationVar(&peerIntv, "pingPeerInterval", 100*time.Millisecond, "how often the pinger visits each peer")
-	fs.DurationVar(&routeIntv, "pingRouteInterval", time.Second, "how often each route (peer, source port) is pinged")
+	fs.DurationVar(&routeIntv, "pingRouteInterval", time.Second, "how often each route is pinged: each distinct (forward, reverse) route pair to a peer, its source ports taking turns (each peer and source port with -pingEveryPort)")
 	fs.DurationVar(&timeout, "pingTimeout", time.Second, "a ping without an ack after this long is lost")
 	fs.IntVar(&ringSize, "metricRingSize", 100, "samples kept per route for loss, latency and jitter")
 	fs.StringVar(&allowOrigin, "httpAllowOrigin", "*", "Access-Control-Allow-Origin on every HTTP response")

@@ -260,7 +260,7 @@ func router(t *testing.T, f *lab.Fabric, role string, i int) lab.Router {
 }
 
 // buildDNMS builds this command into a temporary directory.
-func buildDNMS(t *testing.T) string {
+func buildDNMS(t testing.TB) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "dnms")
 	cmd := exec.Command("go", "build", "-o", bin, ".")

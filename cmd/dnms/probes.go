@@ -19,9 +19,11 @@ import (
 // probes is the probe engine, the optional eBPF loader feeding it kernel
 // stamps, and the pinger scheduling pings over the graph's routes.
 type probes struct {
-	eng    *probe.Engine
-	ld     *loader.Loader
-	pg     *pinger.Pinger
+	eng *probe.Engine
+	ld  *loader.Loader
+	pg  *pinger.Pinger
+	// rev learns the reverse routes from the peers (nil with -pingEveryPort).
+	rev    *pinger.Reverse
 	source probe.Source
 	ebpf   ebpfHealth
 	// targetStamps, set before run, takes the ring's target probe stamps
@@ -95,6 +97,16 @@ func startProbes(cfg *config, log *slog.Logger, reg prometheus.Registerer, g *gr
 	pc.PeerInterval, pc.RouteInterval, pc.Timeout = cfg.PingPeerIntv, cfg.PingRouteIntv, cfg.PingTimeout
 	pc.Local, pc.Registerer, pc.Logger = cfg.GossipAddr, reg, log.With("component", "pinger")
 	pc.Rate = rate
+	pc.EveryPort = cfg.Scale.PingEveryPort
+	if !pc.EveryPort {
+		rc := pinger.DefaultReverseConfig()
+		rc.Local, rc.Registerer, rc.Logger = cfg.GossipAddr, reg, log.With("component", "pinger")
+		if p.rev, err = pinger.NewReverse(rc); err != nil {
+			p.Close()
+			return nil, fmt.Errorf("pinger: %w", err)
+		}
+		pc.Reverse = p.rev
+	}
 	if p.pg, err = pinger.New(pc, eng, g, g); err != nil {
 		p.Close()
 		return nil, fmt.Errorf("pinger: %w", err)
@@ -119,6 +131,9 @@ func (p *probes) run(ctx context.Context, eg *errgroup.Group) {
 		eg.Go(func() error { return p.ld.Run(ctx, fn) })
 	}
 	eg.Go(func() error { return p.pg.Run(ctx) })
+	if p.rev != nil {
+		eg.Go(func() error { return p.rev.Run(ctx) })
+	}
 }
 
 // Close detaches eBPF and closes the sockets.

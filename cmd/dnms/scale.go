@@ -20,6 +20,9 @@ type scaleConfig struct {
 	// AggregateInterval: how often this member sends an aggregator one
 	// batch of route metrics (internal/api BatchInterval); 0 = every update.
 	AggregateInterval time.Duration
+	// PingEveryPort pings every mapped source port, not one per distinct
+	// (forward route, reverse route) pair (internal/pinger).
+	PingEveryPort bool
 }
 
 func addScaleFlags(fs *flag.FlagSet, s *scaleConfig) {
@@ -29,6 +32,7 @@ func addScaleFlags(fs *flag.FlagSet, s *scaleConfig) {
 	fs.Float64Var(&s.TraceRate, "traceRate", 50, "cap on trace probes per second per agent")
 	fs.Float64Var(&s.TraceRouterRate, "traceRouterRate", 500, "cluster-wide cap on TTL-expired answers per second asked of one router; each agent takes its share (rate / members)")
 	fs.StringVar(&s.MetricsDetail, "metricsDetail", "peer", "series on /metrics: peer (per-peer loss and latency) or route (also per route)")
+	fs.BoolVar(&s.PingEveryPort, "pingEveryPort", false, "ping every mapped source port; by default the ports to a peer that take the same route both ways (forward, and the peer's route back) share one ping schedule and take turns")
 	fs.DurationVar(&s.AggregateInterval, "aggregateInterval", 5*time.Second, "how often this member sends each aggregator one batch of its routes' metrics, at a phase set by its node name (path changes and removals go at once); 0 sends every update as it comes")
 }
 

@@ -123,14 +123,14 @@ func TestScalePingPeers(t *testing.T) {
 // startLabCluster builds a lab fabric (root only; a unique prefix) and runs
 // the dnms binary with args on every host, one aggregating. fail ends the
 // test with the aggregator's log tail.
-func startLabCluster(t *testing.T, cfg lab.Config, args ...string) (*lab.Fabric, *demo.Cluster, func(format string, a ...any)) {
+func startLabCluster(t testing.TB, cfg lab.Config, args ...string) (*lab.Fabric, *demo.Cluster, func(format string, a ...any)) {
 	t.Helper()
 	return startLabClusterWith(t, cfg, demo.Config{Args: args})
 }
 
 // startLabClusterWith is startLabCluster with more demo settings (dc's
 // Fabric and LogDir are filled in, and Binary when empty).
-func startLabClusterWith(t *testing.T, cfg lab.Config, dc demo.Config) (*lab.Fabric, *demo.Cluster, func(format string, a ...any)) {
+func startLabClusterWith(t testing.TB, cfg lab.Config, dc demo.Config) (*lab.Fabric, *demo.Cluster, func(format string, a ...any)) {
 	t.Helper()
 	lab.RequireRoot(t)
 	if dc.Binary == "" {

@@ -16,8 +16,8 @@ func TestScaleFlags(t *testing.T) {
 	if c.Scale != want {
 		t.Errorf("defaults %+v, want %+v", c.Scale, want)
 	}
-	c, err = parseFlags([]string{"-pingPeers", "0", "-metricsDetail", "route", "-traceRate", "5", "-aggregateInterval", "0"}, io.Discard, fixedIP)
-	if err != nil || c.Scale.PingPeers != 0 || c.Scale.MetricsDetail != "route" || c.Scale.TraceRate != 5 || c.Scale.AggregateInterval != 0 {
+	c, err = parseFlags([]string{"-pingPeers", "0", "-metricsDetail", "route", "-traceRate", "5", "-aggregateInterval", "0", "-pingEveryPort"}, io.Discard, fixedIP)
+	if err != nil || c.Scale.PingPeers != 0 || c.Scale.MetricsDetail != "route" || c.Scale.TraceRate != 5 || c.Scale.AggregateInterval != 0 || !c.Scale.PingEveryPort {
 		t.Errorf("parsed %+v, %v", c.Scale, err)
 	}
 	for _, tc := range []struct {

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"reflect"
 	"sync"
 	"time"
@@ -142,6 +143,9 @@ type Deps struct {
 	// /v1/mapper/peers and /v1/mapper/routemap; nil answers 404.
 	MapperPeers    func() any
 	MapperRouteMap func() any
+	// MapperRoutesTo returns the mapper's routes towards one peer for
+	// /v1/mapper/routes-to/{addr} (routesto.go); nil answers 404.
+	MapperRoutesTo func(peer netip.Addr) any
 	// AggregatorMembers returns the aggregator's member streams (state,
 	// last event, reason, stale routes) for /v1/aggregator/members.
 	AggregatorMembers func() any
@@ -387,6 +391,7 @@ func (s *Server) routes() http.Handler {
 	}
 	s.get(r, "/v1/mapper/peers", "mapper_peers", s.mapperHandler("peers", s.deps.MapperPeers))
 	s.get(r, "/v1/mapper/routemap", "mapper_routemap", s.mapperHandler("routemap", s.deps.MapperRouteMap))
+	s.routesToRoutes(r)
 	s.targetRoutes(r)
 	s.get(r, "/healthz", "healthz", http.HandlerFunc(s.healthz))
 	s.get(r, "/metrics", "metrics", s.metricsHandler())

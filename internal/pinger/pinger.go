@@ -5,10 +5,15 @@
 // # Semantics
 //
 // A flow is a graph.RouteKey (Src, Dst, SrcPort) from the route source (the
-// graph, which the mapper fills). Each flow has a schedule, or with
-// OnePortPerRoute the ports of one peer that the mapper found on the same
-// route share one and take turns. Every PeerInterval the pinger pings each
-// schedule that is due. Each schedule is due every RouteInterval:
+// graph, which the mapper fills). The ports of one peer whose forward route
+// (RouteIDs) and reverse route (Config.Reverse: the peer's own route back on
+// the same port, where the mirrored ack returns) are both known and both
+// the same share one schedule and take turns: the load is one flow per
+// distinct (forward, reverse) pair, and every port is still pinged every
+// few rounds so a silent path change shows. A port whose forward or reverse
+// route is unknown has a schedule of its own (it pings more, never less),
+// and with EveryPort every port has one. Every PeerInterval the pinger pings
+// each schedule that is due. Each schedule is due every RouteInterval:
 // a new one gets a random phase in [0, RouteInterval), so flows never burst
 // together, and the next due time advances by RouteInterval from the
 // previous one (not from the visit), so the average spacing is exactly
@@ -37,7 +42,6 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"slices"
-	"strconv"
 	"sync"
 	"time"
 
@@ -67,8 +71,9 @@ type Routes interface {
 }
 
 // RouteIDs says which route a flow takes. When Routes implements it
-// (*graph.Graph does), flows to one peer on the same route are pinged one
-// at a time, taking turns.
+// (*graph.Graph does), and Config.Reverse knows the reverse routes, flows to
+// one peer on the same route both ways are pinged one at a time, taking
+// turns.
 type RouteIDs interface {
 	RouteOf(key graph.RouteKey) (string, bool)
 }
@@ -95,18 +100,16 @@ type Config struct {
 	// Rate, when set, caps pings (-probeRate): due pings past the cap wait
 	// for the next visit, most overdue first.
 	Rate *plan.Rate
-	// OnePortPerRoute: when Routes implements RouteIDs, the ports of one
-	// peer that the mapper found on the same route share one schedule: each
-	// turn pings the next of them, so every port is still pinged (and a
-	// silent path change still shows) while the load is one flow per
-	// distinct route. Off by default: the graph keeps a sample ring per
-	// port and merges them per route, so k ports taking turns stretch a
-	// route's window k times (a cleared fault lingers k times longer), and
-	// an agent does not know its reverse routes, so ports on one forward
-	// route may still return on different paths.
-	OnePortPerRoute bool
-	Registerer      prometheus.Registerer
-	Logger          *slog.Logger
+	// Reverse says which route each flow's acks take back (reverse.go).
+	// Ports share a schedule only when both routes are known: nil pings
+	// every port.
+	Reverse ReverseIDs
+	// EveryPort gives every port its own schedule (-pingEveryPort): the
+	// load is one ping per mapped port per RouteInterval, as if routes were
+	// unknown.
+	EveryPort  bool
+	Registerer prometheus.Registerer
+	Logger     *slog.Logger
 }
 
 // DefaultConfig: visit peers every 100 ms, ping each flow every second, 1 s
@@ -126,10 +129,11 @@ type flow struct {
 }
 
 // turnKey names the flows that share one schedule: one peer's ports on one
-// route (or a single port when routes are not known).
+// (forward, reverse) route pair, or a single port when either is unknown.
 type turnKey struct {
-	peer  netip.Addr
-	route string
+	peer     netip.Addr
+	fwd, rev string
+	port     uint16 // set only on a port's own schedule
 }
 
 // turn is one schedule: due every RouteInterval, pinging the next of its
@@ -243,9 +247,6 @@ func (p *Pinger) Run(ctx context.Context) error {
 func (p *Pinger) visit(now time.Time) {
 	keys := p.routes.RouteKeys()
 	ids, _ := p.routes.(RouteIDs)
-	if !p.cfg.OnePortPerRoute {
-		ids = nil
-	}
 	p.mu.Lock()
 	present := make(map[flowKey]bool, len(keys))
 	live := make(map[turnKey]bool)
@@ -261,12 +262,7 @@ func (p *Pinger) visit(now time.Time) {
 			p.flows[fk] = f
 		}
 		f.key, f.gone = k, time.Time{}
-		tk := turnKey{peer: k.Dst, route: "port:" + strconv.Itoa(int(k.SrcPort))}
-		if ids != nil {
-			if id, ok := ids.RouteOf(k); ok {
-				tk.route = id
-			}
-		}
+		tk := p.turnOf(k, ids)
 		t := p.turns[tk]
 		if t == nil {
 			// A random phase, so that flows never burst together.
@@ -284,6 +280,26 @@ func (p *Pinger) visit(now time.Time) {
 	p.mu.Unlock()
 	p.forgetPeers(peers)
 	p.send(due)
+}
+
+// turnOf names the schedule a flow belongs to: its (forward, reverse) route
+// pair when both are known, else a schedule of its own.
+func (p *Pinger) turnOf(k graph.RouteKey, ids RouteIDs) turnKey {
+	own := turnKey{peer: k.Dst, port: k.SrcPort}
+	if p.cfg.EveryPort || ids == nil || p.cfg.Reverse == nil {
+		return own
+	}
+	// Ask for the reverse route first: asking is what tells the source
+	// which peers are pinged.
+	rev, ok := p.cfg.Reverse.ReverseOf(k)
+	if !ok || rev == "" {
+		return own
+	}
+	fwd, ok := ids.RouteOf(k)
+	if !ok || fwd == "" {
+		return own
+	}
+	return turnKey{peer: k.Dst, fwd: fwd, rev: rev}
 }
 
 // dueLocked advances the schedules that are due, as far as the rate cap

@@ -50,36 +50,22 @@ func run(p *Pinger, fp *fakeProber, d time.Duration) map[flowKey]int {
 	return per
 }
 
-// TestOnePortPerRoute: ports on the same route share one schedule and take
-// turns; distinct routes keep their own.
-func TestOnePortPerRoute(t *testing.T) {
-	cfg := DefaultConfig()
-	cfg.OnePortPerRoute = true
-	p, fp := newScheduleTest(t, cfg)
-	per := run(p, fp, 100*time.Second)
-	toA, toB := 0, 0
-	for k, n := range per {
-		switch k.peer {
-		case peerA:
-			toA += n
-			if n < 48 || n > 52 { // one route of two ports: every other turn
-				t.Errorf("peerA port %d pinged %d times in 100 s, want 50±2", k.port, n)
-			}
-		case peerB:
-			toB += n
+// TestEveryPortWithoutReverse: without reverse routes (or with
+// EveryPort) every port keeps its own schedule, pinged once a second.
+func TestEveryPortWithoutReverse(t *testing.T) {
+	for name, cfg := range map[string]Config{
+		"no reverse source": DefaultConfig(),
+		"EveryPort":         {EveryPort: true, Reverse: sameReverse()},
+	} {
+		p, fp := newScheduleTest(t, cfg)
+		per := run(p, fp, 100*time.Second)
+		if len(per) != 8 {
+			t.Errorf("%s: %d flows pinged, want all 8", name, len(per))
 		}
-	}
-	if toA < 198 || toA > 202 {
-		t.Errorf("peerA: %d pings for 2 routes over 100 s, want 200±2", toA)
-	}
-	if toB < 396 || toB > 404 {
-		t.Errorf("peerB: %d pings for 4 routes over 100 s, want 400±4", toB)
-	}
-
-	p, fp = newScheduleTest(t, DefaultConfig())
-	for k, n := range run(p, fp, 100*time.Second) {
-		if n < 99 || n > 101 {
-			t.Errorf("every port (default): flow %v pinged %d times in 100 s", k, n)
+		for k, n := range per {
+			if n < 99 || n > 101 {
+				t.Errorf("%s: flow %v pinged %d times in 100 s, want 100±1", name, k, n)
+			}
 		}
 	}
 }
