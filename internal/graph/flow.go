@@ -181,6 +181,9 @@ func (w *flowWindow) add(f *flowState, s Sample) bool {
 	if s.Sent.Before(f.floor) {
 		return false
 	}
+	if s.Resolves {
+		return f.resolve(s)
+	}
 	f.bucketFor(w.seq/w.bucketSize, w.bucketsPerKey).add(s)
 	w.seq++
 	if t := stamp(s.Sent); t >= f.last {
@@ -198,6 +201,30 @@ func (w *flowWindow) add(f *flowState, s Sample) bool {
 	}
 	w.prevRTT, w.haveRTT = v, true
 	return true
+}
+
+// resolve gives a loss of unknown direction reported earlier its direction
+// s.Dir: in the newest bucket whose send times span s.Sent and that still
+// holds such a loss. It reports false when none does (the bucket left the
+// window, or the direction is still unknown).
+func (f *flowState) resolve(s Sample) bool {
+	if !s.Lost || (s.Dir != LossForward && s.Dir != LossReverse) {
+		return false
+	}
+	t := stamp(s.Sent)
+	for i := range f.ring {
+		b := f.at(i)
+		if b.n == 0 || t < b.first || t > b.last || b.lost-b.lostFwd-b.lostRev == 0 {
+			continue
+		}
+		if s.Dir == LossForward {
+			b.lostFwd++
+		} else {
+			b.lostRev++
+		}
+		return true
+	}
+	return false
 }
 
 // epoch is the epoch the route's next sample falls in.

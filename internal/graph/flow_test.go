@@ -317,3 +317,30 @@ func TestKeyExcessTakingTurns(t *testing.T) {
 		t.Errorf("route baseline %v, want ≈ 100 µs", m.RTTBaseline)
 	}
 }
+
+// TestResolvesLoss: a Resolves sample gives an earlier unknown loss of the
+// flow its direction without counting a new sample; one that matches no
+// unknown loss in the window changes nothing.
+func TestResolvesLoss(t *testing.T) {
+	g, clk := newTestGraph(t)
+	g.SetRoute(kAB, hops(hA, r1, hB))
+	lostAt := clk.Now()
+	g.AddSample(kAB, Sample{Seq: 1, Sent: lostAt, Lost: true, Source: "user"})
+	clk.Advance(time.Second)
+	g.AddSample(kAB, Sample{Seq: 2, Sent: clk.Now(), RTT: time.Millisecond, Source: "user"})
+	metrics := func() Metrics {
+		g.Flush()
+		return g.Snapshot().Routes[0].Metrics
+	}
+	if m := metrics(); m.Samples != 2 || m.Lost != 1 || m.LostForward != 0 {
+		t.Fatalf("before: %+v", m)
+	}
+	g.AddSample(kAB, Sample{Seq: 1, Sent: lostAt, Lost: true, Dir: LossForward, Resolves: true, Source: "user"})
+	if m := metrics(); m.Samples != 2 || m.Lost != 1 || m.LostForward != 1 || m.LostReverse != 0 {
+		t.Errorf("resolved forward: samples %d lost %d fwd %d rev %d, want 2 1 1 0", m.Samples, m.Lost, m.LostForward, m.LostReverse)
+	}
+	g.AddSample(kAB, Sample{Seq: 1, Sent: lostAt, Lost: true, Dir: LossReverse, Resolves: true, Source: "user"})
+	if m := metrics(); m.LostForward != 1 || m.LostReverse != 0 {
+		t.Errorf("a second resolution of the same loss moved counts: fwd %d rev %d", m.LostForward, m.LostReverse)
+	}
+}

@@ -48,6 +48,12 @@ type Sample struct {
 	Dir    LossDir       `json:"dir,omitempty"` // only when Lost
 	RTT    time.Duration `json:"rtt,omitempty"` // (T4-T1)-(T3-T2); only when !Lost
 	Source TimeSource    `json:"source"`
+	// Resolves: not a new probe but the direction (Dir) of a loss of the
+	// same flow reported earlier with LossUnknown, Sent its send time. A
+	// loss is reported when its ping times out, at once; its direction
+	// needs a later ack's reflector counters, which on a flow whose port
+	// takes turns with others can come many seconds later.
+	Resolves bool `json:"resolves,omitempty"`
 }
 
 // NodeKind says what a node is.

@@ -162,6 +162,7 @@ type Pinger struct {
 
 	sent, received *prometheus.CounterVec
 	lost           *prometheus.CounterVec
+	resolved       *prometheus.CounterVec
 	rtt            *prometheus.HistogramVec
 }
 
@@ -205,7 +206,10 @@ func New(cfg Config, p Prober, routes Routes, sink Sink) (*Pinger, error) {
 			Name: "dnms_probes_received_total", Help: "Pings acked in time, per peer.",
 		}, []string{"peer"}),
 		lost: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "dnms_probes_lost_total", Help: "Pings lost, per peer and direction (forward, reverse, unknown).",
+			Name: "dnms_probes_lost_total", Help: "Pings lost, per peer and direction (forward, reverse, unknown), counted once when each timed out: unknown when no ack had told the direction yet (see dnms_probes_loss_resolved_total).",
+		}, []string{"peer", "direction"}),
+		resolved: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dnms_probes_loss_resolved_total", Help: "Pings counted lost with direction unknown whose direction (forward, reverse) a later ack's reflector counters told, per peer.",
 		}, []string{"peer", "direction"}),
 		rtt: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "dnms_probe_rtt_seconds", Help: "Ping round-trip time minus reflector dwell, per peer.",
@@ -214,7 +218,7 @@ func New(cfg Config, p Prober, routes Routes, sink Sink) (*Pinger, error) {
 		}, []string{"peer"}),
 	}
 	if cfg.Registerer != nil {
-		for _, c := range []prometheus.Collector{pg.sent, pg.received, pg.lost, pg.rtt, pg.deferred, pg.jitterCollector()} {
+		for _, c := range []prometheus.Collector{pg.sent, pg.received, pg.lost, pg.resolved, pg.rtt, pg.deferred, pg.jitterCollector()} {
 			if err := cfg.Registerer.Register(c); err != nil {
 				return nil, err
 			}
@@ -400,6 +404,7 @@ func (p *Pinger) forgetPeers(present map[netip.Addr]bool) {
 		p.sent.DeletePartialMatch(l)
 		p.received.DeletePartialMatch(l)
 		p.lost.DeletePartialMatch(l)
+		p.resolved.DeletePartialMatch(l)
 		p.rtt.DeletePartialMatch(l)
 		delete(p.jitter, a)
 	}
@@ -432,6 +437,12 @@ func (p *Pinger) record(r probe.Result) {
 		return // a flow we never pinged (or forgot)
 	}
 	peer := r.Peer.String()
+	if r.Resolves {
+		// A loss counted as unknown when it timed out: its direction.
+		p.resolved.WithLabelValues(peer, dirName(r.Dir)).Inc()
+		p.sink.AddSample(key, r.Sample)
+		return
+	}
 	if r.Lost {
 		p.lost.WithLabelValues(peer, dirName(r.Dir)).Inc()
 	} else {

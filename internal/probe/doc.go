@@ -52,6 +52,12 @@
 //	forward lost = (b − a) − (rxCount_b − rxCount_a) [+ trace-acked probes]
 //	reverse lost = the other pings of the interval that timed out
 //
+// A ping is reported lost when it times out. When no ack has closed its
+// interval yet (on a dead reverse path, none will), it is reported
+// LossUnknown at once, and the ack that later closes the interval, within
+// Config.LossResolveWindow, gives its direction in a second Result with
+// Sample.Resolves set: losses are never held back waiting for a direction.
+//
 // A reflector counts a probe once: per flow it remembers the last 64
 // sequence numbers (pings and trace probes apart), so a replayed probe is
 // RejectReplay and counts nothing. It restarts a flow's counters at a new

@@ -55,8 +55,11 @@ type Config struct {
 	// StampWait is how long an acked ping waits for missing stamps of the
 	// chosen source before falling back to the next source.
 	StampWait time.Duration
-	// LossResolveWindow is how long a lost ping waits for a later ack whose
-	// reflector counters tell the direction; after that it is LossUnknown.
+	// LossResolveWindow is how long after it timed out a lost ping (reported
+	// at once, LossUnknown) may still get its direction from a later ack's
+	// reflector counters (a Result with Sample.Resolves). A flow whose port
+	// takes turns with k others is pinged every k intervals, so the window
+	// must span several of those.
 	LossResolveWindow time.Duration
 	// ResultBuffer is the capacity of the Results channel. When it is full,
 	// results are dropped and counted (dnms_probe_results_dropped_total).
@@ -76,7 +79,7 @@ func DefaultConfig() Config {
 	return Config{
 		PingPort: 33435, SrcPortStart: 33436, SrcPortEnd: 33446,
 		Timestamps: "auto", Reflect: true,
-		Timeout: time.Second, StampWait: 50 * time.Millisecond, LossResolveWindow: 5 * time.Second,
+		Timeout: time.Second, StampWait: 50 * time.Millisecond, LossResolveWindow: 30 * time.Second,
 		ResultBuffer: 4096, TraceWindow: 8, TraceTimeout: time.Second,
 	}
 }

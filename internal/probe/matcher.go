@@ -282,14 +282,14 @@ func (m *matcher) resolve(k FlowKey, f *flowState, a *Packet) {
 		}
 	}
 	f.failed, f.traceAcked, f.traceUnknown = 0, 0, 0
-	// Losses at or below the old boundary can no longer be resolved.
+	// Losses at or below the old boundary can no longer be resolved
+	// (they were reported, direction unknown, when they timed out).
 	i := sort.Search(len(f.lost), func(i int) bool { return f.lost[i].seq > f.baseSeq })
 	j := sort.Search(len(f.lost), func(j int) bool { return f.lost[j].seq >= a.Seq })
-	for _, l := range f.lost[:i] {
-		m.emitLost(k, l, graph.LossUnknown)
-	}
 	for _, l := range f.lost[i:j] {
-		m.emitLost(k, l, iv.take())
+		if dir := iv.take(); dir != graph.LossUnknown {
+			m.emitResolved(k, l, dir)
+		}
 	}
 	f.lost = append(f.lost[:0], f.lost[j:]...)
 	f.baseSeq, f.baseRx, f.baseAck = a.Seq, a.RxCount, a.AckCount
@@ -340,12 +340,23 @@ func (m *matcher) timedOut(k FlowKey, f *flowState, p *pending, now int64) {
 			return
 		}
 	}
+	// Reported now, direction unknown; a later ack's counters may still
+	// tell it (emitResolved). Waiting for them delayed every loss on a
+	// dead reverse path by the whole resolve window.
+	m.emitLost(k, l, graph.LossUnknown)
 	f.lost = append(f.lost, l)
 }
 
 func (m *matcher) emitLost(k FlowKey, l lostProbe, dir graph.LossDir) {
 	m.emit(Result{Peer: k.Peer, SrcPort: k.SrcPort, Sample: graph.Sample{
 		Seq: l.seq, Sent: l.sentWall, Lost: true, Dir: dir, Source: graph.TimeSource(idxSource[m.order[0]]),
+	}})
+}
+
+// emitResolved gives the direction of a loss reported earlier as unknown.
+func (m *matcher) emitResolved(k FlowKey, l lostProbe, dir graph.LossDir) {
+	m.emit(Result{Peer: k.Peer, SrcPort: k.SrcPort, Sample: graph.Sample{
+		Seq: l.seq, Sent: l.sentWall, Lost: true, Dir: dir, Resolves: true, Source: graph.TimeSource(idxSource[m.order[0]]),
 	}})
 }
 
@@ -420,16 +431,9 @@ func (m *matcher) expire(now int64) {
 		if len(f.lost) > 1 {
 			slices.SortFunc(f.lost, func(a, b lostProbe) int { return cmp.Compare(a.seq, b.seq) })
 		}
-		n := 0
-		for _, l := range f.lost {
-			if now-l.lostAt >= m.resolveWindow {
-				m.emitLost(k, l, graph.LossUnknown)
-				continue
-			}
-			f.lost[n] = l
-			n++
-		}
-		f.lost = f.lost[:n]
+		// Losses no ack resolved within the window stay unknown (they
+		// were reported when they timed out).
+		f.lost = slices.DeleteFunc(f.lost, func(l lostProbe) bool { return now-l.lostAt >= m.resolveWindow })
 		if len(f.pend) == 0 && len(f.lost) == 0 && len(f.intervals) == 0 {
 			delete(m.active, k)
 		}
@@ -447,8 +451,8 @@ func (m *matcher) expire(now int64) {
 	}
 }
 
-// flush emits everything still outstanding (on Close): pending pings and
-// unresolved losses as lost with unknown direction.
+// flush emits everything still outstanding (on Close): pending pings as
+// lost with unknown direction (unresolved losses were reported already).
 func (m *matcher) flush() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -459,9 +463,6 @@ func (m *matcher) flush() {
 				continue
 			}
 			m.emitLost(k, lostProbe{seq: p.seq, sentWall: p.sentWall}, graph.LossUnknown)
-		}
-		for _, l := range f.lost {
-			m.emitLost(k, l, graph.LossUnknown)
 		}
 		delete(m.flows, k)
 		delete(m.active, k)

@@ -37,10 +37,22 @@ func (h *matcherHarness) ack(seq, rx, acks uint64) RejectReason {
 
 func (h *matcherHarness) advance(d time.Duration) { h.now += int64(d); h.m.expire(h.now) }
 
+// lost counts the losses by their final direction: a Resolves result turns
+// one unknown loss of its seq into a known one.
 func (h *matcherHarness) lost() (fwd, rev, unk int) {
+	unknown := map[uint64]bool{}
 	for _, r := range h.out {
 		if !r.Lost {
 			continue
+		}
+		if r.Resolves {
+			if !unknown[r.Seq] {
+				h.t.Fatalf("seq %d resolved without an unknown loss before it", r.Seq)
+			}
+			delete(unknown, r.Seq)
+			unk--
+		} else if r.Dir == graph.LossUnknown {
+			unknown[r.Seq] = true
 		}
 		switch r.Dir {
 		case graph.LossForward:
@@ -156,6 +168,31 @@ func TestMatcherDirection(t *testing.T) {
 				t.Fatalf("fwd/rev/unknown = %d/%d/%d, want %d/%d/%d", fwd, rev, unk, tc.fwd, tc.rev, tc.unk)
 			}
 		})
+	}
+}
+
+// TestMatcherLossReportedAtTimeout: a lost ping is reported when it times
+// out, direction unknown, however long its direction takes to learn (a flow
+// whose port takes turns is pinged every few intervals); the next ack's
+// counters resolve it, and the result names the same probe.
+func TestMatcherLossReportedAtTimeout(t *testing.T) {
+	h := newHarness(t, SourceUser)
+	lost := h.send()
+	h.advance(1100 * time.Millisecond)
+	if len(h.out) != 1 || !h.out[0].Lost || h.out[0].Dir != graph.LossUnknown || h.out[0].Resolves || h.out[0].Seq != lost {
+		t.Fatalf("at the timeout: %+v, want one loss of seq %d, direction unknown", h.out, lost)
+	}
+	h.advance(3 * time.Second) // the flow's next turn (within the harness's 5 s window)
+	seq := h.send()
+	h.ack(seq, 1, 1) // the reflector got 1 of 2: the lost one never arrived
+	if len(h.out) != 3 {
+		t.Fatalf("results %+v, want the loss, its resolution and the sample", h.out)
+	}
+	if r := h.out[1]; !r.Resolves || r.Dir != graph.LossForward || r.Seq != lost {
+		t.Errorf("resolution %+v, want seq %d forward", r, lost)
+	}
+	if fwd, rev, unk := h.lost(); fwd != 1 || rev != 0 || unk != 0 {
+		t.Errorf("fwd/rev/unknown = %d/%d/%d, want 1/0/0", fwd, rev, unk)
 	}
 }
 
