@@ -59,8 +59,8 @@ func TestLocalizeHardAndSlow(t *testing.T) {
 			}
 		})
 		at := time.Now()
-		waitVerdicts(t, c, detect, v, want, v == graph.VerdictSlow)
-		t.Logf("%s: %s the only %s link after %s", what, want, v, time.Since(at).Round(time.Millisecond))
+		took := waitVerdicts(t, c, detect, v, want, v == graph.VerdictSlow)
+		t.Logf("%s: %s the only %s link after %s", what, want, v, took.Round(time.Millisecond))
 		for _, f := range after {
 			f(t, at)
 		}
@@ -68,9 +68,8 @@ func TestLocalizeHardAndSlow(t *testing.T) {
 		if err := f.ClearFaults(l); err != nil {
 			t.Fatal(err)
 		}
-		at = time.Now()
-		waitVerdicts(t, c, clear, v, "", false)
-		t.Logf("cleared: no %s link after %s (ring turnover %s)", v, time.Since(at).Round(time.Millisecond), turnover)
+		took = waitVerdicts(t, c, clear, v, "", false)
+		t.Logf("cleared: no %s link after %s (ring turnover %s)", v, took.Round(time.Millisecond), turnover)
 	}
 
 	// The hard faults also cut gossip and API streams hashed onto the dead
@@ -183,64 +182,100 @@ func verdicts(rows []graph.LinkHealth, v graph.Verdict) []string {
 	return out
 }
 
+// verdictHold is how long a waited-for verdict set must hold, poll after
+// poll, to count: a verdict seen once on thin evidence (or a fault's
+// verdicts gone for one poll) is not a detection (or a clearing).
+const verdictHold = time.Second
+
 // waitVerdicts polls the aggregator's health until the links with verdict v
 // are exactly [want] (none when want is ""), and, with topDelay, want is the
-// row with the largest estimated delay.
-func waitVerdicts(t *testing.T, c *demo.Cluster, timeout time.Duration, v graph.Verdict, want string, topDelay bool) {
+// row with the largest estimated delay; the condition must start within
+// timeout and then hold for verdictHold. It returns when it started.
+func waitVerdicts(t *testing.T, c *demo.Cluster, timeout time.Duration, v graph.Verdict, want string, topDelay bool) time.Duration {
 	t.Helper()
 	// The sets of links with v as they changed, for the log: how a fault
 	// was first seen and what was blamed on the way.
 	start, seen := time.Now(), "-"
 	var timeline []string
+	var streak time.Time // when the condition started holding; zero when it does not
 	defer func() { t.Logf("%s links over time: %s", v, strings.Join(timeline, ", ")) }()
-	err := demo.WaitFor(context.Background(), timeout, 250*time.Millisecond, func() error {
-		rows, err := c.Health()
-		if err != nil {
-			return err
-		}
-		got := verdicts(rows, v)
-		if dir := os.Getenv("DNMS_LAB_TRACE"); dir != "" {
-			traceHealth(t, c, dir, time.Since(start), rows)
-		}
-		if s := fmt.Sprint(got); s != seen {
-			seen = s
-			timeline = append(timeline, fmt.Sprintf("%.2fs %s", time.Since(start).Seconds(), s))
-		}
-		if (want == "" && len(got) > 0) || (want != "" && (len(got) != 1 || got[0] != want)) {
-			return fmt.Errorf("%s links %v, want [%s]; %s", v, got, want, describe(rows))
-		}
-		if !topDelay {
-			return nil
-		}
-		top := rows[0]
-		for _, r := range rows {
-			if r.EstimatedDelaySeconds > top.EstimatedDelaySeconds {
-				top = r
+	err := demo.WaitFor(context.Background(), timeout+verdictHold, 250*time.Millisecond, func() error {
+		err := verdictsAre(c, v, want, topDelay, func(rows []graph.LinkHealth, got []string) {
+			if dir := os.Getenv("DNMS_LAB_TRACE"); dir != "" {
+				traceHealth(t, c, dir, time.Since(start), rows)
 			}
+			if s := fmt.Sprint(got); s != seen {
+				seen = s
+				timeline = append(timeline, fmt.Sprintf("%.2fs %s", time.Since(start).Seconds(), s))
+			}
+		})
+		switch {
+		case err != nil:
+			streak = time.Time{}
+			return err
+		case streak.IsZero() && time.Since(start) > timeout:
+			return fmt.Errorf("%s links as wanted only after %s", v, time.Since(start).Round(time.Millisecond))
+		case streak.IsZero():
+			streak = time.Now()
 		}
-		if top.Src+"→"+top.Dst != want {
-			return fmt.Errorf("top by estimated delay %s→%s (%.0f µs), want %s", top.Src, top.Dst, 1e6*top.EstimatedDelaySeconds, want)
+		if held := time.Since(streak); held < verdictHold {
+			return fmt.Errorf("%s links as wanted for %s of %s", v, held.Round(time.Millisecond), verdictHold)
 		}
 		return nil
 	})
+	if err == nil {
+		return streak.Sub(start)
+	}
+	if dir := os.Getenv("DNMS_LAB_DUMP"); dir != "" {
+		dumpGraphs(t, c, dir)
+	}
+	t.Fatalf("%s: %v\n--- aggregator log tail:\n%s", v, err, c.Tail(c.AggregatorHost().Name, 20))
+	return 0
+}
+
+// verdictsAre checks the aggregator's health once for waitVerdicts; seen
+// gets every answer.
+func verdictsAre(c *demo.Cluster, v graph.Verdict, want string, topDelay bool, seen func([]graph.LinkHealth, []string)) error {
+	rows, err := c.Health()
 	if err != nil {
-		if dir := os.Getenv("DNMS_LAB_DUMP"); dir != "" {
-			if b, gerr := c.GetRaw(c.AggregatorHost().Name, "/v1/aggregator/graph"); gerr == nil {
-				name := filepath.Join(dir, strings.ReplaceAll(t.Name(), "/", "_")+".json")
-				if werr := os.WriteFile(name, b, 0o644); werr == nil {
-					t.Logf("aggregator graph saved to %s", name)
-				}
-			}
-			for name := range c.Agents {
-				b, gerr := c.GetRaw(name, "/v1/graph")
-				if gerr != nil {
-					t.Logf("%s: %v", name, gerr)
-					continue
-				}
-				os.WriteFile(filepath.Join(dir, strings.ReplaceAll(t.Name(), "/", "_")+"."+name+".json"), b, 0o644)
-			}
+		return err
+	}
+	got := verdicts(rows, v)
+	seen(rows, got)
+	if (want == "" && len(got) > 0) || (want != "" && (len(got) != 1 || got[0] != want)) {
+		return fmt.Errorf("%s links %v, want [%s]; %s", v, got, want, describe(rows))
+	}
+	if !topDelay {
+		return nil
+	}
+	top := rows[0]
+	for _, r := range rows {
+		if r.EstimatedDelaySeconds > top.EstimatedDelaySeconds {
+			top = r
 		}
-		t.Fatalf("%s: %v\n--- aggregator log tail:\n%s", v, err, c.Tail(c.AggregatorHost().Name, 20))
+	}
+	if top.Src+"→"+top.Dst != want {
+		return fmt.Errorf("top by estimated delay %s→%s (%.0f µs), want %s", top.Src, top.Dst, 1e6*top.EstimatedDelaySeconds, want)
+	}
+	return nil
+}
+
+// dumpGraphs saves the aggregator's graph and every agent's to dir
+// (DNMS_LAB_DUMP=DIR), for reading what a failed wait saw.
+func dumpGraphs(t *testing.T, c *demo.Cluster, dir string) {
+	base := filepath.Join(dir, strings.ReplaceAll(t.Name(), "/", "_"))
+	if b, err := c.GetRaw(c.AggregatorHost().Name, "/v1/aggregator/graph"); err == nil {
+		if err := os.WriteFile(base+".json", b, 0o644); err == nil {
+			t.Logf("aggregator graph saved to %s.json", base)
+		}
+	}
+	for name := range c.Agents {
+		b, err := c.GetRaw(name, "/v1/graph")
+		if err != nil {
+			t.Logf("%s: %v", name, err)
+			continue
+		}
+		os.WriteFile(base+"."+name+".json", b, 0o644)
 	}
 }
 

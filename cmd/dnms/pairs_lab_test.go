@@ -76,10 +76,9 @@ func TestPingPairs(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { f.ClearFaults(link) })
-	at := time.Now()
 	want1 := leaf.Loopback.String() + "→" + spine.Loopback.String()
-	waitVerdicts(t, c, 60*time.Second, graph.VerdictFaulty, want1, false)
-	t.Logf("20%% loss on %s: the only faulty link after %s", want1, time.Since(at).Round(time.Millisecond))
+	took := waitVerdicts(t, c, 60*time.Second, graph.VerdictFaulty, want1, false)
+	t.Logf("20%% loss on %s: the only faulty link after %s", want1, took.Round(time.Millisecond))
 }
 
 // pairCount is one agent's view of one peer: mapped ports, distinct
