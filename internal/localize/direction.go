@@ -175,6 +175,9 @@ func splitDirections(in []Input, ix *index, revOff, rev []int32) *obs {
 		if len(targets) == 0 {
 			continue
 		}
+		if o.acksByKey(r, fwd, rv, rev[revOff[p]:revOff[p+1]]) {
+			continue
+		}
 		frac := 1 / float64(len(targets))
 		for _, q := range targets {
 			o.trials[q] += (float64(r.Samples) - fwd) * frac
@@ -185,6 +188,33 @@ func splitDirections(in []Input, ix *index, revOff, rev []int32) *obs {
 		}
 	}
 	return o
+}
+
+// acksByKey charges route r's reverse losses rv (of its lost probes, fwd
+// forward) to the reverse route of each key, in proportion to the key's own
+// losses (each key's losses split forward and reverse as the route's do),
+// over the probes of that key that reached the reflector: the acks that a
+// dead reverse path drops land on that path, not spread over every key's.
+// Keys without a reverse route in the set are left out. It reports false,
+// adding nothing, when the route has no usable per-key counts.
+func (o *obs) acksByKey(r Input, fwd, rv float64, rev []int32) bool {
+	if len(r.SamplesByKey) != len(r.Ports) || len(r.LostByKey) != len(r.Ports) || len(rev) != len(r.Ports) {
+		return false
+	}
+	lost := fwd + rv
+	for i, q := range rev {
+		n, l := float64(r.SamplesByKey[i]), float64(min(max(r.LostByKey[i], 0), r.SamplesByKey[i]))
+		if q < 0 || n <= 0 {
+			continue
+		}
+		kf, kr := 0.0, 0.0
+		if lost > 0 {
+			kf, kr = l*fwd/lost, l*rv/lost
+		}
+		o.trials[q] += n - kf
+		o.losses[q] += kr
+	}
+	return true
 }
 
 // roundTripsByKey adds route p's round trips from its per-key counts: one
