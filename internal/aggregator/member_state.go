@@ -90,7 +90,7 @@ func (a *Aggregator) markStaleLoop(ctx context.Context) {
 }
 
 // markStale marks in the graph the members from which nothing has come for
-// StaleAfter, or whose stream is down, and marks fresh again those that
+// StaleAfter (its stream stalled, or is down and reconnects fail), and marks fresh again those that
 // stream: health leaves a stale member's samples out, since what it sent
 // before its stream stalled is not what its probes see now.
 func (a *Aggregator) markStale(now time.Time) {
@@ -100,7 +100,7 @@ func (a *Aggregator) markStale(now time.Time) {
 	for _, m := range ms {
 		st, _ := m.state.Load().(string)
 		last := m.lastLine.Load()
-		stale := st != stateConnected || last == 0 || now.Sub(time.Unix(0, last)) > a.cfg.StaleAfter
+		stale := last == 0 || now.Sub(time.Unix(0, last)) > a.cfg.StaleAfter
 		if stale == m.stale.Load() {
 			continue
 		}
