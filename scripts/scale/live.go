@@ -8,12 +8,21 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"net/netip"
+	"os"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
+
+	"github.com/hashicorp/memberlist"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -33,22 +42,53 @@ import (
 // sends the aggregator one batch of route metrics (0: every update).
 var aggregateInterval = flag.Duration("aggregateInterval", 5*time.Second, "live agents' -aggregateInterval (0: a route-update event per metrics change, as before batching)")
 
+// Emulation-only knobs of the live agents: N agents share one process, so
+// what one host does alone is done N times here.
+var (
+	gossipScale = flag.Float64("gossipScale", 1, "emulation only: the live agents' memberlist gossip, probe, probe-timeout, push-pull and TCP intervals × this (1: memberlist's LAN defaults); membership times measured are in these slowed rounds")
+	livePing    = flag.Duration("livePingInterval", 10*time.Second, "emulation only: the live agents' ping interval per route (-pingRouteInterval; production 1s), and a tenth of it between pinger visits (production 100ms)")
+)
+
 // liveAgent is one emulated agent: real memberlist, plan runner, mapper,
 // pinger, graph and HTTP/SSE server on its own loopback address.
 type liveAgent struct {
-	name       string
-	addr       netip.Addr
-	g          *graph.Graph
-	started    time.Time
-	firstRoute time.Duration
+	name    string
+	addr    netip.Addr
+	g       *graph.Graph
+	mp      *mapper.Mapper
+	runner  *plan.Runner
+	reg     *prometheus.Registry
+	peers   atomic.Int64 // members this agent's handler was told of
+	started time.Time
+	// Set by the poller: since started.
+	firstRoute, swept, converged time.Duration
+}
+
+// liveFigures are what runLive measured; durations are wall time in the
+// emulation (membership ones in rounds slowed by -gossipScale).
+type liveFigures struct {
+	start                          time.Duration // starting every agent
+	converged                      time.Duration // t0 → every agent sees every other
+	convergedAfterLast             time.Duration // last agent started → every agent sees every other
+	firsts, sweeps, joins          []time.Duration
+	seeAll                         int // agents that see all n-1 others at the end
+	suspects, fails                float64
+	routes, aggRoutes, streams     int
+	events, batched, resyncs       float64
+	health, healthGet, cached      time.Duration
+	healthCPU                      time.Duration
+	cpu, elapsed                   time.Duration
+	heap, rss, peakRSS, goroutines uint64
 }
 
 // runLive starts n agents (agent 0 also the aggregator, as with
 // `dnms -aggregator`) on 127.1.x.y, lets them join and map for runFor, and
-// reports membership, join → first route and the aggregator's merge.
+// reports membership, join → first route, sweeps and the aggregator.
 func runLive(f *simclos.Fabric, n int, runFor time.Duration) error {
 	n = min(n, len(f.Hosts))
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	raiseFileLimit(uint64(8*n + 1024))
+	suspects := &countingHandler{}
+	log := slog.New(suspects)
 	port := 20000 + rand.IntN(10000)
 	loop := make(map[netip.Addr]netip.Addr, n)
 	agents := make([]*liveAgent, n)
@@ -61,9 +101,11 @@ func runLive(f *simclos.Fabric, n int, runFor time.Duration) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	defer func() { cancel(); wg.Wait() }()
-	goRun := func(fn func(context.Context) error) {
+	// Goroutines carry a pprof label, so that -cpuprofile splits the
+	// aggregator's CPU from the agents' (go tool pprof -tagfocus role=aggregator).
+	goRun := func(role string, fn func(context.Context) error) {
 		wg.Add(1)
-		go func() { defer wg.Done(); fn(ctx) }()
+		go pprof.Do(ctx, pprof.Labels("role", role), func(ctx context.Context) { defer wg.Done(); fn(ctx) })
 	}
 
 	aggGraph := graph.New(graph.DefaultConfig())
@@ -74,32 +116,33 @@ func runLive(f *simclos.Fabric, n int, runFor time.Duration) error {
 	if err != nil {
 		return err
 	}
-	goRun(aggGraph.Run)
-	goRun(agg.Run)
+	goRun("aggregator", aggGraph.Run)
+	goRun("aggregator", agg.Run)
 
-	var clusters []*cluster.Cluster
 	cpu0, t0 := processCPU(), time.Now()
 	for i, a := range agents {
-		reg := prometheus.NewRegistry()
+		a.reg = prometheus.NewRegistry()
 		mc := mapper.DefaultConfig()
-		mc.LocalAddr, mc.Logger, mc.Registerer = a.addr, log, reg
+		mc.LocalAddr, mc.Logger, mc.Registerer = a.addr, log, a.reg
 		mc.TraceRate, mc.RouterBudget, mc.FIB = plan.NewRate(50), plan.NewRouterBudget(500), oneGateway{}
 		mp, err := mapper.New(mc, &simTracer{f: f, self: a.addr, host: loop, byTTL: make(map[int]int64)}, a.g)
 		if err != nil {
 			return err
 		}
+		a.mp = mp
 		pc := plan.DefaultConfig()
 		pc.Self = a.name
 		runner, err := plan.NewRunner(pc, a.addr, mp, log)
 		if err != nil {
 			return err
 		}
+		a.runner = runner
 		runner.ShareRouterBudget(mc.RouterBudget)
 		pcfg := pinger.DefaultConfig()
-		pcfg.Local, pcfg.Logger, pcfg.Registerer, pcfg.Rate = a.addr, log, reg, plan.NewRate(1000)
-		// A tenth of the ping rate: 100 agents' synthetic pings must fit in
-		// this process next to everything else.
-		pcfg.RouteInterval = 10 * time.Second
+		pcfg.Local, pcfg.Logger, pcfg.Registerer, pcfg.Rate = a.addr, log, a.reg, plan.NewRate(1000)
+		// Pings slowed (-livePingInterval): N agents' synthetic pings must
+		// fit in this process next to everything else.
+		pcfg.RouteInterval, pcfg.PeerInterval = *livePing, *livePing/10
 		pg, err := pinger.New(pcfg, &simProber{res: make(chan probe.Result, 4096)}, a.g, a.g)
 		if err != nil {
 			return err
@@ -113,7 +156,8 @@ func runLive(f *simclos.Fabric, n int, runFor time.Duration) error {
 		}
 		cc := cluster.DefaultConfig()
 		cc.BindAddr, cc.AdvertiseAddr, cc.Port, cc.NodeName = a.addr, a.addr, port, a.name
-		cc.HTTPPort, cc.Logger, cc.Registerer = uint16(port+1), log, reg
+		cc.HTTPPort, cc.Logger, cc.Registerer = uint16(port+1), log, a.reg
+		cc.Tune = scaleGossip(*gossipScale)
 		if i > 0 {
 			cc.Seeds = []string{seed}
 		} else {
@@ -123,70 +167,254 @@ func runLive(f *simclos.Fabric, n int, runFor time.Duration) error {
 		if err != nil {
 			return err
 		}
-		cl.AddHandler(liveHandler{runner})
+		cl.AddHandler(liveHandler{a})
 		if i == 0 {
 			cl.AddHandlerWithSelf(agg)
 		}
-		clusters = append(clusters, cl)
 		a.started = time.Now()
 		for _, fn := range []func(context.Context) error{a.g.Run, srv.Run, mp.Run, runner.Run, pg.Run, cl.Run} {
-			goRun(fn)
+			goRun("agent", fn)
 		}
 	}
+	var fig liveFigures
+	fig.start = time.Since(t0)
+	lastStart := agents[n-1].started
+	fmt.Printf("  live: %d agents started in %s (-gossipScale %g, -livePingInterval %s)\n", n, fig.start.Round(time.Millisecond), *gossipScale, *livePing)
 
-	fmt.Printf("  live: %d agents started in %s\n", n, time.Since(t0).Round(time.Millisecond))
-
-	// Membership, first routes and the aggregator's merge, polled.
-	var members time.Duration
-	deadline := t0.Add(runFor)
+	// Membership, first routes and sweeps, polled.
+	deadline, lastProgress := t0.Add(runFor), time.Now()
 	for time.Now().Before(deadline) {
-		all := true
+		done := true
 		for _, a := range agents {
-			if a.firstRoute == 0 {
-				if len(a.g.RouteKeys()) > 0 {
-					a.firstRoute = time.Since(a.started)
-				} else {
-					all = false
+			now := time.Since(a.started)
+			if a.converged == 0 && int(a.peers.Load()) >= n-1 {
+				a.converged = now
+			}
+			if a.firstRoute == 0 || a.swept == 0 {
+				keys := len(a.g.RouteKeys())
+				if a.firstRoute == 0 && keys > 0 {
+					a.firstRoute = now
+				}
+				// Swept: a route on every port to every peer of a plan made
+				// with the whole cluster known.
+				if a.converged > 0 && a.swept == 0 && keys >= 11*min(n-1, plan.DefaultConfig().Budget) {
+					a.swept = now
 				}
 			}
+			done = done && a.converged > 0 && a.swept > 0
 		}
-		if members == 0 && len(clusters[n-1].Members()) >= n-1 && len(clusters[0].Members()) >= n-1 {
-			members = time.Since(t0)
+		if fig.converged == 0 && slices.IndexFunc(agents, func(a *liveAgent) bool { return a.converged == 0 }) < 0 {
+			fig.converged, fig.convergedAfterLast = time.Since(t0), time.Since(lastStart)
 		}
-		if all && members > 0 && time.Since(t0) > runFor/2 {
+		if done && time.Since(t0) > runFor/2 {
 			break
 		}
-		time.Sleep(200 * time.Millisecond) // polling the emulation's state
+		if time.Since(lastProgress) >= 10*time.Second {
+			lastProgress = time.Now()
+			progress(agents, aggGraph.Size().Routes, time.Since(t0))
+		}
+		time.Sleep(500 * time.Millisecond) // polling the emulation's state
 	}
-	var firsts []time.Duration
-	routes := 0
 	for _, a := range agents {
 		if a.firstRoute > 0 {
-			firsts = append(firsts, a.firstRoute)
+			fig.firsts = append(fig.firsts, a.firstRoute)
 		}
-		routes += len(a.g.Snapshot().Routes)
+		if a.swept > 0 {
+			fig.sweeps = append(fig.sweeps, a.swept)
+		}
+		if a.converged > 0 {
+			fig.joins = append(fig.joins, a.converged)
+		}
+		if int(a.peers.Load()) >= n-1 {
+			fig.seeAll++
+		}
+		fig.routes += a.g.Size().Routes
+		fig.fails += sumCounterLabel(a.reg, "dnms_cluster_events_total", "fail")
+		if agg.Connected(a.name) {
+			fig.streams++
+		}
 	}
-	slices.Sort(firsts)
-	el := time.Since(t0)
-	cpu := processCPU() - cpu0
-	aggRoutes := len(aggGraph.Snapshot().Routes)
+	for _, ds := range [][]time.Duration{fig.firsts, fig.sweeps, fig.joins} {
+		slices.Sort(ds)
+	}
+	fmt.Fprintf(os.Stderr, "    [%s] agents read\n", time.Since(t0).Round(time.Second))
+	fig.suspects = float64(suspects.n.Load())
+	fig.aggRoutes = aggGraph.Size().Routes
+	fig.events = sumCounter(aggReg, "dnms_aggregator_events_total")
+	fig.batched = sumCounter(aggReg, "dnms_aggregator_batch_routes_total")
+	fig.resyncs = sumCounter(aggReg, "dnms_aggregator_resyncs_total")
+
+	// The aggregator's health ranking and endpoint while the streams run.
+	fmt.Fprintf(os.Stderr, "    [%s] polling done; health\n", time.Since(t0).Round(time.Second))
+	c0, h0 := processCPU(), time.Now()
+	aggGraph.Health()
+	fig.health, fig.healthCPU = time.Since(h0), processCPU()-c0
+	fmt.Fprintf(os.Stderr, "    [%s] health done; GET\n", time.Since(t0).Round(time.Second))
+	if fig.healthGet, fig.cached, err = getHealth(agents[0].g, aggGraph); err != nil {
+		return err
+	}
+	fig.elapsed = time.Since(t0)
+	fig.cpu = processCPU() - cpu0
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	fmt.Printf("  live (%d agents on 127.1.x.y: memberlist, HTTP/SSE, plan, mapper, pinger; agent a0 aggregates): members converged %s;"+
-		" join → first route p50 %s max %s (%d/%d agents)\n", n, members.Round(100*time.Millisecond),
-		pct(firsts, 0.5), pct(firsts, 1), len(firsts), n)
-	fmt.Printf("    after %s (-aggregateInterval %s): agents hold %d routes, aggregator %d; aggregator events %.0f (route metrics from batches %.0f), resyncs %.0f; process CPU %.0f%% of a core, heap %d MiB\n",
-		el.Round(time.Second), *aggregateInterval, routes, aggRoutes,
-		sumCounter(aggReg, "dnms_aggregator_events_total"), sumCounter(aggReg, "dnms_aggregator_batch_routes_total"), sumCounter(aggReg, "dnms_aggregator_resyncs_total"),
-		100*cpu.Seconds()/el.Seconds(), ms.HeapAlloc>>20)
+	fig.heap, fig.goroutines = ms.HeapAlloc, uint64(runtime.NumGoroutine())
+	fig.rss, fig.peakRSS = procStatus("VmRSS"), procStatus("VmHWM")
+	if heapProfile != "" {
+		if f, err := os.Create(heapProfile); err == nil {
+			pprof.WriteHeapProfile(f)
+			f.Close()
+		}
+	}
+	printLive(n, fig)
 	return nil
 }
+
+// progress prints how many agents passed each stage, on stderr.
+func progress(agents []*liveAgent, aggRoutes int, el time.Duration) {
+	var conv, first, swept int
+	for _, a := range agents {
+		conv += b2i(a.converged > 0)
+		first += b2i(a.firstRoute > 0)
+		swept += b2i(a.swept > 0)
+	}
+	fmt.Fprintf(os.Stderr, "    [%s] of %d agents: %d see all, %d have a route, %d swept; aggregator holds %d routes; CPU so far %s\n",
+		el.Round(time.Second), len(agents), conv, first, swept, aggRoutes, processCPU().Round(time.Second))
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func printLive(n int, fig liveFigures) {
+	ms := func(d time.Duration) string { return d.Round(time.Millisecond).String() }
+	fmt.Printf("  live (%d agents on 127.1.x.y: memberlist, HTTP/SSE, plan, mapper, pinger; agent a0 aggregates):\n", n)
+	fmt.Printf("    membership: %d/%d agents see all %d others at the end; every agent saw every other %s after the first start (%s after the last); per agent, start → sees all p50 %s p99 %s max %s; suspicions %.0f, declared dead %.0f\n",
+		fig.seeAll, n, n-1, fig.converged.Round(100*time.Millisecond), fig.convergedAfterLast.Round(100*time.Millisecond),
+		pct(fig.joins, 0.5), pct(fig.joins, 0.99), pct(fig.joins, 1), fig.suspects, fig.fails)
+	fmt.Printf("    start → first route p50 %s p99 %s max %s (%d/%d agents); start → swept (a route per port to each of min(N-1, 64) peers) p50 %s p99 %s max %s (%d/%d)\n",
+		pct(fig.firsts, 0.5), pct(fig.firsts, 0.99), pct(fig.firsts, 1), len(fig.firsts), n,
+		pct(fig.sweeps, 0.5), pct(fig.sweeps, 0.99), pct(fig.sweeps, 1), len(fig.sweeps), n)
+	fmt.Printf("    aggregator after %s (-aggregateInterval %s): streams up %d/%d, holds %d of the agents' %d routes; events %.0f (%.0f/s; route metrics from batches %.0f), resyncs %.0f; health %s (CPU %s), GET /v1/aggregator/graph/edges/health %s, again %s\n",
+		fig.elapsed.Round(time.Second), *aggregateInterval, fig.streams, n, fig.aggRoutes, fig.routes,
+		fig.events, fig.events/fig.elapsed.Seconds(), fig.batched, fig.resyncs, ms(fig.health), ms(fig.healthCPU), ms(fig.healthGet), ms(fig.cached))
+	fmt.Printf("    process: CPU %.0f%% of a core (%.2f%% per agent), RSS %d MiB (peak %d MiB, %.1f MiB per agent), heap %d MiB, %d goroutines\n",
+		100*fig.cpu.Seconds()/fig.elapsed.Seconds(), 100*fig.cpu.Seconds()/fig.elapsed.Seconds()/float64(n),
+		fig.rss>>20, fig.peakRSS>>20, float64(fig.peakRSS)/float64(n)/(1<<20), fig.heap>>20, fig.goroutines)
+}
+
+// getHealth serves GET /v1/aggregator/graph/edges/health through the real
+// API over agg, twice in a row (the second reads the health cache only if
+// no stream event came between).
+func getHealth(local, agg *graph.Graph) (first, second time.Duration, err error) {
+	cfg := api.DefaultConfig()
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	srv, err := api.New(cfg, api.Deps{Graph: local, Aggregator: agg})
+	if err != nil {
+		return 0, 0, err
+	}
+	ts := httptest.NewServer(srv.Handler())
+	defer ts.Close()
+	var ds [2]time.Duration
+	for i := range ds {
+		t := time.Now()
+		resp, err := http.Get(ts.URL + "/v1/aggregator/graph/edges/health?top=20")
+		if err != nil {
+			return 0, 0, err
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return 0, 0, fmt.Errorf("edges/health: %s", resp.Status)
+		}
+		ds[i] = time.Since(t)
+	}
+	return ds[0], ds[1], nil
+}
+
+// scaleGossip slows memberlist's timers k-fold (emulation only: N members
+// gossip inside one process). The suspicion timeout is a multiple of the
+// probe interval, so it scales with it.
+func scaleGossip(k float64) func(*memberlist.Config) {
+	return func(mc *memberlist.Config) {
+		if k == 1 {
+			return
+		}
+		for _, d := range []*time.Duration{&mc.GossipInterval, &mc.ProbeInterval, &mc.ProbeTimeout, &mc.PushPullInterval, &mc.TCPTimeout, &mc.GossipToTheDeadTime} {
+			*d = time.Duration(float64(*d) * k)
+		}
+	}
+}
+
+// raiseFileLimit lifts the soft RLIMIT_NOFILE towards want (capped by the
+// hard limit): every agent holds gossip, HTTP and stream sockets.
+func raiseFileLimit(want uint64) {
+	var rl syscall.Rlimit
+	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl) != nil || rl.Cur >= want {
+		return
+	}
+	rl.Cur = min(want, rl.Max)
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil || rl.Cur < want {
+		fmt.Fprintf(os.Stderr, "scale: open files limited to %d (want %d)\n", rl.Cur, want)
+	}
+}
+
+// procStatus reads a kB field of /proc/self/status, in bytes.
+func procStatus(field string) uint64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, field+":"); ok {
+			v, _ := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			return v << 10
+		}
+	}
+	return 0
+}
+
+// countingHandler discards logs but counts memberlist's suspicions
+// ("Suspect a12 has failed, no acks received"): with no agent stopped,
+// every one is false.
+type countingHandler struct{ n atomic.Int64 }
+
+func (h *countingHandler) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelInfo }
+func (h *countingHandler) Handle(_ context.Context, r slog.Record) error {
+	if strings.HasPrefix(r.Message, "Suspect ") {
+		h.n.Add(1)
+	}
+	return nil
+}
+func (h *countingHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h *countingHandler) WithGroup(string) slog.Handler      { return h }
 
 func pct(ds []time.Duration, q float64) time.Duration {
 	if len(ds) == 0 {
 		return 0
 	}
 	return ds[min(int(q*float64(len(ds))), len(ds)-1)].Round(10 * time.Millisecond)
+}
+
+// sumCounterLabel is the sum of name's series with a label valued value.
+func sumCounterLabel(g prometheus.Gatherer, name, value string) float64 {
+	mfs, _ := g.Gather()
+	v := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetValue() == value {
+					v += m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return v
 }
 
 func sumCounter(g prometheus.Gatherer, name string) float64 {
@@ -207,7 +435,13 @@ func sumCounter(g prometheus.Gatherer, name string) float64 {
 	return v
 }
 
-type liveHandler struct{ r *plan.Runner }
+type liveHandler struct{ a *liveAgent }
 
-func (h liveHandler) PeerJoin(p cluster.Peer)  { h.r.Join(p.Name, p.Addr) }
-func (h liveHandler) PeerLeave(p cluster.Peer) { h.r.Leave(p.Name) }
+func (h liveHandler) PeerJoin(p cluster.Peer) { h.a.peers.Add(1); h.a.runner.Join(p.Name, p.Addr) }
+func (h liveHandler) PeerLeave(p cluster.Peer) {
+	h.a.peers.Add(-1)
+	h.a.runner.Leave(p.Name)
+}
+
+// heapProfile is -memprofile: where runLive writes a heap profile.
+var heapProfile string
