@@ -27,6 +27,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"os/signal"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -62,6 +63,15 @@ func main() {
 			os.Exit(2)
 		}
 		defer pprof.StopCPUProfile()
+		// An interrupted run still leaves its profile.
+		sig := make(chan os.Signal, 1)
+		signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+		go func() {
+			<-sig
+			pprof.StopCPUProfile()
+			f.Close()
+			os.Exit(130)
+		}()
 	}
 	heapProfile = *memProfile
 	for _, s := range strings.Split(*sizes, ",") {
