@@ -46,6 +46,7 @@ var aggregateInterval = flag.Duration("aggregateInterval", 5*time.Second, "live 
 // what one host does alone is done N times here.
 var (
 	gossipScale = flag.Float64("gossipScale", 1, "emulation only: the live agents' memberlist gossip, probe, probe-timeout, push-pull and TCP intervals × this (1: memberlist's LAN defaults); membership times measured are in these slowed rounds")
+	liveMaxRSS  = flag.Uint64("liveMaxRSS", 12<<10, "stop the live agents early when the process's RSS passes this many MiB (the VM is shared)")
 	livePing    = flag.Duration("livePingInterval", 10*time.Second, "emulation only: the live agents' ping interval per route (-pingRouteInterval; production 1s), and a tenth of it between pinger visits (production 100ms)")
 )
 
@@ -215,11 +216,15 @@ func runLive(f *simclos.Fabric, n int, runFor time.Duration) error {
 		if done && time.Since(t0) > runFor/2 {
 			break
 		}
+		if rss := procStatus("VmRSS") >> 20; rss > *liveMaxRSS {
+			fmt.Printf("    stopped after %s: RSS %d MiB > -liveMaxRSS %d\n", time.Since(t0).Round(time.Second), rss, *liveMaxRSS)
+			break
+		}
 		if time.Since(lastProgress) >= 10*time.Second {
 			lastProgress = time.Now()
 			progress(agents, aggGraph.Size().Routes, time.Since(t0))
 		}
-		time.Sleep(500 * time.Millisecond) // polling the emulation's state
+		time.Sleep(time.Second) // polling the emulation's state
 	}
 	for _, a := range agents {
 		if a.firstRoute > 0 {
@@ -283,8 +288,8 @@ func progress(agents []*liveAgent, aggRoutes int, el time.Duration) {
 		first += b2i(a.firstRoute > 0)
 		swept += b2i(a.swept > 0)
 	}
-	fmt.Fprintf(os.Stderr, "    [%s] of %d agents: %d see all, %d have a route, %d swept; aggregator holds %d routes; CPU so far %s\n",
-		el.Round(time.Second), len(agents), conv, first, swept, aggRoutes, processCPU().Round(time.Second))
+	fmt.Fprintf(os.Stderr, "    [%s] of %d agents: %d see all, %d have a route, %d swept; aggregator holds %d routes; CPU so far %s, RSS %d MiB, %d goroutines\n",
+		el.Round(time.Second), len(agents), conv, first, swept, aggRoutes, processCPU().Round(time.Second), procStatus("VmRSS")>>20, runtime.NumGoroutine())
 }
 
 func b2i(b bool) int {
