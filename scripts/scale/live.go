@@ -45,7 +45,7 @@ var aggregateInterval = flag.Duration("aggregateInterval", 5*time.Second, "live 
 // Emulation-only knobs of the live agents: N agents share one process, so
 // what one host does alone is done N times here.
 var (
-	gossipScale = flag.Float64("gossipScale", 1, "emulation only: the live agents' memberlist gossip, probe, probe-timeout, push-pull and TCP intervals × this (1: memberlist's LAN defaults); membership times measured are in these slowed rounds")
+	gossipScale = flag.Float64("gossipScale", 1, "emulation only: the live agents' memberlist probe interval and timeout, push-pull interval and TCP timeout × this (1: memberlist's LAN defaults; the gossip interval is not scaled)")
 	liveMaxRSS  = flag.Uint64("liveMaxRSS", 12<<10, "stop the live agents early when the process's RSS passes this many MiB (the VM is shared)")
 	livePing    = flag.Duration("livePingInterval", 10*time.Second, "emulation only: the live agents' ping interval per route (-pingRouteInterval; production 1s), and a tenth of it between pinger visits (production 100ms)")
 )
@@ -61,9 +61,44 @@ type liveAgent struct {
 	reg     *prometheus.Registry
 	peers   atomic.Int64 // members this agent's handler was told of
 	started time.Time
-	// Set by the poller: since started.
-	firstRoute, swept, converged time.Duration
-	sweepsAtConverged            int // mapper sweeps done when converged was set; -1 before
+	// Set by the watcher: nanoseconds since started.
+	firstRoute, swept, converged atomic.Int64
+	// Read by the watcher at the end.
+	routes int
+	fails  float64
+}
+
+// watch records when the agent first sees all n-1 others, holds its
+// first route, and finishes a mapper sweep (every port to every planned
+// peer) that ended after it saw every member; when finish closes it reads
+// the agent's routes and the members its gossip declared dead.
+func (a *liveAgent) watch(n int, finish <-chan struct{}) {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	sweepsAtConverged := -1
+	for {
+		select {
+		case <-finish:
+			a.routes = a.g.Size().Routes
+			a.fails = sumCounterLabel(a.reg, "dnms_cluster_events_total", "fail")
+			return
+		case <-tick.C:
+		}
+		now := int64(time.Since(a.started))
+		if a.converged.Load() == 0 && int(a.peers.Load()) >= n-1 {
+			a.converged.Store(now)
+		}
+		if a.firstRoute.Load() == 0 && a.g.Size().Routes > 0 {
+			a.firstRoute.Store(now)
+		}
+		if a.converged.Load() > 0 && a.swept.Load() == 0 {
+			if s := a.mp.Sweeps(); sweepsAtConverged < 0 {
+				sweepsAtConverged = s
+			} else if s > sweepsAtConverged {
+				a.swept.Store(now)
+			}
+		}
+	}
 }
 
 // liveFigures are what runLive measured; durations are wall time in the
@@ -97,7 +132,7 @@ func runLive(f *simclos.Fabric, n int, runFor time.Duration) error {
 	for i := range agents {
 		a := netip.AddrFrom4([4]byte{127, 1, byte(i / 250), byte(i%250 + 1)})
 		loop[a] = f.Hosts[i].Addr
-		agents[i] = &liveAgent{name: fmt.Sprintf("a%d", i), addr: a, g: graph.New(graph.DefaultConfig()), sweepsAtConverged: -1}
+		agents[i] = &liveAgent{name: fmt.Sprintf("a%d", i), addr: a, g: graph.New(graph.DefaultConfig())}
 	}
 	seed := net.JoinHostPort(agents[0].addr.String(), strconv.Itoa(port))
 	ctx, cancel := context.WithCancel(context.Background())
@@ -187,33 +222,25 @@ func runLive(f *simclos.Fabric, n int, runFor time.Duration) error {
 	lastStart := agents[n-1].started
 	fmt.Printf("  live: %d agents started in %s (-gossipScale %g, -livePingInterval %s)\n", n, fig.start.Round(time.Millisecond), *gossipScale, *livePing)
 
-	// Membership, first routes and sweeps, polled.
+	// Membership, first routes and sweeps: each agent has a watcher, so a
+	// busy agent's locks never hold up the others' readings.
+	finish := make(chan struct{})
+	var watchers sync.WaitGroup
+	for _, a := range agents {
+		watchers.Go(func() { a.watch(n, finish) })
+	}
 	deadline, lastProgress := t0.Add(runFor), time.Now()
 	for time.Now().Before(deadline) {
-		done := true
+		conv, first, swept := 0, 0, 0
 		for _, a := range agents {
-			now := time.Since(a.started)
-			if a.converged == 0 && int(a.peers.Load()) >= n-1 {
-				a.converged = now
-			}
-			if a.firstRoute == 0 && a.g.Size().Routes > 0 {
-				a.firstRoute = now
-			}
-			// Swept: the mapper finished a sweep (every port to every
-			// planned peer) that ended after this agent saw every member.
-			if a.converged > 0 && a.swept == 0 {
-				if s := a.mp.Sweeps(); a.sweepsAtConverged < 0 {
-					a.sweepsAtConverged = s
-				} else if s > a.sweepsAtConverged {
-					a.swept = now
-				}
-			}
-			done = done && a.converged > 0 && a.swept > 0
+			conv += b2i(a.converged.Load() > 0)
+			first += b2i(a.firstRoute.Load() > 0)
+			swept += b2i(a.swept.Load() > 0)
 		}
-		if fig.converged == 0 && slices.IndexFunc(agents, func(a *liveAgent) bool { return a.converged == 0 }) < 0 {
+		if fig.converged == 0 && conv == n {
 			fig.converged, fig.convergedAfterLast = time.Since(t0), time.Since(lastStart)
 		}
-		if done && time.Since(t0) > runFor/2 {
+		if conv == n && swept == n && time.Since(t0) > runFor/2 {
 			break
 		}
 		if rss := procStatus("VmRSS") >> 20; rss > *liveMaxRSS {
@@ -222,28 +249,26 @@ func runLive(f *simclos.Fabric, n int, runFor time.Duration) error {
 		}
 		if time.Since(lastProgress) >= 10*time.Second {
 			lastProgress = time.Now()
-			progress(agents, aggGraph.Size().Routes, time.Since(t0))
+			fmt.Fprintf(os.Stderr, "    [%s] of %d agents: %d see all, %d have a route, %d swept; CPU so far %s, RSS %d MiB, %d goroutines\n",
+				time.Since(t0).Round(time.Second), n, conv, first, swept, processCPU().Round(time.Second), procStatus("VmRSS")>>20, runtime.NumGoroutine())
 		}
-		time.Sleep(time.Second) // polling the emulation's state
+		time.Sleep(time.Second) // polling the watchers' readings
 	}
+	close(finish)
+	watchers.Wait()
 	for _, a := range agents {
-		if a.firstRoute > 0 {
-			fig.firsts = append(fig.firsts, a.firstRoute)
+		for _, r := range []struct {
+			d  time.Duration
+			to *[]time.Duration
+		}{{time.Duration(a.firstRoute.Load()), &fig.firsts}, {time.Duration(a.swept.Load()), &fig.sweeps}, {time.Duration(a.converged.Load()), &fig.joins}} {
+			if r.d > 0 {
+				*r.to = append(*r.to, r.d)
+			}
 		}
-		if a.swept > 0 {
-			fig.sweeps = append(fig.sweeps, a.swept)
-		}
-		if a.converged > 0 {
-			fig.joins = append(fig.joins, a.converged)
-		}
-		if int(a.peers.Load()) >= n-1 {
-			fig.seeAll++
-		}
-		fig.routes += a.g.Size().Routes
-		fig.fails += sumCounterLabel(a.reg, "dnms_cluster_events_total", "fail")
-		if agg.Connected(a.name) {
-			fig.streams++
-		}
+		fig.seeAll += b2i(int(a.peers.Load()) >= n-1)
+		fig.routes += a.routes
+		fig.fails += a.fails
+		fig.streams += b2i(agg.Connected(a.name))
 	}
 	for _, ds := range [][]time.Duration{fig.firsts, fig.sweeps, fig.joins} {
 		slices.Sort(ds)
@@ -278,18 +303,6 @@ func runLive(f *simclos.Fabric, n int, runFor time.Duration) error {
 	}
 	printLive(n, fig)
 	return nil
-}
-
-// progress prints how many agents passed each stage, on stderr.
-func progress(agents []*liveAgent, aggRoutes int, el time.Duration) {
-	var conv, first, swept int
-	for _, a := range agents {
-		conv += b2i(a.converged > 0)
-		first += b2i(a.firstRoute > 0)
-		swept += b2i(a.swept > 0)
-	}
-	fmt.Fprintf(os.Stderr, "    [%s] of %d agents: %d see all, %d have a route, %d swept; aggregator holds %d routes; CPU so far %s, RSS %d MiB, %d goroutines\n",
-		el.Round(time.Second), len(agents), conv, first, swept, aggRoutes, processCPU().Round(time.Second), procStatus("VmRSS")>>20, runtime.NumGoroutine())
 }
 
 func b2i(b bool) int {
@@ -345,15 +358,18 @@ func getHealth(local, agg *graph.Graph) (first, second time.Duration, err error)
 	return ds[0], ds[1], nil
 }
 
-// scaleGossip slows memberlist's timers k-fold (emulation only: N members
-// gossip inside one process). The suspicion timeout is a multiple of the
-// probe interval, so it scales with it.
+// scaleGossip slows memberlist's periodic work k-fold (emulation only: N
+// members share one process): the probe interval and timeout (so the
+// suspicion timeout, a multiple of the probe interval), push-pull and the
+// TCP timeout. The gossip interval stays: gossip only carries broadcasts,
+// whose number the joins set, so slowing it spreads the same packets over
+// more time and delays convergence without saving CPU.
 func scaleGossip(k float64) func(*memberlist.Config) {
 	return func(mc *memberlist.Config) {
 		if k == 1 {
 			return
 		}
-		for _, d := range []*time.Duration{&mc.GossipInterval, &mc.ProbeInterval, &mc.ProbeTimeout, &mc.PushPullInterval, &mc.TCPTimeout, &mc.GossipToTheDeadTime} {
+		for _, d := range []*time.Duration{&mc.ProbeInterval, &mc.ProbeTimeout, &mc.PushPullInterval, &mc.TCPTimeout} {
 			*d = time.Duration(float64(*d) * k)
 		}
 	}

@@ -19,7 +19,7 @@ func TestScaleGossip(t *testing.T) {
 		name      string
 		got, want time.Duration
 	}{
-		{"GossipInterval", mc.GossipInterval, 10 * lan.GossipInterval},
+		{"GossipInterval", mc.GossipInterval, lan.GossipInterval},
 		{"ProbeInterval", mc.ProbeInterval, 10 * lan.ProbeInterval},
 		{"ProbeTimeout", mc.ProbeTimeout, 10 * lan.ProbeTimeout},
 		{"PushPullInterval", mc.PushPullInterval, 10 * lan.PushPullInterval},
