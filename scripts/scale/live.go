@@ -108,7 +108,7 @@ type liveFigures struct {
 	converged                      time.Duration // t0 → every agent sees every other
 	convergedAfterLast             time.Duration // last agent started → every agent sees every other
 	firsts, sweeps, joins          []time.Duration
-	seeAll                         int // agents that see all n-1 others at the end
+	seeAll, fewest                 int // agents that see all n-1 others at the end; the fewest others one sees
 	suspects, fails                float64
 	routes, aggRoutes, streams     int
 	events, batched, resyncs       float64
@@ -217,7 +217,7 @@ func runLive(f *simclos.Fabric, n int, runFor time.Duration) error {
 		goRun("pinger", pg.Run)
 		goRun("memberlist", cl.Run)
 	}
-	var fig liveFigures
+	fig := liveFigures{fewest: n}
 	fig.start = time.Since(t0)
 	lastStart := agents[n-1].started
 	fmt.Printf("  live: %d agents started in %s (-gossipScale %g, -livePingInterval %s)\n", n, fig.start.Round(time.Millisecond), *gossipScale, *livePing)
@@ -266,6 +266,7 @@ func runLive(f *simclos.Fabric, n int, runFor time.Duration) error {
 			}
 		}
 		fig.seeAll += b2i(int(a.peers.Load()) >= n-1)
+		fig.fewest = min(fig.fewest, int(a.peers.Load()))
 		fig.routes += a.routes
 		fig.fails += a.fails
 		fig.streams += b2i(agg.Connected(a.name))
@@ -315,9 +316,13 @@ func b2i(b bool) int {
 func printLive(n int, fig liveFigures) {
 	ms := func(d time.Duration) string { return d.Round(time.Millisecond).String() }
 	fmt.Printf("  live (%d agents on 127.1.x.y: memberlist, HTTP/SSE, plan, mapper, pinger; agent a0 aggregates):\n", n)
-	fmt.Printf("    membership: %d/%d agents see all %d others at the end; every agent saw every other %s after the first start (%s after the last); per agent, start → sees all p50 %s p99 %s max %s; suspicions %.0f, declared dead %.0f\n",
-		fig.seeAll, n, n-1, fig.converged.Round(100*time.Millisecond), fig.convergedAfterLast.Round(100*time.Millisecond),
-		pct(fig.joins, 0.5), pct(fig.joins, 0.99), pct(fig.joins, 1), fig.suspects, fig.fails)
+	all := "not every agent saw every other"
+	if fig.converged > 0 {
+		all = fmt.Sprintf("every agent saw every other %s after the first start (%s after the last)",
+			fig.converged.Round(100*time.Millisecond), fig.convergedAfterLast.Round(100*time.Millisecond))
+	}
+	fmt.Printf("    membership: %d/%d agents see all %d others at the end (fewest seen: %d); %s; per agent, start → sees all p50 %s p99 %s max %s (%d agents); suspicions %.0f, declared dead %.0f\n",
+		fig.seeAll, n, n-1, fig.fewest, all, pct(fig.joins, 0.5), pct(fig.joins, 0.99), pct(fig.joins, 1), len(fig.joins), fig.suspects, fig.fails)
 	fmt.Printf("    start → first route p50 %s p99 %s max %s (%d/%d agents); start → swept (a sweep of every port to every planned peer, ended after the agent saw every member) p50 %s p99 %s max %s (%d/%d)\n",
 		pct(fig.firsts, 0.5), pct(fig.firsts, 0.99), pct(fig.firsts, 1), len(fig.firsts), n,
 		pct(fig.sweeps, 0.5), pct(fig.sweeps, 0.99), pct(fig.sweeps, 1), len(fig.sweeps), n)
