@@ -25,7 +25,6 @@ import (
 	"github.com/hashicorp/memberlist"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/dnms/dnms/internal/aggregator"
 	"github.com/dnms/dnms/internal/api"
@@ -80,7 +79,7 @@ func (a *liveAgent) watch(n int, finish <-chan struct{}) {
 		select {
 		case <-finish:
 			a.routes = a.g.Size().Routes
-			a.fails = sumCounterLabel(a.reg, "dnms_cluster_events_total", "fail")
+			a.fails = sumCounter(a.reg, "dnms_cluster_events_total", "fail")
 			return
 		case <-tick.C:
 		}
@@ -430,8 +429,9 @@ func pct(ds []time.Duration, q float64) time.Duration {
 	return ds[min(int(q*float64(len(ds))), len(ds)-1)].Round(10 * time.Millisecond)
 }
 
-// sumCounterLabel is the sum of name's series with a label valued value.
-func sumCounterLabel(g prometheus.Gatherer, name, value string) float64 {
+// sumCounter is the sum of name's series; with labelValue set, only of the
+// series that have a label of that value.
+func sumCounter(g prometheus.Gatherer, name string, labelValue ...string) float64 {
 	mfs, _ := g.Gather()
 	v := 0.0
 	for _, mf := range mfs {
@@ -439,29 +439,13 @@ func sumCounterLabel(g prometheus.Gatherer, name, value string) float64 {
 			continue
 		}
 		for _, m := range mf.GetMetric() {
+			match := len(labelValue) == 0
 			for _, l := range m.GetLabel() {
-				if l.GetValue() == value {
-					v += m.GetCounter().GetValue()
-				}
+				match = match || l.GetValue() == labelValue[0]
 			}
-		}
-	}
-	return v
-}
-
-func sumCounter(g prometheus.Gatherer, name string) float64 {
-	n, _ := testutil.GatherAndCount(g, name)
-	if n == 0 {
-		return 0
-	}
-	mfs, _ := g.Gather()
-	v := 0.0
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			v += m.GetCounter().GetValue()
+			if match {
+				v += m.GetCounter().GetValue()
+			}
 		}
 	}
 	return v
