@@ -118,5 +118,7 @@ if want targets; then
 fi
 if want scale; then
 	section "scale: emulated clusters of 100, 300 and 1000 agents on a simulated Clos (plan, mapper, pinger, graph, API, aggregator merge; README scale section)"
-	go run ./scripts/scale -n "${DNMS_SCALE_SIZES:-100,300,1000}"
+	go run ./scripts/scale -n "${DNMS_SCALE_SIZES:-100,300,1000}" -liveMax 0
+	section "scale: ${DNMS_SCALE_LIVE:-300} live agents in one process (memberlist, HTTP/SSE, plan, mapper, pinger, a0 aggregating; emulation-only -gossipScale 10 -livePingInterval 60s; README Live agents)"
+	go run ./scripts/scale -n "${DNMS_SCALE_LIVE:-300}" -agents 0 -trials 0 -liveMax "${DNMS_SCALE_LIVE:-300}" -liveFor 150s -gossipScale 10 -livePingInterval 60s
 fi

@@ -8,15 +8,23 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"net/netip"
+	"os"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
+	"github.com/hashicorp/memberlist"
+
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/dnms/dnms/internal/aggregator"
 	"github.com/dnms/dnms/internal/api"
@@ -33,22 +41,90 @@ import (
 // sends the aggregator one batch of route metrics (0: every update).
 var aggregateInterval = flag.Duration("aggregateInterval", 5*time.Second, "live agents' -aggregateInterval (0: a route-update event per metrics change, as before batching)")
 
+// Emulation-only knobs of the live agents: N agents share one process, so
+// what one host does alone is done N times here.
+var (
+	gossipScale = flag.Float64("gossipScale", 1, "emulation only: the live agents' memberlist probe interval and timeout, push-pull interval and TCP timeout × this (1: memberlist's LAN defaults; the gossip interval is not scaled)")
+	liveMaxRSS  = flag.Uint64("liveMaxRSS", 12<<10, "stop the live agents early when the process's RSS passes this many MiB (the VM is shared)")
+	livePing    = flag.Duration("livePingInterval", 10*time.Second, "emulation only: the live agents' ping interval per route (-pingRouteInterval; production 1s), and a tenth of it between pinger visits (production 100ms)")
+)
+
 // liveAgent is one emulated agent: real memberlist, plan runner, mapper,
 // pinger, graph and HTTP/SSE server on its own loopback address.
 type liveAgent struct {
-	name       string
-	addr       netip.Addr
-	g          *graph.Graph
-	started    time.Time
-	firstRoute time.Duration
+	name    string
+	addr    netip.Addr
+	g       *graph.Graph
+	mp      *mapper.Mapper
+	runner  *plan.Runner
+	reg     *prometheus.Registry
+	peers   atomic.Int64 // members this agent's handler was told of
+	started time.Time
+	// Set by the watcher: nanoseconds since started.
+	firstRoute, swept, converged atomic.Int64
+	// Read by the watcher at the end.
+	routes int
+	fails  float64
+}
+
+// watch records when the agent first sees all n-1 others, holds its
+// first route, and finishes a mapper sweep (every port to every planned
+// peer) that ended after it saw every member; when finish closes it reads
+// the agent's routes and the members its gossip declared dead.
+func (a *liveAgent) watch(n int, finish <-chan struct{}) {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	sweepsAtConverged := -1
+	for {
+		select {
+		case <-finish:
+			a.routes = a.g.Size().Routes
+			a.fails = sumCounter(a.reg, "dnms_cluster_events_total", "fail")
+			return
+		case <-tick.C:
+		}
+		now := int64(time.Since(a.started))
+		if a.converged.Load() == 0 && int(a.peers.Load()) >= n-1 {
+			a.converged.Store(now)
+		}
+		if a.firstRoute.Load() == 0 && a.g.Size().Routes > 0 {
+			a.firstRoute.Store(now)
+		}
+		if a.converged.Load() > 0 && a.swept.Load() == 0 {
+			if s := a.mp.Sweeps(); sweepsAtConverged < 0 {
+				sweepsAtConverged = s
+			} else if s > sweepsAtConverged {
+				a.swept.Store(now)
+			}
+		}
+	}
+}
+
+// liveFigures are what runLive measured; durations are wall time in the
+// emulation (membership ones in rounds slowed by -gossipScale).
+type liveFigures struct {
+	start                          time.Duration // starting every agent
+	converged                      time.Duration // t0 → every agent sees every other
+	convergedAfterLast             time.Duration // last agent started → every agent sees every other
+	firsts, sweeps, joins          []time.Duration
+	seeAll, fewest                 int // agents that see all n-1 others at the end; the fewest others one sees
+	suspects, fails                float64
+	routes, aggRoutes, streams     int
+	events, batched, resyncs       float64
+	health, healthGet, cached      time.Duration
+	healthCPU                      time.Duration
+	cpu, elapsed                   time.Duration
+	heap, rss, peakRSS, goroutines uint64
 }
 
 // runLive starts n agents (agent 0 also the aggregator, as with
 // `dnms -aggregator`) on 127.1.x.y, lets them join and map for runFor, and
-// reports membership, join → first route and the aggregator's merge.
+// reports membership, join → first route, sweeps and the aggregator.
 func runLive(f *simclos.Fabric, n int, runFor time.Duration) error {
 	n = min(n, len(f.Hosts))
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	raiseFileLimit(uint64(8*n + 1024))
+	suspects := &countingHandler{}
+	log := slog.New(suspects)
 	port := 20000 + rand.IntN(10000)
 	loop := make(map[netip.Addr]netip.Addr, n)
 	agents := make([]*liveAgent, n)
@@ -61,9 +137,12 @@ func runLive(f *simclos.Fabric, n int, runFor time.Duration) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	defer func() { cancel(); wg.Wait() }()
-	goRun := func(fn func(context.Context) error) {
+	// Goroutines carry a pprof label, so that -cpuprofile splits the CPU by
+	// part (go tool pprof -tags): the aggregator's from the agents' gossip,
+	// pinger, mapper, graph, API and plan. Timer callbacks and GC carry none.
+	goRun := func(role string, fn func(context.Context) error) {
 		wg.Add(1)
-		go func() { defer wg.Done(); fn(ctx) }()
+		go pprof.Do(ctx, pprof.Labels("role", role), func(ctx context.Context) { defer wg.Done(); fn(ctx) })
 	}
 
 	aggGraph := graph.New(graph.DefaultConfig())
@@ -74,32 +153,33 @@ func runLive(f *simclos.Fabric, n int, runFor time.Duration) error {
 	if err != nil {
 		return err
 	}
-	goRun(aggGraph.Run)
-	goRun(agg.Run)
+	goRun("aggregator", aggGraph.Run)
+	goRun("aggregator", agg.Run)
 
-	var clusters []*cluster.Cluster
 	cpu0, t0 := processCPU(), time.Now()
 	for i, a := range agents {
-		reg := prometheus.NewRegistry()
+		a.reg = prometheus.NewRegistry()
 		mc := mapper.DefaultConfig()
-		mc.LocalAddr, mc.Logger, mc.Registerer = a.addr, log, reg
+		mc.LocalAddr, mc.Logger, mc.Registerer = a.addr, log, a.reg
 		mc.TraceRate, mc.RouterBudget, mc.FIB = plan.NewRate(50), plan.NewRouterBudget(500), oneGateway{}
 		mp, err := mapper.New(mc, &simTracer{f: f, self: a.addr, host: loop, byTTL: make(map[int]int64)}, a.g)
 		if err != nil {
 			return err
 		}
+		a.mp = mp
 		pc := plan.DefaultConfig()
 		pc.Self = a.name
 		runner, err := plan.NewRunner(pc, a.addr, mp, log)
 		if err != nil {
 			return err
 		}
+		a.runner = runner
 		runner.ShareRouterBudget(mc.RouterBudget)
 		pcfg := pinger.DefaultConfig()
-		pcfg.Local, pcfg.Logger, pcfg.Registerer, pcfg.Rate = a.addr, log, reg, plan.NewRate(1000)
-		// A tenth of the ping rate: 100 agents' synthetic pings must fit in
-		// this process next to everything else.
-		pcfg.RouteInterval = 10 * time.Second
+		pcfg.Local, pcfg.Logger, pcfg.Registerer, pcfg.Rate = a.addr, log, a.reg, plan.NewRate(1000)
+		// Pings slowed (-livePingInterval): N agents' synthetic pings must
+		// fit in this process next to everything else.
+		pcfg.RouteInterval, pcfg.PeerInterval = *livePing, *livePing/10
 		pg, err := pinger.New(pcfg, &simProber{res: make(chan probe.Result, 4096)}, a.g, a.g)
 		if err != nil {
 			return err
@@ -113,7 +193,8 @@ func runLive(f *simclos.Fabric, n int, runFor time.Duration) error {
 		}
 		cc := cluster.DefaultConfig()
 		cc.BindAddr, cc.AdvertiseAddr, cc.Port, cc.NodeName = a.addr, a.addr, port, a.name
-		cc.HTTPPort, cc.Logger, cc.Registerer = uint16(port+1), log, reg
+		cc.HTTPPort, cc.Logger, cc.Registerer = uint16(port+1), log, a.reg
+		cc.Tune = scaleGossip(*gossipScale)
 		if i > 0 {
 			cc.Seeds = []string{seed}
 		} else {
@@ -123,64 +204,223 @@ func runLive(f *simclos.Fabric, n int, runFor time.Duration) error {
 		if err != nil {
 			return err
 		}
-		cl.AddHandler(liveHandler{runner})
+		cl.AddHandler(liveHandler{a})
 		if i == 0 {
 			cl.AddHandlerWithSelf(agg)
 		}
-		clusters = append(clusters, cl)
 		a.started = time.Now()
-		for _, fn := range []func(context.Context) error{a.g.Run, srv.Run, mp.Run, runner.Run, pg.Run, cl.Run} {
-			goRun(fn)
-		}
+		goRun("graph", a.g.Run)
+		goRun("api", srv.Run)
+		goRun("mapper", mp.Run)
+		goRun("plan", runner.Run)
+		goRun("pinger", pg.Run)
+		goRun("memberlist", cl.Run)
 	}
+	fig := liveFigures{fewest: n}
+	fig.start = time.Since(t0)
+	lastStart := agents[n-1].started
+	fmt.Printf("  live: %d agents started in %s (-gossipScale %g, -livePingInterval %s)\n", n, fig.start.Round(time.Millisecond), *gossipScale, *livePing)
 
-	fmt.Printf("  live: %d agents started in %s\n", n, time.Since(t0).Round(time.Millisecond))
-
-	// Membership, first routes and the aggregator's merge, polled.
-	var members time.Duration
-	deadline := t0.Add(runFor)
+	// Membership, first routes and sweeps: each agent has a watcher, so a
+	// busy agent's locks never hold up the others' readings.
+	finish := make(chan struct{})
+	var watchers sync.WaitGroup
+	for _, a := range agents {
+		watchers.Go(func() { a.watch(n, finish) })
+	}
+	deadline, lastProgress := t0.Add(runFor), time.Now()
 	for time.Now().Before(deadline) {
-		all := true
+		conv, first, swept := 0, 0, 0
 		for _, a := range agents {
-			if a.firstRoute == 0 {
-				if len(a.g.RouteKeys()) > 0 {
-					a.firstRoute = time.Since(a.started)
-				} else {
-					all = false
-				}
-			}
+			conv += b2i(a.converged.Load() > 0)
+			first += b2i(a.firstRoute.Load() > 0)
+			swept += b2i(a.swept.Load() > 0)
 		}
-		if members == 0 && len(clusters[n-1].Members()) >= n-1 && len(clusters[0].Members()) >= n-1 {
-			members = time.Since(t0)
+		if fig.converged == 0 && conv == n {
+			fig.converged, fig.convergedAfterLast = time.Since(t0), time.Since(lastStart)
 		}
-		if all && members > 0 && time.Since(t0) > runFor/2 {
+		if conv == n && swept == n && time.Since(t0) > runFor/2 {
 			break
 		}
-		time.Sleep(200 * time.Millisecond) // polling the emulation's state
-	}
-	var firsts []time.Duration
-	routes := 0
-	for _, a := range agents {
-		if a.firstRoute > 0 {
-			firsts = append(firsts, a.firstRoute)
+		if rss := procStatus("VmRSS") >> 20; rss > *liveMaxRSS {
+			fmt.Printf("    stopped after %s: RSS %d MiB > -liveMaxRSS %d\n", time.Since(t0).Round(time.Second), rss, *liveMaxRSS)
+			break
 		}
-		routes += len(a.g.Snapshot().Routes)
+		if time.Since(lastProgress) >= 10*time.Second {
+			lastProgress = time.Now()
+			fmt.Fprintf(os.Stderr, "    [%s] of %d agents: %d see all, %d have a route, %d swept; CPU so far %s, RSS %d MiB, %d goroutines\n",
+				time.Since(t0).Round(time.Second), n, conv, first, swept, processCPU().Round(time.Second), procStatus("VmRSS")>>20, runtime.NumGoroutine())
+		}
+		time.Sleep(time.Second) // polling the watchers' readings
 	}
-	slices.Sort(firsts)
-	el := time.Since(t0)
-	cpu := processCPU() - cpu0
-	aggRoutes := len(aggGraph.Snapshot().Routes)
+	close(finish)
+	watchers.Wait()
+	for _, a := range agents {
+		for _, r := range []struct {
+			d  time.Duration
+			to *[]time.Duration
+		}{{time.Duration(a.firstRoute.Load()), &fig.firsts}, {time.Duration(a.swept.Load()), &fig.sweeps}, {time.Duration(a.converged.Load()), &fig.joins}} {
+			if r.d > 0 {
+				*r.to = append(*r.to, r.d)
+			}
+		}
+		fig.seeAll += b2i(int(a.peers.Load()) >= n-1)
+		fig.fewest = min(fig.fewest, int(a.peers.Load()))
+		fig.routes += a.routes
+		fig.fails += a.fails
+		fig.streams += b2i(agg.Connected(a.name))
+	}
+	for _, ds := range [][]time.Duration{fig.firsts, fig.sweeps, fig.joins} {
+		slices.Sort(ds)
+	}
+	fmt.Fprintf(os.Stderr, "    [%s] agents read\n", time.Since(t0).Round(time.Second))
+	fig.suspects = float64(suspects.n.Load())
+	fig.aggRoutes = aggGraph.Size().Routes
+	fig.events = sumCounter(aggReg, "dnms_aggregator_events_total")
+	fig.batched = sumCounter(aggReg, "dnms_aggregator_batch_routes_total")
+	fig.resyncs = sumCounter(aggReg, "dnms_aggregator_resyncs_total")
+
+	// The aggregator's health ranking and endpoint while the streams run.
+	fmt.Fprintf(os.Stderr, "    [%s] polling done; health\n", time.Since(t0).Round(time.Second))
+	c0, h0 := processCPU(), time.Now()
+	aggGraph.Health()
+	fig.health, fig.healthCPU = time.Since(h0), processCPU()-c0
+	fmt.Fprintf(os.Stderr, "    [%s] health done; GET\n", time.Since(t0).Round(time.Second))
+	if fig.healthGet, fig.cached, err = getHealth(agents[0].g, aggGraph); err != nil {
+		return err
+	}
+	fig.elapsed = time.Since(t0)
+	fig.cpu = processCPU() - cpu0
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	fmt.Printf("  live (%d agents on 127.1.x.y: memberlist, HTTP/SSE, plan, mapper, pinger; agent a0 aggregates): members converged %s;"+
-		" join → first route p50 %s max %s (%d/%d agents)\n", n, members.Round(100*time.Millisecond),
-		pct(firsts, 0.5), pct(firsts, 1), len(firsts), n)
-	fmt.Printf("    after %s (-aggregateInterval %s): agents hold %d routes, aggregator %d; aggregator events %.0f (route metrics from batches %.0f), resyncs %.0f; process CPU %.0f%% of a core, heap %d MiB\n",
-		el.Round(time.Second), *aggregateInterval, routes, aggRoutes,
-		sumCounter(aggReg, "dnms_aggregator_events_total"), sumCounter(aggReg, "dnms_aggregator_batch_routes_total"), sumCounter(aggReg, "dnms_aggregator_resyncs_total"),
-		100*cpu.Seconds()/el.Seconds(), ms.HeapAlloc>>20)
+	fig.heap, fig.goroutines = ms.HeapAlloc, uint64(runtime.NumGoroutine())
+	fig.rss, fig.peakRSS = procStatus("VmRSS"), procStatus("VmHWM")
+	if heapProfile != "" {
+		if f, err := os.Create(heapProfile); err == nil {
+			pprof.WriteHeapProfile(f)
+			f.Close()
+		}
+	}
+	printLive(n, fig)
 	return nil
 }
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func printLive(n int, fig liveFigures) {
+	ms := func(d time.Duration) string { return d.Round(time.Millisecond).String() }
+	fmt.Printf("  live (%d agents on 127.1.x.y: memberlist, HTTP/SSE, plan, mapper, pinger; agent a0 aggregates):\n", n)
+	all := "not every agent saw every other"
+	if fig.converged > 0 {
+		all = fmt.Sprintf("every agent saw every other %s after the first start (%s after the last)",
+			fig.converged.Round(100*time.Millisecond), fig.convergedAfterLast.Round(100*time.Millisecond))
+	}
+	fmt.Printf("    membership: %d/%d agents see all %d others at the end (fewest seen: %d); %s; per agent, start → sees all p50 %s p99 %s max %s (%d agents); suspicions %.0f, declared dead %.0f\n",
+		fig.seeAll, n, n-1, fig.fewest, all, pct(fig.joins, 0.5), pct(fig.joins, 0.99), pct(fig.joins, 1), len(fig.joins), fig.suspects, fig.fails)
+	fmt.Printf("    start → first route p50 %s p99 %s max %s (%d/%d agents); start → swept (a sweep of every port to every planned peer, ended after the agent saw every member) p50 %s p99 %s max %s (%d/%d)\n",
+		pct(fig.firsts, 0.5), pct(fig.firsts, 0.99), pct(fig.firsts, 1), len(fig.firsts), n,
+		pct(fig.sweeps, 0.5), pct(fig.sweeps, 0.99), pct(fig.sweeps, 1), len(fig.sweeps), n)
+	fmt.Printf("    aggregator after %s (-aggregateInterval %s): streams up %d/%d, holds %d of the agents' %d routes; events %.0f (%.0f/s; route metrics from batches %.0f), resyncs %.0f; health %s (CPU %s), GET /v1/aggregator/graph/edges/health %s, again %s\n",
+		fig.elapsed.Round(time.Second), *aggregateInterval, fig.streams, n, fig.aggRoutes, fig.routes,
+		fig.events, fig.events/fig.elapsed.Seconds(), fig.batched, fig.resyncs, ms(fig.health), ms(fig.healthCPU), ms(fig.healthGet), ms(fig.cached))
+	fmt.Printf("    process: CPU %.0f%% of a core (%.2f%% per agent), RSS %d MiB (peak %d MiB, %.1f MiB per agent), heap %d MiB, %d goroutines\n",
+		100*fig.cpu.Seconds()/fig.elapsed.Seconds(), 100*fig.cpu.Seconds()/fig.elapsed.Seconds()/float64(n),
+		fig.rss>>20, fig.peakRSS>>20, float64(fig.peakRSS)/float64(n)/(1<<20), fig.heap>>20, fig.goroutines)
+}
+
+// getHealth serves GET /v1/aggregator/graph/edges/health through the real
+// API over agg, twice in a row (the second reads the health cache only if
+// no stream event came between).
+func getHealth(local, agg *graph.Graph) (first, second time.Duration, err error) {
+	cfg := api.DefaultConfig()
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	srv, err := api.New(cfg, api.Deps{Graph: local, Aggregator: agg})
+	if err != nil {
+		return 0, 0, err
+	}
+	ts := httptest.NewServer(srv.Handler())
+	defer ts.Close()
+	var ds [2]time.Duration
+	for i := range ds {
+		t := time.Now()
+		resp, err := http.Get(ts.URL + "/v1/aggregator/graph/edges/health?top=20")
+		if err != nil {
+			return 0, 0, err
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return 0, 0, fmt.Errorf("edges/health: %s", resp.Status)
+		}
+		ds[i] = time.Since(t)
+	}
+	return ds[0], ds[1], nil
+}
+
+// scaleGossip slows memberlist's periodic work k-fold (emulation only: N
+// members share one process): the probe interval and timeout (so the
+// suspicion timeout, a multiple of the probe interval), push-pull and the
+// TCP timeout. The gossip interval stays: gossip only carries broadcasts,
+// whose number the joins set, so slowing it spreads the same packets over
+// more time and delays convergence without saving CPU.
+func scaleGossip(k float64) func(*memberlist.Config) {
+	return func(mc *memberlist.Config) {
+		if k == 1 {
+			return
+		}
+		for _, d := range []*time.Duration{&mc.ProbeInterval, &mc.ProbeTimeout, &mc.PushPullInterval, &mc.TCPTimeout} {
+			*d = time.Duration(float64(*d) * k)
+		}
+	}
+}
+
+// raiseFileLimit lifts the soft RLIMIT_NOFILE towards want (capped by the
+// hard limit): every agent holds gossip, HTTP and stream sockets.
+func raiseFileLimit(want uint64) {
+	var rl syscall.Rlimit
+	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl) != nil || rl.Cur >= want {
+		return
+	}
+	rl.Cur = min(want, rl.Max)
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil || rl.Cur < want {
+		fmt.Fprintf(os.Stderr, "scale: open files limited to %d (want %d)\n", rl.Cur, want)
+	}
+}
+
+// procStatus reads a kB field of /proc/self/status, in bytes.
+func procStatus(field string) uint64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, field+":"); ok {
+			v, _ := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			return v << 10
+		}
+	}
+	return 0
+}
+
+// countingHandler discards logs but counts memberlist's suspicions
+// ("Suspect a12 has failed, no acks received"): with no agent stopped,
+// every one is false.
+type countingHandler struct{ n atomic.Int64 }
+
+func (h *countingHandler) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelInfo }
+func (h *countingHandler) Handle(_ context.Context, r slog.Record) error {
+	if strings.HasPrefix(r.Message, "Suspect ") {
+		h.n.Add(1)
+	}
+	return nil
+}
+func (h *countingHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h *countingHandler) WithGroup(string) slog.Handler      { return h }
 
 func pct(ds []time.Duration, q float64) time.Duration {
 	if len(ds) == 0 {
@@ -189,11 +429,9 @@ func pct(ds []time.Duration, q float64) time.Duration {
 	return ds[min(int(q*float64(len(ds))), len(ds)-1)].Round(10 * time.Millisecond)
 }
 
-func sumCounter(g prometheus.Gatherer, name string) float64 {
-	n, _ := testutil.GatherAndCount(g, name)
-	if n == 0 {
-		return 0
-	}
+// sumCounter is the sum of name's series; with labelValue set, only of the
+// series that have a label of that value.
+func sumCounter(g prometheus.Gatherer, name string, labelValue ...string) float64 {
 	mfs, _ := g.Gather()
 	v := 0.0
 	for _, mf := range mfs {
@@ -201,13 +439,25 @@ func sumCounter(g prometheus.Gatherer, name string) float64 {
 			continue
 		}
 		for _, m := range mf.GetMetric() {
-			v += m.GetCounter().GetValue()
+			match := len(labelValue) == 0
+			for _, l := range m.GetLabel() {
+				match = match || l.GetValue() == labelValue[0]
+			}
+			if match {
+				v += m.GetCounter().GetValue()
+			}
 		}
 	}
 	return v
 }
 
-type liveHandler struct{ r *plan.Runner }
+type liveHandler struct{ a *liveAgent }
 
-func (h liveHandler) PeerJoin(p cluster.Peer)  { h.r.Join(p.Name, p.Addr) }
-func (h liveHandler) PeerLeave(p cluster.Peer) { h.r.Leave(p.Name) }
+func (h liveHandler) PeerJoin(p cluster.Peer) { h.a.peers.Add(1); h.a.runner.Join(p.Name, p.Addr) }
+func (h liveHandler) PeerLeave(p cluster.Peer) {
+	h.a.peers.Add(-1)
+	h.a.runner.Leave(p.Name)
+}
+
+// heapProfile is -memprofile: where runLive writes a heap profile.
+var heapProfile string

@@ -27,6 +27,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"os/signal"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -47,8 +49,31 @@ func main() {
 		liveMax     = flag.Int("liveMax", 100, "agents run live (memberlist, HTTP/SSE, aggregator) per size; 0 skips")
 		liveFor     = flag.Duration("liveFor", 60*time.Second, "how long the live agents run")
 		noise       = flag.Float64("noise", 0.0001, "every link's background loss, fixed per link and trial, in [0, noise)")
+		cpuProfile  = flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
+		memProfile  = flag.String("memprofile", "", "write a heap profile at the end of each live run to this file")
 	)
 	flag.Parse()
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "scale: -cpuprofile: %v\n", err)
+			os.Exit(2)
+		}
+		defer pprof.StopCPUProfile()
+		// An interrupted run still leaves its profile.
+		sig := make(chan os.Signal, 1)
+		signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+		go func() {
+			<-sig
+			pprof.StopCPUProfile()
+			f.Close()
+			os.Exit(130)
+		}()
+	}
+	heapProfile = *memProfile
 	for _, s := range strings.Split(*sizes, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
 		if err != nil || n < 10 {
@@ -57,6 +82,7 @@ func main() {
 		}
 		if err := runSize(n, *speedup, *agents, *trials, *fullMeshMax, *pingFor, *liveMax, *liveFor, *noise); err != nil {
 			fmt.Fprintf(os.Stderr, "scale: N=%d: %v\n", n, err)
+			pprof.StopCPUProfile()
 			os.Exit(1)
 		}
 	}
