@@ -106,7 +106,7 @@ func (g *Graph) ImportMetrics(origin string, batch []RouteMetrics) int {
 		r.mmu.Lock()
 		r.metrics = rm.Metrics
 		r.mmu.Unlock()
-		if len(rm.HopRTTs) == len(r.hops) {
+		if len(rm.HopRTTs) == r.nHops() {
 			r.hopRTT = slices.Clone(rm.HopRTTs)
 		}
 		g.maybeUpdateLocked(r)

@@ -65,6 +65,11 @@ type Graph struct {
 	// baselines outlive their routes: by routeEntry.ikey (origin + hop
 	// list), so a path that comes back keeps its RTT baseline.
 	baselines map[baselineKey]*baseline
+	// paths are the routes' router-level paths, shared (paths.go);
+	// nodeNames are the nodes by number, freeNums the numbers to reuse.
+	paths     map[string]*fabricPath
+	nodeNames []string
+	freeNums  []int32
 
 	health healthCache
 	// gen counts changes to the graph's data, with or without an event
@@ -78,6 +83,7 @@ type nodeEntry struct {
 	node      Node
 	refs      int // routes through this node (counted once per route position)
 	endpoints int // of which as a route endpoint
+	num       int32
 }
 
 type linkEntry struct {
@@ -93,8 +99,11 @@ type routeEntry struct {
 	origin string
 	src    netip.Addr
 	dst    netip.Addr
-	hops   []string  // node IDs: the nodes' own strings
-	hopRTT []float64 // latest trace's per-hop RTT (seconds), aligned with hops; nil if none
+	// The hops are from, path.via, to (paths.go): node IDs, the nodes'
+	// own strings.
+	from, to *nodeEntry
+	path     *fabricPath
+	hopRTT   []float64 // latest trace's per-hop RTT (seconds), aligned with the hops; nil if none
 
 	*localState // local routes only; nil for imported routes
 
@@ -222,6 +231,7 @@ func New(cfg Config) *Graph {
 		subs:     make(map[*Subscription]struct{}),
 
 		baselines: make(map[baselineKey]*baseline),
+		paths:     make(map[string]*fabricPath),
 	}
 }
 
@@ -332,7 +342,7 @@ func (g *Graph) SetRoute(key RouteKey, hops []Hop) (string, *PathChange) {
 	// The route the key ends on keeps this trace's hop RTTs (a trace that
 	// timed nothing leaves the previous ones).
 	defer func() {
-		if r := g.keys[key]; r != nil && len(rtts) == len(r.hops) {
+		if r := g.keys[key]; r != nil && len(rtts) == r.nHops() {
 			r.hopRTT = rtts
 		}
 	}()
@@ -343,7 +353,7 @@ func (g *Graph) SetRoute(key RouteKey, hops []Hop) (string, *PathChange) {
 		r := g.attachLocked(key, id, "", true, key.Src, key.Dst, nodeIDs(id, newHops), newSampleRing(g.cfg.RingSize))
 		return r.id, nil
 	}
-	merged, compatible := mergeHops(old.hops, newHops)
+	merged, compatible := mergeHops(old.hopList(), newHops)
 	if compatible {
 		id := RouteID(merged)
 		if id == old.id {
@@ -356,15 +366,15 @@ func (g *Graph) SetRoute(key RouteKey, hops []Hop) (string, *PathChange) {
 		return r.id, nil
 	}
 	id := RouteID(newHops)
-	oldID, oldHops := old.id, slices.Clone(old.hops)
+	oldID, oldHops := old.id, old.hopList()
 	r := g.attachLocked(key, id, "", true, key.Src, key.Dst, nodeIDs(id, newHops), newSampleRing(g.cfg.RingSize))
 	pc := &PathChange{
 		Key:      key,
 		OldRoute: oldID,
 		NewRoute: r.id,
 		OldHops:  oldHops,
-		NewHops:  slices.Clone(r.hops),
-		HopDelta: len(r.hops) - len(oldHops),
+		NewHops:  r.hopList(),
+		HopDelta: r.nHops() - len(oldHops),
 	}
 	g.emitLocked(Event{Type: EventPathChange, Change: clonePathChange(pc)})
 	g.detachLocked(old, key)
@@ -520,11 +530,11 @@ func (g *Graph) ImportRoute(origin string, r Route) {
 		if prev == nil || prev.ikey == ikey {
 			continue
 		}
-		if !slices.Equal(prev.hops, r.Hops) {
+		if !prev.sameHops(r.Hops) {
 			moved = append(moved, &PathChange{
 				Key: k, OldRoute: prev.id, NewRoute: id,
-				OldHops: slices.Clone(prev.hops), NewHops: slices.Clone(r.Hops),
-				HopDelta: len(r.Hops) - len(prev.hops),
+				OldHops: prev.hopList(), NewHops: slices.Clone(r.Hops),
+				HopDelta: len(r.Hops) - prev.nHops(),
 			})
 		}
 		from = append(from, prev)
@@ -532,12 +542,12 @@ func (g *Graph) ImportRoute(origin string, r Route) {
 	}
 	cur := g.routes[ikey]
 	defer func() {
-		if len(r.HopRTTs) == len(cur.hops) {
+		if len(r.HopRTTs) == cur.nHops() {
 			cur.hopRTT = slices.Clone(r.HopRTTs)
 		}
 	}()
 	if cur == nil {
-		cur = g.createLocked(ikey, id, idx.name, false, src, dst, slices.Clone(r.Hops))
+		cur = g.createLocked(ikey, id, idx.name, false, src, dst, r.Hops)
 		cur.metrics = r.Metrics
 		idx.setKeys(cur, want)
 		g.emitLocked(Event{Type: EventRouteAdd, Route: g.routeCopyLocked(cur)})
@@ -639,26 +649,26 @@ func (g *Graph) afterKeyLossLocked(r *routeEntry) {
 	g.updateNowLocked(r)
 }
 
-// createLocked makes a route and takes references on its nodes and links,
-// emitting node-add and link-add for new ones.
+// createLocked makes a route and takes references on its nodes, links
+// and router-level path, emitting node-add and link-add for new ones. It
+// keeps no reference to hops (at least two).
 func (g *Graph) createLocked(ikey, id, origin string, local bool, src, dst netip.Addr, hops []string) *routeEntry {
 	r := &routeEntry{
 		ikey: ikey, id: ikey[len(ikey)-len(id):], origin: origin, local: local,
-		src: src, dst: dst, hops: hops, updated: neverUpdated,
+		src: src, dst: dst, updated: neverUpdated,
 	}
 	if local {
 		r.localState = &localState{keys: make(map[RouteKey]*sampleRing), now: g.cfg.Now}
 	}
 	g.routes[ikey] = r
+	last := len(hops) - 1
 	for i, h := range hops {
-		endpoint := i == 0 || i == len(hops)-1
+		endpoint := i == 0 || i == last
 		n := g.nodes[h]
-		if n != nil {
-			hops[i] = n.node.ID // one string per node, shared by its routes
-		}
 		if n == nil {
 			n = &nodeEntry{node: makeNode(h, endpoint)}
 			g.nodes[h] = n
+			g.numberNodeLocked(n)
 			n.refs++
 			if endpoint {
 				n.endpoints++
@@ -675,8 +685,10 @@ func (g *Graph) createLocked(ikey, id, origin string, local bool, src, dst netip
 			}
 		}
 	}
-	for i := 1; i < len(hops); i++ {
-		lid := LinkID{Src: hops[i-1], Dst: hops[i]}
+	r.from, r.to = g.nodes[hops[0]], g.nodes[hops[last]]
+	r.path = g.refPathLocked(hops[1:last])
+	for i := 1; i <= last; i++ {
+		lid := LinkID{Src: r.hopAt(i - 1), Dst: r.hopAt(i)} // the nodes' strings
 		l := g.links[lid]
 		if l == nil {
 			l = &linkEntry{}
@@ -731,8 +743,9 @@ func (g *Graph) removeRouteLocked(r *routeEntry) {
 		idx.drop(r)
 	}
 	g.emitLocked(Event{Type: EventRouteRemove, Route: g.routeCopyLocked(r)})
-	for i := 1; i < len(r.hops); i++ {
-		lid := LinkID{Src: r.hops[i-1], Dst: r.hops[i]}
+	last := r.nHops() - 1
+	for i := 1; i <= last; i++ {
+		lid := LinkID{Src: r.hopAt(i - 1), Dst: r.hopAt(i)}
 		l := g.links[lid]
 		if l == nil {
 			continue
@@ -743,13 +756,14 @@ func (g *Graph) removeRouteLocked(r *routeEntry) {
 			g.emitLocked(Event{Type: EventLinkRemove, Link: &Link{LinkID: lid}})
 		}
 	}
-	for i, h := range r.hops {
+	for i := 0; i <= last; i++ {
+		h := r.hopAt(i)
 		n := g.nodes[h]
 		if n == nil {
 			continue
 		}
 		n.refs--
-		if i == 0 || i == len(r.hops)-1 {
+		if i == 0 || i == last {
 			n.endpoints--
 			if n.endpoints <= 0 && n.node.Kind == NodeHost && n.refs > 0 {
 				n.node.Kind = NodeRouter
@@ -757,10 +771,12 @@ func (g *Graph) removeRouteLocked(r *routeEntry) {
 		}
 		if n.refs <= 0 {
 			delete(g.nodes, h)
+			g.unnumberNodeLocked(n)
 			nc := n.node
 			g.emitLocked(Event{Type: EventNodeRemove, Node: &nc})
 		}
 	}
+	g.unrefPathLocked(r.path)
 }
 
 // metricsOf returns r's metrics, computing them from the rings when stale.
@@ -824,7 +840,7 @@ func (g *Graph) routeCopyLocked(r *routeEntry) *Route {
 		ID:      r.id,
 		Src:     r.src,
 		Dst:     r.dst,
-		Hops:    slices.Clone(r.hops),
+		Hops:    r.hopList(),
 		Keys:    slices.Clone(r.keysOf()),
 		Metrics: r.metricsOf(),
 		Origin:  r.origin,
@@ -943,7 +959,7 @@ func (g *Graph) snapshotLocked() Snapshot {
 	slices.SortFunc(rs, func(a, b *routeEntry) int { return cmp.Compare(a.ikey, b.ikey) })
 	for _, r := range rs {
 		s.Routes = append(s.Routes, Route{
-			ID: r.id, Src: r.src, Dst: r.dst, Hops: r.hops, Keys: r.keysOf(),
+			ID: r.id, Src: r.src, Dst: r.dst, Hops: r.hopList(), Keys: r.keysOf(),
 			Metrics: r.metricsOf(), Origin: r.origin, HopRTTs: r.hopRTT,
 		})
 	}

@@ -36,10 +36,10 @@ func (g *Graph) HealthAt() ([]LinkHealth, uint64) {
 		g.mu.RUnlock()
 		return slices.Clone(c.rows), id
 	}
-	in := g.healthInputsLocked()
+	names, in := g.healthInputsLocked()
 	hc := g.cfg.Health
 	g.mu.RUnlock()
-	c.rows, c.id, c.valid = localize.Run(in, hc), id, true
+	c.rows, c.id, c.valid = localize.RunNumbered(names, in, hc), id, true
 	c.runs++
 	return slices.Clone(c.rows), id
 }
@@ -51,31 +51,46 @@ func (g *Graph) healthRuns() uint64 {
 	return g.health.runs
 }
 
-// healthInputsLocked collects the estimator input under the read lock.
-// r.hops is never modified after the route is created; the key lists are
-// replaced, never modified.
-func (g *Graph) healthInputsLocked() []localize.Input {
-	in := make([]localize.Input, 0, len(g.routes))
+// healthInputsLocked collects the estimator input under the read lock,
+// with the hops as node numbers into names (a copy of the graph's table:
+// the run goes on without the lock). A compact imported route's ports
+// (sorted, as its keys are) are handed over as they are: key lists are
+// replaced, never modified, and so are the router-level paths.
+func (g *Graph) healthInputsLocked() (names []string, in []localize.Input) {
+	names = slices.Clone(g.nodeNames)
+	in = make([]localize.Input, 0, len(g.routes))
+	total := 0
+	for _, r := range g.routes {
+		total += r.nHops()
+	}
+	nodes := make([]int32, 0, total) // cut, never grown: the inputs alias it
 	var ports []uint16
 	for _, r := range g.routes {
 		var x localize.Input
 		x, ports = r.healthInput(ports)
+		start := len(nodes)
+		nodes = r.appendHopNums(nodes)
+		x.Nodes = nodes[start:len(nodes):len(nodes)]
 		in = append(in, x)
 	}
-	return in
+	return names, in
 }
 
-// healthInput is inputOf for r under one lock of r.mmu, reading a compact
-// imported route's ports (sorted, as its keys are) without building its
-// key list.
+// healthInput is inputOf for r under one lock of r.mmu, without the hops,
+// reading a compact imported route's ports without building its key list.
 func (r *routeEntry) healthInput(ports []uint16) (localize.Input, []uint16) {
 	r.mmu.Lock()
 	defer r.mmu.Unlock()
-	m := r.metricsLocked()
-	if r.local || r.ports == nil {
-		return inputOf(r.hops, r.sortedKeysLocked(), m, ports)
+	if r.local {
+		r.metricsLocked() // brings r.metrics up to date
 	}
-	start := len(ports)
-	ports = append(ports, r.ports...)
-	return inputWith(r.hops, ports[start:len(ports):len(ports)], m), ports
+	m := &r.metrics
+	if r.local || r.ports == nil {
+		start := len(ports)
+		for _, k := range r.sortedKeysLocked() {
+			ports = append(ports, k.SrcPort)
+		}
+		return inputWith(nil, ports[start:len(ports):len(ports)], m), ports
+	}
+	return inputWith(nil, r.ports, m), ports
 }

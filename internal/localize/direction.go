@@ -73,7 +73,7 @@ func reverses(in []Input, ix *index) (keyOff, rev []int32) {
 	nports := 0
 	for p, r := range in {
 		nports += len(r.Ports)
-		if len(r.Hops) >= 2 {
+		if r.hopCount() >= 2 {
 			s, d := ix.ends(p)
 			byPair[pair(s, d)] = append(byPair[pair(s, d)], int32(p))
 		}
@@ -83,7 +83,7 @@ func reverses(in []Input, ix *index) (keyOff, rev []int32) {
 	for p, r := range in {
 		keyOff[p] = int32(len(rev))
 		var back []int32
-		if len(r.Hops) >= 2 {
+		if r.hopCount() >= 2 {
 			s, d := ix.ends(p)
 			back = byPair[pair(d, s)]
 		}
@@ -134,7 +134,7 @@ func splitDirections(in []Input, ix *index, revOff, rev []int32) *obs {
 		losses: make([]float64, len(in)),
 	}
 	for p, r := range in {
-		if r.Samples <= 0 || len(r.Hops) < 2 {
+		if r.Samples <= 0 || r.hopCount() < 2 {
 			continue
 		}
 		targets := found(rev[revOff[p]:revOff[p+1]])

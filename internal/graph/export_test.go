@@ -1,0 +1,21 @@
+package graph
+
+import "github.com/dnms/dnms/internal/localize"
+
+// Hooks for the external benchmarks (aggscale_bench_test.go).
+
+// HealthByName ranks g's links from inputs built by name
+// (healthInputsByName), bypassing the cache.
+func HealthByName(g *Graph) []localize.Row {
+	return localize.Run(g.healthInputsByName(), g.cfg.Health)
+}
+
+// ForgetHealth drops g's cached health rows, so the next Health computes.
+func ForgetHealth(g *Graph) {
+	g.health.mu.Lock()
+	g.health.valid = false
+	g.health.mu.Unlock()
+}
+
+// SameRanking is sameRanking for the external benchmarks.
+func SameRanking(got, want []LinkHealth) error { return sameRanking(got, want) }

@@ -1,0 +1,151 @@
+package graph
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"reflect"
+	"testing"
+
+	"github.com/dnms/dnms/internal/localize"
+)
+
+// TestPathsShared: random imports and removals from several origins over
+// a handful of router-level paths, with local routes (silent hops) too.
+// After every step each route shows the hops it was given, routes over
+// the same routers share one fabricPath whose count is theirs, no path
+// outlives its routes, and node numbers name their nodes.
+func TestPathsShared(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 9))
+	host := func(i int) netip.Addr { return netip.AddrFrom4([4]byte{198, 18, 0, byte(1 + i)}) }
+	vias := [][]string{{"198.19.0.1"}, {"198.19.0.1", "198.19.1.1", "198.19.0.2"},
+		{"198.19.0.1", "198.19.1.2", "198.19.0.2"}, {}, {"198.19.0.2", "198.19.0.1"}}
+	g := New(DefaultConfig())
+	for step := 0; step < 2000; step++ {
+		o := rng.IntN(4)
+		origin := host(o).String()
+		switch op := rng.IntN(10); {
+		case op == 0:
+			g.RemoveOrigin(origin)
+		case op < 3:
+			d := rng.IntN(6)
+			g.RemoveImportedRoute(origin, RouteKey{Src: host(o), Dst: host(d), SrcPort: uint16(rng.IntN(3))})
+		case op < 4: // a local route, silent hops and all
+			d := 4 + rng.IntN(3)
+			k := RouteKey{Src: host(o), Dst: host(d), SrcPort: uint16(rng.IntN(3))}
+			var hs []Hop
+			for _, v := range vias[rng.IntN(len(vias))] {
+				a := netip.MustParseAddr(v)
+				if rng.IntN(4) == 0 {
+					a = netip.Addr{}
+				}
+				hs = append(hs, Hop{Addr: a})
+			}
+			g.SetRoute(k, hs)
+		default:
+			d := rng.IntN(6)
+			if d == o {
+				continue
+			}
+			hops := append(append([]string{origin}, vias[rng.IntN(len(vias))]...), host(d).String())
+			keys := []RouteKey{{Src: host(o), Dst: host(d), SrcPort: uint16(rng.IntN(3))}}
+			g.ImportRoute(origin, Route{Hops: hops, Keys: keys, Metrics: Metrics{Samples: 10, Lost: rng.IntN(2)}})
+		}
+		g.mu.RLock()
+		checkPaths(t, step, g)
+		g.mu.RUnlock()
+	}
+	checkNumberedInputs(t, g)
+}
+
+// checkPaths checks the path and numbering invariants (under the lock).
+func checkPaths(t *testing.T, step int, g *Graph) {
+	t.Helper()
+	refs := map[*fabricPath]int{}
+	byKey := map[string]*fabricPath{}
+	for _, r := range g.routes {
+		hops := r.hopList()
+		for i, h := range hops {
+			if n := g.nodes[h]; n == nil || n.node.ID != h || r.hopAt(i) != h {
+				t.Fatalf("step %d: route %s hop %d %q is not a node", step, r.ikey, i, h)
+			}
+		}
+		if !r.sameHops(hops) || r.nHops() != len(hops) {
+			t.Fatalf("step %d: route %s: hopList and sameHops disagree", step, r.ikey)
+		}
+		if p := byKey[pathKey(hops[1:len(hops)-1])]; p != nil && p != r.path {
+			t.Fatalf("step %d: routes over %v do not share their path", step, hops[1:len(hops)-1])
+		}
+		byKey[pathKey(hops[1:len(hops)-1])] = r.path
+		refs[r.path]++
+		nums := r.appendHopNums(nil)
+		for i, n := range nums {
+			if g.nodeNames[n] != hops[i] {
+				t.Fatalf("step %d: route %s hop %d is number %d, named %q, want %q", step, r.ikey, i, n, g.nodeNames[n], hops[i])
+			}
+		}
+	}
+	if len(g.paths) != len(refs) {
+		t.Fatalf("step %d: %d paths stored, routes use %d", step, len(g.paths), len(refs))
+	}
+	for _, p := range g.paths {
+		if p.refs != refs[p] || g.paths[pathKey(p.via)] != p {
+			t.Fatalf("step %d: path %v counts %d routes, has %d", step, p.via, p.refs, refs[p])
+		}
+	}
+	seen := map[int32]bool{}
+	for id, n := range g.nodes {
+		if seen[n.num] || g.nodeNames[n.num] != id {
+			t.Fatalf("step %d: node %q number %d named %q (or shared)", step, id, n.num, g.nodeNames[n.num])
+		}
+		seen[n.num] = true
+	}
+	if len(g.freeNums)+len(g.nodes) != len(g.nodeNames) {
+		t.Fatalf("step %d: %d free + %d nodes != %d numbers", step, len(g.freeNums), len(g.nodes), len(g.nodeNames))
+	}
+	for _, n := range g.freeNums {
+		if g.nodeNames[n] != "" || seen[n] {
+			t.Fatalf("step %d: free number %d still named %q", step, n, g.nodeNames[n])
+		}
+	}
+}
+
+// checkNumberedInputs: the health input with numbered hops ranks exactly
+// as the same routes by name, in the same order.
+func checkNumberedInputs(t *testing.T, g *Graph) {
+	t.Helper()
+	g.mu.RLock()
+	names, in := g.healthInputsLocked()
+	byName := make([]localize.Input, len(in))
+	for i, x := range in {
+		x.Hops = make([]string, len(x.Nodes))
+		for j, n := range x.Nodes {
+			x.Hops[j] = names[n]
+		}
+		byName[i] = x
+		x.Nodes = nil
+	}
+	g.mu.RUnlock()
+	if len(in) == 0 {
+		t.Fatal("no routes left to rank")
+	}
+	got := localize.RunNumbered(names, in, g.cfg.Health)
+	for i := range byName {
+		byName[i].Nodes = nil
+	}
+	if want := localize.Run(byName, g.cfg.Health); !reflect.DeepEqual(got, want) {
+		t.Fatalf("numbered rows differ from by-name rows:\n%s", firstDiff(got, want))
+	}
+	if err := sameRanking(g.Health(), localize.Run(g.healthInputsByName(), g.cfg.Health)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func firstDiff(a, b []LinkHealth) string {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return fmt.Sprintf("row %d: %+v\nwant %+v", i, a[i], b[i])
+		}
+	}
+	return fmt.Sprintf("%d rows, want %d", len(a), len(b))
+}
