@@ -136,7 +136,7 @@ func checkImportedModel(t *testing.T, g *Graph, model map[string]map[RouteKey]st
 	}
 	// Every hop string is its node's own ID string.
 	for _, r := range g.routes {
-		for _, h := range r.hopList() {
+		for _, h := range g.hopListLocked(r) {
 			n := g.nodes[h]
 			if n == nil {
 				t.Fatalf("step %d: route %s hop %q has no node", step, r.ikey, h)

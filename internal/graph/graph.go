@@ -70,6 +70,7 @@ type Graph struct {
 	paths     map[string]*fabricPath
 	nodeNames []string
 	freeNums  []int32
+	pathBuf   []byte // refPathLocked's scratch
 
 	health healthCache
 	// gen counts changes to the graph's data, with or without an event
@@ -353,7 +354,7 @@ func (g *Graph) SetRoute(key RouteKey, hops []Hop) (string, *PathChange) {
 		r := g.attachLocked(key, id, "", true, key.Src, key.Dst, nodeIDs(id, newHops), newSampleRing(g.cfg.RingSize))
 		return r.id, nil
 	}
-	merged, compatible := mergeHops(old.hopList(), newHops)
+	merged, compatible := mergeHops(g.hopListLocked(old), newHops)
 	if compatible {
 		id := RouteID(merged)
 		if id == old.id {
@@ -366,14 +367,14 @@ func (g *Graph) SetRoute(key RouteKey, hops []Hop) (string, *PathChange) {
 		return r.id, nil
 	}
 	id := RouteID(newHops)
-	oldID, oldHops := old.id, old.hopList()
+	oldID, oldHops := old.id, g.hopListLocked(old)
 	r := g.attachLocked(key, id, "", true, key.Src, key.Dst, nodeIDs(id, newHops), newSampleRing(g.cfg.RingSize))
 	pc := &PathChange{
 		Key:      key,
 		OldRoute: oldID,
 		NewRoute: r.id,
 		OldHops:  oldHops,
-		NewHops:  r.hopList(),
+		NewHops:  g.hopListLocked(r),
 		HopDelta: r.nHops() - len(oldHops),
 	}
 	g.emitLocked(Event{Type: EventPathChange, Change: clonePathChange(pc)})
@@ -530,10 +531,10 @@ func (g *Graph) ImportRoute(origin string, r Route) {
 		if prev == nil || prev.ikey == ikey {
 			continue
 		}
-		if !prev.sameHops(r.Hops) {
+		if !g.sameHopsLocked(prev, r.Hops) {
 			moved = append(moved, &PathChange{
 				Key: k, OldRoute: prev.id, NewRoute: id,
-				OldHops: prev.hopList(), NewHops: slices.Clone(r.Hops),
+				OldHops: g.hopListLocked(prev), NewHops: slices.Clone(r.Hops),
 				HopDelta: len(r.Hops) - prev.nHops(),
 			})
 		}
@@ -688,7 +689,7 @@ func (g *Graph) createLocked(ikey, id, origin string, local bool, src, dst netip
 	r.from, r.to = g.nodes[hops[0]], g.nodes[hops[last]]
 	r.path = g.refPathLocked(hops[1:last])
 	for i := 1; i <= last; i++ {
-		lid := LinkID{Src: r.hopAt(i - 1), Dst: r.hopAt(i)} // the nodes' strings
+		lid := LinkID{Src: g.hopAtLocked(r, i-1), Dst: g.hopAtLocked(r, i)} // the nodes' strings
 		l := g.links[lid]
 		if l == nil {
 			l = &linkEntry{}
@@ -745,7 +746,7 @@ func (g *Graph) removeRouteLocked(r *routeEntry) {
 	g.emitLocked(Event{Type: EventRouteRemove, Route: g.routeCopyLocked(r)})
 	last := r.nHops() - 1
 	for i := 1; i <= last; i++ {
-		lid := LinkID{Src: r.hopAt(i - 1), Dst: r.hopAt(i)}
+		lid := LinkID{Src: g.hopAtLocked(r, i-1), Dst: g.hopAtLocked(r, i)}
 		l := g.links[lid]
 		if l == nil {
 			continue
@@ -757,7 +758,7 @@ func (g *Graph) removeRouteLocked(r *routeEntry) {
 		}
 	}
 	for i := 0; i <= last; i++ {
-		h := r.hopAt(i)
+		h := g.hopAtLocked(r, i)
 		n := g.nodes[h]
 		if n == nil {
 			continue
@@ -840,7 +841,7 @@ func (g *Graph) routeCopyLocked(r *routeEntry) *Route {
 		ID:      r.id,
 		Src:     r.src,
 		Dst:     r.dst,
-		Hops:    r.hopList(),
+		Hops:    g.hopListLocked(r),
 		Keys:    slices.Clone(r.keysOf()),
 		Metrics: r.metricsOf(),
 		Origin:  r.origin,
@@ -959,7 +960,7 @@ func (g *Graph) snapshotLocked() Snapshot {
 	slices.SortFunc(rs, func(a, b *routeEntry) int { return cmp.Compare(a.ikey, b.ikey) })
 	for _, r := range rs {
 		s.Routes = append(s.Routes, Route{
-			ID: r.id, Src: r.src, Dst: r.dst, Hops: r.hopList(), Keys: r.keysOf(),
+			ID: r.id, Src: r.src, Dst: r.dst, Hops: g.hopListLocked(r), Keys: r.keysOf(),
 			Metrics: r.metricsOf(), Origin: r.origin, HopRTTs: r.hopRTT,
 		})
 	}

@@ -19,7 +19,7 @@ func (g *Graph) healthInputsByName() []localize.Input {
 	var ports []uint16
 	for _, r := range g.routes {
 		var x localize.Input
-		x, ports = inputOf(r.hopList(), r.keysOf(), r.metricsOf(), ports)
+		x, ports = inputOf(g.hopListLocked(r), r.keysOf(), r.metricsOf(), ports)
 		in = append(in, x)
 	}
 	return in

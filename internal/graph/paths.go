@@ -1,9 +1,6 @@
 package graph
 
-import (
-	"slices"
-	"strings"
-)
+import "encoding/binary"
 
 // Router-level paths, stored once (issue 10: the aggregator's memory grows
 // with the fabric's paths, not with N²).
@@ -11,36 +8,42 @@ import (
 // A route is its two endpoints (node entries) and the hops between them,
 // its router-level path. Every route of a fabric path, whichever hosts it
 // joins, shares one fabricPath: at N = 1 000 agents the aggregator's
-// 275 k routes cross a few tens of thousands of distinct paths. The full
-// hop list is built only when asked (snapshots, events, path changes).
+// 275 k routes cross 63 k distinct paths. A path is its nodes' numbers
+// (nodeEntry.num, reused after a node goes), 4 bytes a hop; the full hop
+// list is built only when asked (snapshots, events, path changes), from
+// the graph's table of node IDs by number.
 //
-// Nodes are numbered (nodeEntry.num, reused after a node goes) so the
-// health run hands the estimator numbers instead of names to hash.
+// The numbers also let a health run hand the estimator numbers instead of
+// names to hash.
 
-// fabricPath is the hops of a route between its endpoints: node IDs (the
-// nodes' own strings) and their numbers. Shared, never modified.
+// fabricPath is the hops of a route between its endpoints. Shared, never
+// modified.
 type fabricPath struct {
-	key  string // via joined by "\x00": its paths map key
-	via  []string
-	nums []int32
-	refs int // routes on it
+	key  string // the nodes' numbers, 4 bytes each, little endian: its paths map key
+	refs int    // routes on it
 }
 
-// pathKey is the paths map key of the router-level path via.
-func pathKey(via []string) string { return strings.Join(via, "\x00") }
+// len is how many hops p has.
+func (p *fabricPath) len() int { return len(p.key) / 4 }
+
+// num is the number of p's hop i.
+func (p *fabricPath) num(i int) int32 {
+	k := p.key[4*i : 4*i+4]
+	return int32(uint32(k[0]) | uint32(k[1])<<8 | uint32(k[2])<<16 | uint32(k[3])<<24)
+}
 
 // refPathLocked returns the shared path of via (node IDs whose entries
 // exist) and takes a reference on it.
 func (g *Graph) refPathLocked(via []string) *fabricPath {
-	k := pathKey(via)
-	p := g.paths[k]
+	b := g.pathBuf[:0]
+	for _, h := range via {
+		b = binary.LittleEndian.AppendUint32(b, uint32(g.nodes[h].num))
+	}
+	g.pathBuf = b
+	p := g.paths[string(b)]
 	if p == nil {
-		p = &fabricPath{key: k, via: make([]string, len(via)), nums: make([]int32, len(via))}
-		for i, h := range via {
-			n := g.nodes[h]
-			p.via[i], p.nums[i] = n.node.ID, n.num
-		}
-		g.paths[k] = p
+		p = &fabricPath{key: string(b)}
+		g.paths[p.key] = p
 	}
 	p.refs++
 	return p
@@ -54,7 +57,8 @@ func (g *Graph) unrefPathLocked(p *fabricPath) {
 	}
 }
 
-// numberNodeLocked gives a new node entry its number.
+// numberNodeLocked gives a new node entry its number. A number is not
+// reused while a path has it: a path's routes hold their nodes.
 func (g *Graph) numberNodeLocked(n *nodeEntry) {
 	if k := len(g.freeNums); k > 0 {
 		n.num = g.freeNums[k-1]
@@ -73,36 +77,47 @@ func (g *Graph) unnumberNodeLocked(n *nodeEntry) {
 }
 
 // nHops is how many hops r has, endpoints included.
-func (r *routeEntry) nHops() int { return len(r.path.via) + 2 }
+func (r *routeEntry) nHops() int { return r.path.len() + 2 }
 
-// hopAt is r's hop i (a node ID), endpoints included.
-func (r *routeEntry) hopAt(i int) string {
+// hopAtLocked is r's hop i (a node ID, the node's own string), endpoints
+// included.
+func (g *Graph) hopAtLocked(r *routeEntry, i int) string {
 	switch {
 	case i == 0:
 		return r.from.node.ID
-	case i <= len(r.path.via):
-		return r.path.via[i-1]
+	case i <= r.path.len():
+		return g.nodeNames[r.path.num(i-1)]
 	}
 	return r.to.node.ID
 }
 
-// hopList is r's hops, endpoints included, in a new slice.
-func (r *routeEntry) hopList() []string {
-	out := make([]string, 0, r.nHops())
-	out = append(out, r.from.node.ID)
-	out = append(out, r.path.via...)
-	return append(out, r.to.node.ID)
+// hopListLocked is r's hops, endpoints included, in a new slice.
+func (g *Graph) hopListLocked(r *routeEntry) []string {
+	out := make([]string, r.nHops())
+	for i := range out {
+		out[i] = g.hopAtLocked(r, i)
+	}
+	return out
 }
 
-// sameHops reports whether r's hops are hops.
-func (r *routeEntry) sameHops(hops []string) bool {
-	return len(hops) == r.nHops() && hops[0] == r.from.node.ID &&
-		hops[len(hops)-1] == r.to.node.ID && slices.Equal(hops[1:len(hops)-1], r.path.via)
+// sameHopsLocked reports whether r's hops are hops.
+func (g *Graph) sameHopsLocked(r *routeEntry, hops []string) bool {
+	if len(hops) != r.nHops() {
+		return false
+	}
+	for i, h := range hops {
+		if g.hopAtLocked(r, i) != h {
+			return false
+		}
+	}
+	return true
 }
 
 // appendHopNums appends r's hops as node numbers.
 func (r *routeEntry) appendHopNums(dst []int32) []int32 {
 	dst = append(dst, r.from.num)
-	dst = append(dst, r.path.nums...)
+	for i := range r.path.len() {
+		dst = append(dst, r.path.num(i))
+	}
 	return append(dst, r.to.num)
 }

@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/dnms/dnms/internal/localize"
@@ -64,19 +65,20 @@ func checkPaths(t *testing.T, step int, g *Graph) {
 	refs := map[*fabricPath]int{}
 	byKey := map[string]*fabricPath{}
 	for _, r := range g.routes {
-		hops := r.hopList()
+		hops := g.hopListLocked(r)
 		for i, h := range hops {
-			if n := g.nodes[h]; n == nil || n.node.ID != h || r.hopAt(i) != h {
+			if n := g.nodes[h]; n == nil || n.node.ID != h || g.hopAtLocked(r, i) != h {
 				t.Fatalf("step %d: route %s hop %d %q is not a node", step, r.ikey, i, h)
 			}
 		}
-		if !r.sameHops(hops) || r.nHops() != len(hops) {
+		if !g.sameHopsLocked(r, hops) || r.nHops() != len(hops) {
 			t.Fatalf("step %d: route %s: hopList and sameHops disagree", step, r.ikey)
 		}
-		if p := byKey[pathKey(hops[1:len(hops)-1])]; p != nil && p != r.path {
-			t.Fatalf("step %d: routes over %v do not share their path", step, hops[1:len(hops)-1])
+		via := strings.Join(hops[1:len(hops)-1], " ")
+		if p := byKey[via]; p != nil && p != r.path {
+			t.Fatalf("step %d: routes over %v do not share their path", step, via)
 		}
-		byKey[pathKey(hops[1:len(hops)-1])] = r.path
+		byKey[via] = r.path
 		refs[r.path]++
 		nums := r.appendHopNums(nil)
 		for i, n := range nums {
@@ -89,8 +91,8 @@ func checkPaths(t *testing.T, step int, g *Graph) {
 		t.Fatalf("step %d: %d paths stored, routes use %d", step, len(g.paths), len(refs))
 	}
 	for _, p := range g.paths {
-		if p.refs != refs[p] || g.paths[pathKey(p.via)] != p {
-			t.Fatalf("step %d: path %v counts %d routes, has %d", step, p.via, p.refs, refs[p])
+		if p.refs != refs[p] || g.paths[p.key] != p {
+			t.Fatalf("step %d: path %q counts %d routes, has %d", step, p.key, p.refs, refs[p])
 		}
 	}
 	seen := map[int32]bool{}
