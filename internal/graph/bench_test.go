@@ -232,7 +232,7 @@ func BenchmarkLocalization(b *testing.B) {
 			cpu0 := cpuTime()
 			for i := 0; i < b.N; i++ {
 				g.mu.RLock()
-				names, in := g.healthInputsLocked()
+				names, in := g.healthInputsLocked(new(healthBuf))
 				g.mu.RUnlock()
 				localize.RunNumbered(names, in, g.cfg.Health)
 			}

@@ -71,6 +71,7 @@ type Graph struct {
 	nodeNames []string
 	freeNums  []int32
 	pathBuf   []byte // refPathLocked's scratch
+	hops      int    // the routes' hops, endpoints included
 
 	health healthCache
 	// gen counts changes to the graph's data, with or without an event
@@ -688,6 +689,7 @@ func (g *Graph) createLocked(ikey, id, origin string, local bool, src, dst netip
 	}
 	r.from, r.to = g.nodes[hops[0]], g.nodes[hops[last]]
 	r.path = g.refPathLocked(hops[1:last])
+	g.hops += len(hops)
 	for i := 1; i <= last; i++ {
 		lid := LinkID{Src: g.hopAtLocked(r, i-1), Dst: g.hopAtLocked(r, i)} // the nodes' strings
 		l := g.links[lid]
@@ -778,6 +780,7 @@ func (g *Graph) removeRouteLocked(r *routeEntry) {
 		}
 	}
 	g.unrefPathLocked(r.path)
+	g.hops -= last + 1
 }
 
 // metricsOf returns r's metrics, computing them from the rings when stale.

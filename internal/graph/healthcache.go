@@ -15,6 +15,7 @@ type healthCache struct {
 	id    uint64
 	rows  []LinkHealth
 	runs  uint64
+	buf   healthBuf
 }
 
 // Health ranks every link by fault likelihood (see HealthOf) over the
@@ -36,7 +37,7 @@ func (g *Graph) HealthAt() ([]LinkHealth, uint64) {
 		g.mu.RUnlock()
 		return slices.Clone(c.rows), id
 	}
-	names, in := g.healthInputsLocked()
+	names, in := g.healthInputsLocked(&c.buf)
 	hc := g.cfg.Health
 	g.mu.RUnlock()
 	c.rows, c.id, c.valid = localize.RunNumbered(names, in, hc), id, true
@@ -51,19 +52,25 @@ func (g *Graph) healthRuns() uint64 {
 	return g.health.runs
 }
 
+// healthBuf holds the pointer-free part of the last run's estimator input
+// (the routes' hops as node numbers, the node table), reused by the next
+// run under healthCache.mu. The per-route inputs themselves (≈ 128 B a
+// route, with pointers) are made per run: kept, they would add a quarter
+// to the aggregator's heap and to every GC cycle's marking.
+type healthBuf struct {
+	names []string
+	nodes []int32
+}
+
 // healthInputsLocked collects the estimator input under the read lock,
 // with the hops as node numbers into names (a copy of the graph's table:
-// the run goes on without the lock). A compact imported route's ports
-// (sorted, as its keys are) are handed over as they are: key lists are
-// replaced, never modified, and so are the router-level paths.
-func (g *Graph) healthInputsLocked() (names []string, in []localize.Input) {
-	names = slices.Clone(g.nodeNames)
+// the run goes on without the lock), both in b. A compact imported route's
+// ports (sorted, as its keys are) are handed over as they are: key lists
+// are replaced, never modified, and so are the router-level paths.
+func (g *Graph) healthInputsLocked(b *healthBuf) (names []string, in []localize.Input) {
+	b.names = append(b.names[:0], g.nodeNames...)
 	in = make([]localize.Input, 0, len(g.routes))
-	total := 0
-	for _, r := range g.routes {
-		total += r.nHops()
-	}
-	nodes := make([]int32, 0, total) // cut, never grown: the inputs alias it
+	nodes := slices.Grow(b.nodes[:0], g.hops) // cut, never grown: the inputs alias it
 	var ports []uint16
 	for _, r := range g.routes {
 		var x localize.Input
@@ -73,15 +80,18 @@ func (g *Graph) healthInputsLocked() (names []string, in []localize.Input) {
 		x.Nodes = nodes[start:len(nodes):len(nodes)]
 		in = append(in, x)
 	}
-	return names, in
+	b.nodes = nodes
+	return b.names, in
 }
 
-// healthInput is inputOf for r under one lock of r.mmu, without the hops,
-// reading a compact imported route's ports without building its key list.
+// healthInput is inputOf for r without the hops, reading a compact
+// imported route's ports without building its key list. An imported
+// route's fields change only under the graph's write lock, so it is read
+// without r.mmu.
 func (r *routeEntry) healthInput(ports []uint16) (localize.Input, []uint16) {
-	r.mmu.Lock()
-	defer r.mmu.Unlock()
 	if r.local {
+		r.mmu.Lock()
+		defer r.mmu.Unlock()
 		r.metricsLocked() // brings r.metrics up to date
 	}
 	m := &r.metrics

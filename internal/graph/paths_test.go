@@ -117,7 +117,7 @@ func checkPaths(t *testing.T, step int, g *Graph) {
 func checkNumberedInputs(t *testing.T, g *Graph) {
 	t.Helper()
 	g.mu.RLock()
-	names, in := g.healthInputsLocked()
+	names, in := g.healthInputsLocked(new(healthBuf))
 	byName := make([]localize.Input, len(in))
 	for i, x := range in {
 		x.Hops = make([]string, len(x.Nodes))
