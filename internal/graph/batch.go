@@ -106,6 +106,7 @@ func (g *Graph) ImportMetrics(origin string, batch []RouteMetrics) int {
 		r.mmu.Lock()
 		r.metrics = rm.Metrics
 		r.mmu.Unlock()
+		g.syncSlotLocked(r)
 		if len(rm.HopRTTs) == r.nHops() {
 			r.hopRTT = slices.Clone(rm.HopRTTs)
 		}

@@ -72,6 +72,8 @@ type Graph struct {
 	freeNums  []int32
 	pathBuf   []byte // refPathLocked's scratch
 	hops      int    // the routes' hops, endpoints included
+	// slots are the imported routes' estimator inputs (healthstore.go).
+	slots []healthSlot
 
 	health healthCache
 	// gen counts changes to the graph's data, with or without an event
@@ -115,6 +117,7 @@ type routeEntry struct {
 	local    bool
 	dirty    bool
 	keyStale bool
+	slot     int32 // an imported route's health slot (healthstore.go)
 	metrics  Metrics
 	// keyList is the sorted keys, replaced, never modified. Local routes
 	// derive it from keys when stale. An imported route's key set is
@@ -552,6 +555,7 @@ func (g *Graph) ImportRoute(origin string, r Route) {
 		cur = g.createLocked(ikey, id, idx.name, false, src, dst, r.Hops)
 		cur.metrics = r.Metrics
 		idx.setKeys(cur, want)
+		g.syncSlotLocked(cur)
 		g.emitLocked(Event{Type: EventRouteAdd, Route: g.routeCopyLocked(cur)})
 		g.setUpdated(cur, g.cfg.Now())
 	} else {
@@ -559,6 +563,7 @@ func (g *Graph) ImportRoute(origin string, r Route) {
 		cur.mmu.Lock()
 		cur.metrics = r.Metrics
 		cur.mmu.Unlock()
+		g.syncSlotLocked(cur)
 		g.maybeUpdateLocked(cur)
 	}
 	for _, pc := range moved {
@@ -648,6 +653,7 @@ func (g *Graph) afterKeyLossLocked(r *routeEntry) {
 		g.removeRouteLocked(r)
 		return
 	}
+	g.syncSlotLocked(r)
 	g.updateNowLocked(r)
 }
 
@@ -690,6 +696,10 @@ func (g *Graph) createLocked(ikey, id, origin string, local bool, src, dst netip
 	r.from, r.to = g.nodes[hops[0]], g.nodes[hops[last]]
 	r.path = g.refPathLocked(hops[1:last])
 	g.hops += len(hops)
+	r.slot = -1
+	if !local {
+		g.addSlotLocked(r)
+	}
 	for i := 1; i <= last; i++ {
 		lid := LinkID{Src: g.hopAtLocked(r, i-1), Dst: g.hopAtLocked(r, i)} // the nodes' strings
 		l := g.links[lid]
@@ -780,6 +790,7 @@ func (g *Graph) removeRouteLocked(r *routeEntry) {
 		}
 	}
 	g.unrefPathLocked(r.path)
+	g.dropSlotLocked(r)
 	g.hops -= last + 1
 }
 

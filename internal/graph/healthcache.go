@@ -64,43 +64,45 @@ type healthBuf struct {
 
 // healthInputsLocked collects the estimator input under the read lock,
 // with the hops as node numbers into names (a copy of the graph's table:
-// the run goes on without the lock), both in b. A compact imported route's
-// ports (sorted, as its keys are) are handed over as they are: key lists
-// are replaced, never modified, and so are the router-level paths.
+// the run goes on without the lock), both in b. Imported routes come from
+// their slots (healthstore.go), in order; local routes (an agent's few
+// hundred) from their records. The inputs alias the routes' port and
+// excess slices, which are replaced, never modified.
 func (g *Graph) healthInputsLocked(b *healthBuf) (names []string, in []localize.Input) {
 	b.names = append(b.names[:0], g.nodeNames...)
 	in = make([]localize.Input, 0, len(g.routes))
 	nodes := slices.Grow(b.nodes[:0], g.hops) // cut, never grown: the inputs alias it
-	var ports []uint16
-	for _, r := range g.routes {
+	for i := range g.slots {
 		var x localize.Input
-		x, ports = r.healthInput(ports)
-		start := len(nodes)
-		nodes = r.appendHopNums(nodes)
-		x.Nodes = nodes[start:len(nodes):len(nodes)]
+		x, nodes = g.slots[i].input(nodes)
 		in = append(in, x)
+	}
+	if len(g.slots) < len(g.routes) {
+		var ports []uint16
+		for _, r := range g.routes {
+			if !r.local {
+				continue
+			}
+			var x localize.Input
+			x, ports = r.healthInput(ports)
+			start := len(nodes)
+			nodes = r.appendHopNums(nodes)
+			x.Nodes = nodes[start:len(nodes):len(nodes)]
+			in = append(in, x)
+		}
 	}
 	b.nodes = nodes
 	return b.names, in
 }
 
-// healthInput is inputOf for r without the hops, reading a compact
-// imported route's ports without building its key list. An imported
-// route's fields change only under the graph's write lock, so it is read
-// without r.mmu.
+// healthInput is inputOf for a local route, without the hops.
 func (r *routeEntry) healthInput(ports []uint16) (localize.Input, []uint16) {
-	if r.local {
-		r.mmu.Lock()
-		defer r.mmu.Unlock()
-		r.metricsLocked() // brings r.metrics up to date
+	r.mmu.Lock()
+	defer r.mmu.Unlock()
+	m := r.metricsLocked()
+	start := len(ports)
+	for _, k := range r.sortedKeysLocked() {
+		ports = append(ports, k.SrcPort)
 	}
-	m := &r.metrics
-	if r.local || r.ports == nil {
-		start := len(ports)
-		for _, k := range r.sortedKeysLocked() {
-			ports = append(ports, k.SrcPort)
-		}
-		return inputWith(nil, ports[start:len(ports):len(ports)], m), ports
-	}
-	return inputWith(nil, r.ports, m), ports
+	return inputWith(nil, ports[start:len(ports):len(ports)], &m), ports
 }

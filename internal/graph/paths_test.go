@@ -28,6 +28,18 @@ func TestPathsShared(t *testing.T) {
 		switch op := rng.IntN(10); {
 		case op == 0:
 			g.RemoveOrigin(origin)
+		case op < 2: // a member's batch: new metrics, some with per-key excess
+			var batch []RouteMetrics
+			for _, rt := range g.Snapshot().Routes {
+				if rt.Origin == origin && rng.IntN(2) == 0 {
+					m := Metrics{Samples: 20, Lost: rng.IntN(3), LostForward: rng.IntN(2)}
+					if rng.IntN(2) == 0 {
+						m.RTTExcessByKey = make([]float64, len(rt.Keys))
+					}
+					batch = append(batch, RouteMetrics{ID: rt.ID, Metrics: m})
+				}
+			}
+			g.ImportMetrics(origin, batch)
 		case op < 3:
 			d := rng.IntN(6)
 			g.RemoveImportedRoute(origin, RouteKey{Src: host(o), Dst: host(d), SrcPort: uint16(rng.IntN(3))})
@@ -49,7 +61,13 @@ func TestPathsShared(t *testing.T) {
 				continue
 			}
 			hops := append(append([]string{origin}, vias[rng.IntN(len(vias))]...), host(d).String())
-			keys := []RouteKey{{Src: host(o), Dst: host(d), SrcPort: uint16(rng.IntN(3))}}
+			var keys []RouteKey // 1–3 ports: a key moving here shrinks another route
+			for range 1 + rng.IntN(3) {
+				keys = append(keys, RouteKey{Src: host(o), Dst: host(d), SrcPort: uint16(rng.IntN(4))})
+			}
+			if rng.IntN(8) == 0 { // a key of another flow: the route keeps keys, not ports
+				keys = append(keys, RouteKey{Src: host(o), Dst: host(5), SrcPort: 9})
+			}
 			g.ImportRoute(origin, Route{Hops: hops, Keys: keys, Metrics: Metrics{Samples: 10, Lost: rng.IntN(2)}})
 		}
 		g.mu.RLock()
@@ -87,6 +105,7 @@ func checkPaths(t *testing.T, step int, g *Graph) {
 			}
 		}
 	}
+	checkSlots(t, step, g)
 	if len(g.paths) != len(refs) {
 		t.Fatalf("step %d: %d paths stored, routes use %d", step, len(g.paths), len(refs))
 	}
@@ -109,6 +128,35 @@ func checkPaths(t *testing.T, step int, g *Graph) {
 		if g.nodeNames[n] != "" || seen[n] {
 			t.Fatalf("step %d: free number %d still named %q", step, n, g.nodeNames[n])
 		}
+	}
+}
+
+// checkSlots: every imported route's slot holds what the estimator would
+// read of the route now, and nothing else has a slot.
+func checkSlots(t *testing.T, step int, g *Graph) {
+	t.Helper()
+	imported, hops := 0, 0
+	for _, r := range g.routes {
+		hops += r.nHops()
+		if r.local {
+			if r.slot != -1 {
+				t.Fatalf("step %d: local route %s has slot %d", step, r.ikey, r.slot)
+			}
+			continue
+		}
+		imported++
+		if r.slot < 0 || int(r.slot) >= len(g.slots) || g.slots[r.slot].r != r {
+			t.Fatalf("step %d: route %s slot %d is not its own", step, r.ikey, r.slot)
+		}
+		want, _ := inputOf(nil, r.keysOf(), r.metricsOf(), nil)
+		want.Nodes = r.appendHopNums(nil)
+		got, _ := g.slots[r.slot].input(nil)
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("step %d: route %s slot input %+v, want %+v", step, r.ikey, got, want)
+		}
+	}
+	if len(g.slots) != imported || g.hops != hops {
+		t.Fatalf("step %d: %d slots for %d imported routes; %d hops counted, %d held", step, len(g.slots), imported, g.hops, hops)
 	}
 }
 
