@@ -98,11 +98,10 @@ type linkEntry struct {
 // so the fields only local routes need are behind localState, and the
 // bools share one word.
 type routeEntry struct {
-	ikey   string // origin + "\x00" + id
-	id     string // the tail of ikey
-	origin string
-	src    netip.Addr
-	dst    netip.Addr
+	ikey string       // routeIKey: its tail after the last NUL is the route id (routeID)
+	idx  *originIndex // an imported route's origin (originName); nil for local routes
+	src  netip.Addr
+	dst  netip.Addr
 	// The hops are from, path.via, to (paths.go): node IDs, the nodes'
 	// own strings.
 	from, to *nodeEntry
@@ -356,34 +355,34 @@ func (g *Graph) SetRoute(key RouteKey, hops []Hop) (string, *PathChange) {
 	if old == nil {
 		id := RouteID(newHops)
 		r := g.attachLocked(key, id, "", true, key.Src, key.Dst, nodeIDs(id, newHops), newSampleRing(g.cfg.RingSize))
-		return r.id, nil
+		return r.routeID(), nil
 	}
 	merged, compatible := mergeHops(g.hopListLocked(old), newHops)
 	if compatible {
 		id := RouteID(merged)
-		if id == old.id {
-			return old.id, nil
+		if id == old.routeID() {
+			return old.routeID(), nil
 		}
 		// Attach before detaching so shared nodes and links are not
 		// removed and re-added.
 		r := g.attachLocked(key, id, "", true, key.Src, key.Dst, nodeIDs(id, merged), old.keys[key])
 		g.detachLocked(old, key)
-		return r.id, nil
+		return r.routeID(), nil
 	}
 	id := RouteID(newHops)
-	oldID, oldHops := old.id, g.hopListLocked(old)
+	oldID, oldHops := old.routeID(), g.hopListLocked(old)
 	r := g.attachLocked(key, id, "", true, key.Src, key.Dst, nodeIDs(id, newHops), newSampleRing(g.cfg.RingSize))
 	pc := &PathChange{
 		Key:      key,
 		OldRoute: oldID,
-		NewRoute: r.id,
+		NewRoute: r.routeID(),
 		OldHops:  oldHops,
 		NewHops:  g.hopListLocked(r),
 		HopDelta: r.nHops() - len(oldHops),
 	}
 	g.emitLocked(Event{Type: EventPathChange, Change: clonePathChange(pc)})
 	g.detachLocked(old, key)
-	return r.id, pc
+	return r.routeID(), pc
 }
 
 // mergeHops compares the current route's node IDs with a new trace's hop
@@ -484,7 +483,7 @@ func (g *Graph) RouteOf(key RouteKey) (string, bool) {
 	g.mu.RLock()
 	defer g.mu.RUnlock()
 	if r := g.keys[key]; r != nil {
-		return r.id, true
+		return r.routeID(), true
 	}
 	return "", false
 }
@@ -494,10 +493,10 @@ func (g *Graph) RouteOf(key RouteKey) (string, bool) {
 // reported them; r.Keys are the keys that map to it, which replace the keys
 // the route had from this origin. A key that moves from another of this
 // origin's routes with different hops yields a path-change event. r.ID is
-// kept when set, else computed from the hops. Routes with fewer than two hops
-// are ignored.
+// kept when set, else computed from the hops. Routes with fewer than two hops,
+// or whose id has a NUL byte, are ignored.
 func (g *Graph) ImportRoute(origin string, r Route) {
-	if len(r.Hops) < 2 {
+	if len(r.Hops) < 2 || strings.IndexByte(r.ID, 0) >= 0 {
 		return
 	}
 	id := r.ID
@@ -537,7 +536,7 @@ func (g *Graph) ImportRoute(origin string, r Route) {
 		}
 		if !g.sameHopsLocked(prev, r.Hops) {
 			moved = append(moved, &PathChange{
-				Key: k, OldRoute: prev.id, NewRoute: id,
+				Key: k, OldRoute: prev.routeID(), NewRoute: id,
 				OldHops: g.hopListLocked(prev), NewHops: slices.Clone(r.Hops),
 				HopDelta: len(r.Hops) - prev.nHops(),
 			})
@@ -552,7 +551,7 @@ func (g *Graph) ImportRoute(origin string, r Route) {
 		}
 	}()
 	if cur == nil {
-		cur = g.createLocked(ikey, id, idx.name, false, src, dst, r.Hops)
+		cur = g.createLocked(ikey, idx.name, false, src, dst, r.Hops)
 		cur.metrics = r.Metrics
 		idx.setKeys(cur, want)
 		g.syncSlotLocked(cur)
@@ -599,7 +598,7 @@ func (g *Graph) RemoveOrigin(origin string) {
 	defer g.mu.Unlock()
 	var rs []*routeEntry
 	for _, r := range g.routes {
-		if !r.local && r.origin == origin {
+		if !r.local && r.originName() == origin {
 			rs = append(rs, r)
 		}
 	}
@@ -615,7 +614,7 @@ func (g *Graph) attachLocked(key RouteKey, id, origin string, local bool, src, d
 	ikey := routeIKey(origin, local, id)
 	r := g.routes[ikey]
 	if r == nil {
-		r = g.createLocked(ikey, id, origin, local, src, dst, hops)
+		r = g.createLocked(ikey, origin, local, src, dst, hops)
 		g.keyBaselineLocked(r, key, ring)
 		r.setKey(key, ring)
 		r.dirty = true
@@ -660,10 +659,10 @@ func (g *Graph) afterKeyLossLocked(r *routeEntry) {
 // createLocked makes a route and takes references on its nodes, links
 // and router-level path, emitting node-add and link-add for new ones. It
 // keeps no reference to hops (at least two).
-func (g *Graph) createLocked(ikey, id, origin string, local bool, src, dst netip.Addr, hops []string) *routeEntry {
-	r := &routeEntry{
-		ikey: ikey, id: ikey[len(ikey)-len(id):], origin: origin, local: local,
-		src: src, dst: dst, updated: neverUpdated,
+func (g *Graph) createLocked(ikey, origin string, local bool, src, dst netip.Addr, hops []string) *routeEntry {
+	r := &routeEntry{ikey: ikey, local: local, src: src, dst: dst, updated: neverUpdated}
+	if !local {
+		r.idx = g.imported[origin]
 	}
 	if local {
 		r.localState = &localState{keys: make(map[RouteKey]*sampleRing), now: g.cfg.Now}
@@ -716,12 +715,24 @@ func (g *Graph) createLocked(ikey, id, origin string, local bool, src, dst netip
 }
 
 // routeIKey is a route's internal map key: local routes and every origin's
-// imported routes live in separate namespaces.
+// imported routes live in separate namespaces. The id is its tail after
+// the last NUL (ImportRoute ignores ids with a NUL).
 func routeIKey(origin string, local bool, id string) string {
 	if local {
 		return "l\x00" + id
 	}
 	return "i\x00" + origin + "\x00" + id
+}
+
+// routeID is r's route id: the tail of its internal key.
+func (r *routeEntry) routeID() string { return r.ikey[strings.LastIndexByte(r.ikey, 0)+1:] }
+
+// originName is the origin of an imported route, "" for a local one.
+func (r *routeEntry) originName() string {
+	if r.idx == nil {
+		return ""
+	}
+	return r.idx.name
 }
 
 func makeNode(id string, endpoint bool) Node {
@@ -752,8 +763,8 @@ func (g *Graph) removeRouteLocked(r *routeEntry) {
 				delete(g.keys, k)
 			}
 		}
-	} else if idx := g.imported[r.origin]; idx != nil {
-		idx.drop(r)
+	} else if r.idx != nil {
+		r.idx.drop(r)
 	}
 	g.emitLocked(Event{Type: EventRouteRemove, Route: g.routeCopyLocked(r)})
 	last := r.nHops() - 1
@@ -852,13 +863,13 @@ func (r *routeEntry) keyExcessLocked() (float64, []float64) {
 // routeCopyLocked returns a deep copy of r with current metrics.
 func (g *Graph) routeCopyLocked(r *routeEntry) *Route {
 	rt := Route{
-		ID:      r.id,
+		ID:      r.routeID(),
 		Src:     r.src,
 		Dst:     r.dst,
 		Hops:    g.hopListLocked(r),
 		Keys:    slices.Clone(r.keysOf()),
 		Metrics: r.metricsOf(),
-		Origin:  r.origin,
+		Origin:  r.originName(),
 		HopRTTs: slices.Clone(r.hopRTT),
 	}
 	return &rt
@@ -974,8 +985,8 @@ func (g *Graph) snapshotLocked() Snapshot {
 	slices.SortFunc(rs, func(a, b *routeEntry) int { return cmp.Compare(a.ikey, b.ikey) })
 	for _, r := range rs {
 		s.Routes = append(s.Routes, Route{
-			ID: r.id, Src: r.src, Dst: r.dst, Hops: g.hopListLocked(r), Keys: r.keysOf(),
-			Metrics: r.metricsOf(), Origin: r.origin, HopRTTs: r.hopRTT,
+			ID: r.routeID(), Src: r.src, Dst: r.dst, Hops: g.hopListLocked(r), Keys: r.keysOf(),
+			Metrics: r.metricsOf(), Origin: r.originName(), HopRTTs: r.hopRTT,
 		})
 	}
 	return s
