@@ -8,21 +8,43 @@ import (
 )
 
 // healthInputsByName is the estimator input as the graph built it before
-// paths were shared and nodes numbered: every route's hop names, its ports
-// copied, fresh slices on every run; localize.Run then hashes the names.
-// The reference of TestHealthNumberedMatchesNames and the baseline of
+// paths were shared, nodes numbered and inputs kept in slots: a walk of
+// the route map, each route's metrics copied under its lock, its ports
+// copied, its hop names handed over for localize.Run to hash. hops holds
+// each route's hop list, as its record did (made before the timing). The
+// reference of the health tests and the in-run baseline of
 // BenchmarkAggregatorHealth.
-func (g *Graph) healthInputsByName() []localize.Input {
+func (g *Graph) healthInputsByName(hops map[*routeEntry][]string) []localize.Input {
 	g.mu.RLock()
 	defer g.mu.RUnlock()
 	in := make([]localize.Input, 0, len(g.routes))
 	var ports []uint16
 	for _, r := range g.routes {
 		var x localize.Input
-		x, ports = inputOf(g.hopListLocked(r), r.keysOf(), r.metricsOf(), ports)
+		r.mmu.Lock()
+		m := r.metricsLocked()
+		if r.local || r.ports == nil {
+			x, ports = inputOf(hops[r], r.sortedKeysLocked(), m, ports)
+		} else {
+			start := len(ports)
+			ports = append(ports, r.ports...)
+			x = inputWith(hops[r], ports[start:len(ports):len(ports)], &m)
+		}
+		r.mmu.Unlock()
 		in = append(in, x)
 	}
 	return in
+}
+
+// hopLists is every route's hop list, for healthInputsByName.
+func (g *Graph) hopLists() map[*routeEntry][]string {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	out := make(map[*routeEntry][]string, len(g.routes))
+	for _, r := range g.routes {
+		out[r] = g.hopListLocked(r)
+	}
+	return out
 }
 
 // sameRanking reports whether two health rankings of the same routes

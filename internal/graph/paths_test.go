@@ -186,7 +186,7 @@ func checkNumberedInputs(t *testing.T, g *Graph) {
 	if want := localize.Run(byName, g.cfg.Health); !reflect.DeepEqual(got, want) {
 		t.Fatalf("numbered rows differ from by-name rows:\n%s", firstDiff(got, want))
 	}
-	if err := sameRanking(g.Health(), localize.Run(g.healthInputsByName(), g.cfg.Health)); err != nil {
+	if err := sameRanking(g.Health(), localize.Run(g.healthInputsByName(g.hopLists()), g.cfg.Health)); err != nil {
 		t.Fatal(err)
 	}
 }
