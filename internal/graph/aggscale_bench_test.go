@@ -153,9 +153,9 @@ func BenchmarkAggregatorMemory(b *testing.B) {
 			routes := harnessRoutes(n)
 			var perRoute float64
 			for i := 0; i < b.N; i++ {
-				h0 := liveHeap()
+				h0 := graph.HeapNow()
 				g := importHarness(routes, rand.New(rand.NewPCG(1, 2)), true)
-				h1 := liveHeap()
+				h1 := graph.HeapNow()
 				perRoute = float64(h1-h0) / float64(len(routes))
 				runtime.KeepAlive(g)
 			}
@@ -169,12 +169,4 @@ func allocated() uint64 {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	return ms.TotalAlloc
-}
-
-func liveHeap() uint64 {
-	var ms runtime.MemStats
-	runtime.GC()
-	runtime.GC()
-	runtime.ReadMemStats(&ms)
-	return ms.HeapAlloc
 }
