@@ -76,7 +76,7 @@ func (s *Subscription) Batch() int {
 	slices.SortFunc(rs, func(a, b *routeEntry) int { return cmp.Compare(a.ikey, b.ikey) })
 	batch := make([]RouteMetrics, len(rs))
 	for i, r := range rs {
-		batch[i] = RouteMetrics{ID: r.routeID(), Origin: r.originName(), Src: r.src, Dst: r.dst,
+		batch[i] = RouteMetrics{ID: r.routeID(), Origin: r.originName(), Src: r.srcAddr(), Dst: r.dstAddr(),
 			Metrics: r.metricsOf(), HopRTTs: slices.Clone(r.hopRTT)}
 		if r.local {
 			batch[i].Origin = ""

@@ -103,7 +103,7 @@ func (x *originIndex) delKey(r *routeEntry, k RouteKey) {
 	r.delKey(k)
 	p := pairOf(k)
 	h := x.hash(p)
-	if r.ports != nil && x.hash(flowPair{r.src, r.dst}) == h {
+	if r.ports != nil && x.hash(flowPair{r.srcAddr(), r.dstAddr()}) == h {
 		return
 	}
 	for i, o := range r.keyList {
@@ -117,7 +117,7 @@ func (x *originIndex) delKey(r *routeEntry, k RouteKey) {
 // drop unlists r from every pair of its keys (r is being removed).
 func (x *originIndex) drop(r *routeEntry) {
 	if r.ports != nil {
-		x.unlist(r, flowPair{r.src, r.dst})
+		x.unlist(r, flowPair{r.srcAddr(), r.dstAddr()})
 		return
 	}
 	for i, k := range r.keyList {
@@ -135,7 +135,7 @@ func (r *routeEntry) setImportedKeys(want []RouteKey) {
 		return
 	}
 	for _, k := range want {
-		if k.Src != r.src || k.Dst != r.dst {
+		if k.Src != r.srcAddr() || k.Dst != r.dstAddr() {
 			r.keyList = want
 			return
 		}
@@ -155,7 +155,7 @@ func (r *routeEntry) importedKeys() []RouteKey {
 	}
 	ks := make([]RouteKey, len(r.ports))
 	for i, p := range r.ports {
-		ks[i] = RouteKey{Src: r.src, Dst: r.dst, SrcPort: p}
+		ks[i] = RouteKey{Src: r.srcAddr(), Dst: r.dstAddr(), SrcPort: p}
 	}
 	return ks
 }
@@ -163,7 +163,7 @@ func (r *routeEntry) importedKeys() []RouteKey {
 // hasImportedKey reports whether k is one of an imported route's keys.
 func (r *routeEntry) hasImportedKey(k RouteKey) bool {
 	if r.ports != nil {
-		if k.Src != r.src || k.Dst != r.dst {
+		if k.Src != r.srcAddr() || k.Dst != r.dstAddr() {
 			return false
 		}
 		_, ok := slices.BinarySearch(r.ports, k.SrcPort)
@@ -176,7 +176,7 @@ func (r *routeEntry) hasImportedKey(k RouteKey) bool {
 // delImportedKey takes k off an imported route.
 func (r *routeEntry) delImportedKey(k RouteKey) {
 	if r.ports != nil {
-		if k.Src != r.src || k.Dst != r.dst {
+		if k.Src != r.srcAddr() || k.Dst != r.dstAddr() {
 			return
 		}
 		if i, ok := slices.BinarySearch(r.ports, k.SrcPort); ok {

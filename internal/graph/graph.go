@@ -100,8 +100,9 @@ type linkEntry struct {
 type routeEntry struct {
 	ikey string       // routeIKey: its tail after the last NUL is the route id (routeID)
 	idx  *originIndex // an imported route's origin (originName); nil for local routes
-	src  netip.Addr
-	dst  netip.Addr
+	// The route's src and dst (srcAddr, dstAddr) are its endpoint nodes'
+	// addresses, or odd's when not.
+	odd *routeEnds
 	// The hops are from, path.via, to (paths.go): node IDs, the nodes'
 	// own strings.
 	from, to *nodeEntry
@@ -660,7 +661,7 @@ func (g *Graph) afterKeyLossLocked(r *routeEntry) {
 // and router-level path, emitting node-add and link-add for new ones. It
 // keeps no reference to hops (at least two).
 func (g *Graph) createLocked(ikey, origin string, local bool, src, dst netip.Addr, hops []string) *routeEntry {
-	r := &routeEntry{ikey: ikey, local: local, src: src, dst: dst, updated: neverUpdated}
+	r := &routeEntry{ikey: ikey, local: local, updated: neverUpdated}
 	if !local {
 		r.idx = g.imported[origin]
 	}
@@ -693,6 +694,9 @@ func (g *Graph) createLocked(ikey, origin string, local bool, src, dst netip.Add
 		}
 	}
 	r.from, r.to = g.nodes[hops[0]], g.nodes[hops[last]]
+	if src != r.from.node.Addr || dst != r.to.node.Addr {
+		r.odd = &routeEnds{src, dst}
+	}
 	r.path = g.refPathLocked(hops[1:last])
 	g.hops += len(hops)
 	r.slot = -1
@@ -864,8 +868,8 @@ func (r *routeEntry) keyExcessLocked() (float64, []float64) {
 func (g *Graph) routeCopyLocked(r *routeEntry) *Route {
 	rt := Route{
 		ID:      r.routeID(),
-		Src:     r.src,
-		Dst:     r.dst,
+		Src:     r.srcAddr(),
+		Dst:     r.dstAddr(),
 		Hops:    g.hopListLocked(r),
 		Keys:    slices.Clone(r.keysOf()),
 		Metrics: r.metricsOf(),
@@ -985,7 +989,7 @@ func (g *Graph) snapshotLocked() Snapshot {
 	slices.SortFunc(rs, func(a, b *routeEntry) int { return cmp.Compare(a.ikey, b.ikey) })
 	for _, r := range rs {
 		s.Routes = append(s.Routes, Route{
-			ID: r.routeID(), Src: r.src, Dst: r.dst, Hops: g.hopListLocked(r), Keys: r.keysOf(),
+			ID: r.routeID(), Src: r.srcAddr(), Dst: r.dstAddr(), Hops: g.hopListLocked(r), Keys: r.keysOf(),
 			Metrics: r.metricsOf(), Origin: r.originName(), HopRTTs: r.hopRTT,
 		})
 	}

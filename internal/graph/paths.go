@@ -1,6 +1,9 @@
 package graph
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+	"net/netip"
+)
 
 // Router-level paths, stored once (issue 10: the aggregator's memory grows
 // with the fabric's paths, not with N²).
@@ -74,6 +77,26 @@ func (g *Graph) numberNodeLocked(n *nodeEntry) {
 func (g *Graph) unnumberNodeLocked(n *nodeEntry) {
 	g.nodeNames[n.num] = ""
 	g.freeNums = append(g.freeNums, n.num)
+}
+
+// routeEnds is a route's src and dst when they are not its endpoint
+// nodes' addresses (an endpoint named otherwise than by its address).
+type routeEnds struct{ src, dst netip.Addr }
+
+// srcAddr is the route's source host.
+func (r *routeEntry) srcAddr() netip.Addr {
+	if r.odd != nil {
+		return r.odd.src
+	}
+	return r.from.node.Addr
+}
+
+// dstAddr is the route's destination host.
+func (r *routeEntry) dstAddr() netip.Addr {
+	if r.odd != nil {
+		return r.odd.dst
+	}
+	return r.to.node.Addr
 }
 
 // nHops is how many hops r has, endpoints included.

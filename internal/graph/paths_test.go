@@ -199,3 +199,41 @@ func firstDiff(a, b []LinkHealth) string {
 	}
 	return fmt.Sprintf("%d rows, want %d", len(a), len(b))
 }
+
+// TestRouteEndsNotNodeAddrs: a route whose endpoints are named otherwise
+// than by their addresses keeps the src and dst it was given, and its
+// keys (ports only) are found and removed by them.
+func TestRouteEndsNotNodeAddrs(t *testing.T) {
+	a, b := netip.MustParseAddr("198.18.0.1"), netip.MustParseAddr("198.18.0.2")
+	g := New(DefaultConfig())
+	k := RouteKey{Src: a, Dst: b, SrcPort: 7}
+	g.ImportRoute("o", Route{Src: a, Dst: b, Hops: []string{"host-a", "198.19.0.1", "host-b"}, Keys: []RouteKey{k}})
+	g.ImportRoute("o", Route{Hops: []string{"198.18.0.1", "198.19.0.1", "198.18.0.2"}, Keys: []RouteKey{{Src: a, Dst: b, SrcPort: 8}}})
+	s := g.Snapshot()
+	if len(s.Routes) != 2 {
+		t.Fatalf("%d routes, want 2", len(s.Routes))
+	}
+	for _, r := range s.Routes {
+		if r.Src != a || r.Dst != b || len(r.Keys) != 1 || r.Keys[0].Src != a || r.Keys[0].Dst != b {
+			t.Fatalf("route %v: src %v dst %v keys %v, want %v→%v", r.Hops, r.Src, r.Dst, r.Keys, a, b)
+		}
+	}
+	g.mu.RLock()
+	odd := 0
+	for _, r := range g.routes {
+		if r.odd != nil {
+			odd++
+		}
+		if r.ports == nil {
+			t.Errorf("route %s keeps keys, not ports", r.ikey)
+		}
+	}
+	g.mu.RUnlock()
+	if odd != 1 {
+		t.Fatalf("%d routes store their ends, want 1 (the one named by host names)", odd)
+	}
+	g.RemoveImportedRoute("o", k)
+	if s := g.Snapshot(); len(s.Routes) != 1 || s.Routes[0].Hops[0] != "198.18.0.1" {
+		t.Fatalf("after removing key %v: %d routes", k, len(s.Routes))
+	}
+}
