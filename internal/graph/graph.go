@@ -100,9 +100,10 @@ type linkEntry struct {
 type routeEntry struct {
 	ikey string       // routeIKey: its tail after the last NUL is the route id (routeID)
 	idx  *originIndex // an imported route's origin (originName); nil for local routes
-	// The route's src and dst (srcAddr, dstAddr) are its endpoint nodes'
-	// addresses, or odd's when not.
-	odd *routeEnds
+	// rare holds what few imported routes need (paths.go): src and dst
+	// when they are not the endpoint nodes' addresses, keys when they are
+	// not all flows of src→dst. nil for most routes.
+	rare *routeRare
 	// The hops are from, path.via, to (paths.go): node IDs, the nodes'
 	// own strings.
 	from, to *nodeEntry
@@ -119,12 +120,9 @@ type routeEntry struct {
 	keyStale bool
 	slot     int32 // an imported route's health slot (healthstore.go)
 	metrics  Metrics
-	// keyList is the sorted keys, replaced, never modified. Local routes
-	// derive it from keys when stale. An imported route's key set is
-	// keyList, or ports when every key is a flow of src→dst (see
-	// compact.go).
-	keyList []RouteKey
-	ports   []uint16
+	// An imported route's key set is ports when every key is a flow of
+	// src→dst, else rare.keys (compact.go): replaced, never modified.
+	ports []uint16
 }
 
 // localState is what only a local route has: its keys' sample rings and
@@ -133,6 +131,10 @@ type localState struct {
 	keys  map[RouteKey]*sampleRing
 	bases map[RouteKey]*baseline
 	now   func() time.Time
+
+	// keyList is the sorted keys, derived from keys when stale; replaced,
+	// never modified.
+	keyList []RouteKey
 }
 
 // neverUpdated is routeEntry.updated before the first route-update.
@@ -173,7 +175,7 @@ func (r *routeEntry) numKeys() int {
 	if r.local {
 		return len(r.keys)
 	}
-	return len(r.ports) + len(r.keyList)
+	return len(r.ports) + len(r.importedKeyList())
 }
 
 // keysOf returns the sorted key list. The slice is shared: callers must not
@@ -695,7 +697,7 @@ func (g *Graph) createLocked(ikey, origin string, local bool, src, dst netip.Add
 	}
 	r.from, r.to = g.nodes[hops[0]], g.nodes[hops[last]]
 	if src != r.from.node.Addr || dst != r.to.node.Addr {
-		r.odd = &routeEnds{src, dst}
+		r.rare = &routeRare{ends: true, src: src, dst: dst}
 	}
 	r.path = g.refPathLocked(hops[1:last])
 	g.hops += len(hops)

@@ -53,11 +53,11 @@ func (g *Graph) syncSlotLocked(r *routeEntry) {
 		return
 	}
 	s := &g.slots[r.slot]
-	if r.ports != nil || r.keyList == nil {
+	if kl := r.importedKeyList(); r.ports != nil || kl == nil {
 		s.ports = r.ports
 	} else {
-		s.ports = make([]uint16, len(r.keyList))
-		for i, k := range r.keyList {
+		s.ports = make([]uint16, len(kl))
+		for i, k := range kl {
 			s.ports[i] = k.SrcPort
 		}
 	}

@@ -79,24 +79,51 @@ func (g *Graph) unnumberNodeLocked(n *nodeEntry) {
 	g.freeNums = append(g.freeNums, n.num)
 }
 
-// routeEnds is a route's src and dst when they are not its endpoint
-// nodes' addresses (an endpoint named otherwise than by its address).
-type routeEnds struct{ src, dst netip.Addr }
+// routeRare is what few imported routes need: src and dst when they are
+// not the endpoint nodes' addresses (an endpoint named otherwise than by
+// its address), and keys that are not all flows of src→dst.
+type routeRare struct {
+	ends     bool
+	src, dst netip.Addr
+	keys     []RouteKey
+}
 
 // srcAddr is the route's source host.
 func (r *routeEntry) srcAddr() netip.Addr {
-	if r.odd != nil {
-		return r.odd.src
+	if r.rare != nil && r.rare.ends {
+		return r.rare.src
 	}
 	return r.from.node.Addr
 }
 
 // dstAddr is the route's destination host.
 func (r *routeEntry) dstAddr() netip.Addr {
-	if r.odd != nil {
-		return r.odd.dst
+	if r.rare != nil && r.rare.ends {
+		return r.rare.dst
 	}
 	return r.to.node.Addr
+}
+
+// importedKeyList is an imported route's keys when they are not ports
+// only (compact.go), else nil.
+func (r *routeEntry) importedKeyList() []RouteKey {
+	if r.rare == nil {
+		return nil
+	}
+	return r.rare.keys
+}
+
+// setImportedKeyList makes ks an imported route's key list (nil: none).
+func (r *routeEntry) setImportedKeyList(ks []RouteKey) {
+	switch {
+	case r.rare != nil:
+		r.rare.keys = ks
+		if ks == nil && !r.rare.ends {
+			r.rare = nil
+		}
+	case ks != nil:
+		r.rare = &routeRare{keys: ks}
+	}
 }
 
 // nHops is how many hops r has, endpoints included.

@@ -221,7 +221,7 @@ func TestRouteEndsNotNodeAddrs(t *testing.T) {
 	g.mu.RLock()
 	odd := 0
 	for _, r := range g.routes {
-		if r.odd != nil {
+		if r.rare != nil && r.rare.ends {
 			odd++
 		}
 		if r.ports == nil {
