@@ -22,9 +22,9 @@ import (
 // map's key is 8 bytes, not the pair's 48. Routes of pairs whose hashes
 // collide share a list; the key check sorts them out.
 //
-// Hop strings are the graph's node IDs (createLocked interns them), the
-// route id shares the bytes of its internal key and every route of an
-// origin shares the origin string.
+// Hops are the endpoint nodes and a router-level path shared by every
+// route over the same routers (paths.go); the route id is the tail of its
+// internal key and the origin is its index's name.
 
 // flowPair is the (src, dst) of a key.
 type flowPair struct{ src, dst netip.Addr }
