@@ -73,7 +73,7 @@ type Graph struct {
 	pathBuf   []byte // refPathLocked's scratch
 	hops      int    // the routes' hops, endpoints included
 	// slots are the imported routes' estimator inputs (healthstore.go).
-	slots []healthSlot
+	slots slotTable
 
 	health healthCache
 	// gen counts changes to the graph's data, with or without an event

@@ -72,12 +72,12 @@ func (g *Graph) healthInputsLocked(b *healthBuf) (names []string, in []localize.
 	b.names = append(b.names[:0], g.nodeNames...)
 	in = make([]localize.Input, 0, len(g.routes))
 	nodes := slices.Grow(b.nodes[:0], g.hops) // cut, never grown: the inputs alias it
-	for i := range g.slots {
+	for i := range g.slots.len() {
 		var x localize.Input
-		x, nodes = g.slots[i].input(nodes)
+		x, nodes = g.slots.at(i).input(nodes)
 		in = append(in, x)
 	}
-	if len(g.slots) < len(g.routes) {
+	if g.slots.len() < len(g.routes) {
 		var ports []uint16
 		for _, r := range g.routes {
 			if !r.local {

@@ -5,7 +5,7 @@ import "github.com/dnms/dnms/internal/localize"
 // The estimator's input of imported routes, kept up to date as routes
 // change (issue 10: aggregator health ≤ 1 s at 1 000 agents).
 //
-// Every imported route has a slot in one dense array, written where the
+// Every imported route has a slot in one dense table, written where the
 // route's keys or metrics change (under the graph's write lock). A health
 // run reads the array in order instead of walking the route map and each
 // route's record, path and endpoint nodes: at 275 k routes that walk was
@@ -26,33 +26,77 @@ type healthSlot struct {
 	lostRev  int32
 }
 
-// addSlotLocked gives a new imported route its slot.
-func (g *Graph) addSlotLocked(r *routeEntry) {
-	r.slot = int32(len(g.slots))
-	g.slots = append(g.slots, healthSlot{r: r, path: r.path, from: r.from.num, to: r.to.num})
+// slotTable holds the slots in order, in fixed-size chunks: adding one
+// never copies the others (one array grown by append was copied over and
+// over during a merge, and every GC cycle scanned it as one object).
+type slotTable struct {
+	chunks [][]healthSlot
+	n      int
 }
 
-// dropSlotLocked frees a removed imported route's slot (the last slot
-// moves into it).
-func (g *Graph) dropSlotLocked(r *routeEntry) {
-	last := len(g.slots) - 1
-	if r.slot < 0 || int(r.slot) > last || g.slots[r.slot].r != r {
+const slotChunk = 1 << 12 // slots a chunk (≈ 350 KiB)
+
+func (t *slotTable) len() int { return t.n }
+
+// at is slot i (< len).
+func (t *slotTable) at(i int) *healthSlot { return &t.chunks[i/slotChunk][i%slotChunk] }
+
+// of is r's slot, or nil when r has none.
+func (t *slotTable) of(r *routeEntry) *healthSlot {
+	if r.local || r.slot < 0 || int(r.slot) >= t.n {
+		return nil
+	}
+	if s := t.at(int(r.slot)); s.r == r {
+		return s
+	}
+	return nil
+}
+
+// add appends s, whose route takes the new slot.
+func (t *slotTable) add(s healthSlot) {
+	if t.n == len(t.chunks)*slotChunk {
+		t.chunks = append(t.chunks, make([]healthSlot, slotChunk))
+	}
+	s.r.slot = int32(t.n)
+	*t.at(t.n) = s
+	t.n++
+}
+
+// remove frees r's slot: the last slot moves into it. A chunk is let go
+// when the one before it has emptied too, so a table at a chunk boundary
+// does not allocate and free a chunk on every add and remove.
+func (t *slotTable) remove(r *routeEntry) {
+	s := t.of(r)
+	if s == nil {
 		return
 	}
-	g.slots[r.slot] = g.slots[last]
-	g.slots[r.slot].r.slot = r.slot
-	g.slots[last] = healthSlot{}
-	g.slots = g.slots[:last]
+	last := t.at(t.n - 1)
+	*s = *last
+	s.r.slot = r.slot
+	*last = healthSlot{}
+	t.n--
 	r.slot = -1
+	if len(t.chunks) > 1 && t.n <= (len(t.chunks)-2)*slotChunk {
+		t.chunks[len(t.chunks)-1] = nil
+		t.chunks = t.chunks[:len(t.chunks)-1]
+	}
 }
+
+// addSlotLocked gives a new imported route its slot.
+func (g *Graph) addSlotLocked(r *routeEntry) {
+	g.slots.add(healthSlot{r: r, path: r.path, from: r.from.num, to: r.to.num})
+}
+
+// dropSlotLocked frees a removed imported route's slot.
+func (g *Graph) dropSlotLocked(r *routeEntry) { g.slots.remove(r) }
 
 // syncSlotLocked copies an imported route's keys and metrics into its
 // slot, after they changed.
 func (g *Graph) syncSlotLocked(r *routeEntry) {
-	if r.local || r.slot < 0 || int(r.slot) >= len(g.slots) || g.slots[r.slot].r != r {
+	s := g.slots.of(r)
+	if s == nil {
 		return
 	}
-	s := &g.slots[r.slot]
 	if kl := r.importedKeyList(); r.ports != nil || kl == nil {
 		s.ports = r.ports
 	} else {

@@ -145,18 +145,18 @@ func checkSlots(t *testing.T, step int, g *Graph) {
 			continue
 		}
 		imported++
-		if r.slot < 0 || int(r.slot) >= len(g.slots) || g.slots[r.slot].r != r {
+		if g.slots.of(r) == nil {
 			t.Fatalf("step %d: route %s slot %d is not its own", step, r.ikey, r.slot)
 		}
 		want, _ := inputOf(nil, r.keysOf(), r.metricsOf(), nil)
 		want.Nodes = r.appendHopNums(nil)
-		got, _ := g.slots[r.slot].input(nil)
+		got, _ := g.slots.of(r).input(nil)
 		if !reflect.DeepEqual(got, want) {
 			t.Fatalf("step %d: route %s slot input %+v, want %+v", step, r.ikey, got, want)
 		}
 	}
-	if len(g.slots) != imported || g.hops != hops {
-		t.Fatalf("step %d: %d slots for %d imported routes; %d hops counted, %d held", step, len(g.slots), imported, g.hops, hops)
+	if g.slots.len() != imported || g.hops != hops {
+		t.Fatalf("step %d: %d slots for %d imported routes; %d hops counted, %d held", step, g.slots.len(), imported, g.hops, hops)
 	}
 }
 
