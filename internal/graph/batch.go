@@ -76,7 +76,7 @@ func (s *Subscription) Batch() int {
 	slices.SortFunc(rs, func(a, b *routeEntry) int { return cmp.Compare(a.ikey, b.ikey) })
 	batch := make([]RouteMetrics, len(rs))
 	for i, r := range rs {
-		batch[i] = RouteMetrics{ID: r.id, Origin: r.origin, Src: r.src, Dst: r.dst,
+		batch[i] = RouteMetrics{ID: r.routeID(), Origin: r.originName(), Src: r.srcAddr(), Dst: r.dstAddr(),
 			Metrics: r.metricsOf(), HopRTTs: slices.Clone(r.hopRTT)}
 		if r.local {
 			batch[i].Origin = ""
@@ -106,7 +106,8 @@ func (g *Graph) ImportMetrics(origin string, batch []RouteMetrics) int {
 		r.mmu.Lock()
 		r.metrics = rm.Metrics
 		r.mmu.Unlock()
-		if len(rm.HopRTTs) == len(r.hops) {
+		g.syncSlotLocked(r)
+		if len(rm.HopRTTs) == r.nHops() {
 			r.hopRTT = slices.Clone(rm.HopRTTs)
 		}
 		g.maybeUpdateLocked(r)

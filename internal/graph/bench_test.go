@@ -232,9 +232,9 @@ func BenchmarkLocalization(b *testing.B) {
 			cpu0 := cpuTime()
 			for i := 0; i < b.N; i++ {
 				g.mu.RLock()
-				in := g.healthInputsLocked()
+				names, in := g.healthInputsLocked(new(healthBuf))
 				g.mu.RUnlock()
-				localize.Run(in, g.cfg.Health)
+				localize.RunNumbered(names, in, g.cfg.Health)
 			}
 			// CPU time (all threads, GC included) is the figure to read on
 			// a shared machine, where wall time includes waiting for a core.

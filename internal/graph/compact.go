@@ -13,7 +13,7 @@ import (
 // sorted slice instead of a map of keys to nil rings: when every key is a
 // flow of the route's own src and dst (the rule: a route is one flow
 // pair's path), only their source ports (routeEntry.ports), else the keys
-// (routeEntry.keyList). Both are replaced, never modified.
+// (routeEntry.importedKeyList). Both are replaced, never modified.
 //
 // Its origin's index finds the route a key is on through a hash of the
 // key's (src, dst) pair: the keys of one flow pair spread over a handful
@@ -22,9 +22,9 @@ import (
 // map's key is 8 bytes, not the pair's 48. Routes of pairs whose hashes
 // collide share a list; the key check sorts them out.
 //
-// Hop strings are the graph's node IDs (createLocked interns them), the
-// route id shares the bytes of its internal key and every route of an
-// origin shares the origin string.
+// Hops are the endpoint nodes and a router-level path shared by every
+// route over the same routers (paths.go); the route id is the tail of its
+// internal key and the origin is its index's name.
 
 // flowPair is the (src, dst) of a key.
 type flowPair struct{ src, dst netip.Addr }
@@ -103,11 +103,12 @@ func (x *originIndex) delKey(r *routeEntry, k RouteKey) {
 	r.delKey(k)
 	p := pairOf(k)
 	h := x.hash(p)
-	if r.ports != nil && x.hash(flowPair{r.src, r.dst}) == h {
+	if r.ports != nil && x.hash(flowPair{r.srcAddr(), r.dstAddr()}) == h {
 		return
 	}
-	for i, o := range r.keyList {
-		if (i == 0 || pairOf(r.keyList[i-1]) != pairOf(o)) && x.hash(pairOf(o)) == h {
+	kl := r.importedKeyList()
+	for i, o := range kl {
+		if (i == 0 || pairOf(kl[i-1]) != pairOf(o)) && x.hash(pairOf(o)) == h {
 			return
 		}
 	}
@@ -117,11 +118,12 @@ func (x *originIndex) delKey(r *routeEntry, k RouteKey) {
 // drop unlists r from every pair of its keys (r is being removed).
 func (x *originIndex) drop(r *routeEntry) {
 	if r.ports != nil {
-		x.unlist(r, flowPair{r.src, r.dst})
+		x.unlist(r, flowPair{r.srcAddr(), r.dstAddr()})
 		return
 	}
-	for i, k := range r.keyList {
-		if i == 0 || pairOf(r.keyList[i-1]) != pairOf(k) {
+	kl := r.importedKeyList()
+	for i, k := range kl {
+		if i == 0 || pairOf(kl[i-1]) != pairOf(k) {
 			x.unlist(r, pairOf(k))
 		}
 	}
@@ -130,13 +132,14 @@ func (x *originIndex) drop(r *routeEntry) {
 // setImportedKeys makes want (sorted, without duplicates) an imported
 // route's key set, as ports when every key is a flow of the route's pair.
 func (r *routeEntry) setImportedKeys(want []RouteKey) {
-	r.ports, r.keyList = nil, nil
+	r.ports = nil
+	r.setImportedKeyList(nil)
 	if len(want) == 0 {
 		return
 	}
 	for _, k := range want {
-		if k.Src != r.src || k.Dst != r.dst {
-			r.keyList = want
+		if k.Src != r.srcAddr() || k.Dst != r.dstAddr() {
+			r.setImportedKeyList(want)
 			return
 		}
 	}
@@ -151,11 +154,11 @@ func (r *routeEntry) setImportedKeys(want []RouteKey) {
 // it.
 func (r *routeEntry) importedKeys() []RouteKey {
 	if r.ports == nil {
-		return r.keyList
+		return r.importedKeyList()
 	}
 	ks := make([]RouteKey, len(r.ports))
 	for i, p := range r.ports {
-		ks[i] = RouteKey{Src: r.src, Dst: r.dst, SrcPort: p}
+		ks[i] = RouteKey{Src: r.srcAddr(), Dst: r.dstAddr(), SrcPort: p}
 	}
 	return ks
 }
@@ -163,20 +166,20 @@ func (r *routeEntry) importedKeys() []RouteKey {
 // hasImportedKey reports whether k is one of an imported route's keys.
 func (r *routeEntry) hasImportedKey(k RouteKey) bool {
 	if r.ports != nil {
-		if k.Src != r.src || k.Dst != r.dst {
+		if k.Src != r.srcAddr() || k.Dst != r.dstAddr() {
 			return false
 		}
 		_, ok := slices.BinarySearch(r.ports, k.SrcPort)
 		return ok
 	}
-	_, ok := slices.BinarySearchFunc(r.keyList, k, compareKeys)
+	_, ok := slices.BinarySearchFunc(r.importedKeyList(), k, compareKeys)
 	return ok
 }
 
 // delImportedKey takes k off an imported route.
 func (r *routeEntry) delImportedKey(k RouteKey) {
 	if r.ports != nil {
-		if k.Src != r.src || k.Dst != r.dst {
+		if k.Src != r.srcAddr() || k.Dst != r.dstAddr() {
 			return
 		}
 		if i, ok := slices.BinarySearch(r.ports, k.SrcPort); ok {
@@ -187,11 +190,13 @@ func (r *routeEntry) delImportedKey(k RouteKey) {
 		}
 		return
 	}
-	if i, ok := slices.BinarySearchFunc(r.keyList, k, compareKeys); ok {
-		r.keyList = slices.Delete(slices.Clone(r.keyList), i, i+1)
-		if len(r.keyList) == 0 {
-			r.keyList = nil
+	kl := r.importedKeyList()
+	if i, ok := slices.BinarySearchFunc(kl, k, compareKeys); ok {
+		kl = slices.Delete(slices.Clone(kl), i, i+1)
+		if len(kl) == 0 {
+			kl = nil
 		}
+		r.setImportedKeyList(kl)
 	}
 }
 

@@ -114,7 +114,7 @@ func checkImportedModel(t *testing.T, g *Graph, model map[string]map[RouteKey]st
 				t.Fatalf("step %d: origin %s pair hash %x listed with no route", step, o, h)
 			}
 			for _, r := range rs {
-				if g.routes[r.ikey] != r || r.origin != o {
+				if g.routes[r.ikey] != r || r.originName() != o {
 					t.Fatalf("step %d: origin %s pair hash %x lists a removed or foreign route %s", step, o, h, r.ikey)
 				}
 				if !slices.ContainsFunc(r.importedKeys(), func(k RouteKey) bool { return x.hash(pairOf(k)) == h }) {
@@ -124,7 +124,7 @@ func checkImportedModel(t *testing.T, g *Graph, model map[string]map[RouteKey]st
 		}
 		for k, id := range model[o] {
 			r := x.find(k)
-			if r == nil || r.id != id {
+			if r == nil || r.routeID() != id {
 				t.Fatalf("step %d: origin %s key %v: found %v, model %s", step, o, k, r, id)
 			}
 		}
@@ -136,7 +136,7 @@ func checkImportedModel(t *testing.T, g *Graph, model map[string]map[RouteKey]st
 	}
 	// Every hop string is its node's own ID string.
 	for _, r := range g.routes {
-		for _, h := range r.hops {
+		for _, h := range g.hopListLocked(r) {
 			n := g.nodes[h]
 			if n == nil {
 				t.Fatalf("step %d: route %s hop %q has no node", step, r.ikey, h)

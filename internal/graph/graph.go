@@ -67,6 +67,15 @@ type Graph struct {
 	// baselines outlive their routes: by routeEntry.ikey (origin + hop
 	// list), so a path that comes back keeps its RTT baseline.
 	baselines map[baselineKey]*baseline
+	// paths are the routes' router-level paths, shared (paths.go);
+	// nodeNames are the nodes by number, freeNums the numbers to reuse.
+	paths     map[string]*fabricPath
+	nodeNames []string
+	freeNums  []int32
+	pathBuf   []byte // refPathLocked's scratch
+	hops      int    // the routes' hops, endpoints included
+	// slots are the imported routes' estimator inputs (healthstore.go).
+	slots slotTable
 
 	health healthCache
 	// staleOrigins are the origins whose imported routes health leaves
@@ -85,6 +94,7 @@ type nodeEntry struct {
 	node      Node
 	refs      int // routes through this node (counted once per route position)
 	endpoints int // of which as a route endpoint
+	num       int32
 }
 
 type linkEntry struct {
@@ -95,13 +105,17 @@ type linkEntry struct {
 // so the fields only local routes need are behind localState, and the
 // bools share one word.
 type routeEntry struct {
-	ikey   string // origin + "\x00" + id
-	id     string // the tail of ikey
-	origin string
-	src    netip.Addr
-	dst    netip.Addr
-	hops   []string  // node IDs: the nodes' own strings
-	hopRTT []float64 // latest trace's per-hop RTT (seconds), aligned with hops; nil if none
+	ikey string       // routeIKey: its tail after the last NUL is the route id (routeID)
+	idx  *originIndex // an imported route's origin (originName); nil for local routes
+	// rare holds what few imported routes need (paths.go): src and dst
+	// when they are not the endpoint nodes' addresses, keys when they are
+	// not all flows of src→dst. nil for most routes.
+	rare *routeRare
+	// The hops are from, path.via, to (paths.go): node IDs, the nodes'
+	// own strings.
+	from, to *nodeEntry
+	path     *fabricPath
+	hopRTT   []float64 // latest trace's per-hop RTT (seconds), aligned with the hops; nil if none
 
 	*localState // local routes only; nil for imported routes
 
@@ -111,13 +125,11 @@ type routeEntry struct {
 	local    bool
 	dirty    bool
 	keyStale bool
+	slot     int32 // an imported route's health slot (healthstore.go)
 	metrics  Metrics
-	// keyList is the sorted keys, replaced, never modified. Local routes
-	// derive it from keys when stale. An imported route's key set is
-	// keyList, or ports when every key is a flow of src→dst (see
-	// compact.go).
-	keyList []RouteKey
-	ports   []uint16
+	// An imported route's key set is ports when every key is a flow of
+	// src→dst, else rare.keys (compact.go): replaced, never modified.
+	ports []uint16
 }
 
 // localState is what only a local route has: its keys' flow state and
@@ -127,6 +139,10 @@ type localState struct {
 	bases map[RouteKey]*baseline
 	now   func() time.Time
 	win   flowWindow
+
+	// keyList is the sorted keys, derived from keys when stale; replaced,
+	// never modified.
+	keyList []RouteKey
 }
 
 // neverUpdated is routeEntry.updated before the first route-update.
@@ -167,7 +183,7 @@ func (r *routeEntry) numKeys() int {
 	if r.local {
 		return len(r.keys)
 	}
-	return len(r.ports) + len(r.keyList)
+	return len(r.ports) + len(r.importedKeyList())
 }
 
 // keysOf returns the sorted key list. The slice is shared: callers must not
@@ -230,6 +246,7 @@ func New(cfg Config) *Graph {
 		subs:     make(map[*Subscription]struct{}),
 
 		baselines: make(map[baselineKey]*baseline),
+		paths:     make(map[string]*fabricPath),
 	}
 }
 
@@ -340,7 +357,7 @@ func (g *Graph) SetRoute(key RouteKey, hops []Hop) (string, *PathChange) {
 	// The route the key ends on keeps this trace's hop RTTs (a trace that
 	// timed nothing leaves the previous ones).
 	defer func() {
-		if r := g.keys[key]; r != nil && len(rtts) == len(r.hops) {
+		if r := g.keys[key]; r != nil && len(rtts) == r.nHops() {
 			r.hopRTT = rtts
 		}
 	}()
@@ -349,34 +366,34 @@ func (g *Graph) SetRoute(key RouteKey, hops []Hop) (string, *PathChange) {
 	if old == nil {
 		id := RouteID(newHops)
 		r := g.attachLocked(key, id, "", true, key.Src, key.Dst, nodeIDs(id, newHops), newFlowState())
-		return r.id, nil
+		return r.routeID(), nil
 	}
-	merged, compatible := mergeHops(old.hops, newHops)
+	merged, compatible := mergeHops(g.hopListLocked(old), newHops)
 	if compatible {
 		id := RouteID(merged)
-		if id == old.id {
-			return old.id, nil
+		if id == old.routeID() {
+			return old.routeID(), nil
 		}
 		// Attach before detaching so shared nodes and links are not
 		// removed and re-added.
 		r := g.attachLocked(key, id, "", true, key.Src, key.Dst, nodeIDs(id, merged), old.keys[key])
 		g.detachLocked(old, key)
-		return r.id, nil
+		return r.routeID(), nil
 	}
 	id := RouteID(newHops)
-	oldID, oldHops := old.id, slices.Clone(old.hops)
+	oldID, oldHops := old.routeID(), g.hopListLocked(old)
 	r := g.attachLocked(key, id, "", true, key.Src, key.Dst, nodeIDs(id, newHops), newFlowState())
 	pc := &PathChange{
 		Key:      key,
 		OldRoute: oldID,
-		NewRoute: r.id,
+		NewRoute: r.routeID(),
 		OldHops:  oldHops,
-		NewHops:  slices.Clone(r.hops),
-		HopDelta: len(r.hops) - len(oldHops),
+		NewHops:  g.hopListLocked(r),
+		HopDelta: r.nHops() - len(oldHops),
 	}
 	g.emitLocked(Event{Type: EventPathChange, Change: clonePathChange(pc)})
 	g.detachLocked(old, key)
-	return r.id, pc
+	return r.routeID(), pc
 }
 
 // mergeHops compares the current route's node IDs with a new trace's hop
@@ -477,7 +494,7 @@ func (g *Graph) RouteOf(key RouteKey) (string, bool) {
 	g.mu.RLock()
 	defer g.mu.RUnlock()
 	if r := g.keys[key]; r != nil {
-		return r.id, true
+		return r.routeID(), true
 	}
 	return "", false
 }
@@ -487,10 +504,10 @@ func (g *Graph) RouteOf(key RouteKey) (string, bool) {
 // reported them; r.Keys are the keys that map to it, which replace the keys
 // the route had from this origin. A key that moves from another of this
 // origin's routes with different hops yields a path-change event. r.ID is
-// kept when set, else computed from the hops. Routes with fewer than two hops
-// are ignored.
+// kept when set, else computed from the hops. Routes with fewer than two hops,
+// or whose id has a NUL byte, are ignored.
 func (g *Graph) ImportRoute(origin string, r Route) {
-	if len(r.Hops) < 2 {
+	if len(r.Hops) < 2 || strings.IndexByte(r.ID, 0) >= 0 {
 		return
 	}
 	id := r.ID
@@ -528,11 +545,11 @@ func (g *Graph) ImportRoute(origin string, r Route) {
 		if prev == nil || prev.ikey == ikey {
 			continue
 		}
-		if !slices.Equal(prev.hops, r.Hops) {
+		if !g.sameHopsLocked(prev, r.Hops) {
 			moved = append(moved, &PathChange{
-				Key: k, OldRoute: prev.id, NewRoute: id,
-				OldHops: slices.Clone(prev.hops), NewHops: slices.Clone(r.Hops),
-				HopDelta: len(r.Hops) - len(prev.hops),
+				Key: k, OldRoute: prev.routeID(), NewRoute: id,
+				OldHops: g.hopListLocked(prev), NewHops: slices.Clone(r.Hops),
+				HopDelta: len(r.Hops) - prev.nHops(),
 			})
 		}
 		from = append(from, prev)
@@ -540,14 +557,15 @@ func (g *Graph) ImportRoute(origin string, r Route) {
 	}
 	cur := g.routes[ikey]
 	defer func() {
-		if len(r.HopRTTs) == len(cur.hops) {
+		if len(r.HopRTTs) == cur.nHops() {
 			cur.hopRTT = slices.Clone(r.HopRTTs)
 		}
 	}()
 	if cur == nil {
-		cur = g.createLocked(ikey, id, idx.name, false, src, dst, slices.Clone(r.Hops))
+		cur = g.createLocked(ikey, idx.name, false, src, dst, r.Hops)
 		cur.metrics = r.Metrics
 		idx.setKeys(cur, want)
+		g.syncSlotLocked(cur)
 		g.emitLocked(Event{Type: EventRouteAdd, Route: g.routeCopyLocked(cur)})
 		g.setUpdated(cur, g.cfg.Now())
 	} else {
@@ -555,6 +573,7 @@ func (g *Graph) ImportRoute(origin string, r Route) {
 		cur.mmu.Lock()
 		cur.metrics = r.Metrics
 		cur.mmu.Unlock()
+		g.syncSlotLocked(cur)
 		g.maybeUpdateLocked(cur)
 	}
 	for _, pc := range moved {
@@ -590,7 +609,7 @@ func (g *Graph) RemoveOrigin(origin string) {
 	defer g.mu.Unlock()
 	var rs []*routeEntry
 	for _, r := range g.routes {
-		if !r.local && r.origin == origin {
+		if !r.local && r.originName() == origin {
 			rs = append(rs, r)
 		}
 	}
@@ -611,7 +630,7 @@ func (g *Graph) attachLocked(key RouteKey, id, origin string, local bool, src, d
 	ikey := routeIKey(origin, local, id)
 	r := g.routes[ikey]
 	if r == nil {
-		r = g.createLocked(ikey, id, origin, local, src, dst, hops)
+		r = g.createLocked(ikey, origin, local, src, dst, hops)
 		g.keyBaselineLocked(r, key, f)
 		f.rebase(r.win.epoch())
 		r.setKey(key, f)
@@ -651,29 +670,30 @@ func (g *Graph) afterKeyLossLocked(r *routeEntry) {
 		g.removeRouteLocked(r)
 		return
 	}
+	g.syncSlotLocked(r)
 	g.updateNowLocked(r)
 }
 
-// createLocked makes a route and takes references on its nodes and links,
-// emitting node-add and link-add for new ones.
-func (g *Graph) createLocked(ikey, id, origin string, local bool, src, dst netip.Addr, hops []string) *routeEntry {
-	r := &routeEntry{
-		ikey: ikey, id: ikey[len(ikey)-len(id):], origin: origin, local: local,
-		src: src, dst: dst, hops: hops, updated: neverUpdated,
+// createLocked makes a route and takes references on its nodes, links
+// and router-level path, emitting node-add and link-add for new ones. It
+// keeps no reference to hops (at least two).
+func (g *Graph) createLocked(ikey, origin string, local bool, src, dst netip.Addr, hops []string) *routeEntry {
+	r := &routeEntry{ikey: ikey, local: local, updated: neverUpdated}
+	if !local {
+		r.idx = g.imported[origin]
 	}
 	if local {
 		r.localState = &localState{keys: make(map[RouteKey]*flowState), now: g.cfg.Now, win: newFlowWindow(g.cfg.RingSize)}
 	}
 	g.routes[ikey] = r
+	last := len(hops) - 1
 	for i, h := range hops {
-		endpoint := i == 0 || i == len(hops)-1
+		endpoint := i == 0 || i == last
 		n := g.nodes[h]
-		if n != nil {
-			hops[i] = n.node.ID // one string per node, shared by its routes
-		}
 		if n == nil {
 			n = &nodeEntry{node: makeNode(h, endpoint)}
 			g.nodes[h] = n
+			g.numberNodeLocked(n)
 			n.refs++
 			if endpoint {
 				n.endpoints++
@@ -690,8 +710,18 @@ func (g *Graph) createLocked(ikey, id, origin string, local bool, src, dst netip
 			}
 		}
 	}
-	for i := 1; i < len(hops); i++ {
-		lid := LinkID{Src: hops[i-1], Dst: hops[i]}
+	r.from, r.to = g.nodes[hops[0]], g.nodes[hops[last]]
+	if src != r.from.node.Addr || dst != r.to.node.Addr {
+		r.rare = &routeRare{ends: true, src: src, dst: dst}
+	}
+	r.path = g.refPathLocked(hops[1:last])
+	g.hops += len(hops)
+	r.slot = -1
+	if !local {
+		g.addSlotLocked(r)
+	}
+	for i := 1; i <= last; i++ {
+		lid := LinkID{Src: g.hopAtLocked(r, i-1), Dst: g.hopAtLocked(r, i)} // the nodes' strings
 		l := g.links[lid]
 		if l == nil {
 			l = &linkEntry{}
@@ -706,12 +736,24 @@ func (g *Graph) createLocked(ikey, id, origin string, local bool, src, dst netip
 }
 
 // routeIKey is a route's internal map key: local routes and every origin's
-// imported routes live in separate namespaces.
+// imported routes live in separate namespaces. The id is its tail after
+// the last NUL (ImportRoute ignores ids with a NUL).
 func routeIKey(origin string, local bool, id string) string {
 	if local {
 		return "l\x00" + id
 	}
 	return "i\x00" + origin + "\x00" + id
+}
+
+// routeID is r's route id: the tail of its internal key.
+func (r *routeEntry) routeID() string { return r.ikey[strings.LastIndexByte(r.ikey, 0)+1:] }
+
+// originName is the origin of an imported route, "" for a local one.
+func (r *routeEntry) originName() string {
+	if r.idx == nil {
+		return ""
+	}
+	return r.idx.name
 }
 
 func makeNode(id string, endpoint bool) Node {
@@ -742,12 +784,13 @@ func (g *Graph) removeRouteLocked(r *routeEntry) {
 				delete(g.keys, k)
 			}
 		}
-	} else if idx := g.imported[r.origin]; idx != nil {
-		idx.drop(r)
+	} else if r.idx != nil {
+		r.idx.drop(r)
 	}
 	g.emitLocked(Event{Type: EventRouteRemove, Route: g.routeCopyLocked(r)})
-	for i := 1; i < len(r.hops); i++ {
-		lid := LinkID{Src: r.hops[i-1], Dst: r.hops[i]}
+	last := r.nHops() - 1
+	for i := 1; i <= last; i++ {
+		lid := LinkID{Src: g.hopAtLocked(r, i-1), Dst: g.hopAtLocked(r, i)}
 		l := g.links[lid]
 		if l == nil {
 			continue
@@ -758,13 +801,14 @@ func (g *Graph) removeRouteLocked(r *routeEntry) {
 			g.emitLocked(Event{Type: EventLinkRemove, Link: &Link{LinkID: lid}})
 		}
 	}
-	for i, h := range r.hops {
+	for i := 0; i <= last; i++ {
+		h := g.hopAtLocked(r, i)
 		n := g.nodes[h]
 		if n == nil {
 			continue
 		}
 		n.refs--
-		if i == 0 || i == len(r.hops)-1 {
+		if i == 0 || i == last {
 			n.endpoints--
 			if n.endpoints <= 0 && n.node.Kind == NodeHost && n.refs > 0 {
 				n.node.Kind = NodeRouter
@@ -772,10 +816,14 @@ func (g *Graph) removeRouteLocked(r *routeEntry) {
 		}
 		if n.refs <= 0 {
 			delete(g.nodes, h)
+			g.unnumberNodeLocked(n)
 			nc := n.node
 			g.emitLocked(Event{Type: EventNodeRemove, Node: &nc})
 		}
 	}
+	g.unrefPathLocked(r.path)
+	g.dropSlotLocked(r)
+	g.hops -= last + 1
 }
 
 // metricsOf returns r's metrics, computing them from the flow state when
@@ -850,13 +898,13 @@ func byKeyFor(m Metrics, keys int) Metrics {
 // routeCopyLocked returns a deep copy of r with current metrics.
 func (g *Graph) routeCopyLocked(r *routeEntry) *Route {
 	rt := Route{
-		ID:      r.id,
-		Src:     r.src,
-		Dst:     r.dst,
-		Hops:    slices.Clone(r.hops),
+		ID:      r.routeID(),
+		Src:     r.srcAddr(),
+		Dst:     r.dstAddr(),
+		Hops:    g.hopListLocked(r),
 		Keys:    slices.Clone(r.keysOf()),
 		Metrics: byKeyFor(r.metricsOf(), r.numKeys()),
-		Origin:  r.origin,
+		Origin:  r.originName(),
 		HopRTTs: slices.Clone(r.hopRTT),
 	}
 	return &rt
@@ -972,8 +1020,8 @@ func (g *Graph) snapshotLocked() Snapshot {
 	slices.SortFunc(rs, func(a, b *routeEntry) int { return cmp.Compare(a.ikey, b.ikey) })
 	for _, r := range rs {
 		s.Routes = append(s.Routes, Route{
-			ID: r.id, Src: r.src, Dst: r.dst, Hops: r.hops, Keys: r.keysOf(),
-			Metrics: r.metricsOf(), Origin: r.origin, HopRTTs: r.hopRTT,
+			ID: r.routeID(), Src: r.srcAddr(), Dst: r.dstAddr(), Hops: g.hopListLocked(r), Keys: r.keysOf(),
+			Metrics: r.metricsOf(), Origin: r.originName(), HopRTTs: r.hopRTT,
 		})
 	}
 	return s

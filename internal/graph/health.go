@@ -227,12 +227,12 @@ func inputOf(hops []string, keys []RouteKey, m Metrics, ports []uint16) (localiz
 	for _, k := range keys {
 		ports = append(ports, k.SrcPort)
 	}
-	return inputWith(hops, ports[start:len(ports):len(ports)], m), ports
+	return inputWith(hops, ports[start:len(ports):len(ports)], &m), ports
 }
 
 // inputWith is the estimator's input for a route with these hops, key
 // ports (in key order) and metrics.
-func inputWith(hops []string, ports []uint16, m Metrics) localize.Input {
+func inputWith(hops []string, ports []uint16, m *Metrics) localize.Input {
 	in := localize.Input{
 		Hops:        hops,
 		Ports:       ports,

@@ -16,6 +16,7 @@ type healthCache struct {
 	stale uint64 // Graph.staleGen the rows saw
 	rows  []LinkHealth
 	runs  uint64
+	buf   healthBuf
 }
 
 // Health ranks every link by fault likelihood (see HealthOf) over the
@@ -37,10 +38,10 @@ func (g *Graph) HealthAt() ([]LinkHealth, uint64) {
 		g.mu.RUnlock()
 		return slices.Clone(c.rows), id
 	}
-	in := g.healthInputsLocked()
+	names, in := g.healthInputsLocked(&c.buf)
 	hc := g.cfg.Health
 	g.mu.RUnlock()
-	c.rows, c.id, c.stale, c.valid = localize.Run(in, hc), id, stale, true
+	c.rows, c.id, c.stale, c.valid = localize.RunNumbered(names, in, hc), id, stale, true
 	c.runs++
 	return slices.Clone(c.rows), id
 }
@@ -52,34 +53,61 @@ func (g *Graph) healthRuns() uint64 {
 	return g.health.runs
 }
 
-// healthInputsLocked collects the estimator input under the read lock.
-// r.hops is never modified after the route is created; the key lists are
-// replaced, never modified.
-func (g *Graph) healthInputsLocked() []localize.Input {
-	in := make([]localize.Input, 0, len(g.routes))
-	var ports []uint16
-	for _, r := range g.routes {
+// healthBuf holds the pointer-free part of the last run's estimator input
+// (the routes' hops as node numbers, the node table), reused by the next
+// run under healthCache.mu. The per-route inputs themselves (≈ 128 B a
+// route, with pointers) are made per run: kept, they would add a quarter
+// to the aggregator's heap and to every GC cycle's marking.
+type healthBuf struct {
+	names []string
+	nodes []int32
+}
+
+// healthInputsLocked collects the estimator input under the read lock,
+// with the hops as node numbers into names (a copy of the graph's table:
+// the run goes on without the lock), both in b. Imported routes come from
+// their slots (healthstore.go), in order; local routes (an agent's few
+// hundred) from their records. The inputs alias the routes' port and
+// excess slices, which are replaced, never modified.
+func (g *Graph) healthInputsLocked(b *healthBuf) (names []string, in []localize.Input) {
+	b.names = append(b.names[:0], g.nodeNames...)
+	in = make([]localize.Input, 0, len(g.routes))
+	nodes := slices.Grow(b.nodes[:0], g.hops) // cut, never grown: the inputs alias it
+	for i := range g.slots.len() {
 		var x localize.Input
-		x, ports = r.healthInput(ports)
-		if g.staleLocked(r) {
+		sl := g.slots.at(i)
+		x, nodes = sl.input(nodes)
+		if g.staleLocked(sl.r) {
 			x = withoutEvidence(x)
 		}
 		in = append(in, x)
 	}
-	return in
+	if g.slots.len() < len(g.routes) {
+		var ports []uint16
+		for _, r := range g.routes {
+			if !r.local {
+				continue
+			}
+			var x localize.Input
+			x, ports = r.healthInput(ports)
+			start := len(nodes)
+			nodes = r.appendHopNums(nodes)
+			x.Nodes = nodes[start:len(nodes):len(nodes)]
+			in = append(in, x)
+		}
+	}
+	b.nodes = nodes
+	return b.names, in
 }
 
-// healthInput is inputOf for r under one lock of r.mmu, reading a compact
-// imported route's ports (sorted, as its keys are) without building its
-// key list.
+// healthInput is inputOf for a local route, without the hops.
 func (r *routeEntry) healthInput(ports []uint16) (localize.Input, []uint16) {
 	r.mmu.Lock()
 	defer r.mmu.Unlock()
 	m := r.metricsLocked()
-	if r.local || r.ports == nil {
-		return inputOf(r.hops, r.sortedKeysLocked(), m, ports)
-	}
 	start := len(ports)
-	ports = append(ports, r.ports...)
-	return inputWith(r.hops, ports[start:len(ports):len(ports)], m), ports
+	for _, k := range r.sortedKeysLocked() {
+		ports = append(ports, k.SrcPort)
+	}
+	return inputWith(nil, ports[start:len(ports):len(ports)], &m), ports
 }

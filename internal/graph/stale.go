@@ -40,11 +40,11 @@ func (g *Graph) OriginStale(origin string) bool {
 // staleLocked reports whether r's samples are left out of health. Under
 // g.mu (read or write).
 func (g *Graph) staleLocked(r *routeEntry) bool {
-	return !r.local && len(g.staleOrigins) > 0 && g.staleOrigins[r.origin]
+	return !r.local && len(g.staleOrigins) > 0 && g.staleOrigins[r.originName()]
 }
 
 // withoutEvidence is x with its hops and ports (what reverse matching
 // reads) but no samples and no delay excess.
 func withoutEvidence(x localize.Input) localize.Input {
-	return localize.Input{Hops: x.Hops, Ports: x.Ports}
+	return localize.Input{Hops: x.Hops, Nodes: x.Nodes, Ports: x.Ports}
 }

@@ -42,7 +42,7 @@ func delayObservations(in []Input, ix *index, keyOff, rev []int32) *delayObs {
 	// observation's links, for the reverse route's links).
 	mark := make([]int32, ix.nLinks())
 	for p, r := range in {
-		if len(r.Excess) != len(r.Ports) || len(r.Hops) < 2 {
+		if len(r.Excess) != len(r.Ports) || r.hopCount() < 2 {
 			continue
 		}
 		fwd := ix.routeLinks(p)

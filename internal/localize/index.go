@@ -52,25 +52,18 @@ func renumber(ids, rank []int32) {
 }
 
 // indexNodes interns the hop names of every route, numbered in name order.
-func indexNodes(in []Input) *index {
+// With names, the routes' hops are Input.Nodes, numbers into names.
+func indexNodes(in []Input, names []string) *index {
 	ix := &index{hopOff: make([]int32, len(in)+1)}
-	seen := make(map[string]int32)
 	total := 0
-	for _, r := range in {
-		total += len(r.Hops)
+	for i := range in {
+		total += in[i].hopCount()
 	}
 	ix.nodes = make([]int32, 0, total)
-	for p, r := range in {
-		ix.hopOff[p] = int32(len(ix.nodes))
-		for _, h := range r.Hops {
-			id, ok := seen[h]
-			if !ok {
-				id = int32(len(ix.names))
-				seen[h] = id
-				ix.names = append(ix.names, h)
-			}
-			ix.nodes = append(ix.nodes, id)
-		}
+	if names != nil {
+		ix.numberedNodes(in, names)
+	} else {
+		ix.namedNodes(in)
 	}
 	ix.hopOff[len(in)] = int32(len(ix.nodes))
 	perm, rank := sortedPerm(len(ix.names), func(a, b int32) int { return cmp.Compare(ix.names[a], ix.names[b]) })
@@ -83,10 +76,47 @@ func indexNodes(in []Input) *index {
 	return ix
 }
 
+// namedNodes numbers the routes' Hops in order of appearance.
+func (ix *index) namedNodes(in []Input) {
+	seen := make(map[string]int32)
+	for p, r := range in {
+		ix.hopOff[p] = int32(len(ix.nodes))
+		for _, h := range r.Hops {
+			id, ok := seen[h]
+			if !ok {
+				id = int32(len(ix.names))
+				seen[h] = id
+				ix.names = append(ix.names, h)
+			}
+			ix.nodes = append(ix.nodes, id)
+		}
+	}
+}
+
+// numberedNodes renumbers the routes' Nodes (numbers into names, which may
+// have gaps) densely in order of appearance: a table lookup per hop, no
+// hashing.
+func (ix *index) numberedNodes(in []Input, names []string) {
+	dense := make([]int32, len(names)) // caller's number → dense number + 1
+	for p := range in {
+		ix.hopOff[p] = int32(len(ix.nodes))
+		for _, n := range in[p].Nodes {
+			id := dense[n] - 1
+			if id < 0 {
+				id = int32(len(ix.names))
+				dense[n] = id + 1
+				ix.names = append(ix.names, names[n])
+			}
+			ix.nodes = append(ix.nodes, id)
+		}
+	}
+}
+
 // indexLinks lists every route's links (a looping trace crosses a link once
-// for our purpose) and numbers them in (src, dst) order.
-func indexLinks(in []Input) *index {
-	ix := indexNodes(in)
+// for our purpose) and numbers them in (src, dst) order. names is
+// indexNodes's.
+func indexLinks(in []Input, names []string) *index {
+	ix := indexNodes(in, names)
 	seen := make(map[uint64]int32, len(ix.names)*4)
 	ix.linkOff = make([]int32, len(in)+1)
 	ix.links = make([]int32, 0, len(ix.nodes))

@@ -8,9 +8,17 @@ import (
 // Run computes one Row per link crossed by the routes in in, sorted by
 // seed suspicion (descending; see SortBySuspicion). The result does not
 // depend on the order of in.
-func Run(in []Input, c Config) []Row {
+func Run(in []Input, c Config) []Row { return run(in, nil, c) }
+
+// RunNumbered is Run for routes whose hops the caller numbered (Input.Nodes
+// index names; names may have unused entries): the nodes are not hashed
+// by name, which is most of what indexing costs at 10⁵ routes. The rows
+// are Run's for the same hop names.
+func RunNumbered(names []string, in []Input, c Config) []Row { return run(in, names, c) }
+
+func run(in []Input, names []string, c Config) []Row {
 	c = c.WithDefaults()
-	ix := indexLinks(in)
+	ix := indexLinks(in, names)
 	revOff, rev := reverses(in, ix)
 	o := splitDirections(in, ix, revOff, rev)
 	rows := make([]Row, ix.nLinks())

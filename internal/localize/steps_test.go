@@ -25,7 +25,7 @@ func TestIndexLinks(t *testing.T) {
 		in([]string{"h2", "r", "h1"}, []uint16{1}, 10, 0, 0, 0),
 		in([]string{"h1", "r", "x", "r", "h2"}, []uint16{1}, 10, 0, 0, 0), // loops through r
 	}
-	ix := indexLinks(routes)
+	ix := indexLinks(routes, nil)
 	want := []string{"h1>r", "h2>r", "r>h1", "r>h2", "r>x", "x>r"}
 	if got := linkNames(ix); !slices.Equal(got, want) {
 		t.Fatalf("links %v, want %v (sorted by src, dst)", got, want)
@@ -79,7 +79,7 @@ func TestSplitDirections(t *testing.T) {
 	b2a := []string{"b", "y", "a"}
 	t.Run("reverse losses go to the reverse route", func(t *testing.T) {
 		routes := []Input{in(a2b, []uint16{7}, 100, 10, 4, 6), in(b2a, []uint16{7}, 100, 0, 0, 0)}
-		ix := indexLinks(routes)
+		ix := indexLinks(routes, nil)
 		revOff, rev := reverses(routes, ix)
 		o := splitDirections(routes, ix, revOff, rev)
 		// a→b: its 100 probes plus the 100 acks of b→a's probes.
@@ -92,7 +92,7 @@ func TestSplitDirections(t *testing.T) {
 	})
 	t.Run("no reverse route: reverse losses dropped", func(t *testing.T) {
 		routes := []Input{in(a2b, []uint16{7}, 100, 10, 4, 6)}
-		ix := indexLinks(routes)
+		ix := indexLinks(routes, nil)
 		revOff, rev := reverses(routes, ix)
 		o := splitDirections(routes, ix, revOff, rev)
 		if len(o.trials) != 1 || o.losses[0] != 4 {
@@ -101,7 +101,7 @@ func TestSplitDirections(t *testing.T) {
 	})
 	t.Run("no direction: one round-trip observation", func(t *testing.T) {
 		routes := []Input{in(a2b, []uint16{7}, 100, 10, 0, 0), in(b2a, []uint16{7}, 100, 0, 0, 0)}
-		ix := indexLinks(routes)
+		ix := indexLinks(routes, nil)
 		revOff, rev := reverses(routes, ix)
 		o := splitDirections(routes, ix, revOff, rev)
 		if len(o.trials) != 3 || o.losses[2] != 10 || len(o.of(2)) != 4 {
@@ -119,7 +119,7 @@ func TestSeedScore(t *testing.T) {
 		in([]string{"a", "x", "b"}, []uint16{1}, 100, 10, 10, 0),
 		in([]string{"a", "y", "b"}, []uint16{1}, 100, 0, 0, 0),
 	}
-	ix := indexLinks(routes)
+	ix := indexLinks(routes, nil)
 	revOff, rev := reverses(routes, ix)
 	o := splitDirections(routes, ix, revOff, rev)
 	rows := make([]Row, ix.nLinks())
@@ -144,7 +144,7 @@ func TestSeedScore(t *testing.T) {
 // linkP fits one route of n probes with k lost and tests its first link.
 func linkP(n, k int) float64 {
 	routes := []Input{in([]string{"a", "b"}, []uint16{1}, n, k, k, 0)}
-	ix := indexLinks(routes)
+	ix := indexLinks(routes, nil)
 	revOff, rev := reverses(routes, ix)
 	o := splitDirections(routes, ix, revOff, rev)
 	return testLink(fitLoss(o, ix.nLinks(), DefaultConfig()), 0, DefaultConfig().NegligibleLoss).p
@@ -191,7 +191,7 @@ func TestFitLossUnbiased(t *testing.T) {
 		in([]string{"a", "x", "b"}, []uint16{1}, 200, 20, 20, 0),
 		in([]string{"c", "x", "d"}, []uint16{1}, 200, 0, 0, 0),
 	}
-	ix := indexLinks(routes)
+	ix := indexLinks(routes, nil)
 	revOff, rev := reverses(routes, ix)
 	o := splitDirections(routes, ix, revOff, rev)
 	pen := newLossFit(o, ix.nLinks())

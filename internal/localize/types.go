@@ -5,6 +5,9 @@ package localize
 type Input struct {
 	// Hops are node IDs, source host first, destination host last.
 	Hops []string
+	// Nodes is Hops numbered by the caller, for RunNumbered: Nodes[j]
+	// indexes its names. Run ignores it; RunNumbered ignores Hops.
+	Nodes []int32
 	// Ports are the source ports of the route's keys. The reverse of key
 	// (src, dst, port) is the route from dst to src with the same port.
 	Ports []uint16
@@ -24,6 +27,9 @@ type Input struct {
 	// each key instead of being spread over all of them.
 	SamplesByKey, LostByKey []int
 }
+
+// hopCount is how many hops the route has, in either form.
+func (r *Input) hopCount() int { return max(len(r.Hops), len(r.Nodes)) }
 
 // Verdict is the estimator's call on one link.
 type Verdict string
