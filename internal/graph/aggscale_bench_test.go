@@ -57,17 +57,8 @@ func harnessRoutes(n int) []aggRoute {
 		c := pc
 		c.Self, c.SelfRack = h.Name, h.Rack
 		for _, p := range plan.Select(c, members, now) {
-			byID := make(map[string]int)
-			for i := 0; i < 11; i++ {
-				port := uint16(33436 + i)
-				hops := f.Route(h.Addr, p.Addr, port)
-				id := graph.RouteID(hops)
-				if j, ok := byID[id]; ok {
-					out[j].ports = append(out[j].ports, port)
-					continue
-				}
-				byID[id] = len(out)
-				out = append(out, aggRoute{src: h.Addr, dst: p.Addr, hops: hops, ports: []uint16{port}})
+			for _, g := range f.Routes(h.Addr, p.Addr, 11) {
+				out = append(out, aggRoute{src: h.Addr, dst: p.Addr, hops: g.Hops, ports: g.Ports})
 			}
 		}
 	}

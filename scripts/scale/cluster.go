@@ -46,17 +46,8 @@ func routesOf(f *simclos.Fabric, cp clusterPlan, ports int) []flowRoute {
 	var out []flowRoute
 	for _, h := range f.Hosts {
 		for _, p := range cp[h.Addr] {
-			byID := make(map[string]int)
-			for i := 0; i < ports; i++ {
-				port := uint16(33436 + i)
-				hops := f.Route(h.Addr, p.Addr, port)
-				id := graph.RouteID(hops)
-				if j, ok := byID[id]; ok {
-					out[j].ports = append(out[j].ports, port)
-					continue
-				}
-				byID[id] = len(out)
-				out = append(out, flowRoute{src: h.Addr, dst: p.Addr, hops: hops, ports: []uint16{port}})
+			for _, g := range f.Routes(h.Addr, p.Addr, ports) {
+				out = append(out, flowRoute{src: h.Addr, dst: p.Addr, hops: g.Hops, ports: g.Ports})
 			}
 		}
 	}

@@ -142,6 +142,32 @@ func (f *Fabric) Links() []graph.LinkID {
 }
 
 // Routers returns every router address.
+// PortGroup is the source ports from one host to another that take the
+// same hop list (one route).
+type PortGroup struct {
+	Hops  []string
+	Ports []uint16
+}
+
+// Routes groups the ports 33436 … 33436+ports-1 from src to dst by their hop
+// list, in order of first port.
+func (f *Fabric) Routes(src, dst netip.Addr, ports int) []PortGroup {
+	var out []PortGroup
+	byID := make(map[string]int)
+	for i := 0; i < ports; i++ {
+		port := uint16(33436 + i)
+		hops := f.Route(src, dst, port)
+		id := graph.RouteID(hops)
+		if j, ok := byID[id]; ok {
+			out[j].Ports = append(out[j].Ports, port)
+			continue
+		}
+		byID[id] = len(out)
+		out = append(out, PortGroup{Hops: hops, Ports: []uint16{port}})
+	}
+	return out
+}
+
 func (f *Fabric) Routers() []netip.Addr {
 	out := slices.Clone(f.ToRAddr)
 	for _, a := range f.AggAddr {
