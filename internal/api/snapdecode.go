@@ -33,6 +33,9 @@ type snapDecoder struct {
 	cur    graph.Route       // the route being read, when streaming
 	hopNum []int32           // the numbers of cur's hops (graph.HealthInput.Node)
 	keep   bool              // keep the routes in snap (tests), never stream
+	// reserve is how many routes to make room for at once (0: grow as
+	// they come).
+	reserve int
 }
 
 const (
@@ -71,6 +74,9 @@ func (d *snapDecoder) decode() (healthDoc, error) {
 // start checks the nodes and edges and makes the input routes go to.
 func (d *snapDecoder) start() {
 	d.doc.input, d.doc.invalid = graph.NewHealthInput(d.snap.Nodes, d.snap.Links)
+	if d.doc.input != nil {
+		d.doc.input.Reserve(d.reserve)
+	}
 }
 
 // add checks one route and hands it to the input, with its hops'

@@ -63,6 +63,7 @@ type HealthInput struct {
 	in    []localize.Input    // the last routes added
 	full  [][]localize.Input  // the routes before them, in chunks
 	ports []uint16            // the Ports of in, cut from one buffer
+	nums  []int32             // the Nodes of in (hops by node number), cut from one buffer
 	n     int                 // routes checked
 }
 
@@ -117,7 +118,14 @@ func (b *HealthInput) Node(name []byte) (int32, string, bool) {
 // hops[j] is the number of r.Hops[j], -1 for an unknown node; nil means
 // look them up.
 func (b *HealthInput) AddNumbered(r *Route, hops []int32) error {
+	if cap(b.nums)-len(b.nums) < len(r.Hops) {
+		// A fresh chunk, never a copy: earlier routes' Nodes point into
+		// the old ones.
+		b.nums = make([]int32, 0, max(1<<16, len(r.Hops)))
+	}
+	start := len(b.nums)
 	if err := b.check(r, hops); err != nil {
+		b.nums = b.nums[:start]
 		return err
 	}
 	b.n++
@@ -131,9 +139,19 @@ func (b *HealthInput) AddNumbered(r *Route, hops []int32) error {
 		b.in = make([]localize.Input, 0, min(64<<10, max(1024, 2*cap(b.in))))
 	}
 	var x localize.Input
-	x, b.ports = inputOf(r.Hops, r.Keys, r.Metrics, b.ports)
+	x, b.ports = inputOf(nil, r.Keys, r.Metrics, b.ports)
+	// By node number (RunNumbered): no hop names to hash in the
+	// estimator, and no string headers to keep and scan.
+	x.Nodes = b.nums[start:len(b.nums):len(b.nums)]
 	b.in = append(b.in, x)
 	return nil
+}
+
+// Reserve makes room for n routes at once (a hint: more still fit).
+func (b *HealthInput) Reserve(n int) {
+	if n > cap(b.in) && b.n == 0 {
+		b.in = make([]localize.Input, 0, n)
+	}
 }
 
 // Len is how many routes were added.
@@ -148,7 +166,7 @@ func (b *HealthInput) Run(hc HealthConfig) []LinkHealth {
 		}
 		b.in, b.full = append(all, b.in...), nil
 	}
-	return localize.Run(b.in, hc)
+	return localize.RunNumbered(b.names, b.in, hc)
 }
 
 // check checks route number b.n, its hops numbered by hops when not nil.
@@ -176,6 +194,7 @@ func (b *HealthInput) check(r *Route, hops []int32) error {
 		if !ok {
 			return fmt.Errorf("%s: hop %d %q is not a known node", name, j, h)
 		}
+		b.nums = append(b.nums, id)
 		if j > 0 {
 			if _, ok := b.links[uint64(prev)<<32|uint64(id)]; !ok {
 				return fmt.Errorf("%s: hops %d→%d (%s→%s) are not a known edge", name, j-1, j, r.Hops[j-1], h)
