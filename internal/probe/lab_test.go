@@ -57,39 +57,81 @@ func newLabPair(t testing.TB, mod func(c *Config)) *labPair {
 
 // pingMany sends n pings from a to b spread over the source ports with the
 // given spacing and returns all n results.
+// pingMany sends n pings and returns their results: one per ping, plus
+// the Resolves results that give a loss reported unknown its direction,
+// as far as they came before the last ping's result. Results of earlier
+// pings (a resolution of the last call's tail) are left out.
 func (lp *labPair) pingMany(t testing.TB, n int, spacing time.Duration) []Result {
 	t.Helper()
 	ports := int(lp.a.cfg.SrcPortEnd-lp.a.cfg.SrcPortStart) + 1
 	tick := time.NewTicker(spacing)
 	defer tick.Stop()
+	type flowSeq struct {
+		port uint16
+		seq  uint64
+	}
+	ours := make(map[flowSeq]bool, n)
 	var out []Result
+	got := 0
+	take := func(r Result) {
+		if !ours[flowSeq{r.SrcPort, r.Seq}] {
+			return
+		}
+		out = append(out, r)
+		if !r.Resolves {
+			got++
+		}
+	}
 	drain := func() {
 		for {
 			select {
 			case r := <-lp.a.Results():
-				out = append(out, r)
+				take(r)
 			default:
 				return
 			}
 		}
 	}
 	for i := range n {
-		if _, err := lp.a.Ping(lp.h2.Addr, lp.a.cfg.SrcPortStart+uint16(i%ports)); err != nil {
+		port := lp.a.cfg.SrcPortStart + uint16(i%ports)
+		seq, err := lp.a.Ping(lp.h2.Addr, port)
+		if err != nil {
 			t.Logf("ping %d: %v", i, err)
 		}
+		ours[flowSeq{port, seq}] = true
 		drain()
 		<-tick.C
 	}
-	deadline := time.After(lp.a.cfg.Timeout + lp.a.cfg.LossResolveWindow + 5*time.Second)
-	for len(out) < n {
+	deadline := time.After(lp.a.cfg.Timeout + 5*time.Second)
+	for got < n {
 		select {
 		case r := <-lp.a.Results():
-			out = append(out, r)
+			take(r)
 		case <-deadline:
-			t.Fatalf("got %d of %d results", len(out), n)
+			t.Fatalf("got %d of %d results", got, n)
 		}
 	}
 	return out
+}
+
+// finalDirs is the direction of every lost ping of rs, a later Resolves
+// result replacing the unknown one reported at the timeout.
+func finalDirs(rs []Result) map[graph.LossDir]int {
+	type flowSeq struct {
+		port uint16
+		seq  uint64
+	}
+	dir := map[flowSeq]graph.LossDir{}
+	for _, r := range rs {
+		if r.Lost {
+			dir[flowSeq{r.SrcPort, r.Seq}] = r.Dir
+		}
+	}
+	count := map[graph.LossDir]int{}
+	for _, d := range dir {
+		count[d]++
+	}
+	return count
 }
 
 func rttP50(t testing.TB, rs []Result) time.Duration {
@@ -205,12 +247,7 @@ func TestLabLossDirection(t *testing.T) {
 			}
 			t.Cleanup(func() { lp.f.ClearFaults(link) })
 			rs := lp.pingMany(t, n, 2*time.Millisecond)
-			count := map[graph.LossDir]int{}
-			for _, r := range rs {
-				if r.Lost {
-					count[r.Dir]++
-				}
-			}
+			count := finalDirs(rs)
 			lo, hi := binomialBounds(n, 0.10)
 			other := graph.LossReverse
 			if tc.want == graph.LossReverse {

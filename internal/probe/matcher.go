@@ -271,9 +271,10 @@ func (m *matcher) ack(k FlowKey, a *Packet, t4 [numSources]int64, now int64) Rej
 // out.
 func (m *matcher) resolve(k FlowKey, f *flowState, a *Packet) {
 	if a.Seq <= f.baseSeq {
-		return // reordered: not a boundary
+		f.lateAck(a) // reordered: not a boundary
+		return
 	}
-	iv := interval{lo: f.baseSeq, hi: a.Seq,
+	iv := interval{lo: f.baseSeq, hi: a.Seq, hiRx: a.RxCount,
 		consistent: a.RxCount >= f.baseRx && a.AckCount >= f.baseAck && f.traceUnknown == 0}
 	if iv.consistent {
 		sent := a.Seq - f.baseSeq - f.failed + f.traceAcked
@@ -286,8 +287,9 @@ func (m *matcher) resolve(k FlowKey, f *flowState, a *Packet) {
 	// (they were reported, direction unknown, when they timed out).
 	i := sort.Search(len(f.lost), func(i int) bool { return f.lost[i].seq > f.baseSeq })
 	j := sort.Search(len(f.lost), func(j int) bool { return f.lost[j].seq >= a.Seq })
+	inFlight := f.inFlight(iv.lo, iv.hi, 0)
 	for _, l := range f.lost[i:j] {
-		if dir := iv.take(); dir != graph.LossUnknown {
+		if dir := iv.take(inFlight); dir != graph.LossUnknown {
 			m.emitResolved(k, l, dir)
 		}
 	}
@@ -308,21 +310,54 @@ func (m *matcher) resolve(k FlowKey, f *flowState, a *Packet) {
 // interval is one resolved span between boundary acks.
 type interval struct {
 	lo, hi     uint64 // exclusive bounds (boundary seqs)
+	hiRx       uint64 // the reflector's rxCount in hi's ack
 	fwdLeft    uint64 // forward losses not yet given to a lost ping
 	consistent bool   // counters moved forward (no reflector restart)
 }
 
 const maxIntervals = 64
 
-func (iv *interval) take() graph.LossDir {
+// take gives a timed-out ping of the interval its direction. inFlight
+// pings of the interval are still pending: the reflector's count at the
+// boundary may be short of them only because they were still on their way
+// (a ping sent just before the boundary's can reach the reflector after
+// it), so they have the first claim on the forward losses. Without that,
+// a reverse loss took a forward loss that a later-acked ping had left.
+func (iv *interval) take(inFlight int) graph.LossDir {
 	switch {
 	case !iv.consistent:
 		return graph.LossUnknown
-	case iv.fwdLeft > 0:
+	case iv.fwdLeft > uint64(inFlight):
 		iv.fwdLeft--
 		return graph.LossForward
 	}
 	return graph.LossReverse
+}
+
+// lateAck settles an interval with the ack of one of its pings that came
+// after the interval's boundary: a reflector count above the boundary's
+// says the ping reached the reflector only after the boundary's, so the
+// boundary counted it among the forward losses, and it was not one.
+func (f *flowState) lateAck(a *Packet) {
+	for i := range f.intervals {
+		iv := &f.intervals[i]
+		if iv.lo < a.Seq && a.Seq < iv.hi && a.RxCount > iv.hiRx && iv.fwdLeft > 0 {
+			iv.fwdLeft--
+			return
+		}
+	}
+}
+
+// inFlight counts the pings of (lo, hi) still waiting for their ack, but
+// skip.
+func (f *flowState) inFlight(lo, hi, skip uint64) int {
+	n := 0
+	for s, p := range f.pend {
+		if lo < s && s < hi && s != skip && !p.acked {
+			n++
+		}
+	}
+	return n
 }
 
 // timedOut handles a ping whose ack did not come in time.
@@ -336,7 +371,7 @@ func (m *matcher) timedOut(k FlowKey, f *flowState, p *pending, now int64) {
 	for i := range f.intervals {
 		iv := &f.intervals[i]
 		if iv.lo < p.seq && p.seq < iv.hi {
-			m.emitLost(k, l, iv.take())
+			m.emitLost(k, l, iv.take(f.inFlight(iv.lo, iv.hi, p.seq)))
 			return
 		}
 	}

@@ -337,3 +337,25 @@ func TestMatcherStateBounded(t *testing.T) {
 		t.Fatalf("idle flow kept: %d flows, %d active", len(h.m.flows), len(h.m.active))
 	}
 }
+
+// TestMatcherReorderedPingNotForward: a ping that reaches the reflector
+// after the next one's (reordered on the way) is missing from the next
+// ack's count. It is no forward loss, and a reverse loss of the same
+// interval must not take it: the pending ping has the first claim, and
+// its own late ack (a count above the boundary's) settles it.
+func TestMatcherReorderedPingNotForward(t *testing.T) {
+	h := newHarness(t, SourceUser)
+	h.send() // s1: the reflector gets it; its ack is lost
+	h.advance(100 * time.Millisecond)
+	s2 := h.send() // overtaken: reaches the reflector after s3
+	h.advance(100 * time.Millisecond)
+	s3 := h.send()
+	h.advance(850 * time.Millisecond) // s1 times out
+	h.ack(s3, 2, 2)                   // counts s1 and s3, not s2 yet
+	h.advance(10 * time.Millisecond)
+	h.ack(s2, 3, 3) // s2 arrived after s3: a count above s3's
+	h.advance(40 * time.Second)
+	if fwd, rev, unk := h.lost(); fwd != 0 || rev != 1 || unk != 0 {
+		t.Errorf("fwd/rev/unknown = %d/%d/%d, want 0/1/0 (s1 lost in reverse; s2 was late, not lost)", fwd, rev, unk)
+	}
+}
