@@ -168,14 +168,13 @@ func splitDirections(in []Input, ix *index, revOff, rev []int32) *obs {
 		}
 		targets := found(rev[revOff[p]:revOff[p+1]])
 		if r.LostForward <= 0 && r.LostReverse <= 0 && r.Lost > 0 && len(targets) > 0 {
-			// Round trips, one per key. Which keys lost the probes is
-			// not known, only how many the route lost: when the keys'
-			// acks took different paths the losses start even and then
-			// follow the fit, as reverse losses do. In the lab, a downed
+			// Round trips, one per reverse route. With per-key counts
+			// each takes its own keys' losses. In the lab, a downed
 			// link black-holed the acks of 3 of a route's 4 keys; an
 			// even split put a quarter of the losses on the round trip
 			// over the healthy reverse path, and the forward links got
-			// the blame.
+			// the blame. Without them (an older agent), the losses
+			// start even and then follow the fit, as reverse losses do.
 			if o.roundTripsByKey(ix, p, r, rev[revOff[p]:revOff[p+1]]) {
 				continue
 			}
@@ -223,12 +222,12 @@ func splitDirections(in []Input, ix *index, revOff, rev []int32) *obs {
 // Keys without a reverse route in the set are left out. It reports false,
 // adding nothing, when the route has no usable per-key counts.
 func (o *obs) acksByKey(r Input, fwd, rv float64, rev []int32) bool {
-	if len(r.SamplesByKey) != len(r.Ports) || len(r.LostByKey) != len(r.Ports) || len(rev) != len(r.Ports) {
+	if !r.byKey(rev) {
 		return false
 	}
 	lost := fwd + rv
 	for i, q := range rev {
-		n, l := float64(r.SamplesByKey[i]), float64(min(max(r.LostByKey[i], 0), r.SamplesByKey[i]))
+		n, l := r.keyCounts(i)
 		if q < 0 || n <= 0 {
 			continue
 		}
@@ -242,6 +241,18 @@ func (o *obs) acksByKey(r Input, fwd, rv float64, rev []int32) bool {
 	return true
 }
 
+// byKey reports whether r has per-key counts, one per port, as rev (its
+// ports' reverse routes) has entries.
+func (r *Input) byKey(rev []int32) bool {
+	return len(r.SamplesByKey) == len(r.Ports) && len(r.LostByKey) == len(r.Ports) && len(rev) == len(r.Ports)
+}
+
+// keyCounts is key i's samples and losses, the losses within [0, samples].
+func (r *Input) keyCounts(i int) (n, lost float64) {
+	s := r.SamplesByKey[i]
+	return float64(s), float64(min(max(r.LostByKey[i], 0), s))
+}
+
 // roundTripsByKey adds route p's round trips from its per-key counts: one
 // observation per reverse route, over the forward and reverse links, with
 // the samples and losses of the keys whose acks take it. Keys without a
@@ -249,7 +260,7 @@ func (o *obs) acksByKey(r Input, fwd, rv float64, rev []int32) bool {
 // splitDirections. It reports false, adding nothing, when the route has
 // no usable per-key counts.
 func (o *obs) roundTripsByKey(ix *index, p int, r Input, rev []int32) bool {
-	if len(r.SamplesByKey) != len(r.Ports) || len(r.LostByKey) != len(r.Ports) || len(rev) != len(r.Ports) {
+	if !r.byKey(rev) {
 		return false
 	}
 	type trip struct {
@@ -258,7 +269,7 @@ func (o *obs) roundTripsByKey(ix *index, p int, r Input, rev []int32) bool {
 	}
 	var trips []trip
 	for i, q := range rev {
-		n, l := r.SamplesByKey[i], r.LostByKey[i]
+		n, l := r.keyCounts(i)
 		if q < 0 || n <= 0 {
 			continue
 		}
@@ -267,8 +278,8 @@ func (o *obs) roundTripsByKey(ix *index, p int, r Input, rev []int32) bool {
 			trips = append(trips, trip{q: q})
 			j = len(trips) - 1
 		}
-		trips[j].trials += float64(n)
-		trips[j].lost += float64(min(max(l, 0), n))
+		trips[j].trials += n
+		trips[j].lost += l
 	}
 	for _, t := range trips {
 		o.addUnion(ix.routeLinks(p), ix.routeLinks(int(t.q)), t.trials, t.lost)
