@@ -287,7 +287,7 @@ func (m *matcher) resolve(k FlowKey, f *flowState, a *Packet) {
 	// (they were reported, direction unknown, when they timed out).
 	i := sort.Search(len(f.lost), func(i int) bool { return f.lost[i].seq > f.baseSeq })
 	j := sort.Search(len(f.lost), func(j int) bool { return f.lost[j].seq >= a.Seq })
-	inFlight := f.inFlight(iv.lo, iv.hi, 0)
+	inFlight := f.inFlight(iv.lo, iv.hi)
 	for _, l := range f.lost[i:j] {
 		if dir := iv.take(inFlight); dir != graph.LossUnknown {
 			m.emitResolved(k, l, dir)
@@ -296,13 +296,10 @@ func (m *matcher) resolve(k FlowKey, f *flowState, a *Packet) {
 	f.lost = append(f.lost[:0], f.lost[j:]...)
 	f.baseSeq, f.baseRx, f.baseAck = a.Seq, a.RxCount, a.AckCount
 	// Keep the record only while pings of the interval are outstanding.
-	for s := iv.lo + 1; s < iv.hi; s++ {
-		if p := f.pend[s]; p != nil && !p.acked {
-			f.intervals = append(f.intervals, iv)
-			if len(f.intervals) > maxIntervals {
-				f.intervals = f.intervals[1:]
-			}
-			break
+	if inFlight > 0 {
+		f.intervals = append(f.intervals, iv)
+		if len(f.intervals) > maxIntervals {
+			f.intervals = f.intervals[1:]
 		}
 	}
 }
@@ -348,12 +345,11 @@ func (f *flowState) lateAck(a *Packet) {
 	}
 }
 
-// inFlight counts the pings of (lo, hi) still waiting for their ack, but
-// skip.
-func (f *flowState) inFlight(lo, hi, skip uint64) int {
+// inFlight counts the pings of (lo, hi) still waiting for their ack.
+func (f *flowState) inFlight(lo, hi uint64) int {
 	n := 0
 	for s, p := range f.pend {
-		if lo < s && s < hi && s != skip && !p.acked {
+		if lo < s && s < hi && !p.acked {
 			n++
 		}
 	}
@@ -371,7 +367,7 @@ func (m *matcher) timedOut(k FlowKey, f *flowState, p *pending, now int64) {
 	for i := range f.intervals {
 		iv := &f.intervals[i]
 		if iv.lo < p.seq && p.seq < iv.hi {
-			m.emitLost(k, l, iv.take(f.inFlight(iv.lo, iv.hi, p.seq)))
+			m.emitLost(k, l, iv.take(f.inFlight(iv.lo, iv.hi))) // p left pend above
 			return
 		}
 	}
@@ -382,16 +378,14 @@ func (m *matcher) timedOut(k FlowKey, f *flowState, p *pending, now int64) {
 	f.lost = append(f.lost, l)
 }
 
-func (m *matcher) emitLost(k FlowKey, l lostProbe, dir graph.LossDir) {
-	m.emit(Result{Peer: k.Peer, SrcPort: k.SrcPort, Sample: graph.Sample{
-		Seq: l.seq, Sent: l.sentWall, Lost: true, Dir: dir, Source: graph.TimeSource(idxSource[m.order[0]]),
-	}})
-}
+func (m *matcher) emitLost(k FlowKey, l lostProbe, dir graph.LossDir) { m.emitLoss(k, l, dir, false) }
 
 // emitResolved gives the direction of a loss reported earlier as unknown.
-func (m *matcher) emitResolved(k FlowKey, l lostProbe, dir graph.LossDir) {
+func (m *matcher) emitResolved(k FlowKey, l lostProbe, dir graph.LossDir) { m.emitLoss(k, l, dir, true) }
+
+func (m *matcher) emitLoss(k FlowKey, l lostProbe, dir graph.LossDir, resolves bool) {
 	m.emit(Result{Peer: k.Peer, SrcPort: k.SrcPort, Sample: graph.Sample{
-		Seq: l.seq, Sent: l.sentWall, Lost: true, Dir: dir, Resolves: true, Source: graph.TimeSource(idxSource[m.order[0]]),
+		Seq: l.seq, Sent: l.sentWall, Lost: true, Dir: dir, Resolves: resolves, Source: graph.TimeSource(idxSource[m.order[0]]),
 	}})
 }
 
