@@ -381,7 +381,9 @@ func (m *matcher) timedOut(k FlowKey, f *flowState, p *pending, now int64) {
 func (m *matcher) emitLost(k FlowKey, l lostProbe, dir graph.LossDir) { m.emitLoss(k, l, dir, false) }
 
 // emitResolved gives the direction of a loss reported earlier as unknown.
-func (m *matcher) emitResolved(k FlowKey, l lostProbe, dir graph.LossDir) { m.emitLoss(k, l, dir, true) }
+func (m *matcher) emitResolved(k FlowKey, l lostProbe, dir graph.LossDir) {
+	m.emitLoss(k, l, dir, true)
+}
 
 func (m *matcher) emitLoss(k FlowKey, l lostProbe, dir graph.LossDir, resolves bool) {
 	m.emit(Result{Peer: k.Peer, SrcPort: k.SrcPort, Sample: graph.Sample{
