@@ -843,31 +843,37 @@ func (r *routeEntry) metricsLocked() Metrics {
 			flows[i] = r.keys[k]
 		}
 		m, parts := r.win.summarize(flows)
-		m.RTTBaseline, m.RTTExcessByKey, m.SamplesByKey, m.LostByKey = r.keyExcessLocked(keys, parts)
+		m.RTTBaseline, m.RTTExcessByKey = r.keyExcessLocked(keys, parts)
+		m.SamplesByKey, m.LostByKey = keyCounts(parts)
 		r.metrics = m
 		r.dirty = false
 	}
 	return r.metrics
 }
 
+// keyCounts is each key's samples and lost samples in the window, from
+// its part (parts in key order; a key without flow state has none).
+func keyCounts(parts []keyWindow) (samples, lost []int) {
+	samples, lost = make([]int, len(parts)), make([]int, len(parts))
+	for i, p := range parts {
+		samples[i], lost[i] = p.sum.n, p.sum.lost
+	}
+	return samples, lost
+}
+
 // keyExcessLocked folds every key's part of the window (parts, in keys'
 // order) into its RTT baseline and returns the route's baseline (the
 // lowest of its keys') and each key's excess (its window p50 − baseline;
-// -1 when the key has no RTT in the window or no baseline), samples and
-// lost samples in the window, in key order. Under r.mmu.
-func (r *routeEntry) keyExcessLocked(keys []RouteKey, parts []keyWindow) (float64, []float64, []int, []int) {
+// -1 when the key has no RTT in the window or no baseline), in key order.
+// Under r.mmu.
+func (r *routeEntry) keyExcessLocked(keys []RouteKey, parts []keyWindow) (float64, []float64) {
 	out := make([]float64, len(keys))
-	samples, lost := make([]int, len(keys)), make([]int, len(keys))
 	now := r.now()
 	low := 0.0
 	for i, k := range keys {
 		out[i] = -1
 		b := r.bases[k]
-		if r.keys[k] == nil {
-			continue
-		}
-		samples[i], lost[i] = parts[i].sum.n, parts[i].sum.lost
-		if b == nil {
+		if r.keys[k] == nil || b == nil {
 			continue
 		}
 		base := b.observe(now, parts[i].p10)
@@ -879,7 +885,7 @@ func (r *routeEntry) keyExcessLocked(keys []RouteKey, parts []keyWindow) (float6
 			low = base
 		}
 	}
-	return low, out, samples, lost
+	return low, out
 }
 
 // byKeyFor drops m's per-key lists when they no longer match the route's

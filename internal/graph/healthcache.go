@@ -104,10 +104,5 @@ func (g *Graph) healthInputsLocked(b *healthBuf) (names []string, in []localize.
 func (r *routeEntry) healthInput(ports []uint16) (localize.Input, []uint16) {
 	r.mmu.Lock()
 	defer r.mmu.Unlock()
-	m := r.metricsLocked()
-	start := len(ports)
-	for _, k := range r.sortedKeysLocked() {
-		ports = append(ports, k.SrcPort)
-	}
-	return inputWith(nil, ports[start:len(ports):len(ports)], &m), ports
+	return inputOf(nil, r.sortedKeysLocked(), r.metricsLocked(), ports)
 }
