@@ -84,9 +84,8 @@ func TestLocalizeHardAndSlow(t *testing.T) {
 
 	t.Run("link-down", func(t *testing.T) {
 		// Was 13 of 14 (issue 14): blamed leaf1→spine1 too, from the
-		// route totals of keys whose acks the dead direction dropped and
-		// from stalled members' frozen samples. Routes now carry per-key
-		// counts and the aggregator leaves silent members out.
+		// route totals of keys whose acks the dead direction dropped.
+		// Routes now carry per-key counts.
 		// Both ends down: leaf1 re-routes its uplink traffic over spine2,
 		// but spine1 has no routing protocol and black-holes what the other
 		// leaves still hash to it for leaf1: spine1→leaf1 is the dead
@@ -260,10 +259,15 @@ func verdictsAre(c *demo.Cluster, v graph.Verdict, want string, topDelay bool, s
 	return nil
 }
 
+// labFile is the path in dir, without extension, of the test's files.
+func labFile(t *testing.T, dir string) string {
+	return filepath.Join(dir, strings.ReplaceAll(t.Name(), "/", "_"))
+}
+
 // dumpGraphs saves the aggregator's graph and every agent's to dir
 // (DNMS_LAB_DUMP=DIR), for reading what a failed wait saw.
 func dumpGraphs(t *testing.T, c *demo.Cluster, dir string) {
-	base := filepath.Join(dir, strings.ReplaceAll(t.Name(), "/", "_"))
+	base := labFile(t, dir)
 	if b, err := c.GetRaw(c.AggregatorHost().Name, "/v1/aggregator/graph"); err == nil {
 		if err := os.WriteFile(base+".json", b, 0o644); err == nil {
 			t.Logf("aggregator graph saved to %s.json", base)
@@ -283,7 +287,8 @@ func dumpGraphs(t *testing.T, c *demo.Cluster, dir string) {
 // the time, the member streams and every row that is not ok, for reading
 // how a verdict formed.
 func traceHealth(t *testing.T, c *demo.Cluster, dir string, at time.Duration, rows []graph.LinkHealth) {
-	f, err := os.OpenFile(filepath.Join(dir, strings.ReplaceAll(t.Name(), "/", "_")+".trace"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	base := labFile(t, dir)
+	f, err := os.OpenFile(base+".trace", os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
 		t.Logf("trace: %v", err)
 		return
@@ -292,7 +297,7 @@ func traceHealth(t *testing.T, c *demo.Cluster, dir string, at time.Duration, ro
 	members, _ := c.GetRaw(c.AggregatorHost().Name, "/v1/aggregator/members")
 	fmt.Fprintf(f, "== %.2fs members %s\n", at.Seconds(), members)
 	if g, err := c.GetRaw(c.AggregatorHost().Name, "/v1/aggregator/graph"); err == nil {
-		os.WriteFile(filepath.Join(dir, fmt.Sprintf("%s-%05.2f.json", strings.ReplaceAll(t.Name(), "/", "_"), at.Seconds())), g, 0o644)
+		os.WriteFile(fmt.Sprintf("%s-%05.2f.json", base, at.Seconds()), g, 0o644)
 	}
 	for _, r := range rows {
 		if r.Verdict != graph.VerdictOK || r.EstimatedLoss > 0.01 {
