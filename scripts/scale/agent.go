@@ -94,7 +94,8 @@ func (p *simProber) Results() <-chan probe.Result { return p.res }
 // agentFigures are one emulated agent's measurements.
 type agentFigures struct {
 	peers          int
-	pingsPerSec    float64
+	pingsPerSec    float64 // default: one schedule per (forward, reverse) route pair
+	pingsEveryPort float64 // -pingEveryPort, the same routes
 	traceProbesSec float64 // steady state (second sweep on)
 	sweep          time.Duration
 	firstRoute     time.Duration // plan handed over → first route in the graph
@@ -168,22 +169,20 @@ func runAgent(f *simclos.Fabric, self simclos.Host, members []plan.Member, pc pl
 	cancel()
 	<-done
 
-	// Ping the mapped routes in real time under -probeRate.
-	pr := &simProber{res: make(chan probe.Result, 4096)}
-	pcfg := pinger.DefaultConfig()
-	pcfg.Local, pcfg.Registerer, pcfg.Logger, pcfg.Rate = self.Addr, reg, log, plan.NewRate(1000)
-	pg, err := pinger.New(pcfg, pr, g, g)
-	if err != nil {
+	// Ping the mapped routes in real time under -probeRate: first as the
+	// agent does by default (one schedule per (forward, reverse) route pair,
+	// the reverse routes being what each peer's mapper would answer on
+	// /v1/mapper/routes-to), then every port (-pingEveryPort) as the
+	// baseline of the same run.
+	rev := simReverse{f: f, self: self.Addr}
+	if fig.pingsPerSec, err = pingLoad(g, self.Addr, rev, false, reg, log, pingFor); err != nil {
 		return fig, err
 	}
-	pctx, pcancel := context.WithTimeout(context.Background(), pingFor+pcfg.RouteInterval)
-	defer pcancel()
-	go g.Run(pctx)
-	go pg.Run(pctx)
-	time.Sleep(pcfg.RouteInterval) // every schedule's random phase has passed
-	s0, p0 := pr.sent.Load(), time.Now()
-	<-pctx.Done()
-	fig.pingsPerSec = float64(pr.sent.Load()-s0) / time.Since(p0).Seconds()
+	// The baseline's pinger registers its series elsewhere: the series
+	// figure is the default agent's.
+	if fig.pingsEveryPort, err = pingLoad(g, self.Addr, rev, true, prometheus.NewRegistry(), log, pingFor); err != nil {
+		return fig, err
+	}
 
 	acfg := api.DefaultConfig()
 	acfg.Registerer, acfg.Gatherer, acfg.Logger = reg, reg, log
@@ -202,7 +201,6 @@ func runAgent(f *simclos.Fabric, self simclos.Host, members []plan.Member, pc pl
 	}
 	runtime.KeepAlive(g)
 	runtime.KeepAlive(mp)
-	runtime.KeepAlive(pg)
 	return fig, nil
 }
 
@@ -233,4 +231,37 @@ func countSeries(reg prometheus.Gatherer) (int, error) {
 		}
 	}
 	return n, nil
+}
+
+// simReverse is what each peer's /v1/mapper/routes-to would answer: the
+// route its acks to self take from each source port, from the simulated
+// fabric (the peer's mapper traces exactly the ack's 5-tuple).
+type simReverse struct {
+	f    *simclos.Fabric
+	self netip.Addr
+}
+
+func (r simReverse) ReverseOf(k graph.RouteKey) (string, bool) {
+	return graph.RouteID(r.f.Route(k.Dst, r.self, k.SrcPort)), true
+}
+
+// pingLoad runs a production pinger over g's routes for pingFor under
+// -probeRate and returns the pings it sent per second.
+func pingLoad(g *graph.Graph, self netip.Addr, rev pinger.ReverseIDs, everyPort bool, reg prometheus.Registerer, log *slog.Logger, pingFor time.Duration) (float64, error) {
+	pr := &simProber{res: make(chan probe.Result, 4096)}
+	pcfg := pinger.DefaultConfig()
+	pcfg.Local, pcfg.Registerer, pcfg.Logger, pcfg.Rate = self, reg, log, plan.NewRate(1000)
+	pcfg.Reverse, pcfg.EveryPort = rev, everyPort
+	pg, err := pinger.New(pcfg, pr, g, g)
+	if err != nil {
+		return 0, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), pingFor+pcfg.RouteInterval)
+	defer cancel()
+	go g.Run(ctx)
+	go pg.Run(ctx)
+	time.Sleep(pcfg.RouteInterval) // every schedule's random phase has passed
+	s0, p0 := pr.sent.Load(), time.Now()
+	<-ctx.Done()
+	return float64(pr.sent.Load()-s0) / time.Since(p0).Seconds(), nil
 }

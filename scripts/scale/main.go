@@ -115,7 +115,7 @@ func runSize(n int, speedup float64, agents, trials, fullMeshMax int, pingFor ti
 	// Per agent.
 	step := max(len(f.Hosts)/max(agents, 1), 1)
 	perTTL := make(map[int]float64)
-	fmt.Printf("  %-6s %5s %8s %10s %10s %10s %7s %8s %7s\n", "agent", "peers", "routes", "pings/s", "trace/s", "sweep", "join→1st", "series", "heap")
+	fmt.Printf("  %-6s %5s %8s %10s %11s %10s %10s %7s %8s %7s\n", "agent", "peers", "routes", "pings/s", "every port", "trace/s", "sweep", "join→1st", "series", "heap")
 	for i := 0; i < agents && i*step < len(f.Hosts); i++ {
 		h := f.Hosts[i*step]
 		fig, err := runAgent(f, h, members, pc, speedup, pingFor)
@@ -125,8 +125,8 @@ func runSize(n int, speedup float64, agents, trials, fullMeshMax int, pingFor ti
 		for t, v := range fig.routerTTL {
 			perTTL[t] += v / float64(agents)
 		}
-		fmt.Printf("  %-6s %5d %8d %10.0f %10.1f %10s %7s %8d %6.1fM\n", h.Name, fig.peers, fig.routes, fig.pingsPerSec,
-			fig.traceProbesSec, fig.sweep.Round(100*time.Millisecond), fig.firstRoute.Round(10*time.Millisecond), fig.series,
+		fmt.Printf("  %-6s %5d %8d %10.0f %11.0f %10.1f %10s %7s %8d %6.1fM\n", h.Name, fig.peers, fig.routes, fig.pingsPerSec,
+			fig.pingsEveryPort, fig.traceProbesSec, fig.sweep.Round(100*time.Millisecond), fig.firstRoute.Round(10*time.Millisecond), fig.series,
 			float64(fig.heapBytes)/(1<<20))
 	}
 
