@@ -300,6 +300,9 @@ func (rd *RouteDelta) validate(t0 int64) error {
 		return fmt.Errorf("jitter %v", rd.Jitter)
 	}
 	for i, kd := range rd.Keys {
+		if rd.Full && kd.Len > newFlowWindow(rd.Window).bucketsPerKey {
+			return fmt.Errorf("key %d: ring of %d buckets, a window of %d keeps %d", kd.Port, kd.Len, rd.Window, newFlowWindow(rd.Window).bucketsPerKey)
+		}
 		for _, o := range rd.Keys[:i] {
 			if o.Port == kd.Port {
 				return fmt.Errorf("key %d listed twice", kd.Port)
@@ -419,11 +422,29 @@ func fits(rp *replica, rd *RouteDelta) error {
 		if kd.Len > rp.win.bucketsPerKey {
 			return fmt.Errorf("key %d: ring of %d buckets, the window keeps %d", kd.Port, kd.Len, rp.win.bucketsPerKey)
 		}
-		if rp.key(kd.Port) == nil && len(kd.Buckets) != kd.Len {
-			return fmt.Errorf("key %d is new but came with %d of its %d buckets", kd.Port, len(kd.Buckets), kd.Len)
+		// A ring grows one bucket at a time, each sent as it is made: a
+		// new key comes whole, a known one with every slot it gained.
+		have := 0
+		if rk := rp.key(kd.Port); rk != nil {
+			have = len(rk.f.ring)
+		}
+		if n := newSlots(&kd, have); n < kd.Len-have {
+			return fmt.Errorf("key %d: ring grew from %d to %d buckets with %d of the new ones", kd.Port, have, kd.Len, n)
 		}
 	}
 	return nil
+}
+
+// newSlots counts kd's buckets at ring indices from have on (Validate
+// made the indices distinct).
+func newSlots(kd *KeyDelta, have int) int {
+	n := 0
+	for _, v := range kd.Buckets {
+		if v[0] >= int64(have) {
+			n++
+		}
+	}
+	return n
 }
 
 // apply updates rp with rd (checked by Validate and fits).

@@ -27,9 +27,10 @@ type deltaRig struct {
 	batched map[string]bool
 	// mutate, when set, may change a batch on the wire.
 	mutate  func(*DeltaBatch)
-	bytes   int // JSON bytes of the delta batches
-	routes  int // route entries in them
-	partial int // of which partial ones
+	refused string // why the aggregator refused a mutated batch
+	bytes   int    // JSON bytes of the delta batches
+	routes  int    // route entries in them
+	partial int    // of which partial ones
 }
 
 func newDeltaRig(t *testing.T, ring int) *deltaRig {
@@ -116,6 +117,10 @@ func (rig *deltaRig) apply(ev Event) {
 			rig.t.Fatalf("member's batch does not validate: %v\n%s", err, b)
 		}
 		if _, err := rig.agg.ImportDeltas("m", d, nil); err != nil {
+			if rig.mutate != nil { // a check of the aggregator's caught it
+				rig.refused = err.Error()
+				return
+			}
 			rig.t.Fatalf("member's batch does not apply: %v\n%s", err, b)
 		}
 	}
@@ -134,6 +139,9 @@ func (rig *deltaRig) batch() {
 // every metrics field, and the hop RTTs of the routes in the last batch.
 // "" when they agree.
 func (rig *deltaRig) mismatch() string {
+	if rig.refused != "" {
+		return rig.refused
+	}
 	mine := rig.member.Snapshot().Routes
 	theirs := map[string]Route{}
 	for _, r := range rig.agg.Snapshot().Routes {
@@ -254,9 +262,10 @@ func TestDeltaEquivalence(t *testing.T) {
 	}
 }
 
-// TestDeltaEquivalenceCanFail checks that the comparison sees a replica
-// one bucket short: the same schedules with one changed bucket dropped
-// from one batch must end in a mismatch.
+// TestDeltaEquivalenceCanFail checks that a replica one bucket short is
+// seen: the same schedules with one changed bucket dropped from one batch
+// must end in a mismatch (or the aggregator refusing the batch, when the
+// bucket was one the key's ring gained).
 func TestDeltaEquivalenceCanFail(t *testing.T) {
 	for seed := range uint64(4) {
 		rig := newDeltaRig(t, 20)
@@ -282,4 +291,74 @@ func TestDeltaEquivalenceCanFail(t *testing.T) {
 			t.Errorf("seed %d: dropped a bucket %v, mismatch seen %v", seed, dropped, caught)
 		}
 	}
+}
+
+// deltaSeed is a real member's snapshot and first delta batch.
+func deltaSeed(tb testing.TB) (Snapshot, DeltaBatch) {
+	tb.Helper()
+	now := time.Unix(1_800_000_000, 0)
+	cfg := DefaultConfig()
+	cfg.RingSize = 20
+	cfg.Now = func() time.Time { return now }
+	g := New(cfg)
+	g.SetRoute(kAB, hops(hA, r1, hB))
+	sub := g.SubscribeDeltas(0, 1<<10)
+	for i := range 30 {
+		s := Sample{Seq: uint64(i), Sent: now.Add(time.Duration(i) * time.Millisecond), RTT: ms(1) + time.Duration(i)*time.Microsecond, Source: "ebpf"}
+		if i%7 == 0 {
+			s = Sample{Seq: uint64(i), Sent: s.Sent, Lost: true, Dir: LossDir(i % 3)}
+		}
+		g.AddSample(kAB, s)
+	}
+	now = now.Add(2 * time.Second)
+	g.Flush()
+	sub.Batch()
+	for ev := range sub.C {
+		if ev.Deltas != nil {
+			return *sub.Snapshot, *ev.Deltas
+		}
+	}
+	tb.Fatal("no delta batch")
+	return Snapshot{}, DeltaBatch{}
+}
+
+// FuzzDeltaBatch feeds arbitrary delta batches to an aggregator graph
+// holding the member's route: Validate rejects them or ImportDeltas
+// applies or refuses them, never panicking, and what it computes is a
+// route's metrics that encode (no NaN) and make sense.
+func FuzzDeltaBatch(f *testing.F) {
+	snap, d := deltaSeed(f)
+	seed, _ := json.Marshal(d)
+	f.Add(seed)
+	partial := d
+	partial.Routes = []RouteDelta{d.Routes[0]}
+	partial.Routes[0].Full, partial.Routes[0].Window = false, 0
+	seed, _ = json.Marshal(partial)
+	f.Add(seed)
+	f.Add([]byte(`{"t0":-9223372036854775808,"routes":[{"id":"x","full":true,"w":1,"j":0,"k":[{"p":1,"h":0,"n":1,"b":[[0,0,0,0,16,0,0,0,5,6,0,0,4479,16]]}]}]}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var d DeltaBatch
+		if err := json.Unmarshal(b, &d); err != nil || d.Validate() != nil {
+			return
+		}
+		g := New(DefaultConfig())
+		for _, r := range snap.Routes {
+			g.ImportRoute("m", r)
+		}
+		for range 2 { // a second time: idempotent buckets over a replica
+			if _, err := g.ImportDeltas("m", d, nil); err != nil {
+				return
+			}
+		}
+		out := g.Snapshot()
+		if _, err := json.Marshal(out); err != nil {
+			t.Fatalf("metrics do not encode: %v", err)
+		}
+		for _, r := range out.Routes {
+			m := r.Metrics
+			if m.Samples < 0 || m.Lost > m.Samples || m.LostForward+m.LostReverse > m.Lost || m.Loss < 0 || m.Loss > 1 || m.RTTMin > m.RTTMax {
+				t.Fatalf("metrics %+v", m)
+			}
+		}
+	})
 }
