@@ -463,11 +463,10 @@ func (rp *replica) apply(rd *RouteDelta, t0 int64) {
 			k.base = *kd.Base
 		}
 		f := &k.f
-		if kd.Len <= len(f.ring) {
-			f.ring = f.ring[:kd.Len]
-		} else {
-			f.ring = append(f.ring, make([]flowBucket, kd.Len-len(f.ring))...)
+		if kd.Len > cap(f.ring) { // once: rings grow to the window's size
+			f.ring = append(make([]flowBucket, 0, rp.win.bucketsPerKey), f.ring...)
 		}
+		f.ring = f.ring[:kd.Len]
 		f.head = kd.Head
 		for _, v := range kd.Buckets {
 			idx, b, _ := decodeBucket(v, t0)

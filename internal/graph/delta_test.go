@@ -242,8 +242,12 @@ func deltaSchedule(rig *deltaRig, rng *rand.Rand, steps int, check func(step int
 // schedules, after every batch the aggregator's metrics for every route,
 // computed from its replica of the buckets, equal the member's own.
 func TestDeltaEquivalence(t *testing.T) {
+	seeds := uint64(12)
+	if testing.Short() {
+		seeds = 4
+	}
 	for _, ring := range []int{20, 100} {
-		for seed := range uint64(12) {
+		for seed := range seeds {
 			t.Run(fmt.Sprintf("ring%d/seed%d", ring, seed), func(t *testing.T) {
 				rig := newDeltaRig(t, ring)
 				rng := rand.New(rand.NewPCG(seed, uint64(ring)))
