@@ -68,7 +68,7 @@ type KeyDelta struct {
 	Base *float64 `json:"base,omitempty"`
 	// Buckets are the changed buckets, each an array of integers (see
 	// encodeBucket and docs/api.md).
-	Buckets [][]int64 `json:"b,omitempty"`
+	Buckets Buckets `json:"b,omitempty"`
 }
 
 // deltaSent is what a delta stream last sent for a route.
