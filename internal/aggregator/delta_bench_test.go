@@ -18,11 +18,11 @@ import (
 
 // BenchmarkBatchForms compares the two forms of route-batch events in the
 // same run, on one member graph streamed to two aggregator graphs at once
-// (one per form). The member has 2,000 routes of 1 port each (one ping
-// per route pair, the default) or 4 ports (-pingEveryPort: they take
-// turns), its default 100-sample windows full; a batch is 5 s of samples
-// (one per route per second, 2% lost, half of them resolved later). Per
-// route in a batch it reports:
+// (one per form). The member has 2,000 routes of 1 or 4 ports, its
+// default 100-sample windows full; a batch is 5 s of samples (one per
+// route per second, the route's ports taking turns as the pinger has
+// them, 2% lost, half of them resolved later). Per route in a batch it
+// reports:
 //   - bytes: the event's JSON, as the stream sends it;
 //   - encode-ns: the member building the event and encoding it (the
 //     window metrics both forms start from are computed before), in CPU

@@ -201,19 +201,21 @@ func encodeBucket(idx int, b *flowBucket, t0 int64) []int64 {
 		return out
 	}
 	out = append(out, int64(b.min), int64(b.max), int64(math.Float64bits(b.mean)), int64(math.Float64bits(b.m2)))
-	type pair struct {
-		bin uint16
-		cnt uint8
+	// The pairs sorted by bin (at most bucketCap of them: insertion).
+	var bins [bucketCap]uint16
+	var cnts [bucketCap]uint8
+	n := int(b.rtt.n)
+	for i := range n {
+		j := i
+		for ; j > 0 && bins[j-1] > b.rtt.bin[i]; j-- {
+			bins[j], cnts[j] = bins[j-1], cnts[j-1]
+		}
+		bins[j], cnts[j] = b.rtt.bin[i], b.rtt.cnt[i]
 	}
-	ps := make([]pair, b.rtt.n)
-	for i := range ps {
-		ps[i] = pair{b.rtt.bin[i], b.rtt.cnt[i]}
-	}
-	slices.SortFunc(ps, func(a, b pair) int { return int(a.bin) - int(b.bin) })
 	prev := 0
-	for _, p := range ps {
-		out = append(out, int64(int(p.bin)-prev), int64(p.cnt))
-		prev = int(p.bin)
+	for i := range n {
+		out = append(out, int64(int(bins[i])-prev), int64(cnts[i]))
+		prev = int(bins[i])
 	}
 	return out
 }
