@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"io"
 	"testing"
 	"time"
 
@@ -55,32 +54,7 @@ func FuzzDeltaStream(f *testing.F) {
 		g := graph.New(graph.DefaultConfig())
 		m := newTestMember(t, g)
 		m.batched, m.form = true, api.BatchFormDeltas
-		rd := newSSEReader(bytes.NewReader(b), 1<<16)
-		for {
-			ev, err := rd.Next()
-			if err != nil {
-				if err != io.EOF {
-					t.Fatalf("reader: %v", err)
-				}
-				break
-			}
-			if reason, _ := m.apply(ev); reason != "" {
-				m.lastID, m.synced = 0, false
-			}
-		}
-		s := g.Snapshot()
-		if _, err := json.Marshal(s); err != nil {
-			t.Fatalf("the graph does not encode: %v", err)
-		}
-		held := 0
-		for _, r := range s.Routes {
-			if r.Origin == "m" {
-				held += len(r.Keys)
-			}
-		}
-		if held != len(m.keys) {
-			t.Fatalf("graph holds %d keys for the member, member tracks %d", held, len(m.keys))
-		}
+		feedStream(t, g, m, b, 1<<16)
 	})
 }
 

@@ -47,6 +47,20 @@ func startFormOneMember(t *testing.T, g *graph.Graph) *httptest.Server {
 	return srv
 }
 
+// streamHeaders opens an event stream (with the live agents' token) and
+// returns its response headers.
+func streamHeaders(t *testing.T, url string) http.Header {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, url, nil)
+	req.Header.Set("Authorization", "Bearer tok")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.Header
+}
+
 // waitConnected waits until n members' streams are connected and synced.
 func waitConnected(t *testing.T, h *harness, n int) {
 	t.Helper()
@@ -106,14 +120,8 @@ func TestLiveDeltaFallback(t *testing.T) {
 	for q, want := range map[string][2]string{
 		"?batch=1&batch=2": {"100ms", "2"}, "?batch=2": {"100ms", "2"}, "?batch=1": {"100ms", ""}, "": {"", ""},
 	} {
-		req, _ := http.NewRequest(http.MethodGet, newer.srv.URL+EventsPath+q, nil)
-		req.Header.Set("Authorization", "Bearer tok")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if got := [2]string{resp.Header.Get(api.BatchHeader), resp.Header.Get(api.BatchFormHeader)}; got != want {
+		h := streamHeaders(t, newer.srv.URL+EventsPath+q)
+		if got := [2]string{h.Get(api.BatchHeader), h.Get(api.BatchFormHeader)}; got != want {
 			t.Fatalf("GET %s%s: batch headers %q, want %q", EventsPath, q, got, want)
 		}
 	}

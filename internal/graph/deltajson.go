@@ -87,15 +87,7 @@ func (p *jsonReader) routeDelta(rd *RouteDelta) error {
 		case 3:
 			return p.float(&rd.Jitter)
 		case 4:
-			if p.null() {
-				rd.Source = nil
-				return nil
-			}
-			var s string
-			err := p.string(&s)
-			src := TimeSource(s)
-			rd.Source = &src
-			return err
+			return nullable(p, &rd.Source, func(src *TimeSource) error { return p.string((*string)(src)) })
 		case 5:
 			return p.array(func() { rd.HopRTTs = []float64{} }, func() error {
 				rd.HopRTTs = append(rd.HopRTTs, 0)
@@ -128,17 +120,22 @@ func (p *jsonReader) keyDelta(kd *KeyDelta) error {
 		case 2:
 			return p.int(&kd.Len)
 		case 3:
-			if p.null() {
-				kd.Base = nil
-				return nil
-			}
-			var b float64
-			kd.Base = &b
-			return p.float(&b)
+			return nullable(p, &kd.Base, p.float)
 		default:
 			return p.buckets(&kd.Buckets)
 		}
 	})
+}
+
+// nullable reads a value that may be null into *dst: nil for null, else
+// a new value that read fills.
+func nullable[T any](p *jsonReader, dst **T, read func(*T) error) error {
+	if p.null() {
+		*dst = nil
+		return nil
+	}
+	*dst = new(T)
+	return read(*dst)
 }
 
 // jsonReader reads JSON text from data[i:].
@@ -343,13 +340,22 @@ func (p *jsonReader) number() []byte {
 	return p.data[start:p.i]
 }
 
-func (p *jsonReader) float(f *float64) error {
+// numberOrNull is the next number's text, nil for null.
+func (p *jsonReader) numberOrNull() ([]byte, error) {
 	if p.null() {
-		return nil
+		return nil, nil
 	}
 	tok := p.number()
 	if !validNumber(tok) {
-		return p.fail("want a number")
+		return nil, p.fail("want a number")
+	}
+	return tok, nil
+}
+
+func (p *jsonReader) float(f *float64) error {
+	tok, err := p.numberOrNull()
+	if err != nil || tok == nil {
+		return err
 	}
 	v, err := strconv.ParseFloat(string(tok), 64)
 	if err != nil {
@@ -370,12 +376,9 @@ func (p *jsonReader) int(n *int) error {
 
 // int64 reads an integer that fits an int64 (no fraction, no exponent).
 func (p *jsonReader) int64(n *int64) error {
-	if p.null() {
-		return nil
-	}
-	tok := p.number()
-	if !validNumber(tok) {
-		return p.fail("want a number")
+	tok, err := p.numberOrNull()
+	if err != nil || tok == nil {
+		return err
 	}
 	neg := tok[0] == '-'
 	if neg {
