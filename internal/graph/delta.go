@@ -30,6 +30,11 @@ import (
 // the route's whole state, marked full. Keys and path changes still come as
 // route-add, route-update and path-change events at once; a key that joins
 // a route (new, or moved with its samples) ships all its buckets.
+//
+// A bucket is named by its ring position, not by its epoch: a key's ring
+// may hold two buckets of one epoch (a moved key's renumbered buckets, or
+// one that filled), and the position is what flowState.at reads, so the
+// replica's window is the member's by construction.
 
 // maxDeltaWindow bounds the window size a delta batch may name.
 const maxDeltaWindow = 1 << 16
