@@ -32,9 +32,10 @@ import (
 // a route (new, or moved with its samples) ships all its buckets.
 //
 // A bucket is named by its ring position, not by its epoch: a key's ring
-// may hold two buckets of one epoch (a moved key's renumbered buckets, or
-// one that filled), and the position is what flowState.at reads, so the
-// replica's window is the member's by construction.
+// may hold two buckets of one epoch (a moved key keeps its renumbered
+// newest bucket and opens one of the same epoch when that fills), and the
+// position is what flowState.at reads, so the replica's window is the
+// member's by construction.
 
 // maxDeltaWindow bounds the window size a delta batch may name.
 const maxDeltaWindow = 1 << 16
