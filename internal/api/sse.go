@@ -220,9 +220,10 @@ func (st *stream) send(write func() error) error {
 }
 
 // BatchHeader is the response header of an event stream that sends
-// route-batch events (the client asked with ?batch=1 and the server
+// route-batch events (the client asked with ?batch= and the server
 // batches): its value is the interval, e.g. "5s". A client that asked and
 // does not see it talks to a server that streams every route-update.
+// BatchFormHeader says in which form.
 const BatchHeader = "X-Dnms-Batch-Interval"
 
 // batchGraph is a Graph that can batch metrics updates (*graph.Graph).
