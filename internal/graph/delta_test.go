@@ -366,3 +366,52 @@ func FuzzDeltaBatch(f *testing.F) {
 		}
 	})
 }
+
+// TestChangedSince: a bucket stamp's 16 bits tell every change since the
+// version last sent, across the wrap, and at worst send an old bucket again.
+func TestChangedSince(t *testing.T) {
+	for _, c := range []struct {
+		stamp      uint16
+		sent, now  uint64
+		changed    bool
+		whyChanged string
+	}{
+		{5, 4, 5, true, "the change after sent"},
+		{4, 4, 9, false, "the change sent"},
+		{3, 4, 9, false, "an older change"},
+		{2, 65_534, 65_538, true, "a change past the wrap (65,538 & 0xffff)"},
+		{65_534, 65_534, 65_538, false, "the change sent, before the wrap"},
+		{9, 4, 9, true, "the newest change"},
+		{10, 4, 9, false, "a stamp past now is from long before sent"},
+	} {
+		if got := changedSince(c.stamp, c.sent, c.now); got != c.changed {
+			t.Errorf("stamp %d sent %d now %d (%s): changed %v", c.stamp, c.sent, c.now, c.whyChanged, got)
+		}
+	}
+}
+
+// TestDeltaAfterManyChanges: a route that changed 65,536 times or more
+// between two batches is sent whole, and its copy still equals it.
+func TestDeltaAfterManyChanges(t *testing.T) {
+	rig := newDeltaRig(t, 20)
+	k := RouteKey{Src: netip.MustParseAddr("198.18.0.1"), Dst: netip.MustParseAddr("198.18.1.1"), SrcPort: 33434}
+	rig.member.SetRoute(k, []Hop{{Addr: netip.MustParseAddr("198.18.10.1")}})
+	fulls := 0
+	for round, n := range []int{30, 70_000, 30} {
+		for i := range n {
+			rig.now = rig.now.Add(time.Microsecond)
+			rig.member.AddSample(k, Sample{Sent: rig.now, RTT: time.Duration(100_000 + i%977), Source: "ebpf"})
+		}
+		before := rig.routes - rig.partial
+		rig.batch()
+		if d := rig.mismatch(); d != "" {
+			t.Fatalf("round %d: %s", round, d)
+		}
+		if rig.routes-rig.partial > before {
+			fulls++
+		}
+	}
+	if fulls != 2 {
+		t.Fatalf("%d full entries, want 2 (the first, and after 70,000 changes)", fulls)
+	}
+}
