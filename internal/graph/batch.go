@@ -53,9 +53,8 @@ func (g *Graph) SubscribeDeltas(after uint64, buf int) *Subscription {
 // event with the current metrics of every route owed to this batched
 // subscription, sorted by origin then id (on a delta subscription, a
 // local route's entry is its RouteDelta in Deltas instead, delta.go). Its
-// ID is the graph's newest
-// event id: the batch covers every coalesced update up to it, so it may
-// repeat the ID of the event sent before it. It reports how many routes
+// ID is the graph's newest event id: the batch covers every coalesced
+// update up to it, so it may repeat the ID of the event sent before it. It reports how many routes
 // the batch holds; it queues nothing (0) when none is owed, when the
 // subscription is not batched or is closed. A reader too far behind to
 // take the batch is closed as overflowed, like on any event.
