@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -39,6 +40,10 @@ type Graph interface {
 	SetOriginStale(origin string, stale bool)
 	// ImportMetrics applies a member's route-batch event under one lock.
 	ImportMetrics(origin string, batch []graph.RouteMetrics) int
+	// ImportDeltas applies a member's route-batch event in delta form
+	// (api.BatchFormDeltas) under one lock; hide says which computed
+	// metrics to import empty (restart.go).
+	ImportDeltas(origin string, d graph.DeltaBatch, hide func(src, dst netip.Addr, m graph.Metrics) bool) (int, error)
 }
 
 var _ Graph = (*graph.Graph)(nil)
@@ -321,6 +326,7 @@ type member struct {
 	// Owned by the stream goroutine (or by AddMember before it starts).
 	instance string                      // the member process our ids come from
 	batched  bool                        // this stream sends route-batch events
+	form     int                         // their form (api.BatchForm*), 0 when unbatched
 	lastID   uint64                      // last applied event seq of instance
 	synced   bool                        // a snapshot was applied on this stream
 	keys     map[graph.RouteKey]string   // imported key -> route id
@@ -336,6 +342,7 @@ type member struct {
 	nroutes    atomic.Int64
 	reconnects atomic.Uint64
 	batch      atomic.Value // string: the stream's api.BatchHeader, "" when unbatched
+	batchForm  atomic.Int32 // the stream's batch form, 0 when unbatched
 }
 
 func newMember(a *Aggregator, name, url string) *member {
@@ -454,9 +461,12 @@ func (m *member) stream(ctx context.Context, log *slog.Logger) streamResult {
 	if m.idErr != nil {
 		return streamResult{err: m.idErr}
 	}
-	// batch=1 asks for route-batch events (api.BatchHeader says the member
-	// sends them); a member that predates them ignores it.
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, m.url+EventsPath+"?batch=1", nil)
+	// batch=1&batch=2 asks for route-batch events in either form, deltas
+	// preferred (api.BatchHeader says the member sends batches,
+	// api.BatchFormHeader in which form). A member that predates delta
+	// batches reads only the first value, 1; one that predates batches
+	// ignores both.
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, m.url+EventsPath+"?batch=1&batch=2", nil)
 	if err != nil {
 		return streamResult{err: fmt.Errorf("build request: %w", err)}
 	}
@@ -489,6 +499,17 @@ func (m *member) stream(ctx context.Context, log *slog.Logger) streamResult {
 	batch := resp.Header.Get(api.BatchHeader)
 	m.batched = batch != ""
 	m.batch.Store(batch)
+	m.form = 0
+	if m.batched {
+		m.form = api.BatchFormMetrics
+		if f := resp.Header.Get(api.BatchFormHeader); f != "" {
+			if f != strconv.Itoa(api.BatchFormDeltas) {
+				return streamResult{connected: true, err: fmt.Errorf("get %s: batch form %q, want %d", req.URL, f, api.BatchFormDeltas)}
+			}
+			m.form = api.BatchFormDeltas
+		}
+	}
+	m.batchForm.Store(int32(m.form))
 	log.Debug("stream connected", "last_event_id", m.lastID)
 
 	idle := time.AfterFunc(cfg.IdleTimeout, cancel)
@@ -627,6 +648,11 @@ func (m *member) applyBatch(ev sseEvent, id uint64) (string, error) {
 	if err := json.Unmarshal(ev.Data, &e); err != nil {
 		return reasonBadEvent, fmt.Errorf("decode route-batch event %d: %w", id, err)
 	}
+	if e.Deltas != nil {
+		if reason, err := m.applyDeltas(*e.Deltas, id); reason != "" {
+			return reason, err
+		}
+	}
 	b := slices.DeleteFunc(e.Batch, func(rm graph.RouteMetrics) bool { return !m.has[rm.ID] })
 	for i := range b {
 		if m.a.straddles(b[i].Src, b[i].Dst, b[i].Metrics) {
@@ -637,6 +663,24 @@ func (m *member) applyBatch(ev sseEvent, id uint64) (string, error) {
 	m.a.met.batchRoutes.Add(float64(len(b)))
 	m.lastID = id
 	m.seen(id)
+	return "", nil
+}
+
+// applyDeltas applies the delta form of route-batch event id: checked
+// first, so a bad one changes nothing and brings a fresh snapshot.
+func (m *member) applyDeltas(d graph.DeltaBatch, id uint64) (string, error) {
+	if m.form != api.BatchFormDeltas {
+		return reasonInconsistent, fmt.Errorf("route-batch event %d in delta form on a stream without %s", id, api.BatchFormHeader)
+	}
+	if err := d.Validate(); err != nil {
+		return reasonBadEvent, fmt.Errorf("route-batch event %d: %w", id, err)
+	}
+	d.Routes = slices.DeleteFunc(d.Routes, func(rd graph.RouteDelta) bool { return !m.has[rd.ID] })
+	n, err := m.a.g.ImportDeltas(m.name, d, m.a.straddles)
+	if err != nil {
+		return reasonInconsistent, fmt.Errorf("route-batch event %d: %w", id, err)
+	}
+	m.a.met.batchRoutes.Add(float64(n))
 	return "", nil
 }
 

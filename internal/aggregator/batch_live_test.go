@@ -3,7 +3,6 @@ package aggregator
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"net/http/httptest"
 	"net/netip"
 	"sync"
@@ -175,14 +174,7 @@ func TestLiveBatchedResume(t *testing.T) {
 	// An aggregator that predates batching does not ask: it gets the
 	// per-update stream.
 	for q, want := range map[string]string{"": "", "?batch=1": "100ms"} {
-		req, _ := http.NewRequest(http.MethodGet, a.srv.URL+EventsPath+q, nil)
-		req.Header.Set("Authorization", "Bearer tok")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if got := resp.Header.Get(api.BatchHeader); got != want {
+		if got := streamHeaders(t, a.srv.URL+EventsPath+q).Get(api.BatchHeader); got != want {
 			t.Fatalf("GET %s%s: %s %q, want %q", EventsPath, q, api.BatchHeader, got, want)
 		}
 	}

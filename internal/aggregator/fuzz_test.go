@@ -36,30 +36,41 @@ func FuzzStream(f *testing.F) {
 	f.Add([]byte("event: snapshot\nid: x-0\ndata: {\"routes\":[{\"hops\":[\"x\"]},{\"hops\":[\"*\",\"*\"],\"keys\":[{\"srcPort\":1}]}]}\n\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		g := graph.New(graph.DefaultConfig())
-		m := newTestMember(t, g)
-		rd := newSSEReader(bytes.NewReader(b), 4096)
-		for {
-			ev, err := rd.Next()
-			if err != nil {
-				if err != io.EOF {
-					t.Fatalf("reader: %v", err)
-				}
-				break
-			}
-			if reason, _ := m.apply(ev); reason != "" {
-				m.lastID, m.synced = 0, false
-			}
-		}
-		held := 0
-		for _, r := range g.Snapshot().Routes {
-			if r.Origin == "m" {
-				held += len(r.Keys)
-			}
-		}
-		if held != len(m.keys) {
-			t.Fatalf("graph holds %d keys for the member, member tracks %d", held, len(m.keys))
-		}
+		feedStream(t, g, newTestMember(t, g), b, 4096)
 	})
+}
+
+// feedStream runs b through the SSE parser (lines up to maxLine) into m,
+// a member importing into g, taking a fresh snapshot where the stream
+// would; then g must hold what m believes it imported, and encode.
+func feedStream(t *testing.T, g *graph.Graph, m *member, b []byte, maxLine int) {
+	t.Helper()
+	rd := newSSEReader(bytes.NewReader(b), maxLine)
+	for {
+		ev, err := rd.Next()
+		if err != nil {
+			if err != io.EOF {
+				t.Fatalf("reader: %v", err)
+			}
+			break
+		}
+		if reason, _ := m.apply(ev); reason != "" {
+			m.lastID, m.synced = 0, false
+		}
+	}
+	s := g.Snapshot()
+	if _, err := json.Marshal(s); err != nil {
+		t.Fatalf("the graph does not encode: %v", err)
+	}
+	held := 0
+	for _, r := range s.Routes {
+		if r.Origin == "m" {
+			held += len(r.Keys)
+		}
+	}
+	if held != len(m.keys) {
+		t.Fatalf("graph holds %d keys for the member, member tracks %d", held, len(m.keys))
+	}
 }
 
 func benchSnapshot(n int) graph.Snapshot {

@@ -35,6 +35,9 @@ type MemberStatus struct {
 	// route-batch events ("" when it streams every route-update: a member
 	// with -aggregateInterval 0, or one that predates batching).
 	Batch string `json:"batch,omitempty"`
+	// BatchForm is the form of its route-batch events: 1, each changed
+	// route's metrics; 2, deltas of its flow state (absent when unbatched).
+	BatchForm int `json:"batchForm,omitempty"`
 }
 
 // Status lists the members and their streams, sorted by name.
@@ -52,6 +55,7 @@ func (a *Aggregator) Status() []MemberStatus {
 			Token: m.a.sendsToken(m.name), Reconnects: m.reconnects.Load(),
 		}
 		s.Batch, _ = m.batch.Load().(string)
+		s.BatchForm = int(m.batchForm.Load())
 		if ns := m.lastEvent.Load(); ns != 0 {
 			t := time.Unix(0, ns).UTC()
 			s.LastEvent = &t

@@ -77,11 +77,11 @@ type Config struct {
 	// overall WriteTimeout, which would cut every stream.
 	StreamWriteTimeout time.Duration
 	// BatchInterval is how often a stream that asks for batches
-	// (?batch=1, what the aggregator sends) gets one route-batch event with
-	// the metrics that changed since the last one (-aggregateInterval);
-	// BatchPhase (see BatchPhase) places this member's batches within the
-	// interval. 0 ignores ?batch=1: every metrics update is its own
-	// route-update event.
+	// (?batch=1&batch=2, what the aggregator sends; see BatchFormHeader)
+	// gets one route-batch event with what changed since the last one
+	// (-aggregateInterval); BatchPhase (see BatchPhase) places this
+	// member's batches within the interval. 0 ignores ?batch=: every
+	// metrics update is its own route-update event.
 	BatchInterval time.Duration
 	BatchPhase    time.Duration
 	// Retry is the reconnect delay suggested to SSE clients ("retry:").

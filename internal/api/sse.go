@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"hash/fnv"
 	"net/http"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -77,14 +79,20 @@ func (s *Server) eventsHandler(g Graph, view string) http.Handler {
 			bt     *time.Timer
 			batchC <-chan time.Time // nil: not batched
 		)
-		if bg, ok := g.(batchGraph); ok && s.cfg.BatchInterval > 0 && r.URL.Query().Get("batch") == "1" {
-			sub = bg.SubscribeBatched(after, s.cfg.StreamBuffer)
+		switch form := s.batchForm(g, r); form {
+		case 0:
+			sub = g.Subscribe(after, s.cfg.StreamBuffer)
+		default:
+			if form == BatchFormDeltas {
+				sub = g.(deltaGraph).SubscribeDeltas(after, s.cfg.StreamBuffer)
+				h.Set(BatchFormHeader, strconv.Itoa(form))
+			} else {
+				sub = g.(batchGraph).SubscribeBatched(after, s.cfg.StreamBuffer)
+			}
 			h.Set(BatchHeader, s.cfg.BatchInterval.String())
 			bt = time.NewTimer(time.Until(NextBatch(time.Now(), s.cfg.BatchInterval, s.cfg.BatchPhase)))
 			defer bt.Stop()
 			batchC = bt.C
-		} else {
-			sub = g.Subscribe(after, s.cfg.StreamBuffer)
 		}
 		defer sub.Close()
 
@@ -212,14 +220,56 @@ func (st *stream) send(write func() error) error {
 }
 
 // BatchHeader is the response header of an event stream that sends
-// route-batch events (the client asked with ?batch=1 and the server
+// route-batch events (the client asked with ?batch= and the server
 // batches): its value is the interval, e.g. "5s". A client that asked and
 // does not see it talks to a server that streams every route-update.
+// BatchFormHeader says in which form.
 const BatchHeader = "X-Dnms-Batch-Interval"
 
 // batchGraph is a Graph that can batch metrics updates (*graph.Graph).
 type batchGraph interface {
 	SubscribeBatched(after uint64, buf int) *graph.Subscription
+}
+
+// deltaGraph is a batchGraph that can send batches in delta form.
+type deltaGraph interface {
+	batchGraph
+	SubscribeDeltas(after uint64, buf int) *graph.Subscription
+}
+
+// Batch forms a client may list in ?batch= (every form it takes, e.g.
+// "?batch=1&batch=2"): the server answers with the highest it knows.
+const (
+	// BatchFormMetrics: a route-batch event's "batch" holds each changed
+	// route's window metrics.
+	BatchFormMetrics = 1
+	// BatchFormDeltas: its "deltas" hold what changed in each local
+	// route's flow state since the stream's previous batch
+	// (graph.DeltaBatch), announced by BatchFormHeader.
+	BatchFormDeltas = 2
+)
+
+// BatchFormHeader is the response header of a batched stream in a form
+// other than BatchFormMetrics: its value is the form's number ("2"). A
+// batched stream without it is in BatchFormMetrics (a member that
+// predates delta batches reads only the first ?batch= value, which the
+// aggregator makes "1").
+const BatchFormHeader = "X-Dnms-Batch-Form"
+
+// batchForm is the batch form this server streams g in for r: the
+// highest r asks for that g and the configuration allow, 0 for none.
+func (s *Server) batchForm(g Graph, r *http.Request) int {
+	if s.cfg.BatchInterval <= 0 {
+		return 0
+	}
+	asked := r.URL.Query()["batch"]
+	if _, ok := g.(deltaGraph); ok && slices.Contains(asked, strconv.Itoa(BatchFormDeltas)) {
+		return BatchFormDeltas
+	}
+	if _, ok := g.(batchGraph); ok && slices.Contains(asked, strconv.Itoa(BatchFormMetrics)) {
+		return BatchFormMetrics
+	}
+	return 0
 }
 
 // NextBatch is the first time after now at which a member whose batches

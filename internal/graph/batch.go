@@ -36,14 +36,25 @@ type RouteMetrics struct {
 // Snapshot) owes its first batch every route, since what was owed before
 // the resume point is not replayed.
 func (g *Graph) SubscribeBatched(after uint64, buf int) *Subscription {
-	return g.subscribe(after, buf, true)
+	return g.subscribe(after, buf, true, false)
+}
+
+// SubscribeDeltas is SubscribeBatched for a reader that takes batches in
+// delta form (delta.go): a local route's entry in a batch is a RouteDelta
+// in the event's Deltas, what changed in its flow state since the
+// previous batch on this subscription (its whole state the first time).
+// Imported routes, which have no flow state here, still come as
+// RouteMetrics in Batch.
+func (g *Graph) SubscribeDeltas(after uint64, buf int) *Subscription {
+	return g.subscribe(after, buf, true, true)
 }
 
 // Batch queues, on C and after every event already sent, a route-batch
 // event with the current metrics of every route owed to this batched
-// subscription, sorted by origin then id. Its ID is the graph's newest
-// event id: the batch covers every coalesced update up to it, so it may
-// repeat the ID of the event sent before it. It reports how many routes
+// subscription, sorted by origin then id (on a delta subscription, a
+// local route's entry is its RouteDelta in Deltas instead, delta.go). Its
+// ID is the graph's newest event id: the batch covers every coalesced
+// update up to it, so it may repeat the ID of the event sent before it. It reports how many routes
 // the batch holds; it queues nothing (0) when none is owed, when the
 // subscription is not batched or is closed. A reader too far behind to
 // take the batch is closed as overflowed, like on any event.
@@ -74,19 +85,27 @@ func (s *Subscription) Batch() int {
 		return 0
 	}
 	slices.SortFunc(rs, func(a, b *routeEntry) int { return cmp.Compare(a.ikey, b.ikey) })
-	batch := make([]RouteMetrics, len(rs))
-	for i, r := range rs {
-		batch[i] = RouteMetrics{ID: r.routeID(), Origin: r.originName(), Src: r.srcAddr(), Dst: r.dstAddr(),
+	ev := Event{ID: g.events.last, Type: EventRouteBatch, Time: g.cfg.Now()}
+	if s.sent != nil {
+		ev.Deltas = &DeltaBatch{T0: ev.Time.UnixNano()}
+		s.pruneSentLocked()
+	}
+	for _, r := range rs {
+		if ev.Deltas != nil && r.local {
+			ev.Deltas.Routes = append(ev.Deltas.Routes, s.routeDeltaLocked(r, ev.Deltas.T0))
+			continue
+		}
+		rm := RouteMetrics{ID: r.routeID(), Origin: r.originName(), Src: r.srcAddr(), Dst: r.dstAddr(),
 			Metrics: r.metricsOf(), HopRTTs: slices.Clone(r.hopRTT)}
 		if r.local {
-			batch[i].Origin = ""
+			rm.Origin = ""
 		}
+		ev.Batch = append(ev.Batch, rm)
 	}
-	ev := Event{ID: g.events.last, Type: EventRouteBatch, Time: g.cfg.Now(), Batch: batch}
 	if !s.sendLocked(ev) {
 		return 0
 	}
-	return len(batch)
+	return len(rs)
 }
 
 // ImportMetrics sets the metrics (and per-hop RTTs) of routes imported

@@ -110,6 +110,9 @@ type Subscription struct {
 	batched bool
 	dirty   map[*routeEntry]struct{}
 	all     bool
+	// sent is, for a delta subscription (SubscribeDeltas), what its
+	// batches last carried of each local route; nil for other ones.
+	sent map[*routeEntry]*deltaSent
 }
 
 // Subscribe starts a stream of events with ID > after. When after is 0, or
@@ -119,10 +122,10 @@ type Subscription struct {
 // on a subscriber: one that falls buf events behind is closed and marked
 // overflowed.
 func (g *Graph) Subscribe(after uint64, buf int) *Subscription {
-	return g.subscribe(after, buf, false)
+	return g.subscribe(after, buf, false, false)
 }
 
-func (g *Graph) subscribe(after uint64, buf int, batched bool) *Subscription {
+func (g *Graph) subscribe(after uint64, buf int, batched, deltas bool) *Subscription {
 	if buf <= 0 {
 		buf = g.cfg.SubscriberBuffer
 	}
@@ -138,6 +141,9 @@ func (g *Graph) subscribe(after uint64, buf int, batched bool) *Subscription {
 		snap := cloneSnapshot(g.viewLocked())
 		s.Snapshot = &snap
 		replay = nil
+	}
+	if deltas {
+		s.sent = make(map[*routeEntry]*deltaSent)
 	}
 	if batched {
 		s.dirty = make(map[*routeEntry]struct{})

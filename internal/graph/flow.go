@@ -35,7 +35,11 @@ type flowBucket struct {
 	lost        uint8
 	lostFwd     uint8
 	lostRev     uint8
-	rtt         rttSketch
+	// ver is the low 16 bits of the route's version (flowWindow.ver) at
+	// the bucket's last change: what a delta stream (delta.go) compares
+	// with the version it last sent. It fits the struct's padding.
+	ver uint16
+	rtt rttSketch
 }
 
 func (b *flowBucket) add(s Sample) {
@@ -97,6 +101,9 @@ type flowState struct {
 	last       int64
 	lastSource TimeSource
 	lastAnswer int64
+	// ver is the route's version (flowWindow.ver) at the key's last
+	// change: a sample, a resolved loss, a reset, a move to this route.
+	ver uint64
 }
 
 func newFlowState() *flowState { return &flowState{last: noStamp, lastAnswer: noStamp} }
@@ -165,6 +172,9 @@ type flowWindow struct {
 	jitter        float64
 	prevRTT       float64
 	haveRTT       bool
+	// ver counts the changes to the route's flow state; the buckets and
+	// keys it changed carry it (flowBucket.ver, flowState.ver).
+	ver uint64
 }
 
 // newFlowWindow sizes a window of n samples: epochs of ⌈n/8⌉ samples (at
@@ -182,9 +192,15 @@ func (w *flowWindow) add(f *flowState, s Sample) bool {
 		return false
 	}
 	if s.Resolves {
-		return f.resolve(s)
+		b := f.resolve(s)
+		if b != nil {
+			w.stamp(f, b)
+		}
+		return b != nil
 	}
-	f.bucketFor(w.seq/w.bucketSize, w.bucketsPerKey).add(s)
+	b := f.bucketFor(w.seq/w.bucketSize, w.bucketsPerKey)
+	b.add(s)
+	w.stamp(f, b)
 	w.seq++
 	if t := stamp(s.Sent); t >= f.last {
 		f.last, f.lastSource = t, s.Source
@@ -203,13 +219,38 @@ func (w *flowWindow) add(f *flowState, s Sample) bool {
 	return true
 }
 
+// stamp records a change to f (and to its bucket b, when not nil) as the
+// route's next version.
+func (w *flowWindow) stamp(f *flowState, b *flowBucket) {
+	w.ver++
+	f.ver = w.ver
+	if b != nil {
+		b.ver = uint16(w.ver)
+	}
+}
+
+// adopt takes f, a key's state that comes to this route (new, or moved
+// from another route with its samples): its buckets are renumbered into
+// the route's epochs and stamped with the route's version, whose counter
+// they did not carry.
+func (w *flowWindow) adopt(f *flowState) {
+	if f == nil {
+		return
+	}
+	f.rebase(w.epoch())
+	w.stamp(f, nil)
+	for i := range f.ring {
+		f.ring[i].ver = uint16(w.ver)
+	}
+}
+
 // resolve gives a loss of unknown direction reported earlier its direction
 // s.Dir: in the newest bucket whose send times span s.Sent and that still
-// holds such a loss. It reports false when none does (the bucket left the
-// window, or the direction is still unknown).
-func (f *flowState) resolve(s Sample) bool {
+// holds such a loss. It returns that bucket, nil when none does (the bucket
+// left the window, or the direction is still unknown).
+func (f *flowState) resolve(s Sample) *flowBucket {
 	if !s.Lost || (s.Dir != LossForward && s.Dir != LossReverse) {
-		return false
+		return nil
 	}
 	t := stamp(s.Sent)
 	for i := range f.ring {
@@ -222,9 +263,9 @@ func (f *flowState) resolve(s Sample) bool {
 		} else {
 			b.lostRev++
 		}
-		return true
+		return b
 	}
-	return false
+	return nil
 }
 
 // epoch is the epoch the route's next sample falls in.

@@ -118,6 +118,9 @@ type routeEntry struct {
 	hopRTT   []float64 // latest trace's per-hop RTT (seconds), aligned with the hops; nil if none
 
 	*localState // local routes only; nil for imported routes
+	// rep is an imported route's flow state as its origin's delta batches
+	// describe it (delta.go); nil until the first.
+	rep *replica
 
 	updated int64 // when the last route-update went out: see setUpdated
 
@@ -143,6 +146,9 @@ type localState struct {
 	// keyList is the sorted keys, derived from keys when stale; replaced,
 	// never modified.
 	keyList []RouteKey
+	// baseVals are the keys' RTT baselines (in keyList order) as of the
+	// metrics: what a delta stream ships. Replaced, never modified.
+	baseVals []float64
 }
 
 // neverUpdated is routeEntry.updated before the first route-update.
@@ -632,7 +638,7 @@ func (g *Graph) attachLocked(key RouteKey, id, origin string, local bool, src, d
 	if r == nil {
 		r = g.createLocked(ikey, origin, local, src, dst, hops)
 		g.keyBaselineLocked(r, key, f)
-		f.rebase(r.win.epoch())
+		r.win.adopt(f)
 		r.setKey(key, f)
 		r.dirty = true
 		g.keys[key] = r
@@ -641,7 +647,7 @@ func (g *Graph) attachLocked(key RouteKey, id, origin string, local bool, src, d
 		return r
 	}
 	g.keyBaselineLocked(r, key, f)
-	f.rebase(r.win.epoch())
+	r.win.adopt(f)
 	r.setKey(key, f)
 	g.keys[key] = r
 	r.mmu.Lock()
@@ -843,12 +849,20 @@ func (r *routeEntry) metricsLocked() Metrics {
 			flows[i] = r.keys[k]
 		}
 		m, parts := r.win.summarize(flows)
-		m.RTTBaseline, m.RTTExcessByKey = r.keyExcessLocked(keys, parts)
-		m.SamplesByKey, m.LostByKey = keyCounts(parts)
+		r.baseVals = r.observeBasesLocked(keys, parts)
+		finishMetrics(&m, parts, r.baseVals)
 		r.metrics = m
 		r.dirty = false
 	}
 	return r.metrics
+}
+
+// finishMetrics adds to m, the window's summary, what comes from its
+// parts (in key order) and each key's RTT baseline (bases, same order):
+// the per-key counts, the route's baseline and each key's excess.
+func finishMetrics(m *Metrics, parts []keyWindow, bases []float64) {
+	m.RTTBaseline, m.RTTExcessByKey = keyExcess(parts, bases)
+	m.SamplesByKey, m.LostByKey = keyCounts(parts)
 }
 
 // keyCounts is each key's samples and lost samples in the window, from
@@ -861,26 +875,35 @@ func keyCounts(parts []keyWindow) (samples, lost []int) {
 	return samples, lost
 }
 
-// keyExcessLocked folds every key's part of the window (parts, in keys'
-// order) into its RTT baseline and returns the route's baseline (the
-// lowest of its keys') and each key's excess (its window p50 − baseline;
-// -1 when the key has no RTT in the window or no baseline), in key order.
-// Under r.mmu.
-func (r *routeEntry) keyExcessLocked(keys []RouteKey, parts []keyWindow) (float64, []float64) {
+// observeBasesLocked folds every key's part of the window (parts, in
+// keys' order) into its RTT baseline and returns each key's baseline (0
+// when unknown: no flow state or baseline, or nothing seen yet). Under
+// r.mmu.
+func (r *routeEntry) observeBasesLocked(keys []RouteKey, parts []keyWindow) []float64 {
 	out := make([]float64, len(keys))
 	now := r.now()
-	low := 0.0
 	for i, k := range keys {
+		if b := r.bases[k]; r.keys[k] != nil && b != nil {
+			out[i] = b.observe(now, parts[i].p10)
+		}
+	}
+	return out
+}
+
+// keyExcess returns the route's baseline (the lowest of its keys' that
+// have an RTT in the window) and each key's excess (its window p50 −
+// baseline; -1 when the key has no RTT in the window or no baseline), in
+// key order.
+func keyExcess(parts []keyWindow, bases []float64) (float64, []float64) {
+	out := make([]float64, len(parts))
+	low := 0.0
+	for i, p := range parts {
 		out[i] = -1
-		b := r.bases[k]
-		if r.keys[k] == nil || b == nil {
+		base := bases[i]
+		if base <= 0 || p.sum.answered == 0 {
 			continue
 		}
-		base := b.observe(now, parts[i].p10)
-		if base <= 0 || parts[i].sum.answered == 0 {
-			continue
-		}
-		out[i] = max(parts[i].p50-base, 0)
+		out[i] = max(p.p50-base, 0)
 		if low == 0 || base < low {
 			low = base
 		}

@@ -29,6 +29,7 @@ func (g *Graph) ResetPeer(addr netip.Addr, since time.Time) int {
 			continue
 		}
 		f.reset(since)
+		r.win.stamp(f, nil)
 		r.win.resetJitter()
 		n++
 		if !slices.Contains(touched, r) {

@@ -208,6 +208,9 @@ type Event struct {
 	// Batch is the route-batch event's routes (batched subscriptions only,
 	// see SubscribeBatched).
 	Batch []RouteMetrics `json:"batch,omitempty"`
+	// Deltas is the route-batch event's local routes in delta form
+	// (subscriptions made with SubscribeDeltas, see delta.go).
+	Deltas *DeltaBatch `json:"deltas,omitempty"`
 
 	// coalesced is the route of a coalesced, metrics-only route-update:
 	// batched subscriptions fold it into their next batch. Only set on the
