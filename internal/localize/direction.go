@@ -156,12 +156,19 @@ func found(rev []int32) []int32 {
 // (no reflector counters) is one round-trip observation per reverse route
 // over the forward and reverse links together.
 func splitDirections(in []Input, ix *index, revOff, rev []int32) *obs {
+	return splitDirectionsIn(in, ix, revOff, rev, &fitBufs{})
+}
+
+// splitDirectionsIn is splitDirections in b's arrays.
+func splitDirectionsIn(in []Input, ix *index, revOff, rev []int32, b *fitBufs) *obs {
 	o := &obs{
-		off:    slices.Clone(ix.linkOff),
-		links:  slices.Clone(ix.links),
-		trials: make([]float64, len(in)),
-		losses: make([]float64, len(in)),
+		off:    append(b.obsOff[:0], ix.linkOff...),
+		links:  append(b.obsLinks[:0], ix.links...),
+		trials: grow(b.trials, len(in)),
+		losses: grow(b.losses, len(in)),
 	}
+	clear(o.trials)
+	clear(o.losses)
 	for p, r := range in {
 		if r.Samples <= 0 || r.hopCount() < 2 {
 			continue

@@ -1,6 +1,9 @@
 package localize
 
-import "math"
+import (
+	"math"
+	"slices"
+)
 
 // lossFit holds per-link success rates x_l and, per observation, the
 // product of x over its links.
@@ -20,9 +23,14 @@ type fitObs struct {
 	y    float64 // observed success ratio
 }
 
-func newLossFit(o *obs, nl int) *lossFit {
-	f := &lossFit{o: o, x: make([]float64, nl), st: make([]fitObs, len(o.trials))}
-	f.by = byLink(len(o.trials), nl, o.of, func(p int) bool { return o.trials[p] > 0 })
+func newLossFit(o *obs, nl int) *lossFit { return newLossFitIn(o, nl, &fitBufs{}) }
+
+// newLossFitIn is newLossFit in b's arrays.
+func newLossFitIn(o *obs, nl int, b *fitBufs) *lossFit {
+	b.x, b.st = grow(b.x, nl), grow(b.st, len(o.trials))
+	f := &lossFit{o: o, x: b.x, st: b.st}
+	f.by = byLinkIn(len(o.trials), nl, o.of, func(p int) bool { return o.trials[p] > 0 }, b.byOff, b.byObs)
+	b.byOff, b.byObs = f.by.off, f.by.obs
 	for l := range f.x {
 		f.x[l] = 1
 	}
@@ -30,6 +38,21 @@ func newLossFit(o *obs, nl int) *lossFit {
 		f.st[p] = fitObs{prod: 1, w: o.trials[p], y: 1 - ratio(o.losses[p], o.trials[p])}
 	}
 	return f
+}
+
+// start sets x_l = x0[l] for every link in active (the others stay at 1)
+// and recomputes the products.
+func (f *lossFit) start(x0 []float64, active []int) {
+	for _, l := range active {
+		f.x[l] = min(max(x0[l], 0), 1)
+	}
+	for p := range f.st {
+		c := 1.0
+		for _, l := range f.o.of(p) {
+			c *= f.x[l]
+		}
+		f.st[p].prod = c
+	}
 }
 
 // resetY recomputes the observed success ratios after the losses moved.
@@ -156,22 +179,69 @@ func (f *lossFit) sums(l int) (num, den float64) {
 // selected ones without the penalty: the penalty pulls a selected link's
 // estimate down by about forgive ÷ its probes, the refit removes that bias
 // (issue 14). Links the penalty set to exactly 1 stay at 1.
-func fitLoss(o *obs, nl int, c Config) *lossFit {
-	f := newLossFit(o, nl)
-	f.run(f.lossy(), c.Forgive, c.Sweeps)
+func fitLoss(o *obs, nl int, c Config) *lossFit { return fitLossFrom(o, nl, c, &fitStart{}, &fitBufs{}) }
+
+// fitLossFrom is fitLoss from s's estimates (a warm start; cold when they
+// are nil), in b's arrays. The penalised fit starts each link on a lossy
+// observation at s.pen, and every other link at 1, as a cold fit does: a
+// link whose losses stopped is not held at its old estimate. The refit
+// starts each selected link at s.fin when it was selected last time
+// too (s.fin < 1). s gets the estimates of this fit and its sweeps.
+func fitLossFrom(o *obs, nl int, c Config, s *fitStart, b *fitBufs) *lossFit {
+	f := newLossFitIn(o, nl, b)
+	active := f.lossy()
+	if s.pen != nil {
+		f.start(s.pen, active)
+	}
+	s.sweeps = f.run(active, c.Forgive, c.Sweeps)
 	// Three EM steps: one left a dead link's blame on the other link of
 	// its round trips in the lab (TestLocalizeHardAndSlow/dead-link).
 	for i := 0; i < 3 && len(o.shares) > 0; i++ {
 		o.resplit(f.prods(), c.NegligibleLoss)
 		f.resetY()
-		f.run(f.lossy(), c.Forgive, c.Sweeps)
+		s.sweeps += f.run(f.lossy(), c.Forgive, c.Sweeps)
 	}
+	f.firstTwin()
 	var selected []int
 	for l, x := range f.x {
 		if x < 1 {
 			selected = append(selected, l)
 		}
 	}
-	f.run(selected, 0, c.Sweeps)
+	s.pen = append(grow(s.pen, 0), f.x...)
+	if s.fin != nil {
+		for _, l := range selected {
+			if x0 := s.fin[l]; x0 < 1 && x0 != f.x[l] {
+				f.set(l, max(x0, 0))
+			}
+		}
+	}
+	s.sweeps += f.run(selected, 0, c.Sweeps)
+	s.fin = append(grow(s.fin, 0), f.x...)
 	return f
+}
+
+// firstTwin gives the loss of every group of twin links (links on exactly
+// the same observations, which no fit can tell apart) to the first of
+// them, as a cold fit does (its first sweep reaches that one first and
+// explains the losses with it): a warm fit may have split it, or kept it
+// on another twin since an earlier route set. The observations' products
+// do not change.
+func (f *lossFit) firstTwin() {
+	tw := newTwins(f.by)
+	for _, g := range tw.group {
+		if len(g) < 2 {
+			continue
+		}
+		for i, l := range g {
+			if f.x[l] >= 1 {
+				continue
+			}
+			first := slices.IndexFunc(g, func(o int) bool { return slices.Equal(f.by.of(o), f.by.of(l)) })
+			if first < i {
+				f.set(g[first], f.x[g[first]]*f.x[l])
+				f.set(l, 1)
+			}
+		}
+	}
 }
