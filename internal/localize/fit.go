@@ -179,7 +179,9 @@ func (f *lossFit) sums(l int) (num, den float64) {
 // selected ones without the penalty: the penalty pulls a selected link's
 // estimate down by about forgive ÷ its probes, the refit removes that bias
 // (issue 14). Links the penalty set to exactly 1 stay at 1.
-func fitLoss(o *obs, nl int, c Config) *lossFit { return fitLossFrom(o, nl, c, &fitStart{}, &fitBufs{}) }
+func fitLoss(o *obs, nl int, c Config) *lossFit {
+	return fitLossFrom(o, nl, c, &fitStart{}, &fitBufs{})
+}
 
 // fitLossFrom is fitLoss from s's estimates (a warm start; cold when they
 // are nil), in b's arrays. The penalised fit starts each link on a lossy
