@@ -17,6 +17,10 @@ type healthCache struct {
 	rows  []LinkHealth
 	runs  uint64
 	buf   healthBuf
+	// est is the estimator, kept across runs: it reuses the last run's
+	// index when only counts changed and starts its fit from the last
+	// estimates (localize.Estimator).
+	est localize.Estimator
 }
 
 // Health ranks every link by fault likelihood (see HealthOf) over the
@@ -41,7 +45,7 @@ func (g *Graph) HealthAt() ([]LinkHealth, uint64) {
 	names, in := g.healthInputsLocked(&c.buf)
 	hc := g.cfg.Health
 	g.mu.RUnlock()
-	c.rows, c.id, c.stale, c.valid = localize.RunNumbered(names, in, hc), id, stale, true
+	c.rows, c.id, c.stale, c.valid = c.est.RunNumbered(names, in, hc), id, stale, true
 	c.runs++
 	return slices.Clone(c.rows), id
 }
