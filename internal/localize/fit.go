@@ -14,6 +14,15 @@ type lossFit struct {
 	// st is, per observation, what the sweeps read of it, side by side:
 	// one cache line per observation visited instead of three.
 	st []fitObs
+	tw *twins // made on first use
+}
+
+// twins groups the links on the same observations.
+func (f *lossFit) twins() *twins {
+	if f.tw == nil {
+		f.tw = newTwins(f.by)
+	}
+	return f.tw
 }
 
 // fitObs is one observation's state in the fit.
@@ -230,8 +239,7 @@ func fitLossFrom(o *obs, nl int, c Config, s *fitStart, b *fitBufs) *lossFit {
 // on another twin since an earlier route set. The observations' products
 // do not change.
 func (f *lossFit) firstTwin() {
-	tw := newTwins(f.by)
-	for _, g := range tw.group {
+	for _, g := range f.twins().group {
 		if len(g) < 2 {
 			continue
 		}
