@@ -77,11 +77,12 @@ func (g *Graph) healthInputsLocked(b *healthBuf) (names []string, in []localize.
 	b.names = append(b.names[:0], g.nodeNames...)
 	in = make([]localize.Input, 0, len(g.routes))
 	nodes := slices.Grow(b.nodes[:0], g.hops) // cut, never grown: the inputs alias it
+	anyStale := len(g.staleOrigins) > 0 // else no route's record is read
 	for i := range g.slots.len() {
 		var x localize.Input
 		sl := g.slots.at(i)
 		x, nodes = sl.input(nodes)
-		if g.staleLocked(sl.r) {
+		if anyStale && g.staleLocked(sl.r) {
 			x = withoutEvidence(x)
 		}
 		in = append(in, x)

@@ -135,12 +135,21 @@ func withPort(in []Input, routes []int32, port uint16) int32 {
 	return -1
 }
 
-// found drops the -1s of a reverses list.
-func found(rev []int32) []int32 {
+// found drops the -1s of a reverses list: rev itself when it has none,
+// else the others in buf (reused: the result is valid until the next
+// call with the same buf).
+func found(rev []int32, buf *[]int32) []int32 {
 	if !slices.Contains(rev, -1) {
 		return rev
 	}
-	return slices.DeleteFunc(slices.Clone(rev), func(q int32) bool { return q < 0 })
+	out := (*buf)[:0]
+	for _, q := range rev {
+		if q >= 0 {
+			out = append(out, q)
+		}
+	}
+	*buf = out
+	return out
 }
 
 // splitDirections turns routes into loss observations.
@@ -169,11 +178,12 @@ func splitDirectionsIn(in []Input, ix *index, revOff, rev []int32, b *fitBufs) *
 	}
 	clear(o.trials)
 	clear(o.losses)
+	var buf []int32
 	for p, r := range in {
 		if r.Samples <= 0 || r.hopCount() < 2 {
 			continue
 		}
-		targets := found(rev[revOff[p]:revOff[p+1]])
+		targets := found(rev[revOff[p]:revOff[p+1]], &buf)
 		if r.LostForward <= 0 && r.LostReverse <= 0 && r.Lost > 0 && len(targets) > 0 {
 			// Round trips, one per reverse route. With per-key counts
 			// each takes its own keys' losses. In the lab, a downed
@@ -215,7 +225,7 @@ func splitDirectionsIn(in []Input, ix *index, revOff, rev []int32, b *fitBufs) *
 			o.losses[q] += rv * frac
 		}
 		if len(targets) > 1 && rv > 0 {
-			o.shares = append(o.shares, share{targets: targets, lost: rv})
+			o.shares = append(o.shares, share{targets: slices.Clone(targets), lost: rv})
 		}
 	}
 	return o

@@ -193,7 +193,7 @@ func estimate(in []Input, ix *index, keyOff, rev []int32, c Config, start *fitSt
 	seedScore(o, ix, rows)
 	lossVerdicts(fitLossFrom(o, len(rows), c, start, b), c, rows)
 	b.trials, b.losses = o.trials, o.losses
-	localizeDelay(in, ix, keyOff, rev, c, rows)
+	localizeDelay(in, ix, keyOff, rev, c, rows, b)
 	SortBySuspicion(rows)
 	return rows
 }
@@ -206,6 +206,11 @@ type fitBufs struct {
 	byOff, byObs     []int32
 	st               []fitObs
 	x                []float64
+	// the delay half's
+	dOff, dLinks, dRoute []int32
+	dExcess              []float64
+	mark                 []int32
+	dByOff, dByObs       []int32
 }
 
 // grow returns s resized to n, reusing its array when it is large enough.
