@@ -21,14 +21,21 @@ import (
 // link in [0, 0.01%), two faulty links at 1% and 0.3%) takes new samples,
 // 5 (an aggregation interval of 5 s at a ping a second) or all 100 (the
 // worst case: a whole new window), applied as member route-batches
-// (ImportMetrics); then health runs warm, then cold, and the two rankings are compared (same verdicts, estimates within
+// (ImportMetrics); with churn, k routes also leave and the k that left in
+// the batch before come back (so the index is rebuilt, and the fit still
+// starts warm); then health runs warm, then cold, and the two rankings are compared (same verdicts, estimates within
 // 2 lost probes over the link's samples or 0.025%). Run:
 //
 //	go test -run '^$' -bench AggregatorHealthRepeat -benchtime 5x ./internal/graph
 func BenchmarkAggregatorHealthRepeat(b *testing.B) {
 	for _, n := range []int{100, 1000} {
-		for _, newSamples := range []int{5, 100} {
-			b.Run(fmt.Sprintf("N=%d/new=%d", n, newSamples), func(b *testing.B) {
+		for _, mode := range []struct{ newSamples, churn int }{{5, 0}, {100, 0}, {5, 100}} {
+			newSamples := mode.newSamples
+			name := fmt.Sprintf("N=%d/new=%d", n, newSamples)
+			if mode.churn > 0 {
+				name += fmt.Sprintf("/churn=%d", mode.churn)
+			}
+			b.Run(name, func(b *testing.B) {
 				routes := harnessRoutes(n)
 				rng := rand.New(rand.NewPCG(3, 4))
 				g := importHarness(routes, rng, false)
@@ -40,6 +47,9 @@ func BenchmarkAggregatorHealthRepeat(b *testing.B) {
 				var sweepsCold, sweepsWarm int
 				for i := 0; i < b.N; i++ {
 					w.batch(g, routes, rng, newSamples)
+					if mode.churn > 0 {
+						w.churn(g, routes, mode.churn, i)
+					}
 					// Metrics-only updates may be held back (coalesced),
 					// and the cached rows kept until they go out: drop
 					// the rows, keep the estimator.
@@ -51,6 +61,9 @@ func BenchmarkAggregatorHealthRepeat(b *testing.B) {
 					warmCPU += graph.CPUTime() - c0
 					_, reused, warmRuns, sw := graph.HealthEstimatorStats(g)
 					sweepsWarm += sw
+					if mode.churn > 0 {
+						reused++ // the routes changed: the index is rebuilt
+					}
 					if reused != 1 || warmRuns != 1 {
 						b.Fatalf("batch %d: the run after the cold one reused the index %d times and started warm %d times, want 1 and 1", i, reused, warmRuns)
 					}
@@ -86,6 +99,7 @@ func BenchmarkAggregatorHealthRepeat(b *testing.B) {
 type lossWorld struct {
 	loss map[[2]string]float64
 	win  []window // per route
+	gone []aggRoute
 }
 
 func newLossWorld(routes []aggRoute) *lossWorld {
@@ -145,7 +159,7 @@ func (w *lossWorld) batch(g *graph.Graph, routes []aggRoute, rng *rand.Rand, new
 				RTTP50: 30e-6, RTTP99: 50e-6, RTTMax: 60e-6, Source: "ebpf"}})
 	}
 	for o, batch := range byOrigin {
-		if n := g.ImportMetrics(o, batch); n != len(batch) {
+		if n := g.ImportMetrics(o, batch); n != len(batch) && len(w.gone) == 0 {
 			panic(fmt.Sprintf("origin %s: %d of %d routes updated", o, n, len(batch)))
 		}
 	}
@@ -176,4 +190,25 @@ func sameVerdicts(got, want []graph.LinkHealth, tol float64) error {
 		}
 	}
 	return nil
+}
+
+// churn removes k routes (the i-th k of them) and imports again the ones
+// it removed the batch before, with their current windows.
+func (w *lossWorld) churn(g *graph.Graph, routes []aggRoute, k, i int) {
+	for _, r := range w.gone {
+		keys := make([]graph.RouteKey, len(r.ports))
+		for j, p := range r.ports {
+			keys[j] = graph.RouteKey{Src: r.src, Dst: r.dst, SrcPort: p}
+		}
+		g.ImportRoute(r.src.String(), graph.Route{Src: r.src, Dst: r.dst, Hops: r.hops, Keys: keys,
+			Metrics: graph.Metrics{Samples: 100, RTTMin: 20e-6, RTTAvg: 30e-6, RTTP50: 30e-6, RTTP99: 50e-6, RTTMax: 60e-6, Source: "ebpf"}})
+	}
+	w.gone = w.gone[:0]
+	for j := range k {
+		r := routes[(i*k+j)*7919%len(routes)]
+		for _, p := range r.ports {
+			g.RemoveImportedRoute(r.src.String(), graph.RouteKey{Src: r.src, Dst: r.dst, SrcPort: p})
+		}
+		w.gone = append(w.gone, r)
+	}
 }

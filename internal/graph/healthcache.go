@@ -77,7 +77,7 @@ func (g *Graph) healthInputsLocked(b *healthBuf) (names []string, in []localize.
 	b.names = append(b.names[:0], g.nodeNames...)
 	in = make([]localize.Input, 0, len(g.routes))
 	nodes := slices.Grow(b.nodes[:0], g.hops) // cut, never grown: the inputs alias it
-	anyStale := len(g.staleOrigins) > 0 // else no route's record is read
+	anyStale := len(g.staleOrigins) > 0       // else no route's record is read
 	for i := range g.slots.len() {
 		var x localize.Input
 		sl := g.slots.at(i)
