@@ -122,12 +122,7 @@ func BenchmarkScenarios(b *testing.B) {
 //
 //	go test -run '^$' -bench 'Run$' -benchtime 3x ./internal/localize
 func BenchmarkRun(b *testing.B) {
-	f := newFabric(16, 128, 32)
-	rng := rand.New(rand.NewPCG(5, 5))
-	w := &world{loss: f.noise(rng, 1e-4), routerLoss: map[string]float64{}, delay: map[link]float64{}, source: srcEBPF}
-	fl, _ := f.links()
-	w.loss[fl[10]], w.loss[fl[999]] = 0.01, 0.003
-	in := f.generate(rng, w, hazards{peers: 20, ports: 4, samples: 10, noiseMax: 1e-4, unknownFrac: 0.1})
+	in, _, _ := runBenchRoutes()
 	runtime.GC() // do not charge the generator's garbage to Run
 	b.ResetTimer()
 	cpu0 := cpuTime()
@@ -140,6 +135,17 @@ func BenchmarkRun(b *testing.B) {
 	b.ReportMetric(float64((cpuTime()-cpu0).Milliseconds())/float64(b.N), "cpu-ms/op")
 	b.ReportMetric(float64(len(in)), "routes")
 	b.ReportMetric(float64(len(rows)), "links")
+}
+
+// runBenchRoutes is BenchmarkRun's route set, its world and the random
+// source that drew it.
+func runBenchRoutes() ([]Input, *world, *rand.Rand) {
+	f := newFabric(16, 128, 32)
+	rng := rand.New(rand.NewPCG(5, 5))
+	w := &world{loss: f.noise(rng, 1e-4), routerLoss: map[string]float64{}, delay: map[link]float64{}, source: srcEBPF}
+	fl, _ := f.links()
+	w.loss[fl[10]], w.loss[fl[999]] = 0.01, 0.003
+	return f.generate(rng, w, hazards{peers: 20, ports: 4, samples: 10, noiseMax: 1e-4, unknownFrac: 0.1}), w, rng
 }
 
 func cpuTime() time.Duration {
@@ -161,12 +167,7 @@ func cpuTime() time.Duration {
 //
 //	go test -run '^$' -bench 'RunWarm' -benchtime 5x ./internal/localize
 func BenchmarkRunWarm(b *testing.B) {
-	f := newFabric(16, 128, 32)
-	rng := rand.New(rand.NewPCG(5, 5))
-	w := &world{loss: f.noise(rng, 1e-4), routerLoss: map[string]float64{}, delay: map[link]float64{}, source: srcEBPF}
-	fl, _ := f.links()
-	w.loss[fl[10]], w.loss[fl[999]] = 0.01, 0.003
-	byName := f.generate(rng, w, hazards{peers: 20, ports: 4, samples: 10, noiseMax: 1e-4, unknownFrac: 0.1})
+	byName, w, rng := runBenchRoutes()
 	hops := make([][]string, len(byName))
 	for i, r := range byName {
 		hops[i] = r.Hops
