@@ -234,10 +234,11 @@ func fitLossFrom(o *obs, nl int, c Config, s *fitStart, b *fitBufs) *lossFit {
 
 // firstTwin gives the loss of every group of twin links (links on exactly
 // the same observations, which no fit can tell apart) to the first of
-// them, as a cold fit does (its first sweep reaches that one first and
-// explains the losses with it): a warm fit may have split it, or kept it
-// on another twin since an earlier route set. The observations' products
-// do not change.
+// them. The fit alone splits it as its path goes: a cold and a warm fit
+// split a silent hop's two links differently, and the verdict (which
+// tests each link against what the others explain) changed with the
+// split. The observations' products do not change, and the evidence names
+// the other twins.
 func (f *lossFit) firstTwin() {
 	for _, g := range f.twins().group {
 		if len(g) < 2 {
