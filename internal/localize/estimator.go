@@ -27,7 +27,6 @@ type Estimator struct {
 	ix          *index
 	keyOff, rev []int32
 	denseOf     []int32  // caller's node number → ix's node number, -1 when unused
-	usedNames   []string // names[n] of every used number n, by ix's node number
 	ports       []uint16 // every route's ports, in order (split by keyOff)
 	// The last run's estimates by ix's link number: penalised (selection)
 	// and final.
@@ -86,7 +85,7 @@ func (e *Estimator) sameTopology(in []Input, names []string) bool {
 	}
 	// Every used number must still name the node it named.
 	for n, d := range e.denseOf {
-		if d >= 0 && (n >= len(names) || names[n] != e.usedNames[d]) {
+		if d >= 0 && (n >= len(names) || names[n] != ix.names[d]) {
 			return false
 		}
 	}
@@ -122,7 +121,6 @@ func (e *Estimator) keepTopology(in []Input, names []string, keyOff, rev []int32
 			e.denseOf[n] = hs[j]
 		}
 	}
-	e.usedNames = slices.Clone(ix.names)
 	e.ports = e.ports[:0]
 	for p := range in {
 		e.ports = append(e.ports, in[p].Ports...)

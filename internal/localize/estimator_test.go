@@ -247,3 +247,39 @@ func verdictOf(rows []Row, l link) Verdict {
 	}
 	return rows[i].Verdict
 }
+
+// TestEstimatorRenamedNodes: the same node numbers naming other nodes
+// (the graph reuses a gone node's number) are other routes: the index is
+// rebuilt, and the rows are a cold run's. The same names table with a
+// new, unused entry appended is the same routes: the index is reused.
+func TestEstimatorRenamedNodes(t *testing.T) {
+	f := smallFabric()
+	rng := rand.New(rand.NewPCG(1, 1))
+	w := &world{loss: f.noise(rng, 1e-4), routerLoss: map[string]float64{}, delay: map[link]float64{}, source: srcEBPF}
+	fl, _ := f.links()
+	w.loss[fl[3]] = 0.05
+	names, in := numbered(f.generate(rng, w, defaultHazards))
+	var e Estimator
+	e.RunNumbered(names, in, Config{})
+
+	grown := append(slices.Clip(names), "198.18.99.99")
+	e.RunNumbered(grown, in, Config{})
+	if _, reused, _, _ := e.Stats(); reused != 1 {
+		t.Fatalf("an unused name appended: index reused %d times, want 1", reused)
+	}
+
+	renamed := slices.Clone(names)
+	i := slices.Index(renamed, fl[3][0])
+	j := slices.Index(renamed, f.spine[0])
+	if fl[3][0] == f.spine[0] {
+		j = slices.Index(renamed, f.spine[1])
+	}
+	renamed[i], renamed[j] = renamed[j], renamed[i]
+	warm := e.RunNumbered(renamed, in, Config{})
+	if _, reused, _, _ := e.Stats(); reused != 1 {
+		t.Errorf("two nodes' names swapped: index reused (%d reuses)", reused)
+	}
+	if err := sameAnswers(warm, RunNumbered(renamed, in, Config{}), 2); err != nil {
+		t.Error(err)
+	}
+}
