@@ -33,7 +33,7 @@ type Estimator struct {
 	pen, fin []float64
 	scratch  fitBufs
 	// Runs and reuses, for tests and benchmarks.
-	runs, reused, warm int
+	runs, reused, warm, patched int
 	// Sweeps of the last run's loss fit, all phases together.
 	lastSweeps int
 }
@@ -60,7 +60,14 @@ func (e *Estimator) run(in []Input, names []string, c Config) []Row {
 		ix, keyOff, rev = e.ix, e.keyOff, e.rev
 		e.reused++
 	} else {
-		ix = indexLinks(in, names)
+		if names != nil {
+			ix = e.patchIndex(in, names)
+		}
+		if ix != nil {
+			e.patched++
+		} else {
+			ix = indexLinks(in, names)
+		}
 		keyOff, rev = reverses(in, ix)
 		e.denseOf = e.denseOf[:0] // names nil: hops by name, nothing to reuse
 		if names != nil {
@@ -105,6 +112,66 @@ func (e *Estimator) sameTopology(in []Input, names []string) bool {
 		}
 	}
 	return true
+}
+
+// patchIndex builds the index of in from the last run's when in crosses
+// the same nodes and links (routes came, went or moved, as the graph's
+// slot table does it: appended, or swap-deleted): a route unchanged at its
+// position keeps its link list, another has its links looked up among the
+// last run's by their end nodes. The result is indexLinks(in, names)'s.
+// It returns nil when a node or a link appeared or is no longer crossed
+// (the numbering changes: the caller builds the index anew).
+func (e *Estimator) patchIndex(in []Input, names []string) *index {
+	prev := e.ix
+	if prev == nil || len(e.denseOf) == 0 {
+		return nil
+	}
+	for n, d := range e.denseOf {
+		if d >= 0 && (n >= len(names) || names[n] != prev.names[d]) {
+			return nil
+		}
+	}
+	ix := &index{names: prev.names, linkEnds: prev.linkEnds,
+		hopOff: make([]int32, len(in)+1), linkOff: make([]int32, len(in)+1),
+		nodes: make([]int32, 0, len(prev.nodes)), links: make([]int32, 0, len(prev.links))}
+	for p := range in {
+		ix.hopOff[p], ix.linkOff[p] = int32(len(ix.nodes)), int32(len(ix.links))
+		for _, n := range in[p].Nodes {
+			if n < 0 || int(n) >= len(e.denseOf) || e.denseOf[n] < 0 {
+				return nil // a node the last run did not have
+			}
+			ix.nodes = append(ix.nodes, e.denseOf[n])
+		}
+		hs := ix.nodes[ix.hopOff[p]:]
+		if p+1 < len(prev.hopOff) && slices.Equal(hs, prev.nodes[prev.hopOff[p]:prev.hopOff[p+1]]) {
+			ix.links = append(ix.links, prev.routeLinks(p)...)
+			continue
+		}
+		start := len(ix.links)
+		for j := 1; j < len(hs); j++ {
+			l, ok := slices.BinarySearch(prev.linkEnds, uint64(hs[j-1])<<32|uint64(hs[j]))
+			if !ok {
+				return nil // a new link
+			}
+			if !slices.Contains(ix.links[start:], int32(l)) {
+				ix.links = append(ix.links, int32(l))
+			}
+		}
+	}
+	ix.hopOff[len(in)], ix.linkOff[len(in)] = int32(len(ix.nodes)), int32(len(ix.links))
+	// Every node and link must still be crossed, or indexLinks would
+	// number them without it.
+	used := make([]bool, len(ix.names)+len(ix.linkEnds))
+	for _, n := range ix.nodes {
+		used[n] = true
+	}
+	for _, l := range ix.links {
+		used[len(ix.names)+int(l)] = true
+	}
+	if slices.Contains(used, false) {
+		return nil
+	}
+	return ix
 }
 
 // keepTopology remembers in's routes (numbered by names) and what was built

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"reflect"
 	"slices"
 	"testing"
 )
@@ -281,5 +282,72 @@ func TestEstimatorRenamedNodes(t *testing.T) {
 	}
 	if err := sameAnswers(warm, RunNumbered(renamed, in, Config{}), 2); err != nil {
 		t.Error(err)
+	}
+}
+
+// TestPatchIndexMatchesIndexLinks: routes leaving (swap-deleted, as the
+// graph's slot table does), coming back (appended) and moving give the
+// index indexLinks builds, patched from the last run's; a route over a new
+// link, or the last route over a link leaving, gives none (built anew).
+// Every run's rows are a cold run's.
+func TestPatchIndexMatchesIndexLinks(t *testing.T) {
+	f := smallFabric()
+	rng := rand.New(rand.NewPCG(4, 4))
+	w := &world{loss: f.noise(rng, 1e-4), routerLoss: map[string]float64{}, delay: map[link]float64{}, source: srcEBPF}
+	fl, _ := f.links()
+	w.loss[fl[5]] = 0.03
+	names, in := numbered(f.generate(rng, w, defaultHazards))
+	swapDelete := func(in []Input, k int) ([]Input, []Input) {
+		out := slices.Clone(in)
+		var gone []Input
+		for range k {
+			i := rng.IntN(len(out))
+			gone = append(gone, out[i])
+			out[i] = out[len(out)-1]
+			out = out[:len(out)-1]
+		}
+		return out, gone
+	}
+	less, gone := swapDelete(in, 20)
+	back := append(slices.Clone(less), gone...)
+	less2, _ := swapDelete(back, 20)
+	// A route over a link no route crossed: host → its leaf → another host's leaf.
+	odd := slices.Clone(back)
+	r := odd[0]
+	r.Nodes = slices.Clone(r.Nodes)
+	r.Nodes[len(r.Nodes)-1] = r.Nodes[0]
+	odd[0] = r
+	// Without every route over the first route's first link.
+	first := in[0].Nodes[:2]
+	var without []Input
+	for _, r := range in {
+		if !(len(r.Nodes) >= 2 && slices.Index(r.Nodes, first[0]) >= 0 && slices.Index(r.Nodes, first[0])+1 < len(r.Nodes) && r.Nodes[slices.Index(r.Nodes, first[0])+1] == first[1]) {
+			without = append(without, r)
+		}
+	}
+	var e Estimator
+	e.RunNumbered(names, in, Config{})
+	for _, step := range []struct {
+		name  string
+		in    []Input
+		patch bool
+	}{
+		{"20 routes swap-deleted", less, true},
+		{"they come back, appended", back, true},
+		{"a route over a new link", odd, false},
+		{"back again: the new link is no longer crossed", back, false},
+		{"20 other routes swap-deleted", less2, true},
+		{"a link no longer crossed", without, false},
+		{"all routes", in, false}, // the link is back: a new link for the last run
+	} {
+		want := indexLinks(step.in, names)
+		if got := e.patchIndex(step.in, names); (got != nil) != step.patch {
+			t.Errorf("%s: patched %v, want %v", step.name, got != nil, step.patch)
+		} else if got != nil && !reflect.DeepEqual(got, want) {
+			t.Errorf("%s: patched index differs from indexLinks", step.name)
+		}
+		if err := sameAnswers(e.RunNumbered(names, step.in, Config{}), RunNumbered(names, step.in, Config{}), 2); err != nil {
+			t.Errorf("%s: %v", step.name, err)
+		}
 	}
 }
