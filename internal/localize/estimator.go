@@ -8,7 +8,10 @@ import "slices"
 //
 //   - When the routes are the same as last run's (same hops by number,
 //     same ports, in the same order; only their counts moved), the index of
-//     nodes and links and the reverse route of every key are reused.
+//     nodes and links and the reverse route of every key are reused. When
+//     routes came, went or moved but cross the same nodes and links, the
+//     index is patched (patchIndex) and only the reverse routes are found
+//     anew.
 //   - The loss fit starts from the last run's per-link estimates (warm
 //     start; links are matched by their end nodes' names, so routes may
 //     come and go) instead of from "no loss", and stops by the same rule as
