@@ -249,17 +249,24 @@ func verdictOf(rows []Row, l link) Verdict {
 	return rows[i].Verdict
 }
 
+// oneFaultWindow is a window of the small fabric, drawn from seed, with
+// background noise and leaf–spine link number fault at loss p, numbered.
+func oneFaultWindow(seed uint64, fault int, p float64) (*fabric, []link, *rand.Rand, []string, []Input) {
+	f := smallFabric()
+	rng := rand.New(rand.NewPCG(seed, seed))
+	w := &world{loss: f.noise(rng, 1e-4), routerLoss: map[string]float64{}, delay: map[link]float64{}, source: srcEBPF}
+	fl, _ := f.links()
+	w.loss[fl[fault]] = p
+	names, in := numbered(f.generate(rng, w, defaultHazards))
+	return f, fl, rng, names, in
+}
+
 // TestEstimatorRenamedNodes: the same node numbers naming other nodes
 // (the graph reuses a gone node's number) are other routes: the index is
 // rebuilt, and the rows are a cold run's. The same names table with a
 // new, unused entry appended is the same routes: the index is reused.
 func TestEstimatorRenamedNodes(t *testing.T) {
-	f := smallFabric()
-	rng := rand.New(rand.NewPCG(1, 1))
-	w := &world{loss: f.noise(rng, 1e-4), routerLoss: map[string]float64{}, delay: map[link]float64{}, source: srcEBPF}
-	fl, _ := f.links()
-	w.loss[fl[3]] = 0.05
-	names, in := numbered(f.generate(rng, w, defaultHazards))
+	f, fl, _, names, in := oneFaultWindow(1, 3, 0.05)
 	var e Estimator
 	e.RunNumbered(names, in, Config{})
 
@@ -291,12 +298,7 @@ func TestEstimatorRenamedNodes(t *testing.T) {
 // link, or the last route over a link leaving, gives none (built anew).
 // Every run's rows are a cold run's.
 func TestPatchIndexMatchesIndexLinks(t *testing.T) {
-	f := smallFabric()
-	rng := rand.New(rand.NewPCG(4, 4))
-	w := &world{loss: f.noise(rng, 1e-4), routerLoss: map[string]float64{}, delay: map[link]float64{}, source: srcEBPF}
-	fl, _ := f.links()
-	w.loss[fl[5]] = 0.03
-	names, in := numbered(f.generate(rng, w, defaultHazards))
+	_, _, rng, names, in := oneFaultWindow(4, 5, 0.03)
 	swapDelete := func(in []Input, k int) ([]Input, []Input) {
 		out := slices.Clone(in)
 		var gone []Input
