@@ -107,7 +107,7 @@ func BenchmarkAggregatorHealth(b *testing.B) {
 			var allocNum, allocName uint64
 			for i := 0; i < b.N; i++ {
 				runtime.GC()
-				graph.ForgetHealth(g)
+				graph.ColdHealth(g)
 				a0 := allocated()
 				t0 := time.Now()
 				rows := g.Health()

@@ -17,6 +17,10 @@ type healthCache struct {
 	rows  []LinkHealth
 	runs  uint64
 	buf   healthBuf
+	// est is the estimator, kept across runs: it reuses the last run's
+	// index when only counts changed and starts its fit from the last
+	// estimates (localize.Estimator).
+	est localize.Estimator
 }
 
 // Health ranks every link by fault likelihood (see HealthOf) over the
@@ -41,7 +45,7 @@ func (g *Graph) HealthAt() ([]LinkHealth, uint64) {
 	names, in := g.healthInputsLocked(&c.buf)
 	hc := g.cfg.Health
 	g.mu.RUnlock()
-	c.rows, c.id, c.stale, c.valid = localize.RunNumbered(names, in, hc), id, stale, true
+	c.rows, c.id, c.stale, c.valid = c.est.RunNumbered(names, in, hc), id, stale, true
 	c.runs++
 	return slices.Clone(c.rows), id
 }
@@ -73,11 +77,12 @@ func (g *Graph) healthInputsLocked(b *healthBuf) (names []string, in []localize.
 	b.names = append(b.names[:0], g.nodeNames...)
 	in = make([]localize.Input, 0, len(g.routes))
 	nodes := slices.Grow(b.nodes[:0], g.hops) // cut, never grown: the inputs alias it
+	anyStale := len(g.staleOrigins) > 0       // else no route's record is read
 	for i := range g.slots.len() {
 		var x localize.Input
 		sl := g.slots.at(i)
 		x, nodes = sl.input(nodes)
-		if g.staleLocked(sl.r) {
+		if anyStale && g.staleLocked(sl.r) {
 			x = withoutEvidence(x)
 		}
 		in = append(in, x)

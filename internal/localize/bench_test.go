@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -121,12 +122,7 @@ func BenchmarkScenarios(b *testing.B) {
 //
 //	go test -run '^$' -bench 'Run$' -benchtime 3x ./internal/localize
 func BenchmarkRun(b *testing.B) {
-	f := newFabric(16, 128, 32)
-	rng := rand.New(rand.NewPCG(5, 5))
-	w := &world{loss: f.noise(rng, 1e-4), routerLoss: map[string]float64{}, delay: map[link]float64{}, source: srcEBPF}
-	fl, _ := f.links()
-	w.loss[fl[10]], w.loss[fl[999]] = 0.01, 0.003
-	in := f.generate(rng, w, hazards{peers: 20, ports: 4, samples: 10, noiseMax: 1e-4, unknownFrac: 0.1})
+	in, _, _ := runBenchRoutes()
 	runtime.GC() // do not charge the generator's garbage to Run
 	b.ResetTimer()
 	cpu0 := cpuTime()
@@ -141,10 +137,84 @@ func BenchmarkRun(b *testing.B) {
 	b.ReportMetric(float64(len(rows)), "links")
 }
 
+// runBenchRoutes is BenchmarkRun's route set, its world and the random
+// source that drew it.
+func runBenchRoutes() ([]Input, *world, *rand.Rand) {
+	f := newFabric(16, 128, 32)
+	rng := rand.New(rand.NewPCG(5, 5))
+	w := &world{loss: f.noise(rng, 1e-4), routerLoss: map[string]float64{}, delay: map[link]float64{}, source: srcEBPF}
+	fl, _ := f.links()
+	w.loss[fl[10]], w.loss[fl[999]] = 0.01, 0.003
+	return f.generate(rng, w, hazards{peers: 20, ports: 4, samples: 10, noiseMax: 1e-4, unknownFrac: 0.1}), w, rng
+}
+
 func cpuTime() time.Duration {
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkRunWarm: the repeated runs an aggregator makes, on
+// BenchmarkRun's graph (12,288 links, ~342k routes, by node number as the
+// graph hands them over): a cold run (RunNumbered: index, fit from "no
+// loss") against an Estimator's warm run (index reused, fit from the last
+// run's estimates) on the same input, in the same run. Each iteration is
+// a new window in which a share of the routes (5%, or all of them) got
+// new counts; the two rankings must agree (TestEstimatorWarmMatchesCold's
+// rule). Run:
+//
+//	go test -run '^$' -bench 'RunWarm' -benchtime 5x ./internal/localize
+func BenchmarkRunWarm(b *testing.B) {
+	byName, w, rng := runBenchRoutes()
+	hops := make([][]string, len(byName))
+	for i, r := range byName {
+		hops[i] = r.Hops
+	}
+	names, in := numbered(byName)
+	for _, share := range []float64{0.05, 1} {
+		b.Run(fmt.Sprintf("changed=%.0f%%", 100*share), func(b *testing.B) {
+			var e Estimator
+			e.RunNumbered(names, in, Config{})
+			var cold, warm, coldCPU, warmCPU time.Duration
+			var sweeps int
+			cur := slices.Clone(in)
+			for i := 0; i < b.N; i++ {
+				b.StopTimer()
+				fresh := redraw(cur, hops, w, rng)
+				for p := range cur {
+					if rng.Float64() < share {
+						cur[p] = fresh[p]
+					}
+				}
+				runtime.GC()
+				b.StartTimer()
+				c0, t0 := cpuTime(), time.Now()
+				want := RunNumbered(names, cur, Config{})
+				cold += time.Since(t0)
+				coldCPU += cpuTime() - c0
+				runtime.GC()
+				c0, t0 = cpuTime(), time.Now()
+				got := e.RunNumbered(names, cur, Config{})
+				warm += time.Since(t0)
+				warmCPU += cpuTime() - c0
+				_, _, _, sw := e.Stats()
+				sweeps += sw
+				if err := sameAnswers(got, want, 2); err != nil {
+					b.Fatalf("window %d: warm vs cold: %v", i, err)
+				}
+			}
+			if _, reused, warmRuns, _ := e.Stats(); reused != b.N || warmRuns != b.N {
+				b.Fatalf("%d windows: %d reused the index, %d warm", b.N, reused, warmRuns)
+			}
+			nb := float64(b.N)
+			b.ReportMetric(float64(cold.Milliseconds())/nb, "cold-ms")
+			b.ReportMetric(float64(warm.Milliseconds())/nb, "warm-ms")
+			b.ReportMetric(float64(coldCPU.Milliseconds())/nb, "cold-cpu-ms")
+			b.ReportMetric(float64(warmCPU.Milliseconds())/nb, "warm-cpu-ms")
+			b.ReportMetric(float64(coldCPU)/float64(warmCPU), "cold/warm-cpu")
+			b.ReportMetric(float64(sweeps)/nb, "warm-sweeps")
+		})
+	}
 }

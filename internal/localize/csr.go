@@ -13,7 +13,13 @@ func (c *csr) of(l int) []int32 { return c.obs[c.off[l]:c.off[l+1]] }
 // byLink inverts observations → links into links → observations, keeping
 // only observations for which keep(p) holds.
 func byLink(nObs, nl int, linksOf func(p int) []int32, keep func(p int) bool) *csr {
-	c := &csr{off: make([]int32, nl+1)}
+	return byLinkIn(nObs, nl, linksOf, keep, nil, nil)
+}
+
+// byLinkIn is byLink in the arrays off and obs when they are large enough.
+func byLinkIn(nObs, nl int, linksOf func(p int) []int32, keep func(p int) bool, off, obs []int32) *csr {
+	c := &csr{off: grow(off, nl+1)}
+	clear(c.off)
 	for p := 0; p < nObs; p++ {
 		if keep(p) {
 			for _, l := range linksOf(p) {
@@ -24,7 +30,7 @@ func byLink(nObs, nl int, linksOf func(p int) []int32, keep func(p int) bool) *c
 	for l := 0; l < nl; l++ {
 		c.off[l+1] += c.off[l]
 	}
-	c.obs = make([]int32, c.off[nl])
+	c.obs = grow(obs, int(c.off[nl]))
 	fill := slices.Clone(c.off[:nl])
 	for p := 0; p < nObs; p++ {
 		if keep(p) {

@@ -25,7 +25,7 @@ func (d *delayObs) of(p int) []int32 { return d.links[d.off[p]:d.off[p+1]] }
 // routes of both ends meet, on the aggregator). The median excess over all
 // observations is subtracted first: what every route sees (the probing
 // hosts' own load) is no link's fault.
-func delayObservations(in []Input, ix *index, keyOff, rev []int32) *delayObs {
+func delayObservations(in []Input, ix *index, keyOff, rev []int32, b *fitBufs) *delayObs {
 	n := 0
 	for _, r := range in {
 		if len(r.Excess) == len(r.Ports) {
@@ -33,14 +33,16 @@ func delayObservations(in []Input, ix *index, keyOff, rev []int32) *delayObs {
 		}
 	}
 	d := &delayObs{
-		off:    append(make([]int32, 0, n+1), 0),
-		links:  make([]int32, 0, n*(len(ix.links)/max(len(in), 1)+4)),
-		excess: make([]float64, 0, n),
-		route:  make([]int32, 0, n),
+		off:    append(slices.Grow(b.dOff[:0], n+1), 0),
+		links:  slices.Grow(b.dLinks[:0], n*(len(ix.links)/max(len(in), 1)+4)),
+		excess: slices.Grow(b.dExcess[:0], n),
+		route:  slices.Grow(b.dRoute[:0], n),
 	}
 	// mark[l] == p+1: link l is on route p (a slice, not a search of the
 	// observation's links, for the reverse route's links).
-	mark := make([]int32, ix.nLinks())
+	mark := grow(b.mark, ix.nLinks())
+	clear(mark)
+	b.mark = mark
 	for p, r := range in {
 		if len(r.Excess) != len(r.Ports) || r.hopCount() < 2 {
 			continue
@@ -201,13 +203,15 @@ func distinctRoutes(d *delayObs, ps []int32, enough int) int {
 	return len(seen)
 }
 
-// localizeDelay is the delay half of Run.
-func localizeDelay(in []Input, ix *index, keyOff, rev []int32, c Config, rows []Row) {
-	d := delayObservations(in, ix, keyOff, rev)
+// localizeDelay is the delay half of Run, in b's arrays.
+func localizeDelay(in []Input, ix *index, keyOff, rev []int32, c Config, rows []Row, b *fitBufs) {
+	d := delayObservations(in, ix, keyOff, rev, b)
+	b.dOff, b.dLinks, b.dExcess, b.dRoute = d.off, d.links, d.excess, d.route
 	if len(d.excess) == 0 {
 		return
 	}
-	by := byLink(len(d.excess), len(rows), d.of, func(int) bool { return true })
+	by := byLinkIn(len(d.excess), len(rows), d.of, func(int) bool { return true }, b.dByOff, b.dByObs)
+	b.dByOff, b.dByObs = by.off, by.obs
 	delaySeed(d, by, rows)
 	delayVerdicts(d, fitDelay(d, by, len(rows), c), by, c, rows)
 }

@@ -73,8 +73,9 @@ func splitLoss(r Input) (fwd, rev float64) {
 // of route p's i-th port, or -1 when it is not in the set. Routes are
 // sorted by their (source, destination) pair, then input order, so the
 // reverse of a key is looked for among the few routes of the opposite
-// pair, found by binary search: one sort of the routes, not a map of
-// slices (at 275 k routes the map and its 10⁵ small slices cost 3× more).
+// pair, found by binary search (once per pair): one sort of the routes, not
+// a map of slices (at 275 k routes the map and its 10⁵ small slices cost
+// 3× more).
 func reverses(in []Input, ix *index) (keyOff, rev []int32) {
 	type ended struct {
 		pair uint64 // src<<32 | dst
@@ -100,24 +101,40 @@ func reverses(in []Input, ix *index) (keyOff, rev []int32) {
 	for i, e := range byPair {
 		routes[i] = e.p
 	}
+	// One search per pair, not per route: route p's candidates are
+	// routes[back[2p]:back[2p+1]] (empty for a route of fewer than 2 hops
+	// or whose opposite pair has no route).
+	type group struct {
+		pair   uint64
+		lo, hi int32
+	}
+	var groups []group
+	for i := 0; i < len(byPair); {
+		j := i + 1
+		for j < len(byPair) && byPair[j].pair == byPair[i].pair {
+			j++
+		}
+		groups = append(groups, group{byPair[i].pair, int32(i), int32(j)})
+		i = j
+	}
+	back := make([]int32, 2*len(in))
+	for _, g := range groups {
+		want := g.pair<<32 | g.pair>>32
+		k, ok := slices.BinarySearchFunc(groups, want, func(x group, w uint64) int { return cmp.Compare(x.pair, w) })
+		if !ok {
+			continue
+		}
+		for _, e := range byPair[g.lo:g.hi] {
+			back[2*e.p], back[2*e.p+1] = groups[k].lo, groups[k].hi
+		}
+	}
 	keyOff = make([]int32, len(in)+1)
 	rev = make([]int32, 0, nports)
 	for p := range in {
-		r := &in[p]
 		keyOff[p] = int32(len(rev))
-		var back []int32
-		if r.hopCount() >= 2 {
-			s, d := ix.ends(p)
-			want := pair(d, s)
-			lo, _ := slices.BinarySearchFunc(byPair, want, func(e ended, k uint64) int { return cmp.Compare(e.pair, k) })
-			hi := lo
-			for hi < len(byPair) && byPair[hi].pair == want {
-				hi++
-			}
-			back = routes[lo:hi]
-		}
-		for _, port := range r.Ports {
-			rev = append(rev, withPort(in, back, port))
+		cands := routes[back[2*p]:back[2*p+1]]
+		for _, port := range in[p].Ports {
+			rev = append(rev, withPort(in, cands, port))
 		}
 	}
 	keyOff[len(in)] = int32(len(rev))
@@ -135,12 +152,21 @@ func withPort(in []Input, routes []int32, port uint16) int32 {
 	return -1
 }
 
-// found drops the -1s of a reverses list.
-func found(rev []int32) []int32 {
+// found drops the -1s of a reverses list: rev itself when it has none,
+// else the others in buf (reused: the result is valid until the next
+// call with the same buf).
+func found(rev []int32, buf *[]int32) []int32 {
 	if !slices.Contains(rev, -1) {
 		return rev
 	}
-	return slices.DeleteFunc(slices.Clone(rev), func(q int32) bool { return q < 0 })
+	out := (*buf)[:0]
+	for _, q := range rev {
+		if q >= 0 {
+			out = append(out, q)
+		}
+	}
+	*buf = out
+	return out
 }
 
 // splitDirections turns routes into loss observations.
@@ -156,17 +182,25 @@ func found(rev []int32) []int32 {
 // (no reflector counters) is one round-trip observation per reverse route
 // over the forward and reverse links together.
 func splitDirections(in []Input, ix *index, revOff, rev []int32) *obs {
+	return splitDirectionsIn(in, ix, revOff, rev, &fitBufs{})
+}
+
+// splitDirectionsIn is splitDirections in b's arrays.
+func splitDirectionsIn(in []Input, ix *index, revOff, rev []int32, b *fitBufs) *obs {
 	o := &obs{
-		off:    slices.Clone(ix.linkOff),
-		links:  slices.Clone(ix.links),
-		trials: make([]float64, len(in)),
-		losses: make([]float64, len(in)),
+		off:    append(b.obsOff[:0], ix.linkOff...),
+		links:  append(b.obsLinks[:0], ix.links...),
+		trials: grow(b.trials, len(in)),
+		losses: grow(b.losses, len(in)),
 	}
+	clear(o.trials)
+	clear(o.losses)
+	var buf []int32
 	for p, r := range in {
 		if r.Samples <= 0 || r.hopCount() < 2 {
 			continue
 		}
-		targets := found(rev[revOff[p]:revOff[p+1]])
+		targets := found(rev[revOff[p]:revOff[p+1]], &buf)
 		if r.LostForward <= 0 && r.LostReverse <= 0 && r.Lost > 0 && len(targets) > 0 {
 			// Round trips, one per reverse route. With per-key counts
 			// each takes its own keys' losses. In the lab, a downed
@@ -208,7 +242,7 @@ func splitDirections(in []Input, ix *index, revOff, rev []int32) *obs {
 			o.losses[q] += rv * frac
 		}
 		if len(targets) > 1 && rv > 0 {
-			o.shares = append(o.shares, share{targets: targets, lost: rv})
+			o.shares = append(o.shares, share{targets: slices.Clone(targets), lost: rv})
 		}
 	}
 	return o

@@ -20,4 +20,9 @@
 //   - verdicts (verdict.go): a one-sided likelihood-ratio test of each
 //     link's losses against what the other links explain, with
 //     Benjamini–Hochberg false-discovery control across links.
+//
+// Estimator (estimator.go) runs the same steps again and again on a route
+// set that changes a little (the aggregator's health after every change
+// batch): it reuses the index when only counts changed and starts the fit
+// from the last run's estimates.
 package localize

@@ -1,6 +1,9 @@
 package localize
 
-import "math"
+import (
+	"math"
+	"slices"
+)
 
 // lossFit holds per-link success rates x_l and, per observation, the
 // product of x over its links.
@@ -11,6 +14,15 @@ type lossFit struct {
 	// st is, per observation, what the sweeps read of it, side by side:
 	// one cache line per observation visited instead of three.
 	st []fitObs
+	tw *twins // made on first use
+}
+
+// twins groups the links on the same observations.
+func (f *lossFit) twins() *twins {
+	if f.tw == nil {
+		f.tw = newTwins(f.by)
+	}
+	return f.tw
 }
 
 // fitObs is one observation's state in the fit.
@@ -20,9 +32,14 @@ type fitObs struct {
 	y    float64 // observed success ratio
 }
 
-func newLossFit(o *obs, nl int) *lossFit {
-	f := &lossFit{o: o, x: make([]float64, nl), st: make([]fitObs, len(o.trials))}
-	f.by = byLink(len(o.trials), nl, o.of, func(p int) bool { return o.trials[p] > 0 })
+func newLossFit(o *obs, nl int) *lossFit { return newLossFitIn(o, nl, &fitBufs{}) }
+
+// newLossFitIn is newLossFit in b's arrays.
+func newLossFitIn(o *obs, nl int, b *fitBufs) *lossFit {
+	b.x, b.st = grow(b.x, nl), grow(b.st, len(o.trials))
+	f := &lossFit{o: o, x: b.x, st: b.st}
+	f.by = byLinkIn(len(o.trials), nl, o.of, func(p int) bool { return o.trials[p] > 0 }, b.byOff, b.byObs)
+	b.byOff, b.byObs = f.by.off, f.by.obs
 	for l := range f.x {
 		f.x[l] = 1
 	}
@@ -30,6 +47,21 @@ func newLossFit(o *obs, nl int) *lossFit {
 		f.st[p] = fitObs{prod: 1, w: o.trials[p], y: 1 - ratio(o.losses[p], o.trials[p])}
 	}
 	return f
+}
+
+// start sets x_l = x0[l] for every link in active (the others stay at 1)
+// and recomputes the products.
+func (f *lossFit) start(x0 []float64, active []int) {
+	for _, l := range active {
+		f.x[l] = min(max(x0[l], 0), 1)
+	}
+	for p := range f.st {
+		c := 1.0
+		for _, l := range f.o.of(p) {
+			c *= f.x[l]
+		}
+		f.st[p].prod = c
+	}
 }
 
 // resetY recomputes the observed success ratios after the losses moved.
@@ -157,21 +189,70 @@ func (f *lossFit) sums(l int) (num, den float64) {
 // estimate down by about forgive ÷ its probes, the refit removes that bias
 // (issue 14). Links the penalty set to exactly 1 stay at 1.
 func fitLoss(o *obs, nl int, c Config) *lossFit {
-	f := newLossFit(o, nl)
-	f.run(f.lossy(), c.Forgive, c.Sweeps)
+	return fitLossFrom(o, nl, c, &fitStart{}, &fitBufs{})
+}
+
+// fitLossFrom is fitLoss from s's estimates (a warm start; cold when they
+// are nil), in b's arrays. The penalised fit starts each link on a lossy
+// observation at s.pen, and every other link at 1, as a cold fit does: a
+// link whose losses stopped is not held at its old estimate. The refit
+// starts each selected link at s.fin when it was selected last time
+// too (s.fin < 1). s gets the estimates of this fit and its sweeps.
+func fitLossFrom(o *obs, nl int, c Config, s *fitStart, b *fitBufs) *lossFit {
+	f := newLossFitIn(o, nl, b)
+	active := f.lossy()
+	if s.pen != nil {
+		f.start(s.pen, active)
+	}
+	s.sweeps = f.run(active, c.Forgive, c.Sweeps)
 	// Three EM steps: one left a dead link's blame on the other link of
 	// its round trips in the lab (TestLocalizeHardAndSlow/dead-link).
 	for i := 0; i < 3 && len(o.shares) > 0; i++ {
 		o.resplit(f.prods(), c.NegligibleLoss)
 		f.resetY()
-		f.run(f.lossy(), c.Forgive, c.Sweeps)
+		s.sweeps += f.run(f.lossy(), c.Forgive, c.Sweeps)
 	}
+	f.firstTwin()
 	var selected []int
 	for l, x := range f.x {
 		if x < 1 {
 			selected = append(selected, l)
 		}
 	}
-	f.run(selected, 0, c.Sweeps)
+	s.pen = append(grow(s.pen, 0), f.x...)
+	if s.fin != nil {
+		for _, l := range selected {
+			if x0 := s.fin[l]; x0 < 1 && x0 != f.x[l] {
+				f.set(l, max(x0, 0))
+			}
+		}
+	}
+	s.sweeps += f.run(selected, 0, c.Sweeps)
+	s.fin = append(grow(s.fin, 0), f.x...)
 	return f
+}
+
+// firstTwin gives the loss of every group of twin links (links on exactly
+// the same observations, which no fit can tell apart) to the first of
+// them. The fit alone splits it as its path goes: a cold and a warm fit
+// split a silent hop's two links differently, and the verdict (which
+// tests each link against what the others explain) changed with the
+// split. The observations' products do not change, and the evidence names
+// the other twins.
+func (f *lossFit) firstTwin() {
+	for _, g := range f.twins().group {
+		if len(g) < 2 {
+			continue
+		}
+		for i, l := range g {
+			if f.x[l] >= 1 {
+				continue
+			}
+			first := slices.IndexFunc(g, func(o int) bool { return slices.Equal(f.by.of(o), f.by.of(l)) })
+			if first < i {
+				f.set(g[first], f.x[g[first]]*f.x[l])
+				f.set(l, 1)
+			}
+		}
+	}
 }

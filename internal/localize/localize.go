@@ -19,14 +19,8 @@ func RunNumbered(names []string, in []Input, c Config) []Row { return run(in, na
 func run(in []Input, names []string, c Config) []Row {
 	c = c.WithDefaults()
 	ix := indexLinks(in, names)
-	revOff, rev := reverses(in, ix)
-	o := splitDirections(in, ix, revOff, rev)
-	rows := make([]Row, ix.nLinks())
-	seedScore(o, ix, rows)
-	lossVerdicts(fitLoss(o, len(rows), c), c, rows)
-	localizeDelay(in, ix, revOff, rev, c, rows)
-	SortBySuspicion(rows)
-	return rows
+	keyOff, rev := reverses(in, ix)
+	return estimate(in, ix, keyOff, rev, c, &fitStart{}, &fitBufs{})
 }
 
 // SortBySuspicion orders rows the seed's way: suspicion descending, then

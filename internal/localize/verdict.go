@@ -2,9 +2,7 @@ package localize
 
 import (
 	"cmp"
-	"encoding/binary"
 	"fmt"
-	"hash/fnv"
 	"math"
 	"slices"
 	"strings"
@@ -89,7 +87,7 @@ func lossVerdicts(f *lossFit, c Config, rows []Row) {
 		ps[l] = tests[l].p
 	}
 	faulty, suspect := bhReject(ps, c.FaultyFDR), bhReject(ps, c.SuspectFDR)
-	tw := newTwins(f.by)
+	tw := f.twins()
 	for l := range rows {
 		h, t := &rows[l], tests[l]
 		h.EstimatedLoss = 1 - f.x[l]
@@ -116,26 +114,21 @@ func lossVerdicts(f *lossFit, c Config, rows []Row) {
 // twins groups links that carry exactly the same observations: they cannot
 // be told apart (e.g. a host's uplink and the one leaf uplink it uses), so
 // the fit gives the loss to one of them and the evidence names the others.
+// Links are grouped by how many observations they carry and the first and
+// last of them, in link order; members of a group are twins when their
+// lists are equal.
 type twins struct {
 	by    *csr
-	group map[uint64][]int
+	group map[[3]int32][]int
 }
 
-func obsHash(rs []int32) uint64 {
-	h := fnv.New64a()
-	var b [4]byte
-	for _, p := range rs {
-		binary.LittleEndian.PutUint32(b[:], uint32(p))
-		h.Write(b[:])
-	}
-	return h.Sum64()
-}
+func twinKey(rs []int32) [3]int32 { return [3]int32{int32(len(rs)), rs[0], rs[len(rs)-1]} }
 
 func newTwins(by *csr) *twins {
-	t := &twins{by: by, group: make(map[uint64][]int)}
+	t := &twins{by: by, group: make(map[[3]int32][]int)}
 	for l := 0; l+1 < len(by.off); l++ {
 		if rs := by.of(l); len(rs) > 0 {
-			k := obsHash(rs)
+			k := twinKey(rs)
 			t.group[k] = append(t.group[k], l)
 		}
 	}
@@ -149,7 +142,7 @@ func (t *twins) note(l int, rows []Row) string {
 		return ""
 	}
 	var names []string
-	for _, o := range t.group[obsHash(rs)] {
+	for _, o := range t.group[twinKey(rs)] {
 		if o != l && len(names) < 3 && slices.Equal(t.by.of(o), rs) {
 			names = append(names, rows[o].Src+"→"+rows[o].Dst)
 		}
