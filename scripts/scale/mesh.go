@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"slices"
+	"unsafe"
 
 	"github.com/dnms/dnms/internal/graph"
 	"github.com/dnms/dnms/internal/localize"
@@ -162,6 +163,15 @@ func (m *meshSet) draw(lossy map[graph.LinkID]float64, noise background, samples
 // settings) on the routes' current counts.
 func (m *meshSet) rank() []graph.LinkHealth {
 	return localize.RunNumbered(m.names, m.in, graph.DefaultConfig().Health)
+}
+
+// bytes is what the input holds: the inputs, their hops and ports.
+func (m *meshSet) bytes() uint64 {
+	var b uint64
+	for i := range m.in {
+		b += uint64(unsafe.Sizeof(m.in[i])) + 4*uint64(len(m.in[i].Nodes)) + 2*uint64(len(m.in[i].Ports))
+	}
+	return b
 }
 
 // hops is how many hops the routes have in all.
