@@ -16,7 +16,10 @@
 //   - localization: precision@1 and F1 with the plan's sampled peers and with
 //     a full mesh, on the same fault sets (5% loss on 1 or 3 router links),
 //     and the faulty or suspect verdicts on a healthy fabric; every link has
-//     a background loss drawn once from [0, -noise).
+//     a background loss drawn once from [0, -noise). Both route sets go to
+//     the estimator directly (mesh.go: the aggregator's health input without
+//     its graph, checked against aggregate by TestMeshMatchesAggregate), so
+//     a full mesh fits up to -fullMeshMax hosts.
 //
 // Routes and samples are synthetic; what is emulated is said in the README's
 // scale section. Usage: go run ./scripts/scale [-n 100,300,1000].

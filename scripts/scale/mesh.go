@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
@@ -232,4 +233,39 @@ func (nn *nodeNumbers) ofName(name string) (int32, error) {
 		return -1, err
 	}
 	return nn.of(a)
+}
+
+// sortByPath orders the routes by their router hops, then source,
+// destination and first port, and returns where each route came from
+// (m.in[i] was route perm[i]): the routes through one router link then sit
+// in a few runs instead of one in every few hundred, and the estimator's
+// sweeps over a link's routes read memory in order (1.5× less CPU for a
+// full mesh at N = 600). The estimator's rows do not depend on the order of
+// its input (localize.Run); the draws do: a trial drawn after sorting draws
+// in the sorted order.
+func (m *meshSet) sortByPath() (perm []int32) {
+	perm = make([]int32, len(m.in))
+	for i := range perm {
+		perm[i] = int32(i)
+	}
+	slices.SortFunc(perm, func(i, j int32) int {
+		a, b := &m.in[i], &m.in[j]
+		x, y := a.Nodes, b.Nodes
+		if c := slices.Compare(x[1:len(x)-1], y[1:len(y)-1]); c != 0 {
+			return c
+		}
+		if c := cmp.Compare(x[0], y[0]); c != 0 {
+			return c
+		}
+		if c := cmp.Compare(x[len(x)-1], y[len(y)-1]); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.Ports[0], b.Ports[0])
+	})
+	sorted := make([]localize.Input, len(m.in))
+	for i, p := range perm {
+		sorted[i] = m.in[p]
+	}
+	m.in = sorted
+	return perm
 }

@@ -71,10 +71,16 @@ func TestMeshMatchesAggregate(t *testing.T) {
 			pc := plan.DefaultConfig()
 			pc.Budget = budget
 			cp := planAll(f, members(f), pc, time.Unix(0, 0))
-			routes := routesOf(f, cp, 11)
 			m, err := newMeshSet(f, cp, 11)
 			if err != nil {
 				t.Fatal(err)
+			}
+			// The harness sorts the routes before drawing: import them
+			// into the aggregator in that order, so both draw the same.
+			unsorted := routesOf(f, cp, 11)
+			routes := make([]flowRoute, len(unsorted))
+			for i, p := range m.sortByPath() {
+				routes[i] = unsorted[p]
 			}
 			for _, k := range []int{0, 1, 3} {
 				lossy := faults(f, k, 0.05, rand.New(rand.NewPCG(1, uint64(k))))
@@ -138,6 +144,28 @@ func TestScore(t *testing.T) {
 		p1, f1, alarms := score(c.rows, bad)
 		if p1 != c.p1 || math.Abs(f1-c.f1) > 1e-12 || alarms != c.alarms {
 			t.Errorf("%v: p@1 %v F1 %v alarms %d, want %v %v %d", c.rows, p1, f1, alarms, c.p1, c.f1, c.alarms)
+		}
+	}
+}
+
+// TestMeshRoutesEstimate: the full mesh's route count that the harness
+// prints where it does not build the mesh is within 2% of the count.
+func TestMeshRoutesEstimate(t *testing.T) {
+	for _, shape := range []simclos.Fabric{
+		{Spines: 4, ToRs: 4, HostsPerToR: 10},
+		{Pods: 3, ToRs: 3, Aggs: 4, Spines: 8, HostsPerToR: 10},
+	} {
+		f := simclos.New(shape)
+		pc := plan.DefaultConfig()
+		pc.Budget = 0
+		m, err := newMeshSet(f, planAll(f, members(f), pc, time.Unix(0, 0)), 11)
+		if err != nil {
+			t.Fatal(err)
+		}
+		est := meshRoutesEstimate(f)
+		t.Logf("%d hosts: estimate %.0f, built %d", len(f.Hosts), est, len(m.in))
+		if got := float64(len(m.in)); math.Abs(est-got) > 0.02*got {
+			t.Errorf("%d hosts: estimate %.0f routes, the full mesh has %.0f", len(f.Hosts), est, got)
 		}
 	}
 }
