@@ -262,10 +262,24 @@ func (m *meshSet) sortByPath() (perm []int32) {
 		}
 		return cmp.Compare(a.Ports[0], b.Ports[0])
 	})
-	sorted := make([]localize.Input, len(m.in))
-	for i, p := range perm {
-		sorted[i] = m.in[p]
+	// m.in[i] = m.in[perm[i]], in place, a cycle at a time: a sorted copy
+	// would add 1.6 GiB to the peak of a full mesh at N = 1 000.
+	done := make([]bool, len(perm))
+	for i := range perm {
+		if done[i] {
+			continue
+		}
+		first := m.in[i]
+		j := i
+		for !done[j] {
+			done[j] = true
+			k := int(perm[j])
+			if k == i {
+				m.in[j] = first
+				break
+			}
+			m.in[j], j = m.in[k], k
+		}
 	}
-	m.in = sorted
 	return perm
 }

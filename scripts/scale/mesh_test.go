@@ -50,6 +50,19 @@ func TestMeshRoutesAreRoutesOf(t *testing.T) {
 				t.Fatalf("route %d: hops %v ports %v, routesOf has %v %v", i, hops, r.Ports, w.hops, w.ports)
 			}
 		}
+		before := slices.Clone(m.in)
+		perm := m.sortByPath()
+		for i, p := range perm {
+			if !slices.Equal(m.in[i].Nodes, before[p].Nodes) || !slices.Equal(m.in[i].Ports, before[p].Ports) {
+				t.Fatalf("sorted route %d is not route %d", i, p)
+			}
+			if i > 0 {
+				a, b := m.in[i-1].Nodes, m.in[i].Nodes
+				if slices.Compare(a[1:len(a)-1], b[1:len(b)-1]) > 0 {
+					t.Fatalf("sorted routes %d and %d out of router-path order", i-1, i)
+				}
+			}
+		}
 	}
 }
 
