@@ -13,12 +13,23 @@ import (
 	"github.com/dnms/dnms/internal/plan/simclos"
 )
 
-func members(f *simclos.Fabric) []plan.Member {
+// meshOf builds a fabric, its cluster plan at this budget (0: full mesh)
+// and the plan's mesh set.
+func meshOf(t *testing.T, shape simclos.Fabric, budget int) (*simclos.Fabric, clusterPlan, *meshSet) {
+	t.Helper()
+	f := simclos.New(shape)
 	ms := make([]plan.Member, len(f.Hosts))
 	for i, h := range f.Hosts {
 		ms[i] = plan.Member{Name: h.Name, Addr: h.Addr, Rack: h.Rack}
 	}
-	return ms
+	pc := plan.DefaultConfig()
+	pc.Budget = budget
+	cp := planAll(f, ms, pc, time.Unix(0, 0))
+	m, err := newMeshSet(f, cp, 11)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f, cp, m
 }
 
 // TestMeshRoutesAreRoutesOf: the mesh set lists routesOf's routes, in its
@@ -28,15 +39,8 @@ func TestMeshRoutesAreRoutesOf(t *testing.T) {
 		{Spines: 4, ToRs: 3, HostsPerToR: 5},
 		{Pods: 2, ToRs: 2, Aggs: 3, Spines: 4, HostsPerToR: 4},
 	} {
-		f := simclos.New(shape)
-		pc := plan.DefaultConfig()
-		pc.Budget = 6
-		cp := planAll(f, members(f), pc, time.Unix(0, 0))
+		f, cp, m := meshOf(t, shape, 6)
 		want := routesOf(f, cp, 11)
-		m, err := newMeshSet(f, cp, 11)
-		if err != nil {
-			t.Fatal(err)
-		}
 		if len(m.in) != len(want) {
 			t.Fatalf("%d routes, routesOf has %d", len(m.in), len(want))
 		}
@@ -79,15 +83,8 @@ func TestMeshMatchesAggregate(t *testing.T) {
 		{Spines: 4, ToRs: 5, HostsPerToR: 20},                   // shape(100)
 		{Pods: 3, ToRs: 3, Aggs: 4, Spines: 8, HostsPerToR: 10}, // 90 hosts, three tiers
 	} {
-		f := simclos.New(shape)
 		for _, budget := range []int{plan.DefaultConfig().Budget / 4, 0} {
-			pc := plan.DefaultConfig()
-			pc.Budget = budget
-			cp := planAll(f, members(f), pc, time.Unix(0, 0))
-			m, err := newMeshSet(f, cp, 11)
-			if err != nil {
-				t.Fatal(err)
-			}
+			f, cp, m := meshOf(t, shape, budget)
 			// The harness sorts the routes before drawing: import them
 			// into the aggregator in that order, so both draw the same.
 			unsorted := routesOf(f, cp, 11)
@@ -168,13 +165,7 @@ func TestMeshRoutesEstimate(t *testing.T) {
 		{Spines: 4, ToRs: 4, HostsPerToR: 10},
 		{Pods: 3, ToRs: 3, Aggs: 4, Spines: 8, HostsPerToR: 10},
 	} {
-		f := simclos.New(shape)
-		pc := plan.DefaultConfig()
-		pc.Budget = 0
-		m, err := newMeshSet(f, planAll(f, members(f), pc, time.Unix(0, 0)), 11)
-		if err != nil {
-			t.Fatal(err)
-		}
+		f, _, m := meshOf(t, shape, 0)
 		est := meshRoutesEstimate(f)
 		t.Logf("%d hosts: estimate %.0f, built %d", len(f.Hosts), est, len(m.in))
 		if got := float64(len(m.in)); math.Abs(est-got) > 0.02*got {
