@@ -129,20 +129,46 @@ func (b background) of(l graph.LinkID) float64 {
 // metricsFor draws samples pings' outcome on a route whose forward links
 // lose as lossy says, plus their background loss.
 func metricsFor(hops []string, lossy map[graph.LinkID]float64, samples int, noise background, rng *rand.Rand) graph.Metrics {
-	keep := 1.0
-	for i := 0; i+1 < len(hops); i++ {
-		l := graph.LinkID{Src: hops[i], Dst: hops[i+1]}
-		keep *= (1 - lossy[l]) * (1 - noise.of(l))
-	}
+	keep := keepOf(hops, lossy, noise)
 	lost := 0
 	for range samples {
 		if rng.Float64() > keep {
 			lost++
 		}
 	}
+	return lostMetrics(samples, lost)
+}
+
+// keepOf is the chance that a ping on hops crosses every link.
+func keepOf(hops []string, lossy map[graph.LinkID]float64, noise background) float64 {
+	keep := 1.0
+	for i := 0; i+1 < len(hops); i++ {
+		l := graph.LinkID{Src: hops[i], Dst: hops[i+1]}
+		keep *= (1 - lossy[l]) * (1 - noise.of(l))
+	}
+	return keep
+}
+
+// lostMetrics is a window of samples pings, lost of them lost forward.
+func lostMetrics(samples, lost int) graph.Metrics {
 	return graph.Metrics{Samples: samples, Lost: lost, LostForward: lost,
 		Loss: float64(lost) / float64(samples), LossForward: float64(lost) / float64(samples),
 		RTTMin: 20e-6, RTTAvg: 30e-6, RTTP50: 30e-6, RTTP99: 50e-6, RTTMax: 60e-6, Source: "ebpf"}
+}
+
+// moveWindow slides a window of samples pings with lost of them lost by
+// moved pings: the oldest moved leave (each lost with the window's share),
+// as many new ones are drawn with the route's keep chance.
+func moveWindow(samples, lost, moved int, keep float64, rng *rand.Rand) int {
+	for range min(moved, samples) {
+		if rng.Float64() < float64(lost)/float64(samples) {
+			lost--
+		}
+		if rng.Float64() > keep {
+			lost++
+		}
+	}
+	return lost
 }
 
 // aggFigures are the aggregator's measurements over one route set.
@@ -151,7 +177,12 @@ type aggFigures struct {
 	heapBytes      uint64
 	merge          time.Duration // importing every agent's routes
 	cpu            time.Duration // process CPU during merge + health
-	health         time.Duration
+	health         time.Duration // the first ranking (the estimator starts cold)
+	batchApply     time.Duration // one route-batch round: every route's window moved
+	healthWarm     time.Duration // the ranking after that round (warm estimator)
+	healthWarmCPU  time.Duration
+	warmRanking    []graph.LinkHealth
+	lossy          map[graph.LinkID]float64
 	healthLatency  time.Duration // GET /v1/aggregator/graph/edges/health
 	ranking        []graph.LinkHealth
 	precision1, f1 float64
@@ -162,27 +193,50 @@ type aggFigures struct {
 // does (ImportRoute per member), then ranks links and serves the health
 // endpoint through the real API.
 func aggregate(routes []flowRoute, lossy map[graph.LinkID]float64, noiseMax float64, noiseSeed uint64, rng *rand.Rand, withAPI bool) (aggFigures, error) {
-	var fig aggFigures
+	fig := aggFigures{lossy: lossy}
 	var ms0, ms1 runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&ms0)
 	cpu0 := processCPU()
 	g := graph.New(graph.DefaultConfig())
 	noise := background{max: noiseMax, seed: noiseSeed}
+	lost := make([]int, len(routes))
 	t0 := time.Now()
-	for _, r := range routes {
+	for i, r := range routes {
 		keys := make([]graph.RouteKey, len(r.ports))
 		for i, p := range r.ports {
 			keys[i] = graph.RouteKey{Src: r.src, Dst: r.dst, SrcPort: p}
 		}
-		g.ImportRoute(r.src.String(), graph.Route{Src: r.src, Dst: r.dst, Hops: r.hops, Keys: keys,
-			Metrics: metricsFor(r.hops, lossy, 100, noise, rng)})
+		m := metricsFor(r.hops, lossy, 100, noise, rng)
+		lost[i] = m.Lost
+		g.ImportRoute(r.src.String(), graph.Route{Src: r.src, Dst: r.dst, Hops: r.hops, Keys: keys, Metrics: m})
 	}
 	fig.merge = time.Since(t0)
 	t1 := time.Now()
 	fig.ranking = g.Health()
 	fig.health = time.Since(t1)
 	fig.cpu = processCPU() - cpu0
+	if withAPI {
+		// Steady state: every member's next batch (-aggregateInterval 5s
+		// at one ping a second) moves every route's window by 5 of its 100
+		// samples, applied per member as the aggregator applies a
+		// route-batch event; then health again, the health cache's
+		// estimator starting from its last run.
+		byOrigin := make(map[string][]graph.RouteMetrics)
+		for i, r := range routes {
+			o := r.src.String()
+			l := moveWindow(100, lost[i], 5, keepOf(r.hops, lossy, noise), rng)
+			byOrigin[o] = append(byOrigin[o], graph.RouteMetrics{ID: graph.RouteID(r.hops), Metrics: lostMetrics(100, l)})
+		}
+		t2 := time.Now()
+		for o, b := range byOrigin {
+			g.ImportMetrics(o, b)
+		}
+		fig.batchApply = time.Since(t2)
+		c2, t3 := processCPU(), time.Now()
+		fig.warmRanking = g.Health()
+		fig.healthWarm, fig.healthWarmCPU = time.Since(t3), processCPU()-c2
+	}
 	runtime.GC()
 	runtime.ReadMemStats(&ms1)
 	if ms1.HeapAlloc > ms0.HeapAlloc {
