@@ -91,6 +91,8 @@ type Cluster struct {
 	ignored   map[string]string  // name -> reason already logged
 	failed    map[string]failure // members in their failed-peer grace
 	failGen   uint64
+	// stateDirty: a member came or went since the state file was saved.
+	stateDirty bool
 }
 
 type handlerEntry struct {
@@ -185,11 +187,28 @@ func (c *Cluster) Start() error {
 	if c.cfg.Tune != nil {
 		c.cfg.Tune(mc)
 	}
+	var tr *transport
+	if mc.Transport == nil {
+		bind, err := netip.ParseAddr(mc.BindAddr)
+		if err != nil {
+			return fmt.Errorf("cluster: bind address %q: %w", mc.BindAddr, err)
+		}
+		if tr, err = newTransport(bind, mc.BindPort, c.log); err != nil {
+			return fmt.Errorf("cluster: start memberlist: %w", err)
+		}
+		mc.Transport = tr
+		if mc.BindPort == 0 {
+			mc.BindPort, mc.AdvertisePort = tr.port(), tr.port()
+		}
+	}
 	c.prior = c.loadState()
 	go c.dispatch()
 	ml, err := memberlist.Create(mc)
 	if err != nil {
 		c.stopDispatch()
+		if tr != nil {
+			tr.Shutdown()
+		}
 		return fmt.Errorf("cluster: start memberlist on %s:%d: %w", mc.BindAddr, c.cfg.Port, err)
 	}
 	c.ml = ml
@@ -526,18 +545,31 @@ func (c *Cluster) dispatch() {
 			return
 		case <-c.q.sig:
 		}
+		// Members and the state file follow once per drained batch, not
+		// per event: both copy every member, and a join storm queues
+		// thousands of events (O(N²) per node at N members).
+		changed := false
 		for _, e := range c.q.drain() {
 			select {
 			case <-c.stop:
 				return
 			default:
 			}
-			c.handle(e)
+			changed = c.handle(e) || changed
+		}
+		if changed {
+			c.publishKnown()
+		}
+		if c.stateDirty {
+			c.stateDirty = false
+			c.saveState()
 		}
 	}
 }
 
-func (c *Cluster) handle(e rawEvent) {
+// handle applies one event; it reports whether the member set may have
+// changed (every event but a replay).
+func (c *Cluster) handle(e rawEvent) bool {
 	if e.kind == evReplay {
 		for _, p := range c.known {
 			if p.Name == c.cfg.NodeName && !e.replay.includeSelf {
@@ -545,9 +577,13 @@ func (c *Cluster) handle(e rawEvent) {
 			}
 			e.replay.h.PeerJoin(p)
 		}
-		return
+		return false
 	}
-	defer c.publishKnown()
+	c.handleChange(e)
+	return true
+}
+
+func (c *Cluster) handleChange(e rawEvent) {
 	switch e.kind {
 	case evJoin:
 		c.met.events.WithLabelValues("join").Inc()
@@ -694,7 +730,7 @@ func (c *Cluster) checkFailed(p Peer, f failure) {
 }
 
 func (c *Cluster) deliver(p Peer, join bool) {
-	c.saveState()
+	c.stateDirty = true
 	self := p.Name == c.cfg.NodeName
 	c.mu.Lock()
 	hs := append([]handlerEntry(nil), c.handlers...)

@@ -1,9 +1,12 @@
 package cluster
 
 import (
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -117,3 +120,65 @@ func (r restartRecorder) PeerRestart(p Peer) {
 	defer r.mu.Unlock()
 	r.events = append(r.events, "restart "+p.Name)
 }
+
+// TestDispatchBatch: a batch of events queued together (a join storm) is
+// delivered in order, and Members and the state file follow once, after
+// the batch: handlers see the member set as of the previous batch, and no
+// state file is written while the batch is delivered.
+func TestDispatchBatch(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.NodeName, cfg.AdvertiseAddr, cfg.Version = "self", loopback, "v1.0.0"
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	cfg.StateDir = t.TempDir()
+	c, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	meta, err := NodeMeta{Role: RoleAgent, HTTPPort: 12345, PingPort: 33435, Version: "v1.0.0"}.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 500
+	h := &batchSeer{c: c}
+	c.handlers = []handlerEntry{{h: h}}
+	for i := range n {
+		c.q.items = append(c.q.items, rawEvent{kind: evJoin, name: fmt.Sprintf("m%03d", i), addr: net.IPv4(198, 18, byte(i/250), byte(i%250+1)), port: 33434, meta: meta})
+	}
+	go c.dispatch()
+	c.q.wake()
+	eventually(t, 10*time.Second, "all members published", func() (bool, string) {
+		return len(c.Members()) == n, fmt.Sprint(len(c.Members()))
+	})
+	c.stopDispatch()
+	<-c.done
+	if h.joins != n || h.sawMembers != 0 || h.sawState {
+		t.Fatalf("handler: %d joins, saw %d members and a state file %v during the batch; want %d, 0, false", h.joins, h.sawMembers, h.sawState, n)
+	}
+	ms := c.Members()
+	if !slices.IsSortedFunc(ms, func(a, b Peer) int { return strings.Compare(a.Name, b.Name) }) || ms[0].Name != "m000" {
+		t.Fatalf("members not sorted by name: %v...", ms[:3])
+	}
+	raw, err := os.ReadFile(filepath.Join(cfg.StateDir, stateFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := parseState(raw, "self"); err != nil || len(got) != n {
+		t.Fatalf("state file lists %d members (%v), want %d", len(got), err, n)
+	}
+}
+
+// batchSeer records what a handler sees of Members and the state file.
+type batchSeer struct {
+	c          *Cluster
+	joins      int
+	sawMembers int
+	sawState   bool
+}
+
+func (h *batchSeer) PeerJoin(Peer) {
+	h.joins++
+	h.sawMembers = max(h.sawMembers, len(h.c.Members()))
+	_, err := os.Stat(filepath.Join(h.c.cfg.StateDir, stateFile))
+	h.sawState = h.sawState || err == nil
+}
+func (h *batchSeer) PeerLeave(Peer) {}
