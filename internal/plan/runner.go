@@ -29,11 +29,17 @@ type RackProber interface {
 // member joins or leaves, when the rotation epoch ends and, every 10 s,
 // with the racks the target's routes revealed since. Racks once learned
 // are remembered, so a peer rotated out stays known as a rack peer or not.
+//
+// Select is a pure function of the members, their racks and the epoch, and
+// costs O(N log N) at N members: the runner re-runs it only when one of
+// those changed, and at most once per gap however fast members come (a
+// cluster starting at once is N joins per agent).
 type Runner struct {
 	cfg     Config
 	target  Target
 	log     *slog.Logger
 	refresh time.Duration
+	gap     time.Duration // least time between updates woken by a change
 	now     func() time.Time
 
 	mu       sync.Mutex
@@ -46,6 +52,12 @@ type Runner struct {
 	checked  map[netip.Addr]bool // asked with RackOf: not a rack peer unless racks says so
 	tries    map[netip.Addr]int
 	found    chan struct{}
+	// gen counts changes of Select's inputs (members, racks, self's
+	// rack); planned is the gen and epoch the current picks were
+	// selected for.
+	gen, plannedGen uint64
+	plannedEpoch    int64
+	planned         bool
 }
 
 // ShareRouterBudget makes the runner tell b the cluster size on every
@@ -65,7 +77,7 @@ func NewRunner(cfg Config, self netip.Addr, t Target, log *slog.Logger) (*Runner
 		log = slog.Default()
 	}
 	r := &Runner{
-		cfg: cfg, target: t, log: log, refresh: 10 * time.Second, now: time.Now,
+		cfg: cfg, target: t, log: log, refresh: 10 * time.Second, gap: time.Second, now: time.Now,
 		members: map[string]Member{cfg.Self: {Name: cfg.Self, Addr: self.Unmap()}},
 		racks:   make(map[netip.Addr]netip.Addr),
 		checked: make(map[netip.Addr]bool),
@@ -78,8 +90,12 @@ func NewRunner(cfg Config, self netip.Addr, t Target, log *slog.Logger) (*Runner
 
 // Join adds or updates a member.
 func (r *Runner) Join(name string, addr netip.Addr) {
+	m := Member{Name: name, Addr: addr.Unmap()}
 	r.mu.Lock()
-	r.members[name] = Member{Name: name, Addr: addr.Unmap()}
+	if r.members[name] != m {
+		r.members[name] = m
+		r.gen++
+	}
 	r.mu.Unlock()
 	r.poke()
 }
@@ -87,8 +103,9 @@ func (r *Runner) Join(name string, addr netip.Addr) {
 // Leave removes a member.
 func (r *Runner) Leave(name string) {
 	r.mu.Lock()
-	if name != r.cfg.Self {
+	if _, ok := r.members[name]; ok && name != r.cfg.Self {
 		delete(r.members, name)
+		r.gen++
 	}
 	r.mu.Unlock()
 	r.poke()
@@ -115,13 +132,20 @@ func (r *Runner) Plan() []Pick {
 func (r *Runner) Update() time.Time {
 	self, racks := r.target.Racks()
 	now := r.now()
+	epoch, end := Epoch(r.cfg.Self, r.cfg.Rotate, now)
 	r.mu.Lock()
-	if self.IsValid() {
-		r.selfRack = self
+	r.learnRacks(self, racks)
+	if r.planned && r.gen == r.plannedGen && epoch == r.plannedEpoch {
+		// Same members, racks and epoch: Select would return the picks
+		// already handed over.
+		n, routers := len(r.members), r.routers
+		r.mu.Unlock()
+		if routers != nil {
+			routers.SetMembers(n)
+		}
+		return end
 	}
-	for a, rk := range racks {
-		r.racks[a] = rk
-	}
+	gen := r.gen
 	ms := make([]Member, 0, len(r.members))
 	for _, m := range r.members {
 		m.Rack = r.racks[m.Addr]
@@ -135,8 +159,8 @@ func (r *Runner) Update() time.Time {
 		routers.SetMembers(len(ms))
 	}
 	picks := Select(c, ms, now)
-	_, end := Epoch(c.Self, c.Rotate, now)
 	r.mu.Lock()
+	r.plannedGen, r.plannedEpoch, r.planned = gen, epoch, true
 	changed := !slices.Equal(picks, r.picks)
 	if changed {
 		r.picks = picks
@@ -147,6 +171,20 @@ func (r *Runner) Update() time.Time {
 		r.log.Debug("probe plan", "peers", len(picks), "members", len(ms), "budget", c.Budget)
 	}
 	return end
+}
+
+// learnRacks merges what the target's routes showed; r.mu held.
+func (r *Runner) learnRacks(self netip.Addr, racks map[netip.Addr]netip.Addr) {
+	if self.IsValid() && self != r.selfRack {
+		r.selfRack = self
+		r.gen++
+	}
+	for a, rk := range racks {
+		if r.racks[a] != rk {
+			r.racks[a] = rk
+			r.gen++
+		}
+	}
 }
 
 // Run keeps the target on the plan until ctx is done. When the target is
@@ -162,6 +200,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	}
 	for {
 		end := r.Update()
+		last := time.Now()
 		wait := min(r.refresh, max(time.Until(end), time.Millisecond))
 		t := time.NewTimer(wait)
 		select {
@@ -169,6 +208,15 @@ func (r *Runner) Run(ctx context.Context) error {
 			t.Stop()
 			return nil
 		case <-r.wake:
+			// Let a burst of changes (a join storm) gather: one Select
+			// for all of them, at most one per gap.
+			t.Reset(time.Until(last.Add(r.gap)))
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return nil
+			case <-t.C:
+			}
 		case <-t.C:
 		}
 		t.Stop()
@@ -196,9 +244,13 @@ func (r *Runner) discover(ctx context.Context, rp RackProber) {
 		r.tries[next]++
 		r.checked[next] = err == nil || r.tries[next] >= 3
 		if err == nil && same {
-			r.racks[next] = rack
+			if r.racks[next] != rack {
+				r.racks[next] = rack
+				r.gen++
+			}
 			if !r.selfRack.IsValid() {
 				r.selfRack = rack
+				r.gen++
 			}
 		}
 		r.mu.Unlock()
