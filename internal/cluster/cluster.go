@@ -545,9 +545,10 @@ func (c *Cluster) dispatch() {
 			return
 		case <-c.q.sig:
 		}
-		// Members and the state file follow once per drained batch, not
-		// per event: both copy every member, and a join storm queues
-		// thousands of events (O(N²) per node at N members).
+		// Members, the member gauges and the state file follow once per
+		// drained batch, not per event: each reads every member, and a
+		// join storm queues thousands of events (O(N²) per node at N
+		// members).
 		changed := false
 		for _, e := range c.q.drain() {
 			select {
@@ -559,6 +560,7 @@ func (c *Cluster) dispatch() {
 		}
 		if changed {
 			c.publishKnown()
+			c.updateGauge()
 		}
 		if c.stateDirty {
 			c.stateDirty = false
@@ -610,7 +612,6 @@ func (c *Cluster) handleChange(e rawEvent) {
 			c.log.Info("peer left", "name", old.Name, "addr", old.Addr, "role", old.Role)
 			c.deliver(old, false)
 		}
-		c.updateGauge()
 		return
 	}
 	if _, ok := c.failed[e.name]; ok {
@@ -618,7 +619,6 @@ func (c *Cluster) handleChange(e rawEvent) {
 		old.Failed = false
 		c.known[e.name] = old
 		c.log.Info("failed peer is back", "name", old.Name, "addr", old.Addr)
-		c.updateGauge()
 	}
 	p, reason, detail := c.peerOf(e.name, e.addr, e.port, e.meta)
 	if reason != "" {
@@ -632,7 +632,6 @@ func (c *Cluster) handleChange(e rawEvent) {
 			delete(c.known, e.name)
 			c.deliver(old, false)
 		}
-		c.updateGauge()
 		return
 	}
 	delete(c.ignored, e.name)
@@ -659,7 +658,6 @@ func (c *Cluster) handleChange(e rawEvent) {
 		c.log.Info("peer joined", "name", p.Name, "addr", p.Addr, "role", p.Role, "version", p.Version)
 	}
 	c.deliver(p, true)
-	c.updateGauge()
 }
 
 // failure is a member in its failed-peer grace.
@@ -696,7 +694,6 @@ func (c *Cluster) fail(p Peer) bool {
 	c.log.Warn("peer failed in gossip but still answers probes: still probed until it is back, stops answering or the grace ends",
 		"name", p.Name, "addr", p.Addr, "grace", c.cfg.FailedGrace)
 	c.scheduleCheck(p.Name, f)
-	c.updateGauge()
 	return true
 }
 
@@ -726,7 +723,6 @@ func (c *Cluster) checkFailed(p Peer, f failure) {
 	delete(c.known, p.Name)
 	c.log.Info("failed peer forgotten", "name", p.Name, "addr", p.Addr, "why", why)
 	c.deliver(p, false)
-	c.updateGauge()
 }
 
 func (c *Cluster) deliver(p Peer, join bool) {

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // TestDispatchRules drives the dispatcher's decisions directly with the
@@ -122,8 +124,8 @@ func (r restartRecorder) PeerRestart(p Peer) {
 }
 
 // TestDispatchBatch: a batch of events queued together (a join storm) is
-// delivered in order, and Members and the state file follow once, after
-// the batch: handlers see the member set as of the previous batch, and no
+// delivered in order, and Members, the member gauge and the state file
+// follow once, after the batch: handlers see the member set as of the previous batch, and no
 // state file is written while the batch is delivered.
 func TestDispatchBatch(t *testing.T) {
 	cfg := DefaultConfig()
@@ -157,6 +159,9 @@ func TestDispatchBatch(t *testing.T) {
 	ms := c.Members()
 	if !slices.IsSortedFunc(ms, func(a, b Peer) int { return strings.Compare(a.Name, b.Name) }) || ms[0].Name != "m000" {
 		t.Fatalf("members not sorted by name: %v...", ms[:3])
+	}
+	if got := testutil.ToFloat64(c.met.members.WithLabelValues(RoleAgent)); got != n {
+		t.Fatalf("members gauge %v, want %d", got, n)
 	}
 	raw, err := os.ReadFile(filepath.Join(cfg.StateDir, stateFile))
 	if err != nil {
