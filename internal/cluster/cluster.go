@@ -356,15 +356,9 @@ func (c *Cluster) joinLoop(ctx context.Context) {
 // seedPresent reports whether any seed's address is an alive member (this
 // node counts: a node that is its own seed has nothing to re-join).
 func (c *Cluster) seedPresent(ctx context.Context, ml *memberlist.Memberlist) bool {
-	members := map[netip.AddrPort]bool{}
-	for _, n := range ml.Members() {
-		if n.State != memberlist.StateAlive && n.State != memberlist.StateSuspect {
-			continue
-		}
-		if a, ok := netip.AddrFromSlice(n.Addr); ok {
-			members[netip.AddrPortFrom(a.Unmap(), n.Port)] = true
-		}
-	}
+	// The few seed addresses first, then one pass over the members without
+	// copying them: this runs every 5 s on every node, over N members.
+	var seeds []netip.AddrPort
 	for _, seed := range c.cfg.Seeds {
 		host, portStr, err := net.SplitHostPort(seed)
 		if err != nil {
@@ -383,9 +377,15 @@ func (c *Cluster) seedPresent(ctx context.Context, ml *memberlist.Memberlist) bo
 			cancel()
 		}
 		for _, a := range addrs {
-			if members[netip.AddrPortFrom(a.Unmap(), uint16(port))] {
-				return true
-			}
+			seeds = append(seeds, netip.AddrPortFrom(a.Unmap(), uint16(port)))
+		}
+	}
+	for _, n := range ml.Members() {
+		if n.State != memberlist.StateAlive && n.State != memberlist.StateSuspect {
+			continue
+		}
+		if a, ok := netip.AddrFromSlice(n.Addr); ok && slices.Contains(seeds, netip.AddrPortFrom(a.Unmap(), n.Port)) {
+			return true
 		}
 	}
 	return false
