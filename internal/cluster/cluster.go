@@ -86,11 +86,12 @@ type Cluster struct {
 
 	// Dispatcher-owned state.
 	known map[string]Peer // reported (compatible) members, self included
-	// knownView is known as of the last event, for Members.
-	knownView atomic.Pointer[[]Peer]
-	ignored   map[string]string  // name -> reason already logged
-	failed    map[string]failure // members in their failed-peer grace
-	failGen   uint64
+	// knownMu guards known's writes (by the dispatcher, which reads it
+	// without the lock) against Members.
+	knownMu sync.RWMutex
+	ignored map[string]string  // name -> reason already logged
+	failed  map[string]failure // members in their failed-peer grace
+	failGen uint64
 	// stateDirty: a member came or went since the state file was saved.
 	stateDirty bool
 }
@@ -443,23 +444,32 @@ func (c *Cluster) stopDispatch() {
 }
 
 // Members returns every alive, compatible member, this node included, as
-// the handlers were told. (memberlist's own Members hands out nodes it
-// keeps writing: reading their meta while a member's changes is a race.)
+// the handlers were told, sorted by name. (memberlist's own Members hands
+// out nodes it keeps writing: reading their meta while a member's changes
+// is a race.) It copies the member set when asked: the dispatcher keeps no
+// sorted copy, which would cost O(N) per membership event.
 func (c *Cluster) Members() []Peer {
-	if p := c.knownView.Load(); p != nil {
-		return slices.Clone(*p)
-	}
-	return nil
-}
-
-// publishKnown makes the dispatcher's member set what Members returns.
-func (c *Cluster) publishKnown() {
+	c.knownMu.RLock()
 	ps := make([]Peer, 0, len(c.known))
 	for _, p := range c.known {
 		ps = append(ps, p)
 	}
+	c.knownMu.RUnlock()
 	slices.SortFunc(ps, func(a, b Peer) int { return strings.Compare(a.Name, b.Name) })
-	c.knownView.Store(&ps)
+	return ps
+}
+
+// setKnown and forgetKnown are the dispatcher's writes of known.
+func (c *Cluster) setKnown(p Peer) {
+	c.knownMu.Lock()
+	c.known[p.Name] = p
+	c.knownMu.Unlock()
+}
+
+func (c *Cluster) forgetKnown(name string) {
+	c.knownMu.Lock()
+	delete(c.known, name)
+	c.knownMu.Unlock()
 }
 
 // peerOf decodes a member's meta and checks it against ours.
@@ -545,9 +555,9 @@ func (c *Cluster) dispatch() {
 			return
 		case <-c.q.sig:
 		}
-		// Members, the member gauges and the state file follow once per
-		// drained batch, not per event: each reads every member, and a
-		// join storm queues thousands of events (O(N²) per node at N
+		// The member gauges and the state file follow once per drained
+		// batch, not per event: each reads every member, and a join
+		// storm queues thousands of events (O(N²) per node at N
 		// members).
 		changed := false
 		for _, e := range c.q.drain() {
@@ -559,7 +569,6 @@ func (c *Cluster) dispatch() {
 			changed = c.handle(e) || changed
 		}
 		if changed {
-			c.publishKnown()
 			c.updateGauge()
 		}
 		if c.stateDirty {
@@ -607,7 +616,7 @@ func (c *Cluster) handleChange(e rawEvent) {
 			return
 		}
 		if wasKnown {
-			delete(c.known, e.name)
+			c.forgetKnown(e.name)
 			delete(c.failed, e.name)
 			c.log.Info("peer left", "name", old.Name, "addr", old.Addr, "role", old.Role)
 			c.deliver(old, false)
@@ -617,7 +626,7 @@ func (c *Cluster) handleChange(e rawEvent) {
 	if _, ok := c.failed[e.name]; ok {
 		delete(c.failed, e.name)
 		old.Failed = false
-		c.known[e.name] = old
+		c.setKnown(old)
 		c.log.Info("failed peer is back", "name", old.Name, "addr", old.Addr)
 	}
 	p, reason, detail := c.peerOf(e.name, e.addr, e.port, e.meta)
@@ -629,7 +638,7 @@ func (c *Cluster) handleChange(e rawEvent) {
 				"addr", p.Addr, "reason", reason, "detail", detail)
 		}
 		if wasKnown {
-			delete(c.known, e.name)
+			c.forgetKnown(e.name)
 			c.deliver(old, false)
 		}
 		return
@@ -637,7 +646,7 @@ func (c *Cluster) handleChange(e rawEvent) {
 	delete(c.ignored, e.name)
 	if wasKnown {
 		if old.Addr == p.Addr && old.Role == p.Role && old.HTTPPort == p.HTTPPort && old.HTTPAddr == p.HTTPAddr && old.PingPort == p.PingPort {
-			c.known[e.name] = p // e.g. a version-only change: nothing to redo
+			c.setKnown(p) // e.g. a version-only change: nothing to redo
 			if old.Instance != 0 && p.Instance != old.Instance {
 				c.log.Info("peer restarted", "name", p.Name, "addr", p.Addr, "role", p.Role)
 				c.restarted(p)
@@ -653,7 +662,7 @@ func (c *Cluster) handleChange(e rawEvent) {
 		}
 		c.deliver(old, false)
 	}
-	c.known[e.name] = p
+	c.setKnown(p)
 	if !wasKnown {
 		c.log.Info("peer joined", "name", p.Name, "addr", p.Addr, "role", p.Role, "version", p.Version)
 	}
@@ -689,7 +698,7 @@ func (c *Cluster) fail(p Peer) bool {
 	f := failure{gen: c.failGen, until: time.Now().Add(c.cfg.FailedGrace)}
 	c.failed[p.Name] = f
 	p.Failed = true
-	c.known[p.Name] = p
+	c.setKnown(p)
 	c.met.events.WithLabelValues("fail").Inc()
 	c.log.Warn("peer failed in gossip but still answers probes: still probed until it is back, stops answering or the grace ends",
 		"name", p.Name, "addr", p.Addr, "grace", c.cfg.FailedGrace)
@@ -720,7 +729,7 @@ func (c *Cluster) checkFailed(p Peer, f failure) {
 		return
 	}
 	delete(c.failed, p.Name)
-	delete(c.known, p.Name)
+	c.forgetKnown(p.Name)
 	c.log.Info("failed peer forgotten", "name", p.Name, "addr", p.Addr, "why", why)
 	c.deliver(p, false)
 }
