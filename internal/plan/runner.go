@@ -68,6 +68,15 @@ func (r *Runner) ShareRouterBudget(b *RouterBudget) {
 	r.mu.Unlock()
 }
 
+// SetUpdateGap sets the least time between two updates woken by membership
+// or rack changes (default 1 s; 0: none). Emulations of many agents in one
+// process raise it.
+func (r *Runner) SetUpdateGap(d time.Duration) {
+	r.mu.Lock()
+	r.gap = max(d, 0)
+	r.mu.Unlock()
+}
+
 // NewRunner returns a Runner for cfg (validated) with self at addr.
 func NewRunner(cfg Config, self netip.Addr, t Target, log *slog.Logger) (*Runner, error) {
 	if err := cfg.Validate(); err != nil {
@@ -210,7 +219,10 @@ func (r *Runner) Run(ctx context.Context) error {
 		case <-r.wake:
 			// Let a burst of changes (a join storm) gather: one Select
 			// for all of them, at most one per gap.
-			t.Reset(time.Until(last.Add(r.gap)))
+			r.mu.Lock()
+			gap := r.gap
+			r.mu.Unlock()
+			t.Reset(time.Until(last.Add(gap)))
 			select {
 			case <-ctx.Done():
 				t.Stop()

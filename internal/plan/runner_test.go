@@ -216,7 +216,7 @@ func TestRunnerGap(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.gap = 20 * time.Millisecond
+	r.SetUpdateGap(20 * time.Millisecond)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	start := time.Now()

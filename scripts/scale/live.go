@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	httppprof "net/http/pprof"
 	"net/netip"
 	"os"
 	"runtime"
@@ -44,9 +45,13 @@ var aggregateInterval = flag.Duration("aggregateInterval", 5*time.Second, "live 
 // Emulation-only knobs of the live agents: N agents share one process, so
 // what one host does alone is done N times here.
 var (
-	gossipScale = flag.Float64("gossipScale", 1, "emulation only: the live agents' memberlist probe interval and timeout, push-pull interval and TCP timeout × this (1: memberlist's LAN defaults; the gossip interval is not scaled)")
-	liveMaxRSS  = flag.Uint64("liveMaxRSS", 12<<10, "stop the live agents early when the process's RSS passes this many MiB (the VM is shared)")
-	livePing    = flag.Duration("livePingInterval", 10*time.Second, "emulation only: the live agents' ping interval per route (-pingRouteInterval; production 1s), and a tenth of it between pinger visits (production 100ms)")
+	gossipScale   = flag.Float64("gossipScale", 1, "emulation only: the live agents' memberlist probe interval and timeout, push-pull interval and TCP timeout × this (1: memberlist's LAN defaults; the gossip interval is not scaled)")
+	liveMaxRSS    = flag.Uint64("liveMaxRSS", 12<<10, "stop the live agents early when the process's RSS passes this many MiB (the VM is shared)")
+	livePing      = flag.Duration("livePingInterval", 10*time.Second, "emulation only: the live agents' ping interval per route (-pingRouteInterval; production 1s), and a tenth of it between pinger visits (production 100ms)")
+	liveCompress  = flag.Bool("liveCompress", true, "emulation only: false turns the live agents' memberlist compression off (production keeps it on: it halves gossip bytes on a real network; on loopback it only costs CPU)")
+	livePprof     = flag.String("livePprof", "", "serve net/http/pprof on this address during the live run (e.g. 127.0.0.1:6060), to profile a run that does not finish")
+	livePlanGap   = flag.Duration("livePlanGap", time.Second, "emulation only: the least time between two plan updates woken by membership (production 1s; each is an O(N) plan.Select)")
+	liveTraceRate = flag.Float64("liveTraceRate", 50, "emulation only: the live agents' -traceRate, trace probes/s per agent (production 50; sweeps take 50/this times longer)")
 )
 
 // liveAgent is one emulated agent: real memberlist, plan runner, mapper,
@@ -123,6 +128,14 @@ type liveFigures struct {
 func runLive(f *simclos.Fabric, n int, runFor time.Duration) error {
 	n = min(n, len(f.Hosts))
 	raiseFileLimit(uint64(8*n + 1024))
+	if *livePprof != "" {
+		mux := http.NewServeMux()
+		mux.HandleFunc("/debug/pprof/", httppprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", httppprof.Profile)
+		srv := &http.Server{Addr: *livePprof, Handler: mux}
+		go srv.ListenAndServe()
+		defer srv.Close()
+	}
 	suspects := &countingHandler{}
 	log := slog.New(suspects)
 	port := 20000 + rand.IntN(10000)
@@ -134,16 +147,31 @@ func runLive(f *simclos.Fabric, n int, runFor time.Duration) error {
 		agents[i] = &liveAgent{name: fmt.Sprintf("a%d", i), addr: a, g: graph.New(graph.DefaultConfig())}
 	}
 	seed := net.JoinHostPort(agents[0].addr.String(), strconv.Itoa(port))
-	ctx, cancel := context.WithCancel(context.Background())
+	// Every agent has a root context of its own, as a process would:
+	// contexts derived from one shared root all lock its list of children,
+	// and 1 000 agents' traces contended for that one mutex.
+	var cancels []context.CancelFunc
 	var wg sync.WaitGroup
-	defer func() { cancel(); wg.Wait() }()
+	defer func() {
+		for _, cancel := range cancels {
+			cancel()
+		}
+		wg.Wait()
+	}()
 	// Goroutines carry a pprof label, so that -cpuprofile splits the CPU by
 	// part (go tool pprof -tags): the aggregator's from the agents' gossip,
 	// pinger, mapper, graph, API and plan. Timer callbacks and GC carry none.
+	var ctx context.Context
+	newRoot := func() {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithCancel(context.Background())
+		cancels = append(cancels, cancel)
+	}
 	goRun := func(role string, fn func(context.Context) error) {
 		wg.Add(1)
 		go pprof.Do(ctx, pprof.Labels("role", role), func(ctx context.Context) { defer wg.Done(); fn(ctx) })
 	}
+	newRoot() // the aggregator's
 
 	aggGraph := graph.New(graph.DefaultConfig())
 	aggReg := prometheus.NewRegistry()
@@ -158,10 +186,11 @@ func runLive(f *simclos.Fabric, n int, runFor time.Duration) error {
 
 	cpu0, t0 := processCPU(), time.Now()
 	for i, a := range agents {
+		newRoot()
 		a.reg = prometheus.NewRegistry()
 		mc := mapper.DefaultConfig()
 		mc.LocalAddr, mc.Logger, mc.Registerer = a.addr, log, a.reg
-		mc.TraceRate, mc.RouterBudget, mc.FIB = plan.NewRate(50), plan.NewRouterBudget(500), oneGateway{}
+		mc.TraceRate, mc.RouterBudget, mc.FIB = plan.NewRate(*liveTraceRate), plan.NewRouterBudget(500), oneGateway{}
 		mp, err := mapper.New(mc, &simTracer{f: f, self: a.addr, host: loop, byTTL: make(map[int]int64)}, a.g)
 		if err != nil {
 			return err
@@ -174,6 +203,7 @@ func runLive(f *simclos.Fabric, n int, runFor time.Duration) error {
 			return err
 		}
 		a.runner = runner
+		runner.SetUpdateGap(*livePlanGap)
 		runner.ShareRouterBudget(mc.RouterBudget)
 		pcfg := pinger.DefaultConfig()
 		pcfg.Local, pcfg.Logger, pcfg.Registerer, pcfg.Rate = a.addr, log, a.reg, plan.NewRate(1000)
@@ -194,7 +224,7 @@ func runLive(f *simclos.Fabric, n int, runFor time.Duration) error {
 		cc := cluster.DefaultConfig()
 		cc.BindAddr, cc.AdvertiseAddr, cc.Port, cc.NodeName = a.addr, a.addr, port, a.name
 		cc.HTTPPort, cc.Logger, cc.Registerer = uint16(port+1), log, a.reg
-		cc.Tune = scaleGossip(*gossipScale)
+		cc.Tune = tuneGossip(*gossipScale, *liveCompress)
 		if i > 0 {
 			cc.Seeds = []string{seed}
 		} else {
@@ -219,7 +249,8 @@ func runLive(f *simclos.Fabric, n int, runFor time.Duration) error {
 	fig := liveFigures{fewest: n}
 	fig.start = time.Since(t0)
 	lastStart := agents[n-1].started
-	fmt.Printf("  live: %d agents started in %s (-gossipScale %g, -livePingInterval %s)\n", n, fig.start.Round(time.Millisecond), *gossipScale, *livePing)
+	fmt.Printf("  live: %d agents started in %s (-gossipScale %g, -livePingInterval %s, -liveCompress %t, -liveTraceRate %g, -livePlanGap %s, GOGC %q, GOMEMLIMIT %q)\n",
+		n, fig.start.Round(time.Millisecond), *gossipScale, *livePing, *liveCompress, *liveTraceRate, *livePlanGap, os.Getenv("GOGC"), os.Getenv("GOMEMLIMIT"))
 
 	// Membership, first routes and sweeps: each agent has a watcher, so a
 	// busy agent's locks never hold up the others' readings.
@@ -376,6 +407,16 @@ func scaleGossip(k float64) func(*memberlist.Config) {
 		for _, d := range []*time.Duration{&mc.ProbeInterval, &mc.ProbeTimeout, &mc.PushPullInterval, &mc.TCPTimeout} {
 			*d = time.Duration(float64(*d) * k)
 		}
+	}
+}
+
+// tuneGossip is scaleGossip(k), and with compress false memberlist's
+// compression off (emulation only: lzw of every packet and its tables were
+// a quarter of the live agents' allocations on loopback).
+func tuneGossip(k float64, compress bool) func(*memberlist.Config) {
+	return func(mc *memberlist.Config) {
+		scaleGossip(k)(mc)
+		mc.EnableCompression = mc.EnableCompression && compress
 	}
 }
 

@@ -48,3 +48,16 @@ func TestPct(t *testing.T) {
 		t.Error("pct of nothing is not 0")
 	}
 }
+
+func TestTuneGossip(t *testing.T) {
+	lan := memberlist.DefaultLANConfig()
+	mc := memberlist.DefaultLANConfig()
+	tuneGossip(1, true)(mc)
+	if !mc.EnableCompression || mc.ProbeInterval != lan.ProbeInterval {
+		t.Fatalf("defaults changed: compression %v, probe interval %v", mc.EnableCompression, mc.ProbeInterval)
+	}
+	tuneGossip(2, false)(mc)
+	if mc.EnableCompression || mc.ProbeInterval != 2*lan.ProbeInterval {
+		t.Fatalf("-liveCompress=false -gossipScale 2: compression %v, probe interval %v", mc.EnableCompression, mc.ProbeInterval)
+	}
+}
