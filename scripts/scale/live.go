@@ -161,17 +161,16 @@ func runLive(f *simclos.Fabric, n int, runFor time.Duration) error {
 	// Goroutines carry a pprof label, so that -cpuprofile splits the CPU by
 	// part (go tool pprof -tags): the aggregator's from the agents' gossip,
 	// pinger, mapper, graph, API and plan. Timer callbacks and GC carry none.
-	var ctx context.Context
-	newRoot := func() {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithCancel(context.Background())
+	newRoot := func() context.Context {
+		ctx, cancel := context.WithCancel(context.Background())
 		cancels = append(cancels, cancel)
+		return ctx
 	}
-	goRun := func(role string, fn func(context.Context) error) {
+	goRun := func(ctx context.Context, role string, fn func(context.Context) error) {
 		wg.Add(1)
 		go pprof.Do(ctx, pprof.Labels("role", role), func(ctx context.Context) { defer wg.Done(); fn(ctx) })
 	}
-	newRoot() // the aggregator's
+	aggCtx := newRoot()
 
 	aggGraph := graph.New(graph.DefaultConfig())
 	aggReg := prometheus.NewRegistry()
@@ -181,12 +180,16 @@ func runLive(f *simclos.Fabric, n int, runFor time.Duration) error {
 	if err != nil {
 		return err
 	}
-	goRun("aggregator", aggGraph.Run)
-	goRun("aggregator", agg.Run)
+	goRun(aggCtx, "aggregator", aggGraph.Run)
+	goRun(aggCtx, "aggregator", agg.Run)
 
-	cpu0, t0 := processCPU(), time.Now()
+	// Every agent is built first and then all are started in one quick
+	// loop: started one by one, the last ones were built by a goroutine
+	// among thousands of running agents' (minutes at N = 1 000).
+	built := time.Now()
+	launch := make([]func(), n)
 	for i, a := range agents {
-		newRoot()
+		ctx := newRoot()
 		a.reg = prometheus.NewRegistry()
 		mc := mapper.DefaultConfig()
 		mc.LocalAddr, mc.Logger, mc.Registerer = a.addr, log, a.reg
@@ -238,19 +241,26 @@ func runLive(f *simclos.Fabric, n int, runFor time.Duration) error {
 		if i == 0 {
 			cl.AddHandlerWithSelf(agg)
 		}
-		a.started = time.Now()
-		goRun("graph", a.g.Run)
-		goRun("api", srv.Run)
-		goRun("mapper", mp.Run)
-		goRun("plan", runner.Run)
-		goRun("pinger", pg.Run)
-		goRun("memberlist", cl.Run)
+		launch[i] = func() {
+			a.started = time.Now()
+			goRun(ctx, "graph", a.g.Run)
+			goRun(ctx, "api", srv.Run)
+			goRun(ctx, "mapper", mp.Run)
+			goRun(ctx, "plan", runner.Run)
+			goRun(ctx, "pinger", pg.Run)
+			goRun(ctx, "memberlist", cl.Run)
+		}
+	}
+	buildTime := time.Since(built)
+	cpu0, t0 := processCPU(), time.Now()
+	for _, start := range launch {
+		start()
 	}
 	fig := liveFigures{fewest: n}
 	fig.start = time.Since(t0)
 	lastStart := agents[n-1].started
-	fmt.Printf("  live: %d agents started in %s (-gossipScale %g, -livePingInterval %s, -liveCompress %t, -liveTraceRate %g, -livePlanGap %s, GOGC %q, GOMEMLIMIT %q)\n",
-		n, fig.start.Round(time.Millisecond), *gossipScale, *livePing, *liveCompress, *liveTraceRate, *livePlanGap, os.Getenv("GOGC"), os.Getenv("GOMEMLIMIT"))
+	fmt.Printf("  live: %d agents built in %s, started in %s (-gossipScale %g, -livePingInterval %s, -liveCompress %t, -liveTraceRate %g, -livePlanGap %s, GOGC %q, GOMEMLIMIT %q)\n",
+		n, buildTime.Round(time.Millisecond), fig.start.Round(time.Millisecond), *gossipScale, *livePing, *liveCompress, *liveTraceRate, *livePlanGap, os.Getenv("GOGC"), os.Getenv("GOMEMLIMIT"))
 
 	// Membership, first routes and sweeps: each agent has a watcher, so a
 	// busy agent's locks never hold up the others' readings.
