@@ -50,6 +50,7 @@ var (
 	livePing      = flag.Duration("livePingInterval", 10*time.Second, "emulation only: the live agents' ping interval per route (-pingRouteInterval; production 1s), and a tenth of it between pinger visits (production 100ms)")
 	liveCompress  = flag.Bool("liveCompress", true, "emulation only: false turns the live agents' memberlist compression off (production keeps it on: it halves gossip bytes on a real network; on loopback it only costs CPU)")
 	livePprof     = flag.String("livePprof", "", "serve net/http/pprof on this address during the live run (e.g. 127.0.0.1:6060), to profile a run that does not finish")
+	livePushPull  = flag.Duration("livePushPull", 0, "emulation only: the live agents' memberlist push-pull interval before memberlist's cluster-size factor (0: 30s × -gossipScale); push-pull repairs the joins gossip missed")
 	livePlanGap   = flag.Duration("livePlanGap", time.Second, "emulation only: the least time between two plan updates woken by membership (production 1s; each is an O(N) plan.Select)")
 	liveTraceRate = flag.Float64("liveTraceRate", 50, "emulation only: the live agents' -traceRate, trace probes/s per agent (production 50; sweeps take 50/this times longer)")
 )
@@ -227,7 +228,7 @@ func runLive(f *simclos.Fabric, n int, runFor time.Duration) error {
 		cc := cluster.DefaultConfig()
 		cc.BindAddr, cc.AdvertiseAddr, cc.Port, cc.NodeName = a.addr, a.addr, port, a.name
 		cc.HTTPPort, cc.Logger, cc.Registerer = uint16(port+1), log, a.reg
-		cc.Tune = tuneGossip(*gossipScale, *liveCompress)
+		cc.Tune = tuneGossip(*gossipScale, *liveCompress, *livePushPull)
 		if i > 0 {
 			cc.Seeds = []string{seed}
 		} else {
@@ -259,8 +260,8 @@ func runLive(f *simclos.Fabric, n int, runFor time.Duration) error {
 	fig := liveFigures{fewest: n}
 	fig.start = time.Since(t0)
 	lastStart := agents[n-1].started
-	fmt.Printf("  live: %d agents built in %s, started in %s (-gossipScale %g, -livePingInterval %s, -liveCompress %t, -liveTraceRate %g, -livePlanGap %s, GOGC %q, GOMEMLIMIT %q)\n",
-		n, buildTime.Round(time.Millisecond), fig.start.Round(time.Millisecond), *gossipScale, *livePing, *liveCompress, *liveTraceRate, *livePlanGap, os.Getenv("GOGC"), os.Getenv("GOMEMLIMIT"))
+	fmt.Printf("  live: %d agents built in %s, started in %s (-gossipScale %g, -livePingInterval %s, -liveCompress %t, -liveTraceRate %g, -livePlanGap %s, -livePushPull %s, GOGC %q, GOMEMLIMIT %q)\n",
+		n, buildTime.Round(time.Millisecond), fig.start.Round(time.Millisecond), *gossipScale, *livePing, *liveCompress, *liveTraceRate, *livePlanGap, *livePushPull, os.Getenv("GOGC"), os.Getenv("GOMEMLIMIT"))
 
 	// Membership, first routes and sweeps: each agent has a watcher, so a
 	// busy agent's locks never hold up the others' readings.
@@ -271,8 +272,9 @@ func runLive(f *simclos.Fabric, n int, runFor time.Duration) error {
 	}
 	deadline, lastProgress := t0.Add(runFor), time.Now()
 	for time.Now().Before(deadline) {
-		conv, first, swept := 0, 0, 0
+		conv, first, swept, fewest := 0, 0, 0, n
 		for _, a := range agents {
+			fewest = min(fewest, int(a.peers.Load()))
 			conv += b2i(a.converged.Load() > 0)
 			first += b2i(a.firstRoute.Load() > 0)
 			swept += b2i(a.swept.Load() > 0)
@@ -289,8 +291,8 @@ func runLive(f *simclos.Fabric, n int, runFor time.Duration) error {
 		}
 		if time.Since(lastProgress) >= 10*time.Second {
 			lastProgress = time.Now()
-			fmt.Fprintf(os.Stderr, "    [%s] of %d agents: %d see all, %d have a route, %d swept; CPU so far %s, RSS %d MiB, %d goroutines\n",
-				time.Since(t0).Round(time.Second), n, conv, first, swept, processCPU().Round(time.Second), procStatus("VmRSS")>>20, runtime.NumGoroutine())
+			fmt.Fprintf(os.Stderr, "    [%s] of %d agents: %d see all (fewest seen %d), %d have a route, %d swept; CPU so far %s, RSS %d MiB, %d goroutines\n",
+				time.Since(t0).Round(time.Second), n, conv, fewest, first, swept, processCPU().Round(time.Second), procStatus("VmRSS")>>20, runtime.NumGoroutine())
 		}
 		time.Sleep(time.Second) // polling the watchers' readings
 	}
@@ -420,13 +422,17 @@ func scaleGossip(k float64) func(*memberlist.Config) {
 	}
 }
 
-// tuneGossip is scaleGossip(k), and with compress false memberlist's
+// tuneGossip is scaleGossip(k), with compress false memberlist's
 // compression off (emulation only: lzw of every packet and its tables were
-// a quarter of the live agents' allocations on loopback).
-func tuneGossip(k float64, compress bool) func(*memberlist.Config) {
+// a quarter of the live agents' allocations on loopback) and a push-pull
+// interval of its own when pushPull is set.
+func tuneGossip(k float64, compress bool, pushPull time.Duration) func(*memberlist.Config) {
 	return func(mc *memberlist.Config) {
 		scaleGossip(k)(mc)
 		mc.EnableCompression = mc.EnableCompression && compress
+		if pushPull > 0 {
+			mc.PushPullInterval = pushPull
+		}
 	}
 }
 
