@@ -51,7 +51,12 @@ type Runner struct {
 	routers  *RouterBudget
 	checked  map[netip.Addr]bool // asked with RackOf: not a rack peer unless racks says so
 	tries    map[netip.Addr]int
-	found    chan struct{}
+	// pending: members to ask RackOf about, in the order they came (a
+	// member not answering goes to the back); asked holds the addresses
+	// of the current members.
+	pending []netip.Addr
+	asked   map[netip.Addr]int
+	found   chan struct{}
 	// gen counts changes of Select's inputs (members, racks, self's
 	// rack); planned is the gen and epoch the current picks were
 	// selected for.
@@ -91,6 +96,7 @@ func NewRunner(cfg Config, self netip.Addr, t Target, log *slog.Logger) (*Runner
 		racks:   make(map[netip.Addr]netip.Addr),
 		checked: make(map[netip.Addr]bool),
 		tries:   make(map[netip.Addr]int),
+		asked:   make(map[netip.Addr]int),
 		wake:    make(chan struct{}, 1),
 		found:   make(chan struct{}, 1),
 	}
@@ -101,8 +107,15 @@ func NewRunner(cfg Config, self netip.Addr, t Target, log *slog.Logger) (*Runner
 func (r *Runner) Join(name string, addr netip.Addr) {
 	m := Member{Name: name, Addr: addr.Unmap()}
 	r.mu.Lock()
-	if r.members[name] != m {
+	if old, ok := r.members[name]; !ok || old != m {
+		if ok {
+			r.asked[old.Addr]--
+		}
 		r.members[name] = m
+		r.asked[m.Addr]++
+		if name != r.cfg.Self {
+			r.pending = append(r.pending, m.Addr)
+		}
 		r.gen++
 	}
 	r.mu.Unlock()
@@ -112,8 +125,11 @@ func (r *Runner) Join(name string, addr netip.Addr) {
 // Leave removes a member.
 func (r *Runner) Leave(name string) {
 	r.mu.Lock()
-	if _, ok := r.members[name]; ok && name != r.cfg.Self {
+	if m, ok := r.members[name]; ok && name != r.cfg.Self {
 		delete(r.members, name)
+		if r.asked[m.Addr]--; r.asked[m.Addr] <= 0 {
+			delete(r.asked, m.Addr)
+		}
 		r.gen++
 	}
 	r.mu.Unlock()
@@ -255,6 +271,9 @@ func (r *Runner) discover(ctx context.Context, rp RackProber) {
 		// others, at most three times.
 		r.tries[next]++
 		r.checked[next] = err == nil || r.tries[next] >= 3
+		if !r.checked[next] {
+			r.pending = append(r.pending, next)
+		}
 		if err == nil && same {
 			if r.racks[next] != rack {
 				r.racks[next] = rack
@@ -273,21 +292,21 @@ func (r *Runner) discover(ctx context.Context, rp RackProber) {
 }
 
 // unchecked returns a member to ask about, if the plan needs racks (the
-// cluster exceeds the budget) and one is left.
+// cluster exceeds the budget) and one is left: the first pending one that
+// is still a member and whose rack is not known. (A scan of every member
+// for each question was O(N²) per agent.)
 func (r *Runner) unchecked() (netip.Addr, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.cfg.Budget == 0 || len(r.members)-1 <= r.cfg.Budget {
 		return netip.Addr{}, false
 	}
-	var best netip.Addr
-	for name, m := range r.members {
-		if name == r.cfg.Self || r.checked[m.Addr] || r.racks[m.Addr].IsValid() {
-			continue
-		}
-		if !best.IsValid() || r.tries[m.Addr] < r.tries[best] {
-			best = m.Addr
+	for len(r.pending) > 0 {
+		a := r.pending[0]
+		r.pending = r.pending[1:]
+		if r.asked[a] > 0 && !r.checked[a] && !r.racks[a].IsValid() {
+			return a, true
 		}
 	}
-	return best, best.IsValid()
+	return netip.Addr{}, false
 }
