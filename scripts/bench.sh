@@ -119,6 +119,10 @@ fi
 if want scale; then
 	section "scale: emulated clusters of 100, 300 and 1000 agents on a simulated Clos (plan, mapper, pinger, graph, API, aggregator merge; README scale section)"
 	go run ./scripts/scale -n "${DNMS_SCALE_SIZES:-100,300,1000}" -liveMax 0
-	section "scale: ${DNMS_SCALE_LIVE:-300} live agents in one process (memberlist, HTTP/SSE, plan, mapper, pinger, a0 aggregating; emulation-only -gossipScale 10 -livePingInterval 60s; README Live agents)"
-	go run ./scripts/scale -n "${DNMS_SCALE_LIVE:-300}" -agents 0 -trials 0 -liveMax "${DNMS_SCALE_LIVE:-300}" -liveFor 150s -gossipScale 10 -livePingInterval 60s
+	section "scale: gossip transport, bytes and allocations per received 300-byte packet: memberlist's NetTransport (baseline) vs internal/cluster's"
+	gobench -bench TransportReceive -benchmem -benchtime 20000x ./internal/cluster
+	section "scale: ${DNMS_SCALE_LIVE:-300} live agents in one process (memberlist, HTTP/SSE, plan, mapper, pinger, a0 aggregating; emulation-only -gossipScale 10 -livePingInterval 60s -liveCompress=false, GOGC=200; README Live agents; DNMS_SCALE_LIVE_FLAGS adds flags)"
+	# shellcheck disable=SC2086 # DNMS_SCALE_LIVE_FLAGS is a list of flags
+	GOGC=${GOGC:-200} go run ./scripts/scale -n "${DNMS_SCALE_LIVE:-300}" -agents 0 -trials 0 -liveMax "${DNMS_SCALE_LIVE:-300}" -liveFor 150s \
+		-gossipScale 10 -livePingInterval 60s -liveCompress=false ${DNMS_SCALE_LIVE_FLAGS:-}
 fi

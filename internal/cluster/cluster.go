@@ -86,11 +86,14 @@ type Cluster struct {
 
 	// Dispatcher-owned state.
 	known map[string]Peer // reported (compatible) members, self included
-	// knownView is known as of the last event, for Members.
-	knownView atomic.Pointer[[]Peer]
-	ignored   map[string]string  // name -> reason already logged
-	failed    map[string]failure // members in their failed-peer grace
-	failGen   uint64
+	// knownMu guards known's writes (by the dispatcher, which reads it
+	// without the lock) against Members.
+	knownMu sync.RWMutex
+	ignored map[string]string  // name -> reason already logged
+	failed  map[string]failure // members in their failed-peer grace
+	failGen uint64
+	// stateDirty: a member came or went since the state file was saved.
+	stateDirty bool
 }
 
 type handlerEntry struct {
@@ -185,11 +188,28 @@ func (c *Cluster) Start() error {
 	if c.cfg.Tune != nil {
 		c.cfg.Tune(mc)
 	}
+	var tr *transport
+	if mc.Transport == nil {
+		bind, err := netip.ParseAddr(mc.BindAddr)
+		if err != nil {
+			return fmt.Errorf("cluster: bind address %q: %w", mc.BindAddr, err)
+		}
+		if tr, err = newTransport(bind, mc.BindPort, c.log); err != nil {
+			return fmt.Errorf("cluster: start memberlist: %w", err)
+		}
+		mc.Transport = tr
+		if mc.BindPort == 0 {
+			mc.BindPort, mc.AdvertisePort = tr.port(), tr.port()
+		}
+	}
 	c.prior = c.loadState()
 	go c.dispatch()
 	ml, err := memberlist.Create(mc)
 	if err != nil {
 		c.stopDispatch()
+		if tr != nil {
+			tr.Shutdown()
+		}
 		return fmt.Errorf("cluster: start memberlist on %s:%d: %w", mc.BindAddr, c.cfg.Port, err)
 	}
 	c.ml = ml
@@ -337,15 +357,9 @@ func (c *Cluster) joinLoop(ctx context.Context) {
 // seedPresent reports whether any seed's address is an alive member (this
 // node counts: a node that is its own seed has nothing to re-join).
 func (c *Cluster) seedPresent(ctx context.Context, ml *memberlist.Memberlist) bool {
-	members := map[netip.AddrPort]bool{}
-	for _, n := range ml.Members() {
-		if n.State != memberlist.StateAlive && n.State != memberlist.StateSuspect {
-			continue
-		}
-		if a, ok := netip.AddrFromSlice(n.Addr); ok {
-			members[netip.AddrPortFrom(a.Unmap(), n.Port)] = true
-		}
-	}
+	// The few seed addresses first, then one pass over the members without
+	// copying them: this runs every 5 s on every node, over N members.
+	var seeds []netip.AddrPort
 	for _, seed := range c.cfg.Seeds {
 		host, portStr, err := net.SplitHostPort(seed)
 		if err != nil {
@@ -364,9 +378,15 @@ func (c *Cluster) seedPresent(ctx context.Context, ml *memberlist.Memberlist) bo
 			cancel()
 		}
 		for _, a := range addrs {
-			if members[netip.AddrPortFrom(a.Unmap(), uint16(port))] {
-				return true
-			}
+			seeds = append(seeds, netip.AddrPortFrom(a.Unmap(), uint16(port)))
+		}
+	}
+	for _, n := range ml.Members() {
+		if n.State != memberlist.StateAlive && n.State != memberlist.StateSuspect {
+			continue
+		}
+		if a, ok := netip.AddrFromSlice(n.Addr); ok && slices.Contains(seeds, netip.AddrPortFrom(a.Unmap(), n.Port)) {
+			return true
 		}
 	}
 	return false
@@ -424,23 +444,32 @@ func (c *Cluster) stopDispatch() {
 }
 
 // Members returns every alive, compatible member, this node included, as
-// the handlers were told. (memberlist's own Members hands out nodes it
-// keeps writing: reading their meta while a member's changes is a race.)
+// the handlers were told, sorted by name. (memberlist's own Members hands
+// out nodes it keeps writing: reading their meta while a member's changes
+// is a race.) It copies the member set when asked: the dispatcher keeps no
+// sorted copy, which would cost O(N) per membership event.
 func (c *Cluster) Members() []Peer {
-	if p := c.knownView.Load(); p != nil {
-		return slices.Clone(*p)
-	}
-	return nil
-}
-
-// publishKnown makes the dispatcher's member set what Members returns.
-func (c *Cluster) publishKnown() {
+	c.knownMu.RLock()
 	ps := make([]Peer, 0, len(c.known))
 	for _, p := range c.known {
 		ps = append(ps, p)
 	}
+	c.knownMu.RUnlock()
 	slices.SortFunc(ps, func(a, b Peer) int { return strings.Compare(a.Name, b.Name) })
-	c.knownView.Store(&ps)
+	return ps
+}
+
+// setKnown and forgetKnown are the dispatcher's writes of known.
+func (c *Cluster) setKnown(p Peer) {
+	c.knownMu.Lock()
+	c.known[p.Name] = p
+	c.knownMu.Unlock()
+}
+
+func (c *Cluster) forgetKnown(name string) {
+	c.knownMu.Lock()
+	delete(c.known, name)
+	c.knownMu.Unlock()
 }
 
 // peerOf decodes a member's meta and checks it against ours.
@@ -526,18 +555,32 @@ func (c *Cluster) dispatch() {
 			return
 		case <-c.q.sig:
 		}
+		// The member gauges and the state file follow once per drained
+		// batch, not per event: each reads every member, and a join
+		// storm queues thousands of events (O(N²) per node at N
+		// members).
+		changed := false
 		for _, e := range c.q.drain() {
 			select {
 			case <-c.stop:
 				return
 			default:
 			}
-			c.handle(e)
+			changed = c.handle(e) || changed
+		}
+		if changed {
+			c.updateGauge()
+		}
+		if c.stateDirty {
+			c.stateDirty = false
+			c.saveState()
 		}
 	}
 }
 
-func (c *Cluster) handle(e rawEvent) {
+// handle applies one event; it reports whether the member set may have
+// changed (every event but a replay).
+func (c *Cluster) handle(e rawEvent) bool {
 	if e.kind == evReplay {
 		for _, p := range c.known {
 			if p.Name == c.cfg.NodeName && !e.replay.includeSelf {
@@ -545,9 +588,13 @@ func (c *Cluster) handle(e rawEvent) {
 			}
 			e.replay.h.PeerJoin(p)
 		}
-		return
+		return false
 	}
-	defer c.publishKnown()
+	c.handleChange(e)
+	return true
+}
+
+func (c *Cluster) handleChange(e rawEvent) {
 	switch e.kind {
 	case evJoin:
 		c.met.events.WithLabelValues("join").Inc()
@@ -569,20 +616,18 @@ func (c *Cluster) handle(e rawEvent) {
 			return
 		}
 		if wasKnown {
-			delete(c.known, e.name)
+			c.forgetKnown(e.name)
 			delete(c.failed, e.name)
 			c.log.Info("peer left", "name", old.Name, "addr", old.Addr, "role", old.Role)
 			c.deliver(old, false)
 		}
-		c.updateGauge()
 		return
 	}
 	if _, ok := c.failed[e.name]; ok {
 		delete(c.failed, e.name)
 		old.Failed = false
-		c.known[e.name] = old
+		c.setKnown(old)
 		c.log.Info("failed peer is back", "name", old.Name, "addr", old.Addr)
-		c.updateGauge()
 	}
 	p, reason, detail := c.peerOf(e.name, e.addr, e.port, e.meta)
 	if reason != "" {
@@ -593,16 +638,15 @@ func (c *Cluster) handle(e rawEvent) {
 				"addr", p.Addr, "reason", reason, "detail", detail)
 		}
 		if wasKnown {
-			delete(c.known, e.name)
+			c.forgetKnown(e.name)
 			c.deliver(old, false)
 		}
-		c.updateGauge()
 		return
 	}
 	delete(c.ignored, e.name)
 	if wasKnown {
 		if old.Addr == p.Addr && old.Role == p.Role && old.HTTPPort == p.HTTPPort && old.HTTPAddr == p.HTTPAddr && old.PingPort == p.PingPort {
-			c.known[e.name] = p // e.g. a version-only change: nothing to redo
+			c.setKnown(p) // e.g. a version-only change: nothing to redo
 			if old.Instance != 0 && p.Instance != old.Instance {
 				c.log.Info("peer restarted", "name", p.Name, "addr", p.Addr, "role", p.Role)
 				c.restarted(p)
@@ -618,12 +662,11 @@ func (c *Cluster) handle(e rawEvent) {
 		}
 		c.deliver(old, false)
 	}
-	c.known[e.name] = p
+	c.setKnown(p)
 	if !wasKnown {
 		c.log.Info("peer joined", "name", p.Name, "addr", p.Addr, "role", p.Role, "version", p.Version)
 	}
 	c.deliver(p, true)
-	c.updateGauge()
 }
 
 // failure is a member in its failed-peer grace.
@@ -655,12 +698,11 @@ func (c *Cluster) fail(p Peer) bool {
 	f := failure{gen: c.failGen, until: time.Now().Add(c.cfg.FailedGrace)}
 	c.failed[p.Name] = f
 	p.Failed = true
-	c.known[p.Name] = p
+	c.setKnown(p)
 	c.met.events.WithLabelValues("fail").Inc()
 	c.log.Warn("peer failed in gossip but still answers probes: still probed until it is back, stops answering or the grace ends",
 		"name", p.Name, "addr", p.Addr, "grace", c.cfg.FailedGrace)
 	c.scheduleCheck(p.Name, f)
-	c.updateGauge()
 	return true
 }
 
@@ -687,14 +729,13 @@ func (c *Cluster) checkFailed(p Peer, f failure) {
 		return
 	}
 	delete(c.failed, p.Name)
-	delete(c.known, p.Name)
+	c.forgetKnown(p.Name)
 	c.log.Info("failed peer forgotten", "name", p.Name, "addr", p.Addr, "why", why)
 	c.deliver(p, false)
-	c.updateGauge()
 }
 
 func (c *Cluster) deliver(p Peer, join bool) {
-	c.saveState()
+	c.stateDirty = true
 	self := p.Name == c.cfg.NodeName
 	c.mu.Lock()
 	hs := append([]handlerEntry(nil), c.handlers...)

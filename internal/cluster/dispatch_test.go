@@ -1,13 +1,18 @@
 package cluster
 
 import (
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // TestDispatchRules drives the dispatcher's decisions directly with the
@@ -117,3 +122,71 @@ func (r restartRecorder) PeerRestart(p Peer) {
 	defer r.mu.Unlock()
 	r.events = append(r.events, "restart "+p.Name)
 }
+
+// TestDispatchBatch: a batch of events queued together (a join storm) is
+// delivered in order; Members follows every event (a handler told of its
+// j-th join sees j members), the member gauge and the state file follow
+// once, after the batch (no state file is written while it is delivered).
+func TestDispatchBatch(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.NodeName, cfg.AdvertiseAddr, cfg.Version = "self", loopback, "v1.0.0"
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	cfg.StateDir = t.TempDir()
+	c, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	meta, err := NodeMeta{Role: RoleAgent, HTTPPort: 12345, PingPort: 33435, Version: "v1.0.0"}.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 500
+	h := &batchSeer{c: c}
+	c.handlers = []handlerEntry{{h: h}}
+	for i := range n {
+		c.q.items = append(c.q.items, rawEvent{kind: evJoin, name: fmt.Sprintf("m%03d", i), addr: net.IPv4(198, 18, byte(i/250), byte(i%250+1)), port: 33434, meta: meta})
+	}
+	go c.dispatch()
+	c.q.wake()
+	eventually(t, 10*time.Second, "all members published", func() (bool, string) {
+		return len(c.Members()) == n, fmt.Sprint(len(c.Members()))
+	})
+	c.stopDispatch()
+	<-c.done
+	if h.joins != n || h.wrongMembers != 0 || h.sawState {
+		t.Fatalf("handler: %d joins, %d of them with Members not that many long, a state file during the batch %v; want %d, 0, false",
+			h.joins, h.wrongMembers, h.sawState, n)
+	}
+	ms := c.Members()
+	if !slices.IsSortedFunc(ms, func(a, b Peer) int { return strings.Compare(a.Name, b.Name) }) || ms[0].Name != "m000" {
+		t.Fatalf("members not sorted by name: %v...", ms[:3])
+	}
+	if got := testutil.ToFloat64(c.met.members.WithLabelValues(RoleAgent)); got != n {
+		t.Fatalf("members gauge %v, want %d", got, n)
+	}
+	raw, err := os.ReadFile(filepath.Join(cfg.StateDir, stateFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := parseState(raw, "self"); err != nil || len(got) != n {
+		t.Fatalf("state file lists %d members (%v), want %d", len(got), err, n)
+	}
+}
+
+// batchSeer records what a handler sees of Members and the state file.
+type batchSeer struct {
+	c            *Cluster
+	joins        int
+	wrongMembers int
+	sawState     bool
+}
+
+func (h *batchSeer) PeerJoin(Peer) {
+	h.joins++
+	if len(h.c.Members()) != h.joins {
+		h.wrongMembers++
+	}
+	_, err := os.Stat(filepath.Join(h.c.cfg.StateDir, stateFile))
+	h.sawState = h.sawState || err == nil
+}
+func (h *batchSeer) PeerLeave(Peer) {}

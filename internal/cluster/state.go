@@ -28,7 +28,8 @@ type stateMember struct {
 }
 
 // saveState writes the known members (but this node) to the state
-// directory, atomically. Called by the dispatcher on every change.
+// directory, atomically. Called by the dispatcher once per batch of events
+// that changed a member.
 func (c *Cluster) saveState() {
 	if c.cfg.StateDir == "" {
 		return

@@ -29,11 +29,17 @@ type RackProber interface {
 // member joins or leaves, when the rotation epoch ends and, every 10 s,
 // with the racks the target's routes revealed since. Racks once learned
 // are remembered, so a peer rotated out stays known as a rack peer or not.
+//
+// Select is a pure function of the members, their racks and the epoch, and
+// costs O(N log N) at N members: the runner re-runs it only when one of
+// those changed, and at most once per gap however fast members come (a
+// cluster starting at once is N joins per agent).
 type Runner struct {
 	cfg     Config
 	target  Target
 	log     *slog.Logger
 	refresh time.Duration
+	gap     time.Duration // least time between updates woken by a change
 	now     func() time.Time
 
 	mu       sync.Mutex
@@ -45,7 +51,18 @@ type Runner struct {
 	routers  *RouterBudget
 	checked  map[netip.Addr]bool // asked with RackOf: not a rack peer unless racks says so
 	tries    map[netip.Addr]int
-	found    chan struct{}
+	// pending: members to ask RackOf about, in the order they came (a
+	// member not answering goes to the back); asked holds the addresses
+	// of the current members.
+	pending []netip.Addr
+	asked   map[netip.Addr]int
+	found   chan struct{}
+	// gen counts changes of Select's inputs (members, racks, self's
+	// rack); planned is the gen and epoch the current picks were
+	// selected for.
+	gen, plannedGen uint64
+	plannedEpoch    int64
+	planned         bool
 }
 
 // ShareRouterBudget makes the runner tell b the cluster size on every
@@ -53,6 +70,15 @@ type Runner struct {
 func (r *Runner) ShareRouterBudget(b *RouterBudget) {
 	r.mu.Lock()
 	r.routers = b
+	r.mu.Unlock()
+}
+
+// SetUpdateGap sets the least time between two updates woken by membership
+// or rack changes (default 1 s; 0: none). Emulations of many agents in one
+// process raise it.
+func (r *Runner) SetUpdateGap(d time.Duration) {
+	r.mu.Lock()
+	r.gap = max(d, 0)
 	r.mu.Unlock()
 }
 
@@ -65,11 +91,12 @@ func NewRunner(cfg Config, self netip.Addr, t Target, log *slog.Logger) (*Runner
 		log = slog.Default()
 	}
 	r := &Runner{
-		cfg: cfg, target: t, log: log, refresh: 10 * time.Second, now: time.Now,
+		cfg: cfg, target: t, log: log, refresh: 10 * time.Second, gap: time.Second, now: time.Now,
 		members: map[string]Member{cfg.Self: {Name: cfg.Self, Addr: self.Unmap()}},
 		racks:   make(map[netip.Addr]netip.Addr),
 		checked: make(map[netip.Addr]bool),
 		tries:   make(map[netip.Addr]int),
+		asked:   make(map[netip.Addr]int),
 		wake:    make(chan struct{}, 1),
 		found:   make(chan struct{}, 1),
 	}
@@ -78,8 +105,19 @@ func NewRunner(cfg Config, self netip.Addr, t Target, log *slog.Logger) (*Runner
 
 // Join adds or updates a member.
 func (r *Runner) Join(name string, addr netip.Addr) {
+	m := Member{Name: name, Addr: addr.Unmap()}
 	r.mu.Lock()
-	r.members[name] = Member{Name: name, Addr: addr.Unmap()}
+	if old, ok := r.members[name]; !ok || old != m {
+		if ok {
+			r.asked[old.Addr]--
+		}
+		r.members[name] = m
+		r.asked[m.Addr]++
+		if name != r.cfg.Self {
+			r.pending = append(r.pending, m.Addr)
+		}
+		r.gen++
+	}
 	r.mu.Unlock()
 	r.poke()
 }
@@ -87,8 +125,12 @@ func (r *Runner) Join(name string, addr netip.Addr) {
 // Leave removes a member.
 func (r *Runner) Leave(name string) {
 	r.mu.Lock()
-	if name != r.cfg.Self {
+	if m, ok := r.members[name]; ok && name != r.cfg.Self {
 		delete(r.members, name)
+		if r.asked[m.Addr]--; r.asked[m.Addr] <= 0 {
+			delete(r.asked, m.Addr)
+		}
+		r.gen++
 	}
 	r.mu.Unlock()
 	r.poke()
@@ -115,13 +157,20 @@ func (r *Runner) Plan() []Pick {
 func (r *Runner) Update() time.Time {
 	self, racks := r.target.Racks()
 	now := r.now()
+	epoch, end := Epoch(r.cfg.Self, r.cfg.Rotate, now)
 	r.mu.Lock()
-	if self.IsValid() {
-		r.selfRack = self
+	r.learnRacks(self, racks)
+	if r.planned && r.gen == r.plannedGen && epoch == r.plannedEpoch {
+		// Same members, racks and epoch: Select would return the picks
+		// already handed over.
+		n, routers := len(r.members), r.routers
+		r.mu.Unlock()
+		if routers != nil {
+			routers.SetMembers(n)
+		}
+		return end
 	}
-	for a, rk := range racks {
-		r.racks[a] = rk
-	}
+	gen := r.gen
 	ms := make([]Member, 0, len(r.members))
 	for _, m := range r.members {
 		m.Rack = r.racks[m.Addr]
@@ -135,8 +184,8 @@ func (r *Runner) Update() time.Time {
 		routers.SetMembers(len(ms))
 	}
 	picks := Select(c, ms, now)
-	_, end := Epoch(c.Self, c.Rotate, now)
 	r.mu.Lock()
+	r.plannedGen, r.plannedEpoch, r.planned = gen, epoch, true
 	changed := !slices.Equal(picks, r.picks)
 	if changed {
 		r.picks = picks
@@ -147,6 +196,20 @@ func (r *Runner) Update() time.Time {
 		r.log.Debug("probe plan", "peers", len(picks), "members", len(ms), "budget", c.Budget)
 	}
 	return end
+}
+
+// learnRacks merges what the target's routes showed; r.mu held.
+func (r *Runner) learnRacks(self netip.Addr, racks map[netip.Addr]netip.Addr) {
+	if self.IsValid() && self != r.selfRack {
+		r.selfRack = self
+		r.gen++
+	}
+	for a, rk := range racks {
+		if r.racks[a] != rk {
+			r.racks[a] = rk
+			r.gen++
+		}
+	}
 }
 
 // Run keeps the target on the plan until ctx is done. When the target is
@@ -162,6 +225,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	}
 	for {
 		end := r.Update()
+		last := time.Now()
 		wait := min(r.refresh, max(time.Until(end), time.Millisecond))
 		t := time.NewTimer(wait)
 		select {
@@ -169,6 +233,18 @@ func (r *Runner) Run(ctx context.Context) error {
 			t.Stop()
 			return nil
 		case <-r.wake:
+			// Let a burst of changes (a join storm) gather: one Select
+			// for all of them, at most one per gap.
+			r.mu.Lock()
+			gap := r.gap
+			r.mu.Unlock()
+			t.Reset(time.Until(last.Add(gap)))
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return nil
+			case <-t.C:
+			}
 		case <-t.C:
 		}
 		t.Stop()
@@ -195,10 +271,17 @@ func (r *Runner) discover(ctx context.Context, rp RackProber) {
 		// others, at most three times.
 		r.tries[next]++
 		r.checked[next] = err == nil || r.tries[next] >= 3
+		if !r.checked[next] {
+			r.pending = append(r.pending, next)
+		}
 		if err == nil && same {
-			r.racks[next] = rack
+			if r.racks[next] != rack {
+				r.racks[next] = rack
+				r.gen++
+			}
 			if !r.selfRack.IsValid() {
 				r.selfRack = rack
+				r.gen++
 			}
 		}
 		r.mu.Unlock()
@@ -209,21 +292,21 @@ func (r *Runner) discover(ctx context.Context, rp RackProber) {
 }
 
 // unchecked returns a member to ask about, if the plan needs racks (the
-// cluster exceeds the budget) and one is left.
+// cluster exceeds the budget) and one is left: the first pending one that
+// is still a member and whose rack is not known. (A scan of every member
+// for each question was O(N²) per agent.)
 func (r *Runner) unchecked() (netip.Addr, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.cfg.Budget == 0 || len(r.members)-1 <= r.cfg.Budget {
 		return netip.Addr{}, false
 	}
-	var best netip.Addr
-	for name, m := range r.members {
-		if name == r.cfg.Self || r.checked[m.Addr] || r.racks[m.Addr].IsValid() {
-			continue
-		}
-		if !best.IsValid() || r.tries[m.Addr] < r.tries[best] {
-			best = m.Addr
+	for len(r.pending) > 0 {
+		a := r.pending[0]
+		r.pending = r.pending[1:]
+		if r.asked[a] > 0 && !r.checked[a] && !r.racks[a].IsValid() {
+			return a, true
 		}
 	}
-	return best, best.IsValid()
+	return netip.Addr{}, false
 }

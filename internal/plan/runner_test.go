@@ -3,6 +3,7 @@ package plan
 import (
 	"context"
 	"net/netip"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -148,5 +149,96 @@ func TestRunnerDiscoversRackPeers(t *testing.T) {
 	}
 	if tg.probed > len(f.hosts)-1 {
 		t.Errorf("asked %d times about %d members", tg.probed, len(f.hosts)-1)
+	}
+}
+
+// TestRunnerSelectsOnlyOnChange: Update re-runs Select only when a member,
+// a rack or the rotation epoch changed, and then plans exactly what Select
+// returns for the new inputs.
+func TestRunnerSelectsOnlyOnChange(t *testing.T) {
+	f := newFabric(simclos.Fabric{Spines: 2, ToRs: 8, HostsPerToR: 8})
+	tg := &fakeTarget{racks: map[netip.Addr]netip.Addr{}}
+	c := DefaultConfig()
+	c.Self, c.Budget = "h0", 8
+	r, err := NewRunner(c, f.hosts[0].Addr, tg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := t0
+	r.now = func() time.Time { return now }
+	ms := []Member{{Name: "h0", Addr: f.hosts[0].Addr}}
+	for _, h := range f.hosts[1:] {
+		r.Join(h.Name, h.Addr)
+		ms = append(ms, Member{Name: h.Name, Addr: h.Addr})
+	}
+	check := func(what string) {
+		t.Helper()
+		if got, want := r.Plan(), Select(c, ms, now); !slices.Equal(got, want) {
+			t.Fatalf("%s: planned %v, Select says %v", what, got, want)
+		}
+	}
+	r.Update()
+	check("first update")
+	// Nothing changed (a duplicate join included): no Select, whose
+	// allocations at 64 members run to hundreds.
+	r.Join("h1", f.hosts[1].Addr)
+	if a := testing.AllocsPerRun(20, func() { r.Update() }); a > 5 {
+		t.Fatalf("an update with nothing changed allocated %.0f times: Select ran", a)
+	}
+	if len(tg.plans) != 1 {
+		t.Fatalf("%d plans handed over, want 1", len(tg.plans))
+	}
+	r.Leave(f.hosts[5].Name)
+	ms = slices.DeleteFunc(ms, func(m Member) bool { return m.Name == f.hosts[5].Name })
+	r.Update()
+	check("after a leave")
+	r.Join("new", netip.MustParseAddr("198.19.9.9"))
+	ms = append(ms, Member{Name: "new", Addr: netip.MustParseAddr("198.19.9.9")})
+	r.Update()
+	check("after a join")
+	before := r.Plan()
+	now = now.Add(c.Rotate)
+	r.Update()
+	check("next epoch")
+	if slices.Equal(before, r.Plan()) {
+		t.Fatal("rotation picked the same peers in the next epoch")
+	}
+}
+
+// TestRunnerGap: however fast members join, the running runner updates at
+// most once per gap (and once more at start), and ends on the full plan.
+func TestRunnerGap(t *testing.T) {
+	f := newFabric(simclos.Fabric{Spines: 2, ToRs: 8, HostsPerToR: 8})
+	tg := &fakeTarget{racks: map[netip.Addr]netip.Addr{}}
+	c := DefaultConfig()
+	c.Self, c.Budget = "h0", 0
+	r, err := NewRunner(c, f.hosts[0].Addr, tg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.SetUpdateGap(20 * time.Millisecond)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	start := time.Now()
+	go func() { done <- r.Run(ctx) }()
+	for _, h := range f.hosts[1:] {
+		r.Join(h.Name, h.Addr)
+		time.Sleep(time.Millisecond) // a join every millisecond: a storm, not synchronisation
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for len(r.Plan()) != len(f.hosts)-1 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond) // polling the runner's plan with a deadline
+	}
+	cancel()
+	<-done
+	elapsed := time.Since(start)
+	if n := len(r.Plan()); n != len(f.hosts)-1 {
+		t.Fatalf("final plan has %d peers, want %d", n, len(f.hosts)-1)
+	}
+	tg.mu.Lock()
+	plans := len(tg.plans)
+	tg.mu.Unlock()
+	if most := int(elapsed/r.gap) + 2; plans > most {
+		t.Fatalf("%d plans handed over in %v with a %v gap (at most %d; %d joins)", plans, elapsed, r.gap, most, len(f.hosts)-1)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	httppprof "net/http/pprof"
 	"net/netip"
 	"os"
 	"runtime"
@@ -44,20 +45,28 @@ var aggregateInterval = flag.Duration("aggregateInterval", 5*time.Second, "live 
 // Emulation-only knobs of the live agents: N agents share one process, so
 // what one host does alone is done N times here.
 var (
-	gossipScale = flag.Float64("gossipScale", 1, "emulation only: the live agents' memberlist probe interval and timeout, push-pull interval and TCP timeout × this (1: memberlist's LAN defaults; the gossip interval is not scaled)")
-	liveMaxRSS  = flag.Uint64("liveMaxRSS", 12<<10, "stop the live agents early when the process's RSS passes this many MiB (the VM is shared)")
-	livePing    = flag.Duration("livePingInterval", 10*time.Second, "emulation only: the live agents' ping interval per route (-pingRouteInterval; production 1s), and a tenth of it between pinger visits (production 100ms)")
+	gossipScale   = flag.Float64("gossipScale", 1, "emulation only: the live agents' memberlist probe interval and timeout, push-pull interval and TCP timeout × this (1: memberlist's LAN defaults; the gossip interval is not scaled)")
+	liveMaxRSS    = flag.Uint64("liveMaxRSS", 12<<10, "stop the live agents early when the process's RSS passes this many MiB (the VM is shared)")
+	livePing      = flag.Duration("livePingInterval", 10*time.Second, "emulation only: the live agents' ping interval per route (-pingRouteInterval; production 1s), and a tenth of it between pinger visits (production 100ms)")
+	liveCompress  = flag.Bool("liveCompress", true, "emulation only: false turns the live agents' memberlist compression off (production keeps it on: it halves gossip bytes on a real network; on loopback it only costs CPU)")
+	livePprof     = flag.String("livePprof", "", "serve net/http/pprof on this address during the live run (e.g. 127.0.0.1:6060), to profile a run that does not finish")
+	livePushPull  = flag.Duration("livePushPull", 0, "emulation only: the live agents' memberlist push-pull interval before memberlist's cluster-size factor (0: 30s × -gossipScale); push-pull repairs the joins gossip missed")
+	livePlanGap   = flag.Duration("livePlanGap", time.Second, "emulation only: the least time between two plan updates woken by membership (production 1s; each is an O(N) plan.Select)")
+	liveTraceRate = flag.Float64("liveTraceRate", 50, "emulation only: the live agents' -traceRate, trace probes/s per agent (production 50; sweeps take 50/this times longer)")
 )
 
 // liveAgent is one emulated agent: real memberlist, plan runner, mapper,
 // pinger, graph and HTTP/SSE server on its own loopback address.
 type liveAgent struct {
-	name    string
-	addr    netip.Addr
-	g       *graph.Graph
-	mp      *mapper.Mapper
-	runner  *plan.Runner
-	reg     *prometheus.Registry
+	name   string
+	addr   netip.Addr
+	g      *graph.Graph
+	mp     *mapper.Mapper
+	runner *plan.Runner
+	reg    *prometheus.Registry
+	// creg holds the cluster's metrics alone: read at the end for 1 000
+	// agents, a whole agent's registry took minutes to gather.
+	creg    *prometheus.Registry
 	peers   atomic.Int64 // members this agent's handler was told of
 	started time.Time
 	// Set by the watcher: nanoseconds since started.
@@ -79,7 +88,7 @@ func (a *liveAgent) watch(n int, finish <-chan struct{}) {
 		select {
 		case <-finish:
 			a.routes = a.g.Size().Routes
-			a.fails = sumCounter(a.reg, "dnms_cluster_events_total", "fail")
+			a.fails = sumCounter(a.creg, "dnms_cluster_events_total", "fail")
 			return
 		case <-tick.C:
 		}
@@ -123,6 +132,14 @@ type liveFigures struct {
 func runLive(f *simclos.Fabric, n int, runFor time.Duration) error {
 	n = min(n, len(f.Hosts))
 	raiseFileLimit(uint64(8*n + 1024))
+	if *livePprof != "" {
+		mux := http.NewServeMux()
+		mux.HandleFunc("/debug/pprof/", httppprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", httppprof.Profile)
+		srv := &http.Server{Addr: *livePprof, Handler: mux}
+		go srv.ListenAndServe()
+		defer srv.Close()
+	}
 	suspects := &countingHandler{}
 	log := slog.New(suspects)
 	port := 20000 + rand.IntN(10000)
@@ -134,16 +151,30 @@ func runLive(f *simclos.Fabric, n int, runFor time.Duration) error {
 		agents[i] = &liveAgent{name: fmt.Sprintf("a%d", i), addr: a, g: graph.New(graph.DefaultConfig())}
 	}
 	seed := net.JoinHostPort(agents[0].addr.String(), strconv.Itoa(port))
-	ctx, cancel := context.WithCancel(context.Background())
+	// Every agent has a root context of its own, as a process would:
+	// contexts derived from one shared root all lock its list of children,
+	// and 1 000 agents' traces contended for that one mutex.
+	var cancels []context.CancelFunc
 	var wg sync.WaitGroup
-	defer func() { cancel(); wg.Wait() }()
+	defer func() {
+		for _, cancel := range cancels {
+			cancel()
+		}
+		wg.Wait()
+	}()
 	// Goroutines carry a pprof label, so that -cpuprofile splits the CPU by
 	// part (go tool pprof -tags): the aggregator's from the agents' gossip,
 	// pinger, mapper, graph, API and plan. Timer callbacks and GC carry none.
-	goRun := func(role string, fn func(context.Context) error) {
+	newRoot := func() context.Context {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancels = append(cancels, cancel)
+		return ctx
+	}
+	goRun := func(ctx context.Context, role string, fn func(context.Context) error) {
 		wg.Add(1)
 		go pprof.Do(ctx, pprof.Labels("role", role), func(ctx context.Context) { defer wg.Done(); fn(ctx) })
 	}
+	aggCtx := newRoot()
 
 	aggGraph := graph.New(graph.DefaultConfig())
 	aggReg := prometheus.NewRegistry()
@@ -153,15 +184,20 @@ func runLive(f *simclos.Fabric, n int, runFor time.Duration) error {
 	if err != nil {
 		return err
 	}
-	goRun("aggregator", aggGraph.Run)
-	goRun("aggregator", agg.Run)
+	goRun(aggCtx, "aggregator", aggGraph.Run)
+	goRun(aggCtx, "aggregator", agg.Run)
 
-	cpu0, t0 := processCPU(), time.Now()
+	// Every agent is built first and then all are started in one quick
+	// loop: started one by one, the last ones were built by a goroutine
+	// among thousands of running agents' (minutes at N = 1 000).
+	built := time.Now()
+	launch := make([]func(), n)
 	for i, a := range agents {
-		a.reg = prometheus.NewRegistry()
+		ctx := newRoot()
+		a.reg, a.creg = prometheus.NewRegistry(), prometheus.NewRegistry()
 		mc := mapper.DefaultConfig()
 		mc.LocalAddr, mc.Logger, mc.Registerer = a.addr, log, a.reg
-		mc.TraceRate, mc.RouterBudget, mc.FIB = plan.NewRate(50), plan.NewRouterBudget(500), oneGateway{}
+		mc.TraceRate, mc.RouterBudget, mc.FIB = plan.NewRate(*liveTraceRate), plan.NewRouterBudget(500), oneGateway{}
 		mp, err := mapper.New(mc, &simTracer{f: f, self: a.addr, host: loop, byTTL: make(map[int]int64)}, a.g)
 		if err != nil {
 			return err
@@ -174,6 +210,7 @@ func runLive(f *simclos.Fabric, n int, runFor time.Duration) error {
 			return err
 		}
 		a.runner = runner
+		runner.SetUpdateGap(*livePlanGap)
 		runner.ShareRouterBudget(mc.RouterBudget)
 		pcfg := pinger.DefaultConfig()
 		pcfg.Local, pcfg.Logger, pcfg.Registerer, pcfg.Rate = a.addr, log, a.reg, plan.NewRate(1000)
@@ -193,8 +230,8 @@ func runLive(f *simclos.Fabric, n int, runFor time.Duration) error {
 		}
 		cc := cluster.DefaultConfig()
 		cc.BindAddr, cc.AdvertiseAddr, cc.Port, cc.NodeName = a.addr, a.addr, port, a.name
-		cc.HTTPPort, cc.Logger, cc.Registerer = uint16(port+1), log, a.reg
-		cc.Tune = scaleGossip(*gossipScale)
+		cc.HTTPPort, cc.Logger, cc.Registerer = uint16(port+1), log, a.creg
+		cc.Tune = tuneGossip(*gossipScale, *liveCompress, *livePushPull)
 		if i > 0 {
 			cc.Seeds = []string{seed}
 		} else {
@@ -208,18 +245,26 @@ func runLive(f *simclos.Fabric, n int, runFor time.Duration) error {
 		if i == 0 {
 			cl.AddHandlerWithSelf(agg)
 		}
-		a.started = time.Now()
-		goRun("graph", a.g.Run)
-		goRun("api", srv.Run)
-		goRun("mapper", mp.Run)
-		goRun("plan", runner.Run)
-		goRun("pinger", pg.Run)
-		goRun("memberlist", cl.Run)
+		launch[i] = func() {
+			a.started = time.Now()
+			goRun(ctx, "graph", a.g.Run)
+			goRun(ctx, "api", srv.Run)
+			goRun(ctx, "mapper", mp.Run)
+			goRun(ctx, "plan", runner.Run)
+			goRun(ctx, "pinger", pg.Run)
+			goRun(ctx, "memberlist", cl.Run)
+		}
+	}
+	buildTime := time.Since(built)
+	cpu0, t0 := processCPU(), time.Now()
+	for _, start := range launch {
+		start()
 	}
 	fig := liveFigures{fewest: n}
 	fig.start = time.Since(t0)
 	lastStart := agents[n-1].started
-	fmt.Printf("  live: %d agents started in %s (-gossipScale %g, -livePingInterval %s)\n", n, fig.start.Round(time.Millisecond), *gossipScale, *livePing)
+	fmt.Printf("  live: %d agents built in %s, started in %s (-gossipScale %g, -livePingInterval %s, -liveCompress %t, -liveTraceRate %g, -livePlanGap %s, -livePushPull %s, GOGC %q, GOMEMLIMIT %q)\n",
+		n, buildTime.Round(time.Millisecond), fig.start.Round(time.Millisecond), *gossipScale, *livePing, *liveCompress, *liveTraceRate, *livePlanGap, *livePushPull, os.Getenv("GOGC"), os.Getenv("GOMEMLIMIT"))
 
 	// Membership, first routes and sweeps: each agent has a watcher, so a
 	// busy agent's locks never hold up the others' readings.
@@ -230,8 +275,9 @@ func runLive(f *simclos.Fabric, n int, runFor time.Duration) error {
 	}
 	deadline, lastProgress := t0.Add(runFor), time.Now()
 	for time.Now().Before(deadline) {
-		conv, first, swept := 0, 0, 0
+		conv, first, swept, fewest := 0, 0, 0, n
 		for _, a := range agents {
+			fewest = min(fewest, int(a.peers.Load()))
 			conv += b2i(a.converged.Load() > 0)
 			first += b2i(a.firstRoute.Load() > 0)
 			swept += b2i(a.swept.Load() > 0)
@@ -248,8 +294,8 @@ func runLive(f *simclos.Fabric, n int, runFor time.Duration) error {
 		}
 		if time.Since(lastProgress) >= 10*time.Second {
 			lastProgress = time.Now()
-			fmt.Fprintf(os.Stderr, "    [%s] of %d agents: %d see all, %d have a route, %d swept; CPU so far %s, RSS %d MiB, %d goroutines\n",
-				time.Since(t0).Round(time.Second), n, conv, first, swept, processCPU().Round(time.Second), procStatus("VmRSS")>>20, runtime.NumGoroutine())
+			fmt.Fprintf(os.Stderr, "    [%s] of %d agents: %d see all (fewest seen %d), %d have a route, %d swept; CPU so far %s, RSS %d MiB, %d goroutines\n",
+				time.Since(t0).Round(time.Second), n, conv, fewest, first, swept, processCPU().Round(time.Second), procStatus("VmRSS")>>20, runtime.NumGoroutine())
 		}
 		time.Sleep(time.Second) // polling the watchers' readings
 	}
@@ -375,6 +421,20 @@ func scaleGossip(k float64) func(*memberlist.Config) {
 		}
 		for _, d := range []*time.Duration{&mc.ProbeInterval, &mc.ProbeTimeout, &mc.PushPullInterval, &mc.TCPTimeout} {
 			*d = time.Duration(float64(*d) * k)
+		}
+	}
+}
+
+// tuneGossip is scaleGossip(k), with compress false memberlist's
+// compression off (emulation only: lzw of every packet and its tables were
+// a quarter of the live agents' allocations on loopback) and a push-pull
+// interval of its own when pushPull is set.
+func tuneGossip(k float64, compress bool, pushPull time.Duration) func(*memberlist.Config) {
+	return func(mc *memberlist.Config) {
+		scaleGossip(k)(mc)
+		mc.EnableCompression = mc.EnableCompression && compress
+		if pushPull > 0 {
+			mc.PushPullInterval = pushPull
 		}
 	}
 }

@@ -48,3 +48,21 @@ func TestPct(t *testing.T) {
 		t.Error("pct of nothing is not 0")
 	}
 }
+
+func TestTuneGossip(t *testing.T) {
+	lan := memberlist.DefaultLANConfig()
+	mc := memberlist.DefaultLANConfig()
+	tuneGossip(1, true, 0)(mc)
+	if !mc.EnableCompression || mc.ProbeInterval != lan.ProbeInterval {
+		t.Fatalf("defaults changed: compression %v, probe interval %v", mc.EnableCompression, mc.ProbeInterval)
+	}
+	tuneGossip(2, false, 0)(mc)
+	if mc.EnableCompression || mc.ProbeInterval != 2*lan.ProbeInterval || mc.PushPullInterval != 2*lan.PushPullInterval {
+		t.Fatalf("-liveCompress=false -gossipScale 2: compression %v, probe interval %v, push-pull %v", mc.EnableCompression, mc.ProbeInterval, mc.PushPullInterval)
+	}
+	mc = memberlist.DefaultLANConfig()
+	tuneGossip(20, true, time.Minute)(mc)
+	if mc.PushPullInterval != time.Minute || mc.ProbeInterval != 20*lan.ProbeInterval {
+		t.Fatalf("-livePushPull 1m -gossipScale 20: push-pull %v, probe interval %v", mc.PushPullInterval, mc.ProbeInterval)
+	}
+}
