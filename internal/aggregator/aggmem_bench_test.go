@@ -49,10 +49,12 @@ func mixedPorts(n int) []int {
 // events) and one with a 1-event buffer, so the event log's part shows.
 // It reports, per route, the live heap each aggregator graph (and its
 // member state) frees when it goes (heap-B/route: default buffer;
-// heap-noevlog-B/route: without the event log), the projection to
-// N = 1,000 (275,250 routes) and N = 3,000 (883k) in MiB (the event log a
-// fixed 4,096 events, the rest per route), and the process's VmRSS and
-// live heap at the end, with every graph alive.
+// heap-noevlog-B/route: without the event log; -noview: without the
+// snapshot the graph keeps after an API read, snapshot-view-B/route), the
+// projection to N = 1,000 (275,250 routes) and N = 3,000 (883k) in MiB
+// (the event log a fixed 4,096 events, the rest per route, the snapshot
+// view included), and the process's VmRSS and live heap at the end, with
+// every graph (and the member's) alive.
 //
 //	go test -run '^$' -bench AggregatorHeapForms -benchtime 1x ./internal/aggregator
 func BenchmarkAggregatorHeapForms(b *testing.B) {
@@ -72,8 +74,14 @@ func BenchmarkAggregatorHeapForms(b *testing.B) {
 	for b.Loop() {
 		rig.cycle(false)
 	}
+	// check reads each graph's snapshot, which the graph then keeps
+	// (SnapshotView's cache, as after any API read) until it changes:
+	// the same for both forms, measured apart.
+	before := liveHeap()
 	rig.check()
 	live := liveHeap()
+	view := (live - before) / float64(2*len(rig.forms)) / float64(routes)
+	b.ReportMetric(view, "snapshot-view-B/route")
 	rss := vmRSS(b)
 	b.ReportMetric(float64(keys)/float64(routes), "keys/route")
 	b.ReportMetric(rss/(1<<20), "process-VmRSS-MiB")
@@ -86,6 +94,7 @@ func BenchmarkAggregatorHeapForms(b *testing.B) {
 		per[f.name] = [2]float64{withLog, noLog}
 		b.ReportMetric(withLog, f.name+"-heap-B/route")
 		b.ReportMetric(noLog, f.name+"-heap-noevlog-B/route")
+		b.ReportMetric(noLog-view, f.name+"-heap-noevlog-noview-B/route")
 		evlog := (withLog - noLog) * float64(routes)
 		for _, n := range []struct {
 			name   string
