@@ -82,6 +82,7 @@ type batchRig struct {
 	forms   []*batchForm
 	unknown []lostSample
 	seq     uint64
+	tick    int // seconds so far: the ports' turn
 }
 
 // batchForm is one batch form's subscription on the member and the
@@ -154,10 +155,10 @@ func newBatchRig(b *testing.B, routes int, portsOf func(i int) int, aggCfgs ...g
 func (rig *batchRig) cycle(timed bool) {
 	const perBatch = 5
 	b := rig.b
-	for s := range perBatch {
+	for range perBatch {
 		for i, ks := range rig.keys {
 			rig.seq++
-			k := ks[(s+i)%len(ks)]
+			k := ks[(rig.tick+i)%len(ks)]
 			sm := graph.Sample{Seq: rig.seq, Sent: rig.now, Source: "ebpf"}
 			switch x := rig.rng.IntN(100); {
 			case x < 1:
@@ -170,7 +171,7 @@ func (rig *batchRig) cycle(timed bool) {
 			}
 			rig.mg.AddSample(k, sm)
 		}
-		rig.now = rig.now.Add(time.Second)
+		rig.now, rig.tick = rig.now.Add(time.Second), rig.tick+1
 	}
 	for _, l := range rig.unknown {
 		rig.mg.AddSample(l.k, graph.Sample{Sent: l.sent, Lost: true, Dir: graph.LossReverse, Resolves: true})
