@@ -41,148 +41,23 @@ func BenchmarkBatchForms(b *testing.B) {
 }
 
 func benchBatchForms(b *testing.B, ports int) {
-	const routes, perBatch = 2000, 5
-	now := time.Date(2026, 12, 5, 8, 0, 0, 0, time.UTC)
-	gcfg := graph.DefaultConfig()
-	gcfg.Now = func() time.Time { return now }
-	mg := graph.New(gcfg)
-	rng := rand.New(rand.NewPCG(1, 2))
-	var keys [][]graph.RouteKey
-	for i := range routes {
-		dst := netip.AddrFrom4([4]byte{198, 18, byte(16 + i/250), byte(1 + i%250)})
-		ks := make([]graph.RouteKey, ports)
-		for p := range ks {
-			ks[p] = graph.RouteKey{Src: hA, Dst: dst, SrcPort: uint16(33436 + p)}
-			mg.SetRoute(ks[p], hopsOf(hA, leaf1, []netip.Addr{sp1, sp2}[i%2], leaf2, dst))
-		}
-		keys = append(keys, ks)
-	}
-	forms := []struct {
-		name string
-		sub  *graph.Subscription
-		g    *graph.Graph
-		m    *member
-		stat struct {
-			bytes, routes       int
-			encode, apply       time.Duration
-			heapPerRoute, ratio float64
-		}
-	}{{name: "metrics"}, {name: "delta"}}
-	for i := range forms {
-		f := &forms[i]
-		if f.name == "delta" {
-			f.sub = mg.SubscribeDeltas(0, 1<<16)
-		} else {
-			f.sub = mg.SubscribeBatched(0, 1<<16)
-		}
-		f.g = graph.New(graph.DefaultConfig())
-		f.m = newTestMember(b, f.g)
-		f.m.batched, f.m.form = true, api.BatchFormMetrics
-		if f.name == "delta" {
-			f.m.form = api.BatchFormDeltas
-		}
-		f.m.applySnapshot(*f.sub.Snapshot)
-		f.m.instance, f.m.lastID, f.m.synced = "f", f.sub.Snapshot.EventID, true
-	}
-	type lost struct {
-		k    graph.RouteKey
-		sent time.Time
-	}
-	var unknown []lost
-	seq := uint64(0)
-	// cycle is one batch interval of samples, then both batches: taken,
-	// encoded and applied (timed when timed is set).
-	cycle := func(timed bool) {
-		for s := range perBatch {
-			for i, ks := range keys {
-				seq++
-				k := ks[(s+i)%len(ks)]
-				sm := graph.Sample{Seq: seq, Sent: now, Source: "ebpf"}
-				switch x := rng.IntN(100); {
-				case x < 1:
-					sm.Lost = true
-					unknown = append(unknown, lost{k, now})
-				case x < 2:
-					sm.Lost, sm.Dir = true, graph.LossForward
-				default:
-					sm.RTT = time.Duration(80_000 + rng.IntN(30_000) + int(math.Abs(rng.NormFloat64())*10_000))
-				}
-				mg.AddSample(k, sm)
-			}
-			now = now.Add(time.Second)
-		}
-		for _, l := range unknown {
-			mg.AddSample(l.k, graph.Sample{Sent: l.sent, Lost: true, Dir: graph.LossReverse, Resolves: true})
-		}
-		unknown = unknown[:0]
-		mg.Flush()
-		_ = mg.Snapshot() // the window metrics both forms start from
-		for i := range forms {
-			f := &forms[i]
-			t0 := threadCPU(b)
-			if f.sub.Batch() == 0 {
-				b.Fatalf("%s: empty batch", f.name)
-			}
-			ev := <-f.sub.C
-			data, err := json.Marshal(ev)
-			if err != nil {
-				b.Fatal(err)
-			}
-			t1 := threadCPU(b)
-			sse := sseEvent{Name: string(ev.Type), ID: fmt.Sprintf("f-%d", ev.ID), HasID: true, Data: data}
-			if reason, err := f.m.apply(sse); reason != "" || err != nil {
-				b.Fatalf("%s: apply: %s %v", f.name, reason, err)
-			}
-			t2 := threadCPU(b)
-			if timed {
-				f.stat.bytes += len(data)
-				f.stat.routes += len(ev.Batch)
-				if ev.Deltas != nil {
-					f.stat.routes += len(ev.Deltas.Routes)
-				}
-				f.stat.encode += t1 - t0
-				f.stat.apply += t2 - t1
-			}
-		}
-	}
+	const routes = 2000
+	rig := newBatchRig(b, routes, func(int) int { return ports }, graph.DefaultConfig())
 	// Times are this thread's CPU time: what the work costs, not the
 	// other engineers' load on the machine or the GC's background workers.
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	for range 25 { // fill the windows (and the replicas)
-		cycle(false)
-	}
+	rig.fill()
 	for b.Loop() {
-		cycle(true)
+		rig.cycle(true)
 	}
-	// Both aggregators hold the member's metrics exactly.
-	want := mg.Snapshot().Routes
-	for _, f := range forms {
-		got := f.g.Snapshot().Routes
-		for i := range want {
-			if got[i].ID != want[i].ID || fmt.Sprint(got[i].Metrics) != fmt.Sprint(want[i].Metrics) {
-				b.Fatalf("%s: route %s: aggregator %+v, member %+v", f.name, want[i].ID, got[i].Metrics, want[i].Metrics)
-			}
-		}
+	rig.check()
+	for i := len(rig.forms) - 1; i >= 0; i-- {
+		rig.forms[i].stat.heapPerRoute = rig.drop(rig.forms[i], 0) / routes
 	}
-	// The heap each aggregator graph (and its member state) holds: what
-	// the heap loses when it goes.
-	heap := func() float64 {
-		runtime.GC()
-		runtime.GC() // and what sync.Pools kept one more cycle
-		var ms runtime.MemStats
-		runtime.ReadMemStats(&ms)
-		return float64(ms.HeapAlloc)
-	}
-	for i := len(forms) - 1; i >= 0; i-- {
-		before := heap()
-		forms[i].g, forms[i].m = nil, nil
-		forms[i].stat.heapPerRoute = (before - heap()) / routes
-	}
-	runtime.KeepAlive(mg)
-	m, d := forms[0].stat, forms[1].stat
+	m, d := rig.forms[0].stat, rig.forms[1].stat
 	per := func(x, n int) float64 { return float64(x) / float64(n) }
-	for _, f := range forms {
+	for _, f := range rig.forms {
 		s := f.stat
 		b.ReportMetric(per(s.bytes, s.routes), f.name+"-bytes/route")
 		b.ReportMetric(per(int(s.encode), s.routes), f.name+"-encode-ns/route")
@@ -193,6 +68,194 @@ func benchBatchForms(b *testing.B, ports int) {
 	b.ReportMetric(per(int(d.encode), d.routes)/per(int(m.encode), m.routes), "delta/metrics-encode")
 	b.ReportMetric(per(int(d.apply), d.routes)/per(int(m.apply), m.routes), "delta/metrics-apply")
 	b.ReportMetric(d.heapPerRoute/m.heapPerRoute, "delta/metrics-heap")
+}
+
+// batchRig is one member graph whose routes take samples as the pinger
+// has them, streamed in both batch forms to aggregator graphs (one or
+// more per form, each with its own config).
+type batchRig struct {
+	b       *testing.B
+	now     time.Time
+	mg      *graph.Graph
+	rng     *rand.Rand
+	keys    [][]graph.RouteKey
+	forms   []*batchForm
+	unknown []lostSample
+	seq     uint64
+	tick    int // seconds so far: the ports' turn
+}
+
+// batchForm is one batch form's subscription on the member and the
+// aggregator graphs it feeds.
+type batchForm struct {
+	name string
+	sub  *graph.Subscription
+	aggs []aggCopy
+	stat struct {
+		bytes, routes       int
+		encode, apply       time.Duration
+		heapPerRoute, ratio float64
+	}
+}
+
+type aggCopy struct {
+	g *graph.Graph
+	m *member
+}
+
+type lostSample struct {
+	k    graph.RouteKey
+	sent time.Time
+}
+
+// newBatchRig builds the member with routes routes, route i over
+// portsOf(i) source ports, and for each form one aggregator graph per
+// config in aggCfgs.
+func newBatchRig(b *testing.B, routes int, portsOf func(i int) int, aggCfgs ...graph.Config) *batchRig {
+	rig := &batchRig{b: b, now: time.Date(2026, 12, 5, 8, 0, 0, 0, time.UTC), rng: rand.New(rand.NewPCG(1, 2))}
+	gcfg := graph.DefaultConfig()
+	gcfg.Now = func() time.Time { return rig.now }
+	rig.mg = graph.New(gcfg)
+	for i := range routes {
+		dst := netip.AddrFrom4([4]byte{198, 18, byte(16 + i/250), byte(1 + i%250)})
+		ks := make([]graph.RouteKey, portsOf(i))
+		for p := range ks {
+			ks[p] = graph.RouteKey{Src: hA, Dst: dst, SrcPort: uint16(33436 + p)}
+			rig.mg.SetRoute(ks[p], hopsOf(hA, leaf1, []netip.Addr{sp1, sp2}[i%2], leaf2, dst))
+		}
+		rig.keys = append(rig.keys, ks)
+	}
+	for _, name := range []string{"metrics", "delta"} {
+		f := &batchForm{name: name}
+		if name == "delta" {
+			f.sub = rig.mg.SubscribeDeltas(0, 1<<16)
+		} else {
+			f.sub = rig.mg.SubscribeBatched(0, 1<<16)
+		}
+		for _, cfg := range aggCfgs {
+			g := graph.New(cfg)
+			m := newTestMember(b, g)
+			m.batched, m.form = true, api.BatchFormMetrics
+			if name == "delta" {
+				m.form = api.BatchFormDeltas
+			}
+			m.applySnapshot(*f.sub.Snapshot)
+			m.instance, m.lastID, m.synced = "f", f.sub.Snapshot.EventID, true
+			f.aggs = append(f.aggs, aggCopy{g, m})
+		}
+		rig.forms = append(rig.forms, f)
+	}
+	return rig
+}
+
+// cycle is one batch interval (5 s) of samples, one per route per second,
+// the route's ports taking turns, 2% lost and half of those resolved
+// later; then each form's batch, taken, encoded and applied to its
+// aggregator graphs (timed on the first when timed is set).
+func (rig *batchRig) cycle(timed bool) {
+	const perBatch = 5
+	b := rig.b
+	for range perBatch {
+		for i, ks := range rig.keys {
+			rig.seq++
+			k := ks[(rig.tick+i)%len(ks)]
+			sm := graph.Sample{Seq: rig.seq, Sent: rig.now, Source: "ebpf"}
+			switch x := rig.rng.IntN(100); {
+			case x < 1:
+				sm.Lost = true
+				rig.unknown = append(rig.unknown, lostSample{k, rig.now})
+			case x < 2:
+				sm.Lost, sm.Dir = true, graph.LossForward
+			default:
+				sm.RTT = time.Duration(80_000 + rig.rng.IntN(30_000) + int(math.Abs(rig.rng.NormFloat64())*10_000))
+			}
+			rig.mg.AddSample(k, sm)
+		}
+		rig.now, rig.tick = rig.now.Add(time.Second), rig.tick+1
+	}
+	for _, l := range rig.unknown {
+		rig.mg.AddSample(l.k, graph.Sample{Sent: l.sent, Lost: true, Dir: graph.LossReverse, Resolves: true})
+	}
+	rig.unknown = rig.unknown[:0]
+	rig.mg.Flush()
+	_ = rig.mg.Snapshot() // the window metrics both forms start from
+	for _, f := range rig.forms {
+		t0 := threadCPU(b)
+		if f.sub.Batch() == 0 {
+			b.Fatalf("%s: empty batch", f.name)
+		}
+		ev := <-f.sub.C
+		data, err := json.Marshal(ev)
+		if err != nil {
+			b.Fatal(err)
+		}
+		t1 := threadCPU(b)
+		var t2 time.Duration
+		for j, a := range f.aggs {
+			if a.m == nil {
+				continue
+			}
+			sse := sseEvent{Name: string(ev.Type), ID: fmt.Sprintf("f-%d", ev.ID), HasID: true, Data: data}
+			if reason, err := a.m.apply(sse); reason != "" || err != nil {
+				b.Fatalf("%s: apply: %s %v", f.name, reason, err)
+			}
+			if j == 0 {
+				t2 = threadCPU(b)
+			}
+		}
+		if timed {
+			f.stat.bytes += len(data)
+			f.stat.routes += len(ev.Batch)
+			if ev.Deltas != nil {
+				f.stat.routes += len(ev.Deltas.Routes)
+			}
+			f.stat.encode += t1 - t0
+			f.stat.apply += t2 - t1
+		}
+	}
+}
+
+// fill runs cycles until every route's window (and replica) is full:
+// 125 samples a route.
+func (rig *batchRig) fill() {
+	for range 25 {
+		rig.cycle(false)
+	}
+}
+
+// check fails unless every aggregator graph holds the member's metrics
+// exactly.
+func (rig *batchRig) check() {
+	want := rig.mg.Snapshot().Routes
+	for _, f := range rig.forms {
+		for _, a := range f.aggs {
+			got := a.g.Snapshot().Routes
+			for i := range want {
+				if got[i].ID != want[i].ID || fmt.Sprint(got[i].Metrics) != fmt.Sprint(want[i].Metrics) {
+					rig.b.Fatalf("%s: route %s: aggregator %+v, member %+v", f.name, want[i].ID, got[i].Metrics, want[i].Metrics)
+				}
+			}
+		}
+	}
+}
+
+// drop lets go of f's j-th aggregator graph (and its member state) and
+// returns the live heap that freed.
+func (rig *batchRig) drop(f *batchForm, j int) float64 {
+	before := liveHeap()
+	f.aggs[j] = aggCopy{}
+	freed := before - liveHeap()
+	runtime.KeepAlive(rig.mg)
+	return freed
+}
+
+// liveHeap is the heap live after a full collection.
+func liveHeap() float64 {
+	runtime.GC()
+	runtime.GC() // and what sync.Pools kept one more cycle
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return float64(ms.HeapAlloc)
 }
 
 // threadCPU is the CPU time the calling OS thread has used.
