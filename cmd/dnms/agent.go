@@ -107,6 +107,7 @@ func runAgent(cfg *config) error {
 		acfg.Token, acfg.Logger, acfg.Registerer = cfg.AggregatorToken, log, reg
 		acfg.Trust, acfg.TLS, acfg.Self = cfg.trust(), cfg.ClusterTLS, cfg.NodeName
 		acfg.SelfAddr, acfg.Started = cfg.GossipAddr, time.Now()
+		acfg.Deltas = cfg.Scale.AggregateDeltas
 		if acfg.Self == "" {
 			acfg.Self = cluster.DefaultNodeName(cfg.GossipAddr)
 		}

@@ -20,6 +20,9 @@ type scaleConfig struct {
 	// AggregateInterval: how often this member sends an aggregator one
 	// batch of route metrics (internal/api BatchInterval); 0 = every update.
 	AggregateInterval time.Duration
+	// AggregateDeltas: an aggregator asks members for delta batches
+	// (changed flow-state buckets) instead of window metrics.
+	AggregateDeltas bool
 	// PingEveryPort pings every mapped source port, not one per distinct
 	// (forward route, reverse route) pair (internal/pinger).
 	PingEveryPort bool
@@ -33,6 +36,7 @@ func addScaleFlags(fs *flag.FlagSet, s *scaleConfig) {
 	fs.Float64Var(&s.TraceRouterRate, "traceRouterRate", 500, "cluster-wide cap on TTL-expired answers per second asked of one router; each agent takes its share (rate / members)")
 	fs.StringVar(&s.MetricsDetail, "metricsDetail", "peer", "series on /metrics: peer (per-peer loss and latency) or route (also per route)")
 	fs.BoolVar(&s.PingEveryPort, "pingEveryPort", false, "ping every mapped source port; by default the ports to a peer that take the same route both ways (forward, and the peer's route back) share one ping schedule and take turns")
+	fs.BoolVar(&s.AggregateDeltas, "aggregateDeltas", false, "aggregator: ask members for delta batches (the flow-state buckets that changed, kept in a replica here: 0.4–0.8× the bytes, ≈ 2.5× the aggregator's memory) instead of each changed route's window metrics")
 	fs.DurationVar(&s.AggregateInterval, "aggregateInterval", 5*time.Second, "how often this member sends each aggregator one batch of its routes' metrics, at a phase set by its node name (path changes and removals go at once); 0 sends every update as it comes")
 }
 

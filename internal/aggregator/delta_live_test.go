@@ -100,8 +100,9 @@ func sameMetrics(t *testing.T, agg, member *graph.Graph, origin string) {
 	})
 }
 
-// TestLiveDeltaFallback: one aggregator streams from a member that sends
-// delta batches and from one that predates them. Each stream is in the
+// TestLiveDeltaFallback: an aggregator that asks for deltas
+// (-aggregateDeltas) streams from a member that sends delta batches and
+// from one that predates them. Each stream is in the
 // form its member knows (the member status says which), and the
 // aggregator ends with both members' exact metrics, every field, after
 // keys moved, were reset and took turns.
@@ -126,7 +127,7 @@ func TestLiveDeltaFallback(t *testing.T) {
 		}
 	}
 
-	h := startAggregator(t, func(c *Config) { c.Token = "tok" })
+	h := startAggregator(t, func(c *Config) { c.Token = "tok"; c.Deltas = true })
 	h.a.AddMember("newer", newer.srv.URL)
 	h.a.AddMember("older", oldSrv.URL)
 	var keys []graph.RouteKey
@@ -140,6 +141,17 @@ func TestLiveDeltaFallback(t *testing.T) {
 		}
 	}
 	waitConnected(t, h, 2)
+	// Without Deltas (the default) the delta-capable member streams
+	// window metrics.
+	h1 := startAggregator(t, func(c *Config) { c.Token = "tok" })
+	h1.a.AddMember("newer", newer.srv.URL)
+	waitConnected(t, h1, 1)
+	for _, st := range h1.a.Status() {
+		if st.Name == "newer" && st.BatchForm != api.BatchFormMetrics {
+			t.Fatalf("default aggregator: batch form %d, want %d", st.BatchForm, api.BatchFormMetrics)
+		}
+	}
+
 	// Each round's changes must reach the aggregator in batches, not in
 	// the first snapshot: wait for a batch after each.
 	for _, g := range []*graph.Graph{newer.g, older} {
