@@ -79,16 +79,17 @@ func (s *Server) eventsHandler(g Graph, view string) http.Handler {
 			bt     *time.Timer
 			batchC <-chan time.Time // nil: not batched
 		)
-		switch form := s.batchForm(g, r); form {
-		case 0:
-			sub = g.Subscribe(after, s.cfg.StreamBuffer)
+		form := s.batchForm(g, r)
+		switch form {
+		case BatchFormDeltas:
+			sub = g.(deltaGraph).SubscribeDeltas(after, s.cfg.StreamBuffer)
+			h.Set(BatchFormHeader, strconv.Itoa(form))
+		case BatchFormMetrics:
+			sub = g.(batchGraph).SubscribeBatched(after, s.cfg.StreamBuffer)
 		default:
-			if form == BatchFormDeltas {
-				sub = g.(deltaGraph).SubscribeDeltas(after, s.cfg.StreamBuffer)
-				h.Set(BatchFormHeader, strconv.Itoa(form))
-			} else {
-				sub = g.(batchGraph).SubscribeBatched(after, s.cfg.StreamBuffer)
-			}
+			sub = g.Subscribe(after, s.cfg.StreamBuffer)
+		}
+		if form != 0 {
 			h.Set(BatchHeader, s.cfg.BatchInterval.String())
 			bt = time.NewTimer(time.Until(NextBatch(time.Now(), s.cfg.BatchInterval, s.cfg.BatchPhase)))
 			defer bt.Stop()
