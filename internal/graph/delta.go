@@ -257,7 +257,7 @@ func decodeBucket(v []int64, t0 int64) (int, flowBucket, error) {
 	if len(v) < bucketRTT+2 || (len(v)-bucketRTT)%2 != 0 || (len(v)-bucketRTT)/2 > bucketCap {
 		return 0, b, fmt.Errorf("bucket of %d answered samples has %d fields", answered, len(v))
 	}
-	b.min, b.max = durationOf(v[8]), durationOf(v[9])
+	b.min, b.max = time.Duration(v[8]), time.Duration(v[9])
 	b.mean, b.m2 = math.Float64frombits(uint64(v[10])), math.Float64frombits(uint64(v[11]))
 	if b.min > b.max || !finite(b.mean) || !finite(b.m2) || b.m2 < 0 {
 		return 0, b, fmt.Errorf("bucket RTTs: min %v max %v mean %v m2 %v", b.min, b.max, b.mean, b.m2)
@@ -280,8 +280,6 @@ func decodeBucket(v []int64, t0 int64) (int, flowBucket, error) {
 	}
 	return int(idx), b, nil
 }
-
-func durationOf(ns int64) time.Duration { return time.Duration(ns) }
 
 func finite(f float64) bool { return !math.IsNaN(f) && !math.IsInf(f, 0) }
 
