@@ -2,7 +2,6 @@ package graph
 
 import (
 	"fmt"
-	"math"
 
 	"github.com/dnms/dnms/internal/localize"
 )
@@ -213,7 +212,7 @@ func (b *HealthInput) check(r *Route, hops []int32) error {
 		return fmt.Errorf("%s: lost forward %d + reverse %d > lost %d", name, m.LostForward, m.LostReverse, m.Lost)
 	}
 	for _, f := range [...]float64{m.Loss, m.LossForward, m.LossReverse, m.RTTMin, m.RTTAvg, m.RTTP50, m.RTTP99, m.RTTMax, m.JitterRFC3550, m.JitterStddev, m.RTTBaseline} {
-		if math.IsNaN(f) || math.IsInf(f, 0) || f < 0 {
+		if !finite(f) || f < 0 {
 			return fmt.Errorf("%s: metric value %v out of range", name, f)
 		}
 	}
@@ -303,7 +302,7 @@ func validExcess(ex []float64, keys int) error {
 		return fmt.Errorf("%d rttExcessByKeySeconds values for %d keys", len(ex), keys)
 	}
 	for _, e := range ex {
-		if math.IsNaN(e) || math.IsInf(e, 0) || (e < 0 && e != -1) {
+		if !finite(e) || (e < 0 && e != -1) {
 			return fmt.Errorf("rttExcessByKeySeconds value %v out of range (want >= 0, or -1 for unknown)", e)
 		}
 	}
